@@ -1,0 +1,25 @@
+use std::io;
+use std::net::SocketAddr;
+
+/// Why the daemon could not start or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatdError {
+    /// The listen address could not be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address that was asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// The reflection service could not be built from the embedded descriptors.
+    #[error("cannot build the gRPC reflection service")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    /// The gRPC server failed while serving.
+    #[error("gRPC server failed")]
+    Serve(#[source] tonic::transport::Error),
+    /// Installing the signal handlers failed.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] io::Error),
+}

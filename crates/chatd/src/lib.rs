@@ -1,0 +1,16 @@
+//! The chatd daemon: the process that serves chatd's gRPC API.
+//!
+//! Today this crate holds the command line ([`cli`]) and the server skeleton ([`serve`]): a
+//! tonic server with `grpc.health.v1` and gRPC server reflection (v1) that shuts down cleanly
+//! on a signal. The chat services, the chat worker, the stream loop and the part relay land
+//! here in later issues; the rules they follow live in the policy crates, not in this one.
+//!
+//! The daemon is the top of the layer stack: it may depend on every chatd crate, and no chatd
+//! crate may depend on it.
+
+pub mod cli;
+mod error;
+mod serve;
+
+pub use error::ChatdError;
+pub use serve::{ServeConfig, ShutdownSignals, serve};

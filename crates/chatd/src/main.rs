@@ -1,0 +1,70 @@
+//! The `chatd` executable: parses the command line, sets up logging and runs a subcommand.
+
+use std::error::Error;
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use chatd::cli::{Cli, Command};
+use chatd::{ServeConfig, ShutdownSignals};
+use clap::Parser as _;
+use tracing::error;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match EnvFilter::try_new(&cli.log_filter) {
+        Ok(filter) => filter,
+        Err(err) => {
+            eprintln!("chatd: invalid --log-filter {:?}: {err}", cli.log_filter);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!(error = %chain(&err), "chatd failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), chatd::ChatdError> {
+    match command {
+        Command::Serve(args) => {
+            let signals = ShutdownSignals::install()?;
+            let config = ServeConfig {
+                listen: args.listen,
+                shutdown_grace: args.shutdown_grace,
+            };
+            chatd::serve(config, signals.recv()).await
+        }
+    }
+}
+
+/// `outer: cause: root cause`, so a log line says why, not only what.
+fn chain(err: &dyn Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,235 @@
+//! Support for chatd's end-to-end tests: build and start real `chatd` processes on loopback,
+//! learn the address they bound, and stop them with real signals.
+//!
+//! Nothing here fakes the daemon: tests talk to it over gRPC exactly as a client would.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// What went wrong while driving a daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum E2eError {
+    /// `cargo build` of a binary failed.
+    #[error("building {binary} failed: {detail}")]
+    Build {
+        /// The binary.
+        binary: String,
+        /// Cargo's output or the spawn error.
+        detail: String,
+    },
+    /// The process could not be started or waited for.
+    #[error("process I/O failed")]
+    Io(#[from] std::io::Error),
+    /// The daemon did not log its listen address in time (its log is attached).
+    #[error("chatd did not report its address within {timeout:?}; log so far:\n{log}")]
+    NoAddress {
+        /// How long we waited.
+        timeout: Duration,
+        /// Everything the daemon wrote to stderr.
+        log: String,
+    },
+    /// Sending a signal failed.
+    #[error("cannot signal the daemon")]
+    Signal(#[from] nix::Error),
+    /// The daemon did not exit in time after a signal.
+    #[error("chatd did not exit within {timeout:?} of {signal}; log so far:\n{log}")]
+    NoExit {
+        /// How long we waited.
+        timeout: Duration,
+        /// The signal sent.
+        signal: Signal,
+        /// Everything the daemon wrote to stderr.
+        log: String,
+    },
+}
+
+/// The workspace's target directory, derived from the running test executable
+/// (`<target>/<profile>/deps/<test>`), so nested builds share the outer build's artifacts.
+fn target_profile_dir() -> Result<PathBuf, E2eError> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| E2eError::Build {
+            binary: "chatd".into(),
+            detail: format!("cannot find the target directory from {}", exe.display()),
+        })
+}
+
+/// Path of the workspace binary `name` (of the package of the same name), built (or confirmed
+/// fresh) once per test process with the same
+/// cargo and profile as the tests, so a test never runs a stale daemon.
+pub fn workspace_binary(name: &'static str) -> Result<PathBuf, E2eError> {
+    static BUILT: OnceLock<Mutex<Vec<(&'static str, PathBuf)>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| *n == name) {
+        return Ok(path.clone());
+    }
+
+    let profile_dir = target_profile_dir()?;
+    let target_dir = profile_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let release = profile_dir.file_name().is_some_and(|p| p == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--locked",
+        "--package",
+        name,
+        "--bin",
+        name,
+    ])
+    .env("CARGO_TARGET_DIR", &target_dir)
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if release {
+        cmd.arg("--release");
+    }
+    let output = cmd.output().map_err(|e| E2eError::Build {
+        binary: name.into(),
+        detail: e.to_string(),
+    })?;
+    if !output.status.success() {
+        return Err(E2eError::Build {
+            binary: name.into(),
+            detail: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    let path = profile_dir.join(name);
+    built.push((name, path.clone()));
+    Ok(path)
+}
+
+/// A running `chatd` child process. Killed (SIGKILL) on drop if still running.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `chatd <args>` with extra environment variables and waits until it logs the
+    /// address it listens on.
+    pub async fn start(args: &[&str], env: &[(&str, &str)]) -> Result<Self, E2eError> {
+        const STARTUP: Duration = Duration::from_secs(30);
+        let binary = workspace_binary("chatd")?;
+        let mut cmd = Command::new(binary);
+        cmd.args(args)
+            .env("CHATD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd.spawn()?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| std::io::Error::other("stderr of the daemon was not captured"))?;
+
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let sink = Arc::clone(&log);
+        // Keep draining stderr for the daemon's whole life so it never blocks on a full pipe.
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut addr_tx = Some(addr_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = listen_addr(&line)
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+
+        match tokio::time::timeout(STARTUP, addr_rx).await {
+            Ok(Ok(addr)) => Ok(Self { child, addr, log }),
+            _ => Err(E2eError::NoAddress {
+                timeout: STARTUP,
+                log: snapshot(&log),
+            }),
+        }
+    }
+
+    /// The `ip:port` the daemon listens on.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `http://ip:port`, for tonic channels.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything the daemon has logged so far.
+    pub fn log(&self) -> String {
+        snapshot(&self.log)
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the process to exit.
+    pub async fn stop(mut self, signal: Signal, timeout: Duration) -> Result<ExitStatus, E2eError> {
+        let pid = self
+            .child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| std::io::Error::other("the daemon already exited"))?;
+        signal::kill(Pid::from_raw(pid), signal)?;
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => Err(E2eError::NoExit {
+                timeout,
+                signal,
+                log: self.log(),
+            }),
+        }
+    }
+}
+
+fn snapshot(log: &Mutex<String>) -> String {
+    log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Finds `addr=<ip:port>` in a log line of the `listening` event.
+fn listen_addr(line: &str) -> Option<String> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let start = line.find("addr=")? + "addr=".len();
+    let addr: String = line[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    (!addr.is_empty()).then_some(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_addr;
+
+    #[test]
+    fn finds_the_address_in_the_listening_line() {
+        let line = "2026-11-21T10:00:00.000Z  INFO chatd::serve: listening addr=127.0.0.1:41234";
+        assert_eq!(listen_addr(line).as_deref(), Some("127.0.0.1:41234"));
+        assert_eq!(listen_addr("INFO chatd: shutting down addr=x"), None);
+    }
+}

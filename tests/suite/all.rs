@@ -1,0 +1,5 @@
+//! chatd's end-to-end suite: one test binary, one module per area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic where it fails
+
+mod serve;

@@ -1,0 +1,155 @@
+//! `chatd serve`: health, reflection, configuration through the environment, clean shutdown.
+
+use std::time::{Duration, Instant};
+
+use chatd_e2e::{Daemon, workspace_binary};
+use nix::sys::signal::Signal;
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+async fn channel(daemon: &Daemon) -> Channel {
+    Channel::from_shared(daemon.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}\n{}", daemon.addr(), daemon.log()))
+}
+
+async fn reflected_services(channel: Channel) -> Vec<String> {
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection response: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn serve_answers_health_and_reflection_and_exits_cleanly_on_sigterm() {
+    // The listen address comes from the environment, proving CHATD_* variables are read.
+    let daemon = Daemon::start(&["serve"], &[("CHATD_LISTEN", "127.0.0.1:0")])
+        .await
+        .unwrap();
+    let channel = channel(&daemon).await;
+
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+
+    let services = reflected_services(channel).await;
+    assert!(
+        services.contains(&"grpc.health.v1.Health".to_owned()),
+        "{services:?}"
+    );
+    assert!(
+        services.contains(&"grpc.reflection.v1.ServerReflection".to_owned()),
+        "{services:?}"
+    );
+    // Services that are not implemented yet must not be advertised.
+    assert!(
+        !services.iter().any(|s| s.starts_with("chatd.v1.")),
+        "{services:?}"
+    );
+
+    let started = Instant::now();
+    let status = daemon
+        .stop(Signal::SIGTERM, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn an_open_stream_does_not_hold_shutdown_past_the_grace_period() {
+    let daemon = Daemon::start(
+        &["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "1s"],
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut watch = HealthClient::new(channel(&daemon).await)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let log = daemon.log();
+    let status = daemon
+        .stop(Signal::SIGINT, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}\n{log}");
+
+    // The open watch saw the daemon stop serving before it went away.
+    let mut saw_not_serving = false;
+    while let Some(Ok(update)) = watch.next().await {
+        saw_not_serving |= update.status() == ServingStatus::NotServing;
+    }
+    assert!(
+        saw_not_serving,
+        "the health watch never reported NOT_SERVING"
+    );
+}
+
+#[tokio::test]
+async fn help_documents_every_flag_with_its_environment_variable() {
+    let chatd = workspace_binary("chatd").unwrap();
+    let output = tokio::process::Command::new(chatd)
+        .args(["serve", "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for (flag, env) in [
+        ("--listen", "CHATD_LISTEN"),
+        ("--shutdown-grace", "CHATD_SHUTDOWN_GRACE"),
+        ("--log-filter", "CHATD_LOG"),
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        assert!(help.contains(env), "{env} missing from:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn a_busy_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let chatd = workspace_binary("chatd").unwrap();
+    let output = tokio::process::Command::new(chatd)
+        .args(["serve", "--listen", &addr])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains(&format!("cannot listen on {addr}")), "{log}");
+}
