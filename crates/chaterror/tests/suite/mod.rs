@@ -1,0 +1,11 @@
+mod beyond;
+mod codes;
+mod corpus;
+mod edges;
+mod main_table;
+mod patterns;
+mod properties;
+mod providers;
+mod structured;
+mod transport;
+mod usage;
