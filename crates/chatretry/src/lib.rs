@@ -1,0 +1,32 @@
+//! The one retry owner for model calls (spec/chatretry.md).
+//!
+//! - [`CancelToken`]: cancellation that carries a [`CancelCause`], so a user interrupt, a
+//!   shutdown or a superseded turn is never mistaken for a provider failure.
+//! - [`RetryPolicy`]: the back-off schedule (1 s doubling to 60 s, 25 attempts), jitter with an
+//!   injectable RNG, a wall-clock budget per call, a ceiling on Retry-After with parking.
+//!   [`RetryPolicy::decide`] is the single decision both drivers use.
+//! - [`retry`] / [`Retrier`]: the in-process driver, with the exact order of checks, the
+//!   transport-reset normalisation and typed outcomes ([`RetryError`]).
+//! - [`guard_silence`]: the stream silence guard, a stream adapter that fails a silent attempt
+//!   exactly once with a retryable `stream_silence_timeout`.
+//!
+//! Classification is `chaterror`'s job; this crate only acts on it. It knows nothing of
+//! databases, gRPC servers or HTTP clients; provider clients must never retry on their own.
+//! Timing uses Tokio's clock, so tests run the whole 25-attempt schedule on a paused clock.
+
+mod driver;
+mod policy;
+mod silence;
+mod token;
+
+pub use chaterror::CancelCause;
+pub use driver::{Retrier, RetryError, RetryEvent, normalize_attempt_error, retry};
+pub use policy::{
+    DelaySource, ExhaustedReason, FixedRng, Jitter, OsSeededRng, PolicyError, RetryDecision,
+    RetryPolicy, RetryRng,
+};
+pub use silence::{
+    MAX_SILENCE_TIMEOUT, SilenceGuarded, SilenceTimeout, SilenceTimeoutError, guard_silence,
+    silence_error,
+};
+pub use token::CancelToken;

@@ -1,0 +1,4 @@
+mod driver;
+mod policy;
+mod silence;
+mod token;
