@@ -1,0 +1,101 @@
+//! Seeding helpers for schema tests.
+
+use chatstore::testing::TestDatabase;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A migrated database with one organization, user and model config.
+pub struct Seeded {
+    pub db: TestDatabase,
+    pub org: Uuid,
+    pub user: Uuid,
+    pub model_config: Uuid,
+}
+
+impl Seeded {
+    pub async fn new() -> Self {
+        let db = TestDatabase::create().await.expect(
+            "a PostgreSQL server must answer at TEST_DATABASE_URL (scripts/test starts the local one)",
+        );
+        let org: Uuid =
+            sqlx::query_scalar("INSERT INTO organizations (name) VALUES ('acme') RETURNING id")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        let user: Uuid =
+            sqlx::query_scalar("INSERT INTO users (username) VALUES ('ada') RETURNING id")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        let provider: Uuid = sqlx::query_scalar(
+            "INSERT INTO chat_providers (provider) VALUES ('anthropic') RETURNING id",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        let model_config: Uuid = sqlx::query_scalar(
+            "INSERT INTO chat_model_configs (organization_id, provider_id, model, context_limit, is_default)
+             VALUES ($1, $2, 'claude', 200000, true) RETURNING id",
+        )
+        .bind(org)
+        .bind(provider)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        Self {
+            db,
+            org,
+            user,
+            model_config,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.db.pool
+    }
+
+    /// A running chat (snapshot_version 1, no messages).
+    pub async fn chat(&self) -> Uuid {
+        sqlx::query_scalar(
+            "INSERT INTO chats (organization_id, owner_id, last_model_config_id, status)
+             VALUES ($1, $2, $3, 'running') RETURNING id",
+        )
+        .bind(self.org)
+        .bind(self.user)
+        .bind(self.model_config)
+        .fetch_one(self.pool())
+        .await
+        .unwrap()
+    }
+
+    pub async fn finish(self) {
+        self.db.drop_database().await.unwrap();
+    }
+}
+
+/// The version columns of a chat.
+#[derive(Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Versions {
+    pub snapshot_version: i64,
+    pub history_version: i64,
+    pub queue_version: i64,
+    pub generation_attempt: i64,
+    pub retry_state_version: i64,
+    pub has_retry_state: bool,
+    pub window_open: bool,
+}
+
+pub async fn versions(pool: &PgPool, chat: Uuid) -> Versions {
+    sqlx::query_as(
+        "SELECT snapshot_version, history_version, queue_version, generation_attempt, retry_state_version,
+                retry_state IS NOT NULL AS has_retry_state, retry_window_started_at IS NOT NULL AS window_open
+           FROM chats WHERE id = $1",
+    )
+    .bind(chat)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// The lock-and-bump statement that starts every transition transaction.
+pub const BUMP: &str = "UPDATE chats SET snapshot_version = snapshot_version + 1 WHERE id = $1";
