@@ -2,4 +2,5 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic where it fails
 
+mod migrate;
 mod serve;

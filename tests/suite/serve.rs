@@ -140,6 +140,25 @@ async fn help_documents_every_flag_with_its_environment_variable() {
 }
 
 #[tokio::test]
+async fn migrate_help_documents_its_flags() {
+    let chatd = workspace_binary("chatd").unwrap();
+    let output = tokio::process::Command::new(chatd)
+        .args(["migrate", "--help"])
+        .output()
+        .await
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for text in [
+        "--database-url",
+        "CHATD_DATABASE_URL",
+        "--database-connect-timeout",
+        "CHATD_DATABASE_CONNECT_TIMEOUT",
+    ] {
+        assert!(help.contains(text), "{text} missing from:\n{help}");
+    }
+}
+
+#[tokio::test]
 async fn a_busy_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

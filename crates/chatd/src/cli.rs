@@ -25,6 +25,20 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: serve the gRPC API until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Apply the database migrations (`migrations/postgres/`) and exit.
+    Migrate(MigrateArgs),
+}
+
+/// Flags of `chatd migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// PostgreSQL URL, e.g. `postgres://chatd@127.0.0.1:5432/chatd`.
+    #[arg(long, env = "CHATD_DATABASE_URL")]
+    pub database_url: String,
+
+    /// How long to keep trying to reach the database before giving up (e.g. `10s`).
+    #[arg(long, env = "CHATD_DATABASE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub database_connect_timeout: Duration,
 }
 
 /// Flags of `chatd serve`.
@@ -58,7 +72,9 @@ mod tests {
     #[test]
     fn serve_defaults_match_the_readme() {
         let cli = Cli::try_parse_from(["chatd", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
         assert_eq!(args.listen, "127.0.0.1:7420".parse::<SocketAddr>().unwrap());
         assert_eq!(args.shutdown_grace, Duration::from_secs(10));
         assert_eq!(cli.log_filter, "info");

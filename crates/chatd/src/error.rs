@@ -19,6 +19,9 @@ pub enum ChatdError {
     /// The gRPC server failed while serving.
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
+    /// The database could not be reached or migrated.
+    #[error(transparent)]
+    Store(#[from] chatstore::StoreError),
     /// Installing the signal handlers failed.
     #[error("cannot install signal handlers")]
     Signals(#[source] io::Error),

@@ -54,6 +54,9 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
             };
             chatd::serve(config, signals.recv()).await
         }
+        Command::Migrate(args) => {
+            chatd::migrate(&args.database_url, args.database_connect_timeout).await
+        }
     }
 }
 

@@ -1,0 +1,58 @@
+//! `chatd migrate` against a real, fresh PostgreSQL database.
+
+use chatd_e2e::workspace_binary;
+use chatstore::testing::TestDatabase;
+
+#[tokio::test]
+async fn migrate_creates_the_schema_and_is_idempotent() {
+    let db = TestDatabase::create()
+        .await
+        .expect("PostgreSQL must answer at TEST_DATABASE_URL");
+    // TestDatabase migrates through the library; start from an empty schema to test the binary.
+    sqlx::query("DROP SCHEMA public CASCADE")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("CREATE SCHEMA public")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let chatd = workspace_binary("chatd").unwrap();
+    for run in 0..2 {
+        let output = tokio::process::Command::new(&chatd)
+            .arg("migrate")
+            .env("CHATD_DATABASE_URL", &db.url)
+            .output()
+            .await
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "run {run}: {log}");
+        assert!(log.contains("database is up to date"), "run {run}: {log}");
+    }
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables
+          WHERE table_schema = 'public' AND table_name IN ('chats', 'chat_messages', 'chat_heartbeats', 'chatd_workers')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 4);
+    db.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn migrate_without_a_reachable_database_is_a_clear_error() {
+    let chatd = workspace_binary("chatd").unwrap();
+    let output = tokio::process::Command::new(&chatd)
+        .args([
+            "migrate",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("cannot connect to the database"), "{log}");
+}
