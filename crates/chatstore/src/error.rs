@@ -1,3 +1,6 @@
+use chatstate::TransitionError;
+use uuid::Uuid;
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -13,4 +16,56 @@ pub enum StoreError {
     /// A query failed.
     #[error("database query failed")]
     Query(#[source] sqlx::Error),
+    /// A stored value could not be decoded (e.g. malformed content JSON).
+    #[error("stored {what} is malformed")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No chat with this id.
+    #[error("chat {0} not found")]
+    ChatNotFound(Uuid),
+    /// No undeleted message with this id in the chat.
+    #[error("message {0} not found")]
+    MessageNotFound(i64),
+    /// The message is not a user message.
+    #[error("message {0} is not a user message")]
+    MessageNotUser(i64),
+    /// No queued message with this id in the chat.
+    #[error("queued message {0} not found")]
+    QueuedMessageNotFound(i64),
+    /// The state machine refused the transition.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// A worker-side write whose fence no longer matches: an expected exit for the task.
+    #[error("fence mismatch: {0}")]
+    FenceMismatch(&'static str),
+    /// The request is malformed (empty content, oversized message, bad tool results, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+impl StoreError {
+    pub(crate) fn query(err: sqlx::Error) -> Self {
+        Self::Query(err)
+    }
+
+    /// Whether retrying the whole transaction may succeed (serialization failure, deadlock).
+    pub(crate) fn is_retryable_conflict(&self) -> bool {
+        match self {
+            Self::Query(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40001" | "40P01"))
+            }
+            _ => false,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Query(err)
+    }
 }

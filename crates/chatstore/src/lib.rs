@@ -1,15 +1,19 @@
-//! chatd's storage layer: the PostgreSQL schema and its migrations, and (as issue 4 lands) the
-//! domain types, the `Store` trait and its PostgreSQL implementation.
+//! chatd's storage layer: domain types, the [`Store`] trait, and its PostgreSQL implementation
+//! with LISTEN/NOTIFY pubsub.
 //!
-//! All SQL lives in this crate's `postgres` module and in `migrations/postgres/`; the rules a
-//! transition follows come from `chatstate`. This crate knows no gRPC and no HTTP.
+//! All SQL lives in [`postgres`] and in `migrations/postgres/`; the rules a transition follows
+//! come from `chatstate` (`Store::apply` asks `chatstate::plan` and writes the effects). This crate
+//! knows no gRPC and no HTTP.
 //!
-//! Today it provides [`postgres::connect`] and [`postgres::migrate`] (used by `chatd migrate`)
-//! and, for tests of this and other crates, [`testing::TestDatabase`]: a fresh database per test.
+//! [`testing::TestDatabase`] gives tests of this and other crates a fresh, migrated database.
 
 pub mod postgres;
+pub mod pubsub;
 pub mod testing;
+pub mod types;
 
 mod error;
+mod store;
 
 pub use error::StoreError;
+pub use store::{Applied, Change, Store, StoreConfig, ToolResultInput};

@@ -1,4 +1,10 @@
-//! The PostgreSQL backend: connection pool and migrations.
+//! The PostgreSQL backend: connection pool, migrations, the store and LISTEN/NOTIFY pubsub.
+
+mod pubsub;
+mod store;
+
+pub use pubsub::{PgPubsub, Subscription};
+pub use store::{CLEARED_CONTEXT_TEXT, PgStore};
 
 use std::str::FromStr as _;
 use std::time::Duration;

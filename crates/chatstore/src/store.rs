@@ -1,0 +1,226 @@
+//! The `Store` trait: every read and write the rest of chatd makes, backend-neutral.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatstate::{BusyBehavior, Transition};
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::types::{Chat, Fence, Message, NewChat, NewMessage, QueuedMessage};
+
+/// A client's result for one pending dynamic tool call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolResultInput {
+    /// The call answered.
+    pub tool_call_id: String,
+    /// The result as JSON text (must parse).
+    pub output: String,
+    /// The tool failed.
+    pub is_error: bool,
+}
+
+/// A state change of a chat: a `chatstate` transition with the data it writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A user message (queued or inserted by state).
+    SendMessage {
+        /// The message (role user).
+        message: NewMessage,
+        /// What to do when the chat is busy.
+        busy: BusyBehavior,
+        /// Reasoning effort for its turn.
+        reasoning_effort: Option<String>,
+    },
+    /// Replace a user message and everything after it.
+    EditMessage {
+        /// The user message replaced.
+        message_id: i64,
+        /// The replacement.
+        replacement: NewMessage,
+    },
+    /// Remove a queued message.
+    DeleteQueuedMessage {
+        /// The queued message.
+        queued_message_id: i64,
+    },
+    /// Move a queued message to the head and make it the next turn.
+    PromoteQueuedMessage {
+        /// The queued message.
+        queued_message_id: i64,
+    },
+    /// Archive or unarchive.
+    SetArchived(bool),
+    /// The user pressed Stop.
+    Interrupt,
+    /// Client results for the pending dynamic calls.
+    CompleteRequiresAction {
+        /// One per pending call.
+        results: Vec<ToolResultInput>,
+    },
+    /// Ask for a manual compaction.
+    RequestCompaction,
+    /// Start a fresh context.
+    ClearContext,
+    /// Repair an invalid chat.
+    ReconcileInvalidState,
+    /// A worker takes ownership.
+    Acquire {
+        /// The worker.
+        worker_id: Uuid,
+        /// A fresh runner id for this acquisition.
+        runner_id: Uuid,
+    },
+    /// The owner lets go.
+    Abandon,
+    /// A worker starts an action.
+    RecordGenerationAttempt,
+    /// A worker stores a scheduled retry (`RetryEvent` JSON).
+    RecordRetryState {
+        /// The payload.
+        retry_state: serde_json::Value,
+    },
+    /// A worker commits a step.
+    CommitStep {
+        /// The step's rows (at least one).
+        messages: Vec<NewMessage>,
+        /// Clear the manual compaction marker too.
+        consume_compaction: bool,
+    },
+    /// The model called dynamic tools.
+    EnterRequiresAction,
+    /// The worker finalised an interrupted turn.
+    FinishInterruption {
+        /// The partial assistant/tool suffix; afterwards no call may be unanswered.
+        partial: Vec<NewMessage>,
+    },
+    /// The turn is complete.
+    FinishTurn,
+    /// The turn failed (`ChatError` JSON).
+    FinishError {
+        /// The payload.
+        error: serde_json::Value,
+    },
+    /// The client did not answer in time.
+    CancelRequiresAction,
+}
+
+impl Change {
+    /// The `chatstate` transition this change is.
+    pub fn transition(&self) -> Transition {
+        match self {
+            Self::SendMessage { busy, .. } => Transition::SendMessage(*busy),
+            Self::EditMessage { .. } => Transition::EditMessage,
+            Self::DeleteQueuedMessage { .. } => Transition::DeleteQueuedMessage,
+            Self::PromoteQueuedMessage { .. } => Transition::PromoteQueuedMessage,
+            Self::SetArchived(archived) => Transition::SetArchived(*archived),
+            Self::Interrupt => Transition::Interrupt,
+            Self::CompleteRequiresAction { .. } => Transition::CompleteRequiresAction,
+            Self::RequestCompaction => Transition::RequestCompaction,
+            Self::ClearContext => Transition::ClearContext,
+            Self::ReconcileInvalidState => Transition::ReconcileInvalidState,
+            Self::Acquire { .. } => Transition::Acquire,
+            Self::Abandon => Transition::Abandon,
+            Self::RecordGenerationAttempt => Transition::RecordGenerationAttempt,
+            Self::RecordRetryState { .. } => Transition::RecordRetryState,
+            Self::CommitStep {
+                consume_compaction, ..
+            } => Transition::CommitStep {
+                consume_compaction: *consume_compaction,
+            },
+            Self::EnterRequiresAction => Transition::EnterRequiresAction,
+            Self::FinishInterruption { .. } => Transition::FinishInterruption,
+            Self::FinishTurn => Transition::FinishTurn,
+            Self::FinishError { .. } => Transition::FinishError,
+            Self::CancelRequiresAction => Transition::CancelRequiresAction,
+        }
+    }
+}
+
+/// What an applied change wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The chat after the change.
+    pub chat: Chat,
+    /// History rows inserted, in order.
+    pub inserted: Vec<Message>,
+    /// The queued row created, if the message was queued.
+    pub queued: Option<QueuedMessage>,
+    /// Rows soft-deleted (an edit).
+    pub deleted_message_ids: Vec<i64>,
+}
+
+/// Timing knobs of the store (spec/engine.md §18), defaults equal to the spec's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `worker.lease_stale_after`: a heartbeat older than this is stale (30 s).
+    pub lease_stale_after: Duration,
+    /// `chat.requires_action_timeout`: deadline of dynamic tool calls (5 min).
+    pub requires_action_timeout: Duration,
+    /// Largest message content, in bytes of JSON (1 MiB).
+    pub max_message_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            lease_stale_after: Duration::from_secs(30),
+            requires_action_timeout: Duration::from_secs(5 * 60),
+            max_message_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Every read and write of chat state. Implemented by the PostgreSQL backend; the contract tests
+/// in `tests/` are written against this trait so another backend can reuse them.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Creates a chat (N → R0) with its first user message.
+    async fn create_chat(&self, new: NewChat) -> Result<Applied, StoreError>;
+
+    /// Reads a chat.
+    async fn chat(&self, id: Uuid) -> Result<Chat, StoreError>;
+
+    /// The chat's history in id order; soft-deleted rows only with `include_deleted`.
+    async fn history(
+        &self,
+        chat_id: Uuid,
+        include_deleted: bool,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// The chat's queue, head first.
+    async fn queue(&self, chat_id: Uuid) -> Result<Vec<QueuedMessage>, StoreError>;
+
+    /// Applies a change in one transaction: lock and bump, check the fence (worker-side changes
+    /// must pass one), plan with `chatstate`, write, notify on commit.
+    async fn apply(
+        &self,
+        chat_id: Uuid,
+        change: Change,
+        fence: Option<Fence>,
+    ) -> Result<Applied, StoreError>;
+
+    /// Chats a worker may acquire: runnable, unarchived, and unowned or with a stale lease;
+    /// interrupting first, then requires_action, then running, oldest first.
+    async fn acquisition_candidates(&self, limit: i64) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Acquires a candidate after re-checking it under the row lock; `None` when it is no
+    /// longer acquirable.
+    async fn acquire(
+        &self,
+        chat_id: Uuid,
+        worker_id: Uuid,
+        runner_id: Uuid,
+    ) -> Result<Option<Chat>, StoreError>;
+
+    /// Renews the leases of this worker's runners that are still current and fresh; returns the
+    /// renewed `(chat_id, runner_id)` pairs. A stale lease is never revived.
+    async fn heartbeat(
+        &self,
+        worker_id: Uuid,
+        runners: &[(Uuid, Uuid)],
+    ) -> Result<Vec<(Uuid, Uuid)>, StoreError>;
+
+    /// Deletes stale heartbeat rows; returns how many.
+    async fn cleanup_heartbeats(&self) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,299 @@
+//! Ownership (spec/engine.md §9): acquisition races, fencing, heartbeats, cleanup.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chatstore::postgres::PgStore;
+use chatstore::types::{Fence, MessagePart, NewChat, NewMessage};
+use chatstore::{Change, Store, StoreConfig, StoreError};
+use uuid::Uuid;
+
+use super::support::*;
+
+fn new_chat(s: &Seeded) -> NewChat {
+    NewChat {
+        organization_id: s.org,
+        owner_id: s.user,
+        model_config_id: s.model_config,
+        content: vec![MessagePart::text("hi")],
+        title: None,
+        system_prompt: None,
+        workspace_id: None,
+        reasoning_effort: None,
+        labels: Default::default(),
+        dynamic_tools: None,
+    }
+}
+
+async fn acquire_all(store: &PgStore, worker: Uuid) -> Vec<Uuid> {
+    let mut owned = Vec::new();
+    loop {
+        let candidates = store.acquisition_candidates(10).await.unwrap();
+        if candidates.is_empty() {
+            return owned;
+        }
+        let mut progress = false;
+        for chat in candidates {
+            if store
+                .acquire(chat, worker, Uuid::new_v4())
+                .await
+                .unwrap()
+                .is_some()
+            {
+                owned.push(chat);
+                progress = true;
+            }
+        }
+        if !progress {
+            return owned;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_workers_racing_over_fifty_chats_own_each_exactly_once() {
+    let s = Seeded::new().await;
+    let store = Arc::new(PgStore::new(s.pool().clone(), StoreConfig::default()));
+    for _ in 0..50 {
+        store.create_chat(new_chat(&s)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let worker = Uuid::new_v4();
+            (worker, acquire_all(&store, worker).await)
+        }));
+    }
+    let mut owners: HashMap<Uuid, Uuid> = HashMap::new();
+    for task in tasks {
+        let (worker, chats) = task.await.unwrap();
+        for chat in chats {
+            assert!(
+                owners.insert(chat, worker).is_none(),
+                "chat {chat} acquired twice"
+            );
+        }
+    }
+    assert_eq!(owners.len(), 50);
+    for (chat, worker) in owners {
+        assert_eq!(store.chat(chat).await.unwrap().worker_id, Some(worker));
+    }
+    assert!(store.acquisition_candidates(10).await.unwrap().is_empty());
+    drop(store);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_stale_runners_commit_is_rejected_after_a_takeover() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
+    let (old_worker, old_runner) = (Uuid::new_v4(), Uuid::new_v4());
+    let acquired = store
+        .acquire(chat.id, old_worker, old_runner)
+        .await
+        .unwrap()
+        .unwrap();
+    let old_fence = Fence {
+        worker_id: old_worker,
+        runner_id: old_runner,
+        history_version: Some(acquired.history_version),
+        generation_attempt: Some(acquired.generation_attempt),
+    };
+    // The old owner's heartbeat goes stale; another worker takes over.
+    sqlx::query(
+        "UPDATE chat_heartbeats SET heartbeat_at = now() - interval '1 minute' WHERE chat_id = $1",
+    )
+    .bind(chat.id)
+    .execute(s.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        store.acquisition_candidates(10).await.unwrap(),
+        vec![chat.id]
+    );
+    let new_worker = Uuid::new_v4();
+    assert!(
+        store
+            .acquire(chat.id, new_worker, Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let before = store.history(chat.id, true).await.unwrap();
+    let err = store
+        .apply(
+            chat.id,
+            Change::CommitStep {
+                messages: vec![NewMessage::assistant(vec![MessagePart::text("late")])],
+                consume_compaction: false,
+            },
+            Some(old_fence),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::FenceMismatch(_)), "{err}");
+    assert_eq!(
+        store.history(chat.id, true).await.unwrap(),
+        before,
+        "a rejected commit leaves no trace"
+    );
+    assert_eq!(
+        store.chat(chat.id).await.unwrap().worker_id,
+        Some(new_worker)
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn the_generation_fence_rejects_an_older_attempt() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
+    let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
+    let chat = store
+        .acquire(chat.id, worker, runner)
+        .await
+        .unwrap()
+        .unwrap();
+    let fence = |attempt| Fence {
+        worker_id: worker,
+        runner_id: runner,
+        history_version: Some(chat.history_version),
+        generation_attempt: attempt,
+    };
+    store
+        .apply(chat.id, Change::RecordGenerationAttempt, Some(fence(None)))
+        .await
+        .unwrap();
+    store
+        .apply(chat.id, Change::RecordGenerationAttempt, Some(fence(None)))
+        .await
+        .unwrap();
+    let commit = || Change::CommitStep {
+        messages: vec![NewMessage::assistant(vec![MessagePart::text("answer")])],
+        consume_compaction: false,
+    };
+    let err = store
+        .apply(chat.id, commit(), Some(fence(Some(1))))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::FenceMismatch(_)), "{err}");
+    store
+        .apply(chat.id, commit(), Some(fence(Some(2))))
+        .await
+        .unwrap();
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let worker = Uuid::new_v4();
+    let fresh = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
+    let stale = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
+    let (fresh_runner, stale_runner) = (Uuid::new_v4(), Uuid::new_v4());
+    store
+        .acquire(fresh, worker, fresh_runner)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .acquire(stale, worker, stale_runner)
+        .await
+        .unwrap()
+        .unwrap();
+    sqlx::query("UPDATE chat_heartbeats SET heartbeat_at = now() - interval '31 seconds' WHERE chat_id = $1")
+        .bind(stale)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    let renewed = store
+        .heartbeat(
+            worker,
+            &[
+                (fresh, fresh_runner),
+                (stale, stale_runner),
+                (fresh, Uuid::new_v4()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(renewed, vec![(fresh, fresh_runner)]);
+    // Another worker cannot renew a lease it does not hold.
+    assert!(
+        store
+            .heartbeat(Uuid::new_v4(), &[(fresh, fresh_runner)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.cleanup_heartbeats().await.unwrap(), 1);
+    assert_eq!(store.acquisition_candidates(10).await.unwrap(), vec![stale]);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn abandon_needs_the_owner_and_leaves_the_chat_acquirable() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let chat = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
+    let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
+    store.acquire(chat, worker, runner).await.unwrap().unwrap();
+    let wrong = Fence {
+        worker_id: Uuid::new_v4(),
+        runner_id: runner,
+        history_version: None,
+        generation_attempt: None,
+    };
+    assert!(matches!(
+        store
+            .apply(chat, Change::Abandon, Some(wrong))
+            .await
+            .unwrap_err(),
+        StoreError::FenceMismatch(_)
+    ));
+    let right = Fence {
+        worker_id: worker,
+        ..wrong
+    };
+    let chat_after = store
+        .apply(chat, Change::Abandon, Some(right))
+        .await
+        .unwrap()
+        .chat;
+    assert_eq!((chat_after.worker_id, chat_after.runner_id), (None, None));
+    assert_eq!(store.acquisition_candidates(10).await.unwrap(), vec![chat]);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn candidates_are_ordered_interrupting_then_requires_action_then_running() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let running = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
+    let interrupting = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
+    // Owned and then interrupted, then the lease lapses.
+    let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
+    store
+        .acquire(interrupting, worker, runner)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .apply(interrupting, Change::Interrupt, None)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM chat_heartbeats")
+        .execute(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.acquisition_candidates(10).await.unwrap(),
+        vec![interrupting, running]
+    );
+    s.finish().await;
+}

@@ -1,0 +1,469 @@
+//! Transitions against the database: typed errors for bad input, and the writes the model
+//! check does not look at (texts, triplets, queue order, promotion bookkeeping).
+
+use chatstate::{BusyBehavior, ChatStatus, TransitionError};
+use chatstore::postgres::{CLEARED_CONTEXT_TEXT, PgStore};
+use chatstore::types::{Fence, MessagePart, NewChat, NewMessage, Role, Visibility};
+use chatstore::{Change, Store, StoreConfig, StoreError, ToolResultInput};
+use uuid::Uuid;
+
+use super::support::*;
+
+fn new_chat(s: &Seeded, dynamic: bool) -> NewChat {
+    NewChat {
+        organization_id: s.org,
+        owner_id: s.user,
+        model_config_id: s.model_config,
+        content: vec![MessagePart::text("hi")],
+        title: Some("t".into()),
+        system_prompt: None,
+        workspace_id: None,
+        reasoning_effort: None,
+        labels: Default::default(),
+        dynamic_tools: dynamic.then(|| serde_json::json!([{"name": "client_tool"}])),
+    }
+}
+
+fn send(user: Uuid, text: &str) -> Change {
+    Change::SendMessage {
+        message: NewMessage::user(user, vec![MessagePart::text(text)]),
+        busy: BusyBehavior::Queue,
+        reasoning_effort: None,
+    }
+}
+
+/// Acquires the chat and returns a fence for its current history.
+async fn own(store: &PgStore, chat: Uuid) -> Fence {
+    let (worker_id, runner_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let c = store
+        .acquire(chat, worker_id, runner_id)
+        .await
+        .unwrap()
+        .unwrap();
+    Fence {
+        worker_id,
+        runner_id,
+        history_version: Some(c.history_version),
+        generation_attempt: None,
+    }
+}
+
+async fn refresh(store: &PgStore, chat: Uuid, fence: Fence) -> Fence {
+    Fence {
+        history_version: Some(store.chat(chat).await.unwrap().history_version),
+        ..fence
+    }
+}
+
+#[tokio::test]
+async fn create_starts_running_with_history_version_one() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let applied = store.create_chat(new_chat(&s, false)).await.unwrap();
+    assert_eq!(applied.chat.status, ChatStatus::Running);
+    assert_eq!(
+        (applied.chat.snapshot_version, applied.chat.history_version),
+        (1, 1)
+    );
+    assert_eq!(applied.inserted.len(), 1);
+    let mut empty = new_chat(&s, false);
+    empty.content = vec![MessagePart::text("  ")];
+    assert!(matches!(
+        store.create_chat(empty).await.unwrap_err(),
+        StoreError::InvalidInput(_)
+    ));
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn the_queue_holds_twenty_messages_in_order() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let chat = store
+        .create_chat(new_chat(&s, false))
+        .await
+        .unwrap()
+        .chat
+        .id;
+    for i in 0..20 {
+        let applied = store
+            .apply(chat, send(s.user, &format!("q{i}")), None)
+            .await
+            .unwrap();
+        assert!(applied.queued.is_some());
+    }
+    let err = store
+        .apply(chat, send(s.user, "one too many"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Transition(TransitionError::MessageQueueFull { max: 20 })
+        ),
+        "{err}"
+    );
+    let queue = store.queue(chat).await.unwrap();
+    assert_eq!(queue.len(), 20);
+    assert_eq!(queue[0].content, vec![MessagePart::text("q0")]);
+
+    // Promote the last to the head; delete the first.
+    let last = queue[19].id;
+    store
+        .apply(
+            chat,
+            Change::PromoteQueuedMessage {
+                queued_message_id: last,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.queue(chat).await.unwrap()[0].id, last);
+    assert_eq!(
+        store.chat(chat).await.unwrap().status,
+        ChatStatus::Interrupting
+    );
+    let err = store
+        .apply(
+            chat,
+            Change::DeleteQueuedMessage {
+                queued_message_id: 999_999,
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::QueuedMessageNotFound(999_999)),
+        "{err}"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn oversized_and_empty_messages_are_refused() {
+    let s = Seeded::new().await;
+    let config = StoreConfig {
+        max_message_bytes: 1024,
+        ..StoreConfig::default()
+    };
+    let store = PgStore::new(s.pool().clone(), config);
+    let chat = store
+        .create_chat(new_chat(&s, false))
+        .await
+        .unwrap()
+        .chat
+        .id;
+    let big = store
+        .apply(chat, send(s.user, &"x".repeat(2000)), None)
+        .await
+        .unwrap_err();
+    assert!(big.to_string().contains("the limit is 1024 bytes"), "{big}");
+    let empty = store.apply(chat, send(s.user, ""), None).await.unwrap_err();
+    assert!(empty.to_string().contains("must contain text"), "{empty}");
+    assert!(store.queue(chat).await.unwrap().is_empty());
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn unknown_chats_and_messages_are_not_found() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let missing = Uuid::new_v4();
+    assert!(
+        matches!(store.chat(missing).await.unwrap_err(), StoreError::ChatNotFound(id) if id == missing)
+    );
+    assert!(matches!(
+        store
+            .apply(missing, Change::Interrupt, None)
+            .await
+            .unwrap_err(),
+        StoreError::ChatNotFound(_)
+    ));
+    let applied = store.create_chat(new_chat(&s, false)).await.unwrap();
+    let chat = applied.chat.id;
+    let edit = |message_id| Change::EditMessage {
+        message_id,
+        replacement: NewMessage::user(s.user, vec![MessagePart::text("again")]),
+    };
+    assert!(matches!(
+        store.apply(chat, edit(424_242), None).await.unwrap_err(),
+        StoreError::MessageNotFound(_)
+    ));
+    let fence = own(&store, chat).await;
+    let step = store
+        .apply(
+            chat,
+            Change::CommitStep {
+                messages: vec![NewMessage::assistant(vec![MessagePart::text("answer")])],
+                consume_compaction: false,
+            },
+            Some(fence),
+        )
+        .await
+        .unwrap();
+    let assistant = step.inserted[0].id;
+    assert!(matches!(
+        store.apply(chat, edit(assistant), None).await.unwrap_err(),
+        StoreError::MessageNotUser(_)
+    ));
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn edit_soft_deletes_from_the_target_and_clears_the_queue() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let applied = store.create_chat(new_chat(&s, false)).await.unwrap();
+    let (chat, first) = (applied.chat.id, applied.inserted[0].id);
+    store
+        .apply(chat, send(s.user, "queued"), None)
+        .await
+        .unwrap();
+    let edited = store
+        .apply(
+            chat,
+            Change::EditMessage {
+                message_id: first,
+                replacement: NewMessage::user(s.user, vec![MessagePart::text("better")]),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(edited.deleted_message_ids, vec![first]);
+    assert!(store.queue(chat).await.unwrap().is_empty());
+    let history = store.history(chat, true).await.unwrap();
+    assert!(history[0].deleted);
+    assert_eq!(
+        history.last().unwrap().content,
+        vec![MessagePart::text("better")]
+    );
+    assert_eq!(store.history(chat, false).await.unwrap().len(), 1);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn requires_action_round_trip_and_result_validation() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let chat = store.create_chat(new_chat(&s, true)).await.unwrap().chat.id;
+    let fence = own(&store, chat).await;
+    let call = |id: &str| MessagePart::ToolCall {
+        tool_call_id: id.into(),
+        tool_name: "client_tool".into(),
+        args: "{}".into(),
+        provider_executed: false,
+        provider_metadata: None,
+    };
+    store
+        .apply(
+            chat,
+            Change::CommitStep {
+                messages: vec![NewMessage::assistant(vec![call("c1"), call("c2")])],
+                consume_compaction: false,
+            },
+            Some(fence),
+        )
+        .await
+        .unwrap();
+    let fence = refresh(&store, chat, fence).await;
+    let entered = store
+        .apply(chat, Change::EnterRequiresAction, Some(fence))
+        .await
+        .unwrap();
+    assert_eq!(entered.chat.status, ChatStatus::RequiresAction);
+    assert!(entered.chat.requires_action_deadline_at.is_some());
+
+    let result = |id: &str, output: &str| ToolResultInput {
+        tool_call_id: id.into(),
+        output: output.into(),
+        is_error: false,
+    };
+    for (results, expected) in [
+        (vec![result("c1", "1")], "missing result for tool call c2"),
+        (
+            vec![result("c1", "1"), result("c1", "1")],
+            "duplicate result for tool call c1",
+        ),
+        (
+            vec![result("c1", "1"), result("c3", "1")],
+            "unexpected tool call id c3",
+        ),
+        (
+            vec![result("c1", "1"), result("c2", "not json")],
+            "is not valid JSON",
+        ),
+    ] {
+        let err = store
+            .apply(chat, Change::CompleteRequiresAction { results }, None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(expected), "{err} lacks {expected}");
+    }
+    let done = store
+        .apply(
+            chat,
+            Change::CompleteRequiresAction {
+                results: vec![result("c1", "{\"a\":1}"), result("c2", "2")],
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.chat.status, ChatStatus::Running);
+    assert!(done.chat.requires_action_deadline_at.is_none());
+    assert_eq!(done.inserted.len(), 2);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_new_message_cancels_open_tool_calls_with_the_spec_reason() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let chat = store
+        .create_chat(new_chat(&s, false))
+        .await
+        .unwrap()
+        .chat
+        .id;
+    let fence = own(&store, chat).await;
+    store
+        .apply(
+            chat,
+            Change::CommitStep {
+                messages: vec![NewMessage::assistant(vec![MessagePart::ToolCall {
+                    tool_call_id: "call-1".into(),
+                    tool_name: "execute".into(),
+                    args: "{}".into(),
+                    provider_executed: false,
+                    provider_metadata: None,
+                }])],
+                consume_compaction: false,
+            },
+            Some(fence),
+        )
+        .await
+        .unwrap();
+    let fence = refresh(&store, chat, fence).await;
+    store
+        .apply(chat, Change::FinishTurn, Some(fence))
+        .await
+        .unwrap();
+    let sent = store.apply(chat, send(s.user, "next"), None).await.unwrap();
+    assert_eq!(sent.inserted.len(), 2);
+    assert_eq!(sent.inserted[0].role, Role::Tool);
+    assert_eq!(
+        sent.inserted[0].content,
+        vec![MessagePart::error_result(
+            "call-1",
+            "execute",
+            "Tool execution interrupted by new user message"
+        )]
+    );
+    assert_eq!(sent.inserted[1].role, Role::User);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn finish_interruption_refuses_to_leave_a_call_unanswered() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let chat = store
+        .create_chat(new_chat(&s, false))
+        .await
+        .unwrap()
+        .chat
+        .id;
+    let fence = own(&store, chat).await;
+    store.apply(chat, Change::Interrupt, None).await.unwrap();
+    let partial = vec![NewMessage::assistant(vec![MessagePart::ToolCall {
+        tool_call_id: "c".into(),
+        tool_name: "execute".into(),
+        args: "{}".into(),
+        provider_executed: false,
+        provider_metadata: None,
+    }])];
+    let err = store
+        .apply(chat, Change::FinishInterruption { partial }, Some(fence))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("still unanswered"), "{err}");
+    assert_eq!(
+        store.chat(chat).await.unwrap().status,
+        ChatStatus::Interrupting,
+        "nothing was written"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn clear_context_inserts_the_boundary_triplet() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let chat = store
+        .create_chat(new_chat(&s, false))
+        .await
+        .unwrap()
+        .chat
+        .id;
+    let fence = own(&store, chat).await;
+    store
+        .apply(chat, Change::FinishTurn, Some(fence))
+        .await
+        .unwrap();
+    let cleared = store.apply(chat, Change::ClearContext, None).await.unwrap();
+    assert_eq!(cleared.chat.status, ChatStatus::Waiting);
+    let [sentinel, call, result] = cleared.inserted.as_slice() else {
+        panic!("expected three rows, got {:?}", cleared.inserted);
+    };
+    assert_eq!(
+        (sentinel.role, sentinel.visibility, sentinel.compressed),
+        (Role::System, Visibility::Model, true)
+    );
+    assert_eq!(
+        sentinel.content,
+        vec![MessagePart::text(CLEARED_CONTEXT_TEXT)]
+    );
+    assert_eq!(call.visibility, Visibility::User);
+    assert_eq!(result.visibility, Visibility::User);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn an_invalid_chat_is_reconciled_into_error() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let chat = store
+        .create_chat(new_chat(&s, false))
+        .await
+        .unwrap()
+        .chat
+        .id;
+    sqlx::query("UPDATE chats SET status = 'paused' WHERE id = $1")
+        .bind(chat)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    let err = store
+        .apply(chat, send(s.user, "hi"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Transition(TransitionError::InvalidState)),
+        "{err}"
+    );
+    let fixed = store
+        .apply(chat, Change::ReconcileInvalidState, None)
+        .await
+        .unwrap();
+    assert_eq!(fixed.chat.status, ChatStatus::Error);
+    assert_eq!(
+        fixed.chat.last_error,
+        Some(
+            serde_json::json!({"message": "chat was in an invalid state; send a new message or edit history to continue"})
+        )
+    );
+    s.finish().await;
+}
