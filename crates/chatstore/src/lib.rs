@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod pubsub;
 pub mod testing;
 pub mod types;
+pub mod workspace;
 
 mod error;
 mod store;

@@ -12,6 +12,32 @@ use crate::types::Chat;
 pub const UPDATE_CHANNEL: &str = "chatd_chat_update";
 /// The global channel of ownership hints (logical `chat:ownership`).
 pub const OWNERSHIP_CHANNEL: &str = "chatd_chat_ownership";
+/// The global channel of provisioner job changes (logical `provisioner_job:{job_id}`).
+pub const JOB_CHANNEL: &str = "chatd_job_update";
+/// The global channel of agent changes (logical `workspace_agent:{agent_id}`).
+pub const AGENT_CHANNEL: &str = "chatd_agent_update";
+
+/// Every channel the process listens to.
+pub const CHANNELS: [&str; 4] = [
+    UPDATE_CHANNEL,
+    OWNERSHIP_CHANNEL,
+    JOB_CHANNEL,
+    AGENT_CHANNEL,
+];
+
+/// A provisioner job changed (started, finished, cancelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobUpdate {
+    /// The job.
+    pub job_id: Uuid,
+}
+
+/// An agent changed (connected, lifecycle, disconnected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpdate {
+    /// The agent.
+    pub agent_id: Uuid,
+}
 
 /// The payload of a chat update: the post-transition values (spec/engine.md §10).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +104,10 @@ pub enum Notification {
     ChatUpdate(ChatUpdate),
     /// A runnable chat needs an owner.
     Ownership(OwnershipHint),
+    /// A provisioner job changed.
+    Job(JobUpdate),
+    /// An agent changed.
+    Agent(AgentUpdate),
     /// Hints may have been lost: re-read the database.
     Resync,
 }
@@ -89,4 +119,8 @@ pub enum Topic {
     Chat(Uuid),
     /// Ownership hints of all chats.
     Ownership,
+    /// Changes of one provisioner job.
+    Job(Uuid),
+    /// Changes of one agent.
+    Agent(Uuid),
 }

@@ -2,6 +2,7 @@
 
 mod pubsub;
 mod store;
+mod workspace;
 
 pub use pubsub::{PgPubsub, Subscription};
 pub use store::{CLEARED_CONTEXT_TEXT, PgStore};

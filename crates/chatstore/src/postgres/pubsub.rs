@@ -12,7 +12,8 @@ use tracing::{debug, warn};
 
 use crate::StoreError;
 use crate::pubsub::{
-    ChatUpdate, Notification, OWNERSHIP_CHANNEL, OwnershipHint, Topic, UPDATE_CHANNEL,
+    AGENT_CHANNEL, AgentUpdate, CHANNELS, ChatUpdate, JOB_CHANNEL, JobUpdate, Notification,
+    OWNERSHIP_CHANNEL, OwnershipHint, Topic, UPDATE_CHANNEL,
 };
 
 /// Notifications buffered per topic; a subscriber further behind gets a `Resync`.
@@ -49,7 +50,7 @@ impl PgPubsub {
             .await
             .map_err(StoreError::Connect)?;
         listener
-            .listen_all([UPDATE_CHANNEL, OWNERSHIP_CHANNEL])
+            .listen_all(CHANNELS)
             .await
             .map_err(StoreError::query)?;
         let hub = Self {
@@ -122,6 +123,16 @@ impl PgPubsub {
             OWNERSHIP_CHANNEL => match serde_json::from_str::<OwnershipHint>(payload) {
                 Ok(hint) => self.deliver(Topic::Ownership, Notification::Ownership(hint)),
                 Err(err) => debug!(error = %err, "ignoring a malformed ownership hint"),
+            },
+            JOB_CHANNEL => match serde_json::from_str::<JobUpdate>(payload) {
+                Ok(update) => self.deliver(Topic::Job(update.job_id), Notification::Job(update)),
+                Err(err) => debug!(error = %err, "ignoring a malformed job update"),
+            },
+            AGENT_CHANNEL => match serde_json::from_str::<AgentUpdate>(payload) {
+                Ok(update) => {
+                    self.deliver(Topic::Agent(update.agent_id), Notification::Agent(update))
+                }
+                Err(err) => debug!(error = %err, "ignoring a malformed agent update"),
             },
             other => debug!(
                 channel = other,

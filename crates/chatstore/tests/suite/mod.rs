@@ -5,3 +5,4 @@ mod pubsub;
 mod support;
 mod transitions;
 mod triggers;
+mod workspace;

@@ -1,0 +1,731 @@
+//! The workspace side of `PgStore`: tenancy, templates, workspaces, builds, jobs, agents and the
+//! replica registry. Job and agent changes notify inside their transaction (delivered on commit).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+use super::PgStore;
+use crate::StoreError;
+use crate::pubsub::{AGENT_CHANNEL, AgentUpdate, JOB_CHANNEL, JobUpdate};
+use crate::workspace::{
+    Agent, AgentLifecycle, AgentTimes, Build, Job, JobStatus, NewTemplateVersion, PushedVersion,
+    Workspace, WorkspaceStore, WorkspaceTransition,
+};
+
+macro_rules! job_columns {
+    () => {
+        "id, organization_id, type AS kind, input, worker_id, created_at, started_at, canceled_at, completed_at,
+         error, error_code, job_status AS status"
+    };
+}
+
+macro_rules! build_columns {
+    () => {
+        "id, workspace_id, build_number, transition, job_id, template_version_id, initiator_id, parameters, created_at"
+    };
+}
+
+#[derive(Debug, FromRow)]
+struct JobRow {
+    id: Uuid,
+    organization_id: Uuid,
+    kind: String,
+    input: serde_json::Value,
+    worker_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    canceled_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    error: String,
+    error_code: String,
+    status: JobStatus,
+}
+
+impl From<JobRow> for Job {
+    fn from(r: JobRow) -> Self {
+        Self {
+            id: r.id,
+            organization_id: r.organization_id,
+            kind: r.kind,
+            input: r.input,
+            worker_id: r.worker_id,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            canceled_at: r.canceled_at,
+            completed_at: r.completed_at,
+            error: r.error,
+            error_code: r.error_code,
+            status: r.status,
+        }
+    }
+}
+
+#[derive(Debug, FromRow)]
+struct BuildRow {
+    id: Uuid,
+    workspace_id: Uuid,
+    build_number: i32,
+    transition: WorkspaceTransition,
+    job_id: Uuid,
+    template_version_id: Uuid,
+    initiator_id: Option<Uuid>,
+    parameters: serde_json::Value,
+    created_at: DateTime<Utc>,
+}
+
+impl From<BuildRow> for Build {
+    fn from(r: BuildRow) -> Self {
+        Self {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            build_number: r.build_number,
+            transition: r.transition,
+            job_id: r.job_id,
+            template_version_id: r.template_version_id,
+            initiator_id: r.initiator_id,
+            parameters: r.parameters,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Debug, FromRow)]
+struct WorkspaceRow {
+    id: Uuid,
+    owner_id: Uuid,
+    organization_id: Uuid,
+    template_id: Uuid,
+    name: String,
+    deleted: bool,
+    ttl_ms: Option<i64>,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, FromRow)]
+struct AgentRow {
+    id: Uuid,
+    resource_id: Uuid,
+    name: String,
+    parent_id: Option<Uuid>,
+    display_order: i32,
+    created_at: DateTime<Utc>,
+    first_connected_at: Option<DateTime<Utc>>,
+    last_connected_at: Option<DateTime<Utc>>,
+    disconnected_at: Option<DateTime<Utc>>,
+    connection_timeout_seconds: i32,
+    lifecycle_state: AgentLifecycle,
+    directory: String,
+    address: String,
+}
+
+async fn notify_job(conn: &mut PgConnection, job_id: Uuid) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(&JobUpdate { job_id }).unwrap_or_default();
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(JOB_CHANNEL)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn notify_agent(conn: &mut PgConnection, agent_id: Uuid) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(&AgentUpdate { agent_id }).unwrap_or_default();
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(AGENT_CHANNEL)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn insert_job(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    kind: &str,
+    input: serde_json::Value,
+) -> Result<Uuid, StoreError> {
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO provisioner_jobs (organization_id, type, input) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(organization_id)
+    .bind(kind)
+    .bind(input)
+    .fetch_one(&mut *conn)
+    .await?;
+    notify_job(conn, id).await?;
+    Ok(id)
+}
+
+async fn insert_build(
+    conn: &mut PgConnection,
+    workspace: &WorkspaceRow,
+    transition: WorkspaceTransition,
+    initiator_id: Option<Uuid>,
+    parameters: serde_json::Value,
+) -> Result<Build, StoreError> {
+    let version: Option<Uuid> =
+        sqlx::query_scalar("SELECT active_version_id FROM templates WHERE id = $1")
+            .bind(workspace.template_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let version = version
+        .ok_or_else(|| StoreError::InvalidInput("the template has no active version".into()))?;
+    let build_id = Uuid::new_v4();
+    let job_id = insert_job(
+        conn,
+        workspace.organization_id,
+        "workspace_build",
+        serde_json::json!({"build_id": build_id, "workspace_id": workspace.id, "transition": transition}),
+    )
+    .await?;
+    let row: BuildRow = sqlx::query_as(concat!(
+        "INSERT INTO workspace_builds (id, workspace_id, build_number, transition, job_id, template_version_id,
+                                       initiator_id, parameters)
+         VALUES ($1, $2, COALESCE((SELECT max(build_number) FROM workspace_builds WHERE workspace_id = $2), 0) + 1,
+                 $3, $4, $5, $6, $7)
+         RETURNING ",
+        build_columns!()
+    ))
+    .bind(build_id)
+    .bind(workspace.id)
+    .bind(transition)
+    .bind(job_id)
+    .bind(version)
+    .bind(initiator_id)
+    .bind(parameters)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.into())
+}
+
+fn workspace_from(row: WorkspaceRow) -> Workspace {
+    Workspace {
+        id: row.id,
+        owner_id: row.owner_id,
+        organization_id: row.organization_id,
+        template_id: row.template_id,
+        name: row.name,
+        deleted: row.deleted,
+        ttl_ms: row.ttl_ms,
+        created_at: row.created_at,
+    }
+}
+
+#[async_trait]
+impl WorkspaceStore for PgStore {
+    async fn create_organization(&self, name: &str) -> Result<Uuid, StoreError> {
+        Ok(
+            sqlx::query_scalar("INSERT INTO organizations (name) VALUES ($1) RETURNING id")
+                .bind(name)
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
+    async fn create_user(
+        &self,
+        username: &str,
+        role: &str,
+        organization_id: Uuid,
+    ) -> Result<Uuid, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let id: Uuid =
+            sqlx::query_scalar("INSERT INTO users (username, role) VALUES ($1, $2) RETURNING id")
+                .bind(username)
+                .bind(role)
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query("INSERT INTO organization_members (organization_id, user_id) VALUES ($1, $2)")
+            .bind(organization_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn push_template_version(
+        &self,
+        v: NewTemplateVersion,
+    ) -> Result<PushedVersion, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let conn: &mut PgConnection = &mut tx;
+        let existing: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(
+            "SELECT id, active_version_id FROM templates
+              WHERE organization_id = $1 AND lower(name) = lower($2) AND NOT deleted FOR UPDATE",
+        )
+        .bind(v.organization_id)
+        .bind(&v.template_name)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let (template_id, had_active) = match existing {
+            Some((id, active)) => (id, active.is_some()),
+            None => {
+                let id: Uuid = sqlx::query_scalar(
+                    "INSERT INTO templates (organization_id, name, display_name, description, created_by)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                )
+                .bind(v.organization_id)
+                .bind(&v.template_name)
+                .bind(&v.display_name)
+                .bind(&v.description)
+                .bind(v.created_by)
+                .fetch_one(&mut *conn)
+                .await?;
+                (id, false)
+            }
+        };
+        let version_id = Uuid::new_v4();
+        let job_id = insert_job(
+            conn,
+            v.organization_id,
+            "template_version_import",
+            serde_json::json!({"template_version_id": version_id}),
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO template_versions (id, template_id, name, readme, job_id, has_external_agent, manifest, files, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(version_id)
+        .bind(template_id)
+        .bind(&v.version_name)
+        .bind(&v.readme)
+        .bind(job_id)
+        .bind(v.has_external_agent)
+        .bind(&v.manifest)
+        .bind(&v.files)
+        .bind(v.created_by)
+        .execute(&mut *conn)
+        .await?;
+        for p in &v.parameters {
+            sqlx::query(
+                "INSERT INTO template_version_parameters
+                    (template_version_id, name, display_name, description, type, mutable, default_value, options, display_order)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(version_id)
+            .bind(&p.name)
+            .bind(&p.display_name)
+            .bind(&p.description)
+            .bind(&p.kind)
+            .bind(p.mutable)
+            .bind(&p.default_value)
+            .bind(&p.options)
+            .bind(p.display_order)
+            .execute(&mut *conn)
+            .await?;
+        }
+        for preset_spec in &v.presets {
+            let preset: Uuid = sqlx::query_scalar(
+                "INSERT INTO template_version_presets (template_version_id, name, is_default, description)
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(version_id)
+            .bind(&preset_spec.name)
+            .bind(preset_spec.is_default)
+            .bind(&preset_spec.description)
+            .fetch_one(&mut *conn)
+            .await?;
+            for (param, value) in &preset_spec.parameters {
+                sqlx::query("INSERT INTO template_version_preset_parameters (preset_id, name, value) VALUES ($1, $2, $3)")
+                    .bind(preset)
+                    .bind(param)
+                    .bind(value)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        // The first version of a template is active at once; later ones when asked.
+        if v.activate || !had_active {
+            sqlx::query(
+                "UPDATE templates SET active_version_id = $2, updated_at = now() WHERE id = $1",
+            )
+            .bind(template_id)
+            .bind(version_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(PushedVersion {
+            template_id,
+            version_id,
+            job_id,
+        })
+    }
+
+    async fn create_workspace(
+        &self,
+        organization_id: Uuid,
+        owner_id: Uuid,
+        template_id: Uuid,
+        name: &str,
+        parameters: serde_json::Value,
+        ttl_ms: Option<i64>,
+    ) -> Result<(Workspace, Build), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let conn: &mut PgConnection = &mut tx;
+        let row: WorkspaceRow = sqlx::query_as(
+            "INSERT INTO workspaces (owner_id, organization_id, template_id, name, ttl_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             RETURNING id, owner_id, organization_id, template_id, name, deleted, ttl_ms, created_at",
+        )
+        .bind(owner_id)
+        .bind(organization_id)
+        .bind(template_id)
+        .bind(name)
+        .bind(ttl_ms)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|err| match &err {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                StoreError::InvalidInput(format!("a workspace named {name:?} already exists"))
+            }
+            _ => StoreError::Query(err),
+        })?;
+        let build = insert_build(
+            conn,
+            &row,
+            WorkspaceTransition::Start,
+            Some(owner_id),
+            parameters,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((workspace_from(row), build))
+    }
+
+    async fn new_build(
+        &self,
+        workspace_id: Uuid,
+        transition: WorkspaceTransition,
+        initiator_id: Option<Uuid>,
+        parameters: serde_json::Value,
+    ) -> Result<Build, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let conn: &mut PgConnection = &mut tx;
+        let row: Option<WorkspaceRow> = sqlx::query_as(
+            "SELECT id, owner_id, organization_id, template_id, name, deleted, ttl_ms, created_at
+               FROM workspaces WHERE id = $1 AND NOT deleted FOR UPDATE",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let row = row.ok_or_else(|| {
+            StoreError::InvalidInput(format!("workspace {workspace_id} not found"))
+        })?;
+        let busy: Option<JobStatus> = sqlx::query_scalar(
+            "SELECT j.job_status FROM workspace_builds b JOIN provisioner_jobs j ON j.id = b.job_id
+              WHERE b.workspace_id = $1 ORDER BY b.build_number DESC LIMIT 1",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(status) = busy
+            && !status.is_terminal()
+        {
+            return Err(StoreError::InvalidInput(format!(
+                "the workspace's latest build is still {status:?}; wait for it to finish"
+            )));
+        }
+        let build = insert_build(conn, &row, transition, initiator_id, parameters).await?;
+        if transition == WorkspaceTransition::Delete {
+            sqlx::query("UPDATE workspaces SET updated_at = now() WHERE id = $1")
+                .bind(workspace_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(build)
+    }
+
+    async fn latest_build(&self, workspace_id: Uuid) -> Result<Option<Build>, StoreError> {
+        let row: Option<BuildRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            build_columns!(),
+            " FROM workspace_builds WHERE workspace_id = $1 ORDER BY build_number DESC LIMIT 1"
+        ))
+        .bind(workspace_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(Build::from))
+    }
+
+    async fn acquire_job(&self, worker_id: Uuid) -> Result<Option<Job>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let conn: &mut PgConnection = &mut tx;
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "UPDATE provisioner_jobs SET started_at = now(), updated_at = now(), worker_id = $1
+              WHERE id = (SELECT id FROM provisioner_jobs
+                           WHERE started_at IS NULL AND canceled_at IS NULL
+                           ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+              RETURNING ",
+            job_columns!()
+        ))
+        .bind(worker_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = &row {
+            notify_job(conn, row.id).await?;
+        }
+        tx.commit().await?;
+        Ok(row.map(Job::from))
+    }
+
+    async fn job(&self, id: Uuid) -> Result<Job, StoreError> {
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM provisioner_jobs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(Job::from)
+            .ok_or_else(|| StoreError::InvalidInput(format!("provisioner job {id} not found")))
+    }
+
+    async fn append_job_logs(
+        &self,
+        job_id: Uuid,
+        lines: &[(String, String, String)],
+    ) -> Result<(), StoreError> {
+        let levels: Vec<&str> = lines.iter().map(|l| l.0.as_str()).collect();
+        let stages: Vec<&str> = lines.iter().map(|l| l.1.as_str()).collect();
+        let outputs: Vec<&str> = lines.iter().map(|l| l.2.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO provisioner_job_logs (job_id, level, stage, output)
+             SELECT $1, l, s, o FROM unnest($2::text[], $3::text[], $4::text[]) AS t(l, s, o)",
+        )
+        .bind(job_id)
+        .bind(&levels)
+        .bind(&stages)
+        .bind(&outputs)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn complete_job(
+        &self,
+        job_id: Uuid,
+        error: &str,
+        error_code: &str,
+    ) -> Result<Job, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let conn: &mut PgConnection = &mut tx;
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "UPDATE provisioner_jobs
+                SET completed_at = now(), updated_at = now(), error = $2, error_code = $3,
+                    started_at = COALESCE(started_at, now())
+              WHERE id = $1 AND completed_at IS NULL
+              RETURNING ",
+            job_columns!()
+        ))
+        .bind(job_id)
+        .bind(error)
+        .bind(error_code)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let row = row.ok_or_else(|| {
+            StoreError::InvalidInput(format!("provisioner job {job_id} is not running"))
+        })?;
+        notify_job(conn, job_id).await?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    async fn cancel_job(&self, job_id: Uuid) -> Result<Job, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let conn: &mut PgConnection = &mut tx;
+        // A job nobody took yet is finished at once; a running one is asked to stop.
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "UPDATE provisioner_jobs
+                SET canceled_at = COALESCE(canceled_at, now()), updated_at = now(),
+                    completed_at = CASE WHEN started_at IS NULL THEN now() ELSE completed_at END
+              WHERE id = $1
+              RETURNING ",
+            job_columns!()
+        ))
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let row = row.ok_or_else(|| {
+            StoreError::InvalidInput(format!("provisioner job {job_id} not found"))
+        })?;
+        notify_job(conn, job_id).await?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    async fn insert_agent(
+        &self,
+        job_id: Uuid,
+        name: &str,
+        directory: &str,
+        connection_timeout_seconds: i32,
+        auth_token_hash: &[u8],
+    ) -> Result<Uuid, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let resource: Uuid =
+            sqlx::query_scalar("INSERT INTO workspace_resources (job_id, type, name) VALUES ($1, 'chatd_local', $2) RETURNING id")
+                .bind(job_id)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        let agent: Uuid = sqlx::query_scalar(
+            "INSERT INTO workspace_agents (resource_id, name, directory, connection_timeout_seconds, auth_token_hash)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(resource)
+        .bind(name)
+        .bind(directory)
+        .bind(connection_timeout_seconds)
+        .bind(auth_token_hash)
+        .fetch_one(&mut *tx)
+        .await?;
+        notify_agent(&mut tx, agent).await?;
+        tx.commit().await?;
+        Ok(agent)
+    }
+
+    async fn build_agents(&self, build_id: Uuid) -> Result<Vec<Agent>, StoreError> {
+        let rows: Vec<AgentRow> = sqlx::query_as(
+            "SELECT a.id, a.resource_id, a.name, a.parent_id, a.display_order, a.created_at, a.first_connected_at,
+                    a.last_connected_at, a.disconnected_at, a.connection_timeout_seconds, a.lifecycle_state,
+                    a.directory, a.address
+               FROM workspace_agents a
+               JOIN workspace_resources r ON r.id = a.resource_id
+               JOIN workspace_builds b ON b.job_id = r.job_id
+              WHERE b.id = $1 AND NOT a.deleted
+              ORDER BY a.display_order, a.name, a.id",
+        )
+        .bind(build_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Agent {
+                id: r.id,
+                resource_id: r.resource_id,
+                name: r.name,
+                parent_id: r.parent_id,
+                display_order: r.display_order,
+                times: AgentTimes {
+                    created_at: r.created_at,
+                    first_connected_at: r.first_connected_at,
+                    last_connected_at: r.last_connected_at,
+                    disconnected_at: r.disconnected_at,
+                    connection_timeout_seconds: r.connection_timeout_seconds,
+                },
+                lifecycle: r.lifecycle_state,
+                directory: r.directory,
+                address: r.address,
+            })
+            .collect())
+    }
+
+    async fn agent_heartbeat(&self, agent_id: Uuid, address: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // Notify only when something a waiter cares about changed (first connection,
+        // reconnection, a new address), not on every routine heartbeat.
+        let changed: Option<bool> = sqlx::query_scalar(
+            "WITH before AS (SELECT first_connected_at, disconnected_at, last_connected_at, address
+                               FROM workspace_agents WHERE id = $1 FOR UPDATE)
+             UPDATE workspace_agents a
+                SET first_connected_at = COALESCE(a.first_connected_at, now()),
+                    last_connected_at = now(),
+                    address = $2
+               FROM before b
+              WHERE a.id = $1
+             RETURNING b.first_connected_at IS NULL
+                    OR (b.disconnected_at IS NOT NULL AND b.disconnected_at >= b.last_connected_at)
+                    OR b.address <> $2",
+        )
+        .bind(agent_id)
+        .bind(address)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match changed {
+            None => {
+                return Err(StoreError::InvalidInput(format!(
+                    "agent {agent_id} not found"
+                )));
+            }
+            Some(true) => notify_agent(&mut tx, agent_id).await?,
+            Some(false) => {}
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn agent_disconnected(&self, agent_id: Uuid) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE workspace_agents SET disconnected_at = now() WHERE id = $1")
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+        notify_agent(&mut tx, agent_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_agent_lifecycle(
+        &self,
+        agent_id: Uuid,
+        state: AgentLifecycle,
+        changed_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE workspace_agents SET lifecycle_state = $2, lifecycle_changed_at = $3
+              WHERE id = $1 AND (lifecycle_changed_at IS NULL OR lifecycle_changed_at <= $3)",
+        )
+        .bind(agent_id)
+        .bind(state)
+        .bind(changed_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated > 0 {
+            notify_agent(&mut tx, agent_id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn register_worker(
+        &self,
+        worker_id: Uuid,
+        relay_address: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO chatd_workers (worker_id, relay_address, heartbeat_at) VALUES ($1, $2, now())
+             ON CONFLICT (worker_id) DO UPDATE SET relay_address = $2, heartbeat_at = now()",
+        )
+        .bind(worker_id)
+        .bind(relay_address)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn worker_address(
+        &self,
+        worker_id: Uuid,
+        stale_after: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT relay_address FROM chatd_workers
+              WHERE worker_id = $1 AND heartbeat_at > now() - make_interval(secs => $2)",
+        )
+        .bind(worker_id)
+        .bind(stale_after.as_secs_f64())
+        .fetch_optional(self.pool())
+        .await?)
+    }
+}

@@ -1,0 +1,478 @@
+//! The workspace side of the store: tenancy, templates, workspaces, builds, provisioner jobs,
+//! agents and the replica registry (spec/engine.md §8.6–§8.8), and the agent connection-status
+//! rule.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// Derived provisioner job status (spec/engine.md §8.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "provisioner_job_status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Not started.
+    Pending,
+    /// Running.
+    Running,
+    /// Finished without error.
+    Succeeded,
+    /// Cancellation requested, not finished.
+    Canceling,
+    /// Cancelled and finished.
+    Canceled,
+    /// Failed.
+    Failed,
+    /// Unknown.
+    Unknown,
+}
+
+impl JobStatus {
+    /// `succeeded`, `canceled` or `failed`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Canceled | Self::Failed)
+    }
+}
+
+/// A workspace transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "workspace_transition", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceTransition {
+    /// Start.
+    Start,
+    /// Stop.
+    Stop,
+    /// Delete.
+    Delete,
+}
+
+/// An agent's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "workspace_agent_lifecycle", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum AgentLifecycle {
+    /// Row created, agent not started.
+    Created,
+    /// Running its startup script.
+    Starting,
+    /// The startup script took too long.
+    StartTimeout,
+    /// The startup script failed.
+    StartError,
+    /// Ready for work.
+    Ready,
+    /// Shutting down.
+    ShuttingDown,
+    /// Shutdown took too long.
+    ShutdownTimeout,
+    /// Shutdown failed.
+    ShutdownError,
+    /// Off.
+    Off,
+}
+
+/// A provisioner job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Id.
+    pub id: Uuid,
+    /// Organization.
+    pub organization_id: Uuid,
+    /// `template_version_import` or `workspace_build`.
+    pub kind: String,
+    /// What the backend needs (e.g. the build id).
+    pub input: serde_json::Value,
+    /// The provisioner worker that took it.
+    pub worker_id: Option<Uuid>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Taken by a worker.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Cancellation requested.
+    pub canceled_at: Option<DateTime<Utc>>,
+    /// Finished.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Failure text; empty when none.
+    pub error: String,
+    /// Machine-readable failure code (e.g. `INSUFFICIENT_QUOTA`); empty when none.
+    pub error_code: String,
+    /// Derived status.
+    pub status: JobStatus,
+}
+
+/// A workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub owner_id: Uuid,
+    /// Organization.
+    pub organization_id: Uuid,
+    /// Template.
+    pub template_id: Uuid,
+    /// Name (unique per owner among undeleted workspaces).
+    pub name: String,
+    /// Deleted.
+    pub deleted: bool,
+    /// Time to live, milliseconds.
+    pub ttl_ms: Option<i64>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A build of a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// Id.
+    pub id: Uuid,
+    /// Workspace.
+    pub workspace_id: Uuid,
+    /// 1, 2, ... (latest = highest).
+    pub build_number: i32,
+    /// What it does.
+    pub transition: WorkspaceTransition,
+    /// The job that runs it.
+    pub job_id: Uuid,
+    /// The template version built.
+    pub template_version_id: Uuid,
+    /// Who asked.
+    pub initiator_id: Option<Uuid>,
+    /// Parameter values `[{name, value}]`.
+    pub parameters: serde_json::Value,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A workspace agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    /// Id.
+    pub id: Uuid,
+    /// The resource (of a build's job) it belongs to.
+    pub resource_id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Parent agent (sub-agents).
+    pub parent_id: Option<Uuid>,
+    /// Display order.
+    pub display_order: i32,
+    /// Connection timestamps and timeout.
+    pub times: AgentTimes,
+    /// Lifecycle state.
+    pub lifecycle: AgentLifecycle,
+    /// Working directory.
+    pub directory: String,
+    /// Where the control plane dials it.
+    pub address: String,
+}
+
+/// A template version to store (immutable once stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTemplateVersion {
+    /// Organization.
+    pub organization_id: Uuid,
+    /// Template name; the template is created when new.
+    pub template_name: String,
+    /// Display name of a new template.
+    pub display_name: String,
+    /// Description of a new template.
+    pub description: String,
+    /// Version name.
+    pub version_name: String,
+    /// README (Markdown).
+    pub readme: String,
+    /// The agent is managed outside chatd.
+    pub has_external_agent: bool,
+    /// Manifest (startup script, agent settings).
+    pub manifest: serde_json::Value,
+    /// Files `[{path, content, mode}]`.
+    pub files: serde_json::Value,
+    /// Parameters.
+    pub parameters: Vec<TemplateParameter>,
+    /// Presets.
+    pub presets: Vec<TemplatePreset>,
+    /// Make this version active now.
+    pub activate: bool,
+    /// Who pushed it.
+    pub created_by: Option<Uuid>,
+}
+
+/// A template parameter.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TemplateParameter {
+    /// Name.
+    pub name: String,
+    /// Display name.
+    pub display_name: String,
+    /// Description.
+    pub description: String,
+    /// `string`, `number`, `bool`, `list(string)`.
+    pub kind: String,
+    /// Mutable after creation.
+    pub mutable: bool,
+    /// Default; `None` = required.
+    pub default_value: Option<String>,
+    /// Options `[{name, value, description, icon}]`.
+    pub options: serde_json::Value,
+    /// Display order.
+    pub display_order: i32,
+}
+
+/// A named set of parameter values of a template version.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TemplatePreset {
+    /// Name.
+    pub name: String,
+    /// Preselected.
+    pub is_default: bool,
+    /// Description.
+    pub description: String,
+    /// `(parameter, value)` pairs.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// Ids of a pushed template version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushedVersion {
+    /// The template.
+    pub template_id: Uuid,
+    /// The version.
+    pub version_id: Uuid,
+    /// Its import job.
+    pub job_id: Uuid,
+}
+
+/// The connection facts of an agent row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentTimes {
+    /// Row created.
+    pub created_at: DateTime<Utc>,
+    /// First connection.
+    pub first_connected_at: Option<DateTime<Utc>>,
+    /// Latest heartbeat.
+    pub last_connected_at: Option<DateTime<Utc>>,
+    /// Reported disconnect.
+    pub disconnected_at: Option<DateTime<Utc>>,
+    /// Never-connected timeout, seconds; 0 disables it.
+    pub connection_timeout_seconds: i32,
+}
+
+/// An agent's connection status (computed, spec/engine.md §8.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    /// Never connected, still within its connection timeout.
+    Connecting,
+    /// Connected and recently heard from.
+    Connected,
+    /// Disconnected, since the given time.
+    Disconnected {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Never connected within its connection timeout.
+    Timeout,
+}
+
+/// The smallest inactive-disconnect timeout accepted.
+pub const MIN_INACTIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Applies the agent connection-status rule (spec/engine.md §8.6, first match wins).
+/// `inactive_timeout` is `workspace.agent_inactive_disconnect_timeout` (default 30 s; at least
+/// 2 s).
+///
+/// ```
+/// use chatstore::workspace::{AgentTimes, ConnectionStatus, connection_status};
+/// use chrono::{Duration, Utc};
+///
+/// let now = Utc::now();
+/// let times = AgentTimes {
+///     created_at: now - Duration::seconds(60),
+///     first_connected_at: Some(now - Duration::seconds(50)),
+///     last_connected_at: Some(now - Duration::seconds(5)),
+///     disconnected_at: None,
+///     connection_timeout_seconds: 0,
+/// };
+/// assert_eq!(connection_status(&times, now, std::time::Duration::from_secs(30)), ConnectionStatus::Connected);
+/// ```
+pub fn connection_status(
+    times: &AgentTimes,
+    now: DateTime<Utc>,
+    inactive_timeout: Duration,
+) -> ConnectionStatus {
+    let inactive = chrono::Duration::from_std(inactive_timeout.max(MIN_INACTIVE_TIMEOUT))
+        .unwrap_or(chrono::Duration::MAX);
+    let Some(_first) = times.first_connected_at else {
+        let timeout = chrono::Duration::seconds(i64::from(times.connection_timeout_seconds));
+        if times.connection_timeout_seconds > 0 && now - times.created_at > timeout {
+            return ConnectionStatus::Timeout;
+        }
+        return ConnectionStatus::Connecting;
+    };
+    let last = times.last_connected_at.unwrap_or(times.created_at);
+    if let Some(disconnected) = times.disconnected_at
+        && disconnected >= last
+    {
+        return ConnectionStatus::Disconnected { at: disconnected };
+    }
+    if now - last > inactive {
+        return ConnectionStatus::Disconnected { at: last };
+    }
+    ConnectionStatus::Connected
+}
+
+/// The workspace side of storage. Implemented by the PostgreSQL backend.
+#[async_trait]
+pub trait WorkspaceStore: Send + Sync {
+    /// Creates an organization.
+    async fn create_organization(&self, name: &str) -> Result<Uuid, StoreError>;
+    /// Creates a user (`admin` or `member`) in an organization.
+    async fn create_user(
+        &self,
+        username: &str,
+        role: &str,
+        organization_id: Uuid,
+    ) -> Result<Uuid, StoreError>;
+    /// Stores a template version (creating the template when new) with its import job.
+    async fn push_template_version(
+        &self,
+        version: NewTemplateVersion,
+    ) -> Result<PushedVersion, StoreError>;
+    /// Creates a workspace, its first (start) build and the build's job in one transaction.
+    async fn create_workspace(
+        &self,
+        organization_id: Uuid,
+        owner_id: Uuid,
+        template_id: Uuid,
+        name: &str,
+        parameters: serde_json::Value,
+        ttl_ms: Option<i64>,
+    ) -> Result<(Workspace, Build), StoreError>;
+    /// Starts a new build (start/stop/delete) of a workspace with its job; refused while the
+    /// latest build's job is not finished.
+    async fn new_build(
+        &self,
+        workspace_id: Uuid,
+        transition: WorkspaceTransition,
+        initiator_id: Option<Uuid>,
+        parameters: serde_json::Value,
+    ) -> Result<Build, StoreError>;
+    /// The workspace's latest build.
+    async fn latest_build(&self, workspace_id: Uuid) -> Result<Option<Build>, StoreError>;
+    /// Takes the oldest pending job (`FOR UPDATE SKIP LOCKED`), marking it started.
+    async fn acquire_job(&self, worker_id: Uuid) -> Result<Option<Job>, StoreError>;
+    /// Reads a job.
+    async fn job(&self, id: Uuid) -> Result<Job, StoreError>;
+    /// Appends build log lines `(level, stage, output)`.
+    async fn append_job_logs(
+        &self,
+        job_id: Uuid,
+        lines: &[(String, String, String)],
+    ) -> Result<(), StoreError>;
+    /// Finishes a job: `error` empty = success; `error_code` e.g. `INSUFFICIENT_QUOTA`.
+    async fn complete_job(
+        &self,
+        job_id: Uuid,
+        error: &str,
+        error_code: &str,
+    ) -> Result<Job, StoreError>;
+    /// Requests cancellation of a job.
+    async fn cancel_job(&self, job_id: Uuid) -> Result<Job, StoreError>;
+    /// Adds an agent to a job's resource (creating the resource).
+    async fn insert_agent(
+        &self,
+        job_id: Uuid,
+        name: &str,
+        directory: &str,
+        connection_timeout_seconds: i32,
+        auth_token_hash: &[u8],
+    ) -> Result<Uuid, StoreError>;
+    /// The non-deleted agents of a build.
+    async fn build_agents(&self, build_id: Uuid) -> Result<Vec<Agent>, StoreError>;
+    /// Records an agent heartbeat (`first_connected_at` on the first one) and its address.
+    async fn agent_heartbeat(&self, agent_id: Uuid, address: &str) -> Result<(), StoreError>;
+    /// Records an agent's graceful disconnect.
+    async fn agent_disconnected(&self, agent_id: Uuid) -> Result<(), StoreError>;
+    /// Records a lifecycle change; an update older than the stored one is ignored.
+    async fn update_agent_lifecycle(
+        &self,
+        agent_id: Uuid,
+        state: AgentLifecycle,
+        changed_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Registers (or refreshes) a replica's relay address.
+    async fn register_worker(&self, worker_id: Uuid, relay_address: &str)
+    -> Result<(), StoreError>;
+    /// The relay address of a live replica (heartbeat fresher than `stale_after`).
+    async fn worker_address(
+        &self,
+        worker_id: Uuid,
+        stale_after: Duration,
+    ) -> Result<Option<String>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration as D;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + D::seconds(secs)
+    }
+
+    fn times(
+        first: Option<i64>,
+        last: Option<i64>,
+        disconnected: Option<i64>,
+        timeout: i32,
+    ) -> AgentTimes {
+        AgentTimes {
+            created_at: at(0),
+            first_connected_at: first.map(at),
+            last_connected_at: last.map(at),
+            disconnected_at: disconnected.map(at),
+            connection_timeout_seconds: timeout,
+        }
+    }
+
+    macro_rules! status_rows {
+        ($($name:ident: $times:expr, now $now:literal => $expected:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                assert_eq!(connection_status(&$times, at($now), Duration::from_secs(30)), $expected);
+            }
+        )*};
+    }
+
+    // spec/engine.md §8.6 "Agent connection status", rule by rule.
+    status_rows! {
+        rule1_never_connected_past_its_timeout: times(None, None, None, 60), now 61 => ConnectionStatus::Timeout;
+        rule2_never_connected_within_its_timeout: times(None, None, None, 60), now 60 => ConnectionStatus::Connecting;
+        rule2_never_connected_without_a_timeout: times(None, None, None, 0), now 100_000 => ConnectionStatus::Connecting;
+        rule3_reported_disconnect: times(Some(1), Some(10), Some(20), 0), now 21 => ConnectionStatus::Disconnected { at: at(20) };
+        rule3_disconnect_at_the_same_instant: times(Some(1), Some(10), Some(10), 0), now 11 => ConnectionStatus::Disconnected { at: at(10) };
+        rule4_silent_for_longer_than_the_inactive_timeout: times(Some(1), Some(10), None, 0), now 41 => ConnectionStatus::Disconnected { at: at(10) };
+        rule4_reconnected_after_a_disconnect: times(Some(1), Some(30), Some(20), 0), now 70 => ConnectionStatus::Disconnected { at: at(30) };
+        rule5_connected: times(Some(1), Some(30), Some(20), 0), now 40 => ConnectionStatus::Connected;
+        rule5_heard_from_exactly_at_the_limit: times(Some(1), Some(10), None, 0), now 40 => ConnectionStatus::Connected;
+    }
+
+    #[test]
+    fn the_inactive_timeout_is_at_least_two_seconds() {
+        let t = times(Some(0), Some(10), None, 0);
+        assert_eq!(
+            connection_status(&t, at(11), Duration::ZERO),
+            ConnectionStatus::Connected
+        );
+        assert_eq!(
+            connection_status(&t, at(13), Duration::ZERO),
+            ConnectionStatus::Disconnected { at: at(10) }
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! The workspace side of the store against PostgreSQL: templates, workspaces, builds, jobs,
+//! agents, the replica registry and their notifications.
+
+use std::time::Duration;
+
+use chatstore::postgres::{PgPubsub, PgStore};
+use chatstore::pubsub::{Notification, Topic};
+use chatstore::workspace::{
+    AgentLifecycle, ConnectionStatus, JobStatus, NewTemplateVersion, TemplateParameter,
+    TemplatePreset, WorkspaceStore, WorkspaceTransition, connection_status,
+};
+use chatstore::{StoreConfig, StoreError};
+use uuid::Uuid;
+
+use super::support::*;
+
+async fn recv(sub: &mut chatstore::postgres::Subscription) -> Notification {
+    tokio::time::timeout(Duration::from_secs(10), sub.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn version(s: &Seeded, name: &str, activate: bool) -> NewTemplateVersion {
+    NewTemplateVersion {
+        organization_id: s.org,
+        template_name: name.into(),
+        display_name: "Shell".into(),
+        description: "A plain shell workspace".into(),
+        version_name: "v1".into(),
+        readme: "# Shell".into(),
+        has_external_agent: false,
+        manifest: serde_json::json!({"startup_script": "true"}),
+        files: serde_json::json!([]),
+        parameters: vec![TemplateParameter {
+            name: "cpu".into(),
+            kind: "number".into(),
+            default_value: Some("2".into()),
+            ..TemplateParameter::default()
+        }],
+        presets: vec![TemplatePreset {
+            name: "small".into(),
+            is_default: true,
+            description: String::new(),
+            parameters: vec![("cpu".into(), "1".into())],
+        }],
+        activate,
+        created_by: Some(s.user),
+    }
+}
+
+async fn finish_import(store: &PgStore) {
+    let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
+    store.complete_job(job.id, "", "").await.unwrap();
+}
+
+#[tokio::test]
+async fn template_versions_are_stored_and_the_first_is_active() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let first = store
+        .push_template_version(version(&s, "shell", false))
+        .await
+        .unwrap();
+    let second = store
+        .push_template_version(version(&s, "Shell", false))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.template_id, second.template_id,
+        "names compare case-insensitively"
+    );
+    let active: Uuid = sqlx::query_scalar("SELECT active_version_id FROM templates WHERE id = $1")
+        .bind(first.template_id)
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(active, first.version_id);
+    let third = store
+        .push_template_version(version(&s, "shell", true))
+        .await
+        .unwrap();
+    let active: Uuid = sqlx::query_scalar("SELECT active_version_id FROM templates WHERE id = $1")
+        .bind(first.template_id)
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(active, third.version_id);
+    let presets: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM template_version_preset_parameters pp
+           JOIN template_version_presets p ON p.id = pp.preset_id WHERE p.template_version_id = $1",
+    )
+    .bind(third.version_id)
+    .fetch_one(s.pool())
+    .await
+    .unwrap();
+    assert_eq!(presets, 1);
+    assert_eq!(
+        store.job(third.job_id).await.unwrap().status,
+        JobStatus::Pending
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let template = store
+        .push_template_version(version(&s, "shell", false))
+        .await
+        .unwrap();
+    finish_import(&store).await;
+    let (workspace, build) = store
+        .create_workspace(
+            s.org,
+            s.user,
+            template.template_id,
+            "dev",
+            serde_json::json!([]),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (build.build_number, build.transition),
+        (1, WorkspaceTransition::Start)
+    );
+    assert_eq!(build.template_version_id, template.version_id);
+    let duplicate = store
+        .create_workspace(
+            s.org,
+            s.user,
+            template.template_id,
+            "DEV",
+            serde_json::json!([]),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        duplicate.to_string().contains("already exists"),
+        "{duplicate}"
+    );
+
+    let busy = store
+        .new_build(
+            workspace.id,
+            WorkspaceTransition::Stop,
+            Some(s.user),
+            serde_json::json!([]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(busy, StoreError::InvalidInput(_)), "{busy}");
+
+    let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
+    assert_eq!(job.id, build.job_id);
+    assert_eq!(job.status, JobStatus::Running);
+    store
+        .append_job_logs(job.id, &[("info".into(), "init".into(), "hello".into())])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.complete_job(job.id, "", "").await.unwrap().status,
+        JobStatus::Succeeded
+    );
+
+    let stop = store
+        .new_build(
+            workspace.id,
+            WorkspaceTransition::Stop,
+            Some(s.user),
+            serde_json::json!([]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stop.build_number, 2);
+    assert_eq!(
+        store.latest_build(workspace.id).await.unwrap().unwrap().id,
+        stop.id
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn jobs_are_taken_once_and_finish_as_failed_or_canceled() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    for i in 0..4 {
+        store
+            .push_template_version(version(&s, &format!("t{i}"), false))
+            .await
+            .unwrap();
+    }
+    // Two workers in parallel never take the same job.
+    let (a, b) = tokio::join!(
+        store.acquire_job(Uuid::new_v4()),
+        store.acquire_job(Uuid::new_v4())
+    );
+    let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+    assert_ne!(a.id, b.id);
+
+    let failed = store
+        .complete_job(a.id, "terraform apply failed", "INSUFFICIENT_QUOTA")
+        .await
+        .unwrap();
+    assert_eq!(
+        (failed.status, failed.error_code.as_str()),
+        (JobStatus::Failed, "INSUFFICIENT_QUOTA")
+    );
+    let canceling = store.cancel_job(b.id).await.unwrap();
+    assert_eq!(canceling.status, JobStatus::Canceling);
+    assert_eq!(
+        store.complete_job(b.id, "", "").await.unwrap().status,
+        JobStatus::Canceled
+    );
+
+    let c = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
+    let pending = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
+    store.complete_job(c.id, "", "").await.unwrap();
+    // Finishing twice is refused.
+    assert!(store.complete_job(c.id, "", "").await.is_err());
+    let _ = pending;
+    assert!(store.acquire_job(Uuid::new_v4()).await.unwrap().is_none());
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_pending_job_canceled_is_finished_at_once() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let pushed = store
+        .push_template_version(version(&s, "shell", false))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cancel_job(pushed.job_id).await.unwrap().status,
+        JobStatus::Canceled
+    );
+    assert!(store.acquire_job(Uuid::new_v4()).await.unwrap().is_none());
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn job_and_agent_changes_notify_their_waiters() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let (hub, task) = PgPubsub::start(s.pool()).await.unwrap();
+    let pushed = store
+        .push_template_version(version(&s, "shell", false))
+        .await
+        .unwrap();
+    let mut job_events = hub.subscribe(Topic::Job(pushed.job_id));
+    let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
+    let agent = store
+        .insert_agent(job.id, "main-chat", "/work", 0, b"hash")
+        .await
+        .unwrap();
+    let mut agent_events = hub.subscribe(Topic::Agent(agent));
+    store.complete_job(job.id, "", "").await.unwrap();
+    store
+        .agent_heartbeat(agent, "http://127.0.0.1:1234")
+        .await
+        .unwrap();
+
+    // The job's events (start, completion) arrive; the last one seen says it finished.
+    let mut saw_job = false;
+    while !saw_job {
+        saw_job = matches!(recv(&mut job_events).await, Notification::Job(u) if u.job_id == job.id)
+            && store.job(job.id).await.unwrap().status == JobStatus::Succeeded;
+    }
+    assert!(matches!(recv(&mut agent_events).await, Notification::Agent(u) if u.agent_id == agent));
+    task.abort();
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn agents_report_connection_and_lifecycle() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let template = store
+        .push_template_version(version(&s, "shell", false))
+        .await
+        .unwrap();
+    finish_import(&store).await;
+    let (_, build) = store
+        .create_workspace(
+            s.org,
+            s.user,
+            template.template_id,
+            "dev",
+            serde_json::json!([]),
+            None,
+        )
+        .await
+        .unwrap();
+    let agent = store
+        .insert_agent(build.job_id, "main-chat", "/home/dev", 120, b"h")
+        .await
+        .unwrap();
+    let now = || chrono::Utc::now();
+    let agents = store.build_agents(build.id).await.unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(
+        connection_status(&agents[0].times, now(), Duration::from_secs(30)),
+        ConnectionStatus::Connecting
+    );
+
+    store
+        .agent_heartbeat(agent, "http://127.0.0.1:4000")
+        .await
+        .unwrap();
+    let a = &store.build_agents(build.id).await.unwrap()[0];
+    assert_eq!(
+        connection_status(&a.times, now(), Duration::from_secs(30)),
+        ConnectionStatus::Connected
+    );
+    assert_eq!(a.address, "http://127.0.0.1:4000");
+
+    let t1 = now();
+    store
+        .update_agent_lifecycle(agent, AgentLifecycle::Ready, t1)
+        .await
+        .unwrap();
+    // An older report does not overwrite a newer one.
+    store
+        .update_agent_lifecycle(
+            agent,
+            AgentLifecycle::Starting,
+            t1 - chrono::Duration::seconds(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.build_agents(build.id).await.unwrap()[0].lifecycle,
+        AgentLifecycle::Ready
+    );
+
+    store.agent_disconnected(agent).await.unwrap();
+    let a = &store.build_agents(build.id).await.unwrap()[0];
+    assert!(matches!(
+        connection_status(&a.times, now(), Duration::from_secs(30)),
+        ConnectionStatus::Disconnected { .. }
+    ));
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn the_replica_registry_forgets_silent_replicas() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let worker = Uuid::new_v4();
+    store
+        .register_worker(worker, "http://127.0.0.1:7421")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .worker_address(worker, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("http://127.0.0.1:7421")
+    );
+    sqlx::query("UPDATE chatd_workers SET heartbeat_at = now() - interval '1 minute'")
+        .execute(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .worker_address(worker, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        None
+    );
+    s.finish().await;
+}
