@@ -48,6 +48,8 @@ async fn migrate_without_a_reachable_database_is_a_clear_error() {
             "migrate",
             "--database-url",
             "postgres://nobody@127.0.0.1:1/none",
+            "--database-connect-timeout",
+            "1s",
         ])
         .output()
         .await
@@ -55,4 +57,68 @@ async fn migrate_without_a_reachable_database_is_a_clear_error() {
     assert!(!output.status.success());
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("cannot connect to the database"), "{log}");
+}
+
+async fn table_count(db: &TestDatabase) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name = 'chats'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serve_applies_migrations_at_start_unless_told_not_to() {
+    let db = TestDatabase::create()
+        .await
+        .expect("PostgreSQL must answer at TEST_DATABASE_URL");
+    sqlx::query("DROP SCHEMA public CASCADE")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("CREATE SCHEMA public")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let skipped = chatd_e2e::Daemon::start(
+        &["serve", "--listen", "127.0.0.1:0", "--no-migrate"],
+        &[("CHATD_DATABASE_URL", db.url.as_str())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        table_count(&db).await,
+        0,
+        "--no-migrate leaves the schema alone"
+    );
+    let status = skipped
+        .stop(
+            nix::sys::signal::Signal::SIGTERM,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    let daemon = chatd_e2e::Daemon::start(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("CHATD_DATABASE_URL", db.url.as_str())],
+    )
+    .await
+    .unwrap();
+    assert!(
+        daemon.log().contains("database is up to date"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(table_count(&db).await, 1);
+    let status = daemon
+        .stop(
+            nix::sys::signal::Signal::SIGTERM,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(status.success());
+    db.drop_database().await.unwrap();
 }

@@ -36,6 +36,14 @@ pub struct MigrateArgs {
     #[arg(long, env = "CHATD_DATABASE_URL")]
     pub database_url: String,
 
+    /// Connection settings.
+    #[command(flatten)]
+    pub connect: DatabaseConnectArgs,
+}
+
+/// How to reach the database.
+#[derive(Debug, Args)]
+pub struct DatabaseConnectArgs {
     /// How long to keep trying to reach the database before giving up (e.g. `10s`).
     #[arg(long, env = "CHATD_DATABASE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub database_connect_timeout: Duration,
@@ -53,6 +61,19 @@ pub struct ServeArgs {
     /// before the daemon closes them and exits (e.g. `10s`, `1m`).
     #[arg(long, env = "CHATD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// PostgreSQL URL. When set, the daemon connects at start and applies pending migrations
+    /// (see `--no-migrate`). Not needed yet by the services served today.
+    #[arg(long, env = "CHATD_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Do not apply migrations at start (apply them with `chatd migrate` instead).
+    #[arg(long, env = "CHATD_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// Connection settings.
+    #[command(flatten)]
+    pub connect: DatabaseConnectArgs,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -13,19 +13,33 @@ mod error;
 mod serve;
 
 pub use error::ChatdError;
-pub use serve::{ServeConfig, ShutdownSignals, serve};
+pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, serve};
 
 /// `chatd migrate`: applies every pending migration to the database at `url`, waiting up to
 /// `connect_timeout` for the database to answer.
 pub async fn migrate(url: &str, connect_timeout: std::time::Duration) -> Result<(), ChatdError> {
-    let config = chatstore::postgres::PoolConfig {
-        max_connections: 2,
-        acquire_timeout: connect_timeout,
-    };
-    let pool = chatstore::postgres::connect(url, &config).await?;
-    chatstore::postgres::migrate(&pool).await?;
-    let applied = chatstore::postgres::MIGRATOR.iter().count();
-    tracing::info!(migrations = applied, "database is up to date");
+    let pool = connect_database(url, connect_timeout).await?;
+    apply_migrations(&pool).await?;
     pool.close().await;
+    Ok(())
+}
+
+/// Opens the daemon's connection pool, waiting up to `connect_timeout` for the database.
+pub(crate) async fn connect_database(
+    url: &str,
+    connect_timeout: std::time::Duration,
+) -> Result<chatstore::postgres::PgPool, ChatdError> {
+    let config = chatstore::postgres::PoolConfig {
+        acquire_timeout: connect_timeout,
+        ..chatstore::postgres::PoolConfig::default()
+    };
+    Ok(chatstore::postgres::connect(url, &config).await?)
+}
+
+/// Applies pending migrations and logs the result.
+pub(crate) async fn apply_migrations(pool: &chatstore::postgres::PgPool) -> Result<(), ChatdError> {
+    chatstore::postgres::migrate(pool).await?;
+    let known = chatstore::postgres::MIGRATOR.iter().count();
+    tracing::info!(migrations = known, "database is up to date");
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use chatd::cli::{Cli, Command};
-use chatd::{ServeConfig, ShutdownSignals};
+use chatd::{DatabaseConfig, ServeConfig, ShutdownSignals};
 use clap::Parser as _;
 use tracing::error;
 use tracing_subscriber::EnvFilter;
@@ -51,11 +51,16 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
             let config = ServeConfig {
                 listen: args.listen,
                 shutdown_grace: args.shutdown_grace,
+                database: args.database_url.map(|url| DatabaseConfig {
+                    url,
+                    migrate: !args.no_migrate,
+                    connect_timeout: args.connect.database_connect_timeout,
+                }),
             };
             chatd::serve(config, signals.recv()).await
         }
         Command::Migrate(args) => {
-            chatd::migrate(&args.database_url, args.database_connect_timeout).await
+            chatd::migrate(&args.database_url, args.connect.database_connect_timeout).await
         }
     }
 }

@@ -20,6 +20,19 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// How long in-flight calls may take to finish after shutdown is requested.
     pub shutdown_grace: Duration,
+    /// The database, when configured.
+    pub database: Option<DatabaseConfig>,
+}
+
+/// The daemon's database settings.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL.
+    pub url: String,
+    /// Apply pending migrations at start.
+    pub migrate: bool,
+    /// How long to wait for the database at start.
+    pub connect_timeout: Duration,
 }
 
 /// Services advertised by reflection. Only services this process actually implements are
@@ -37,6 +50,17 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ChatdError> {
+    // The database comes first: the daemon reports SERVING only once its schema is current.
+    let _pool = match &config.database {
+        Some(db) => {
+            let pool = crate::connect_database(&db.url, db.connect_timeout).await?;
+            if db.migrate {
+                crate::apply_migrations(&pool).await?;
+            }
+            Some(pool)
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ChatdError::Bind {

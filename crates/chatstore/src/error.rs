@@ -43,6 +43,9 @@ pub enum StoreError {
     /// A worker-side write whose fence no longer matches: an expected exit for the task.
     #[error("fence mismatch: {0}")]
     FenceMismatch(&'static str),
+    /// The organization has no usable model configuration.
+    #[error("no enabled default model configuration in this organization")]
+    NoDefaultModelConfig,
     /// The request is malformed (empty content, oversized message, bad tool results, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -327,9 +327,92 @@ pub fn connection_status(
     ConnectionStatus::Connected
 }
 
+/// A freshly created API token. The plaintext is shown once; only a hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    /// The key's id.
+    pub id: Uuid,
+    /// `chatd_<prefix>_<secret>`: give it to the user, then forget it.
+    pub token: String,
+}
+
+/// Who an API token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user.
+    pub user_id: Uuid,
+    /// `admin` or `member`.
+    pub role: String,
+    /// The key used.
+    pub key_id: Uuid,
+}
+
+/// A model configuration (spec/engine.md §8.7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Id.
+    pub id: Uuid,
+    /// Organization.
+    pub organization_id: Uuid,
+    /// Provider row.
+    pub provider_id: Uuid,
+    /// Provider kind (`anthropic`, `openai`, `openai-compat`, ...).
+    pub provider: String,
+    /// Model name.
+    pub model: String,
+    /// Provider base URL; empty = the provider's default.
+    pub base_url: String,
+    /// Where the API key comes from (`env:NAME`, `file:PATH`).
+    pub api_key_ref: String,
+    /// Context window, tokens.
+    pub context_limit: i64,
+    /// Auto-compaction threshold, percent (100 disables).
+    pub compression_threshold: i32,
+    /// Provider options.
+    pub options: serde_json::Value,
+    /// The organization's default.
+    pub is_default: bool,
+}
+
 /// The workspace side of storage. Implemented by the PostgreSQL backend.
 #[async_trait]
 pub trait WorkspaceStore: Send + Sync {
+    /// Creates an API token for a user; `lifetime` `None` = never expires.
+    async fn create_api_key(
+        &self,
+        user_id: Uuid,
+        name: &str,
+        lifetime: Option<Duration>,
+    ) -> Result<NewApiKey, StoreError>;
+    /// The caller a token belongs to; `None` for an unknown, revoked or expired token or a
+    /// suspended user.
+    async fn authenticate(&self, token: &str) -> Result<Option<Caller>, StoreError>;
+    /// Revokes a token.
+    async fn revoke_api_key(&self, key_id: Uuid) -> Result<(), StoreError>;
+    /// Registers a provider (`anthropic`, `openai`, `openai-compat`, ...).
+    async fn create_provider(
+        &self,
+        kind: &str,
+        api_key_ref: &str,
+        base_url: &str,
+    ) -> Result<Uuid, StoreError>;
+    /// Creates a model configuration; `is_default` replaces the organization's default.
+    async fn create_model_config(
+        &self,
+        organization_id: Uuid,
+        provider_id: Uuid,
+        model: &str,
+        context_limit: i64,
+        is_default: bool,
+    ) -> Result<Uuid, StoreError>;
+    /// The configuration a turn uses (spec/engine.md §12.2): `preferred` if it belongs to the
+    /// organization and is enabled and not deleted, else the organization's default, else
+    /// [`StoreError::NoDefaultModelConfig`].
+    async fn resolve_model_config(
+        &self,
+        organization_id: Uuid,
+        preferred: Option<Uuid>,
+    ) -> Result<ModelConfig, StoreError>;
     /// Creates an organization.
     async fn create_organization(&self, name: &str) -> Result<Uuid, StoreError>;
     /// Creates a user (`admin` or `member`) in an organization.

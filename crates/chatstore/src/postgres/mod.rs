@@ -10,7 +10,10 @@ pub use store::{CLEARED_CONTEXT_TEXT, PgStore};
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// The connection pool type of this backend.
+pub use sqlx::postgres::PgPool;
 
 use crate::StoreError;
 

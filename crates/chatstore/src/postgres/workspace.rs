@@ -12,8 +12,8 @@ use super::PgStore;
 use crate::StoreError;
 use crate::pubsub::{AGENT_CHANNEL, AgentUpdate, JOB_CHANNEL, JobUpdate};
 use crate::workspace::{
-    Agent, AgentLifecycle, AgentTimes, Build, Job, JobStatus, NewTemplateVersion, PushedVersion,
-    Workspace, WorkspaceStore, WorkspaceTransition,
+    Agent, AgentLifecycle, AgentTimes, Build, Caller, Job, JobStatus, ModelConfig, NewApiKey,
+    NewTemplateVersion, PushedVersion, Workspace, WorkspaceStore, WorkspaceTransition,
 };
 
 macro_rules! job_columns {
@@ -215,8 +215,187 @@ fn workspace_from(row: WorkspaceRow) -> Workspace {
     }
 }
 
+/// The hash stored for a token secret.
+fn secret_hash(secret: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// Compares without an early exit, so the time taken says nothing about where they differ.
+fn same_hash(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug, FromRow)]
+struct ModelConfigRow {
+    id: Uuid,
+    organization_id: Uuid,
+    provider_id: Uuid,
+    provider: String,
+    model: String,
+    base_url: String,
+    api_key_ref: String,
+    context_limit: i64,
+    compression_threshold: i32,
+    options: serde_json::Value,
+    is_default: bool,
+}
+
 #[async_trait]
 impl WorkspaceStore for PgStore {
+    async fn create_api_key(
+        &self,
+        user_id: Uuid,
+        name: &str,
+        lifetime: Option<Duration>,
+    ) -> Result<NewApiKey, StoreError> {
+        // Both parts come from the OS's random source (UUID v4).
+        let prefix = Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO api_keys (user_id, name, prefix, secret_hash, expires_at)
+             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(name)
+        .bind(&prefix)
+        .bind(secret_hash(&secret))
+        .bind(lifetime.map(|l| l.as_secs_f64()))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(NewApiKey {
+            id,
+            token: format!("chatd_{prefix}_{secret}"),
+        })
+    }
+
+    async fn authenticate(&self, token: &str) -> Result<Option<Caller>, StoreError> {
+        let Some((prefix, secret)) = token.strip_prefix("chatd_").and_then(|t| t.split_once('_'))
+        else {
+            return Ok(None);
+        };
+        let row: Option<(Uuid, Uuid, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT k.id, u.id, u.role, k.secret_hash FROM api_keys k JOIN users u ON u.id = k.user_id
+              WHERE k.prefix = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())
+                AND NOT u.suspended",
+        )
+        .bind(prefix)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some((key_id, user_id, role, hash)) = row else {
+            return Ok(None);
+        };
+        if !same_hash(&hash, &secret_hash(secret)) {
+            return Ok(None);
+        }
+        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1")
+            .bind(key_id)
+            .execute(self.pool())
+            .await?;
+        Ok(Some(Caller {
+            user_id,
+            role,
+            key_id,
+        }))
+    }
+
+    async fn revoke_api_key(&self, key_id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1")
+            .bind(key_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn create_provider(
+        &self,
+        kind: &str,
+        api_key_ref: &str,
+        base_url: &str,
+    ) -> Result<Uuid, StoreError> {
+        sqlx::query_scalar("INSERT INTO chat_providers (provider, api_key_ref, base_url) VALUES ($1, $2, $3) RETURNING id")
+            .bind(kind)
+            .bind(api_key_ref)
+            .bind(base_url)
+            .fetch_one(self.pool())
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("23514") => {
+                    StoreError::InvalidInput(format!("unknown provider kind {kind:?}"))
+                }
+                _ => StoreError::Query(err),
+            })
+    }
+
+    async fn create_model_config(
+        &self,
+        organization_id: Uuid,
+        provider_id: Uuid,
+        model: &str,
+        context_limit: i64,
+        is_default: bool,
+    ) -> Result<Uuid, StoreError> {
+        if context_limit <= 0 {
+            return Err(StoreError::InvalidInput(
+                "context_limit must be positive".into(),
+            ));
+        }
+        let mut tx = self.pool().begin().await?;
+        if is_default {
+            sqlx::query("UPDATE chat_model_configs SET is_default = false WHERE organization_id = $1 AND is_default")
+                .bind(organization_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO chat_model_configs (organization_id, provider_id, model, context_limit, is_default)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(organization_id)
+        .bind(provider_id)
+        .bind(model)
+        .bind(context_limit)
+        .bind(is_default)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn resolve_model_config(
+        &self,
+        organization_id: Uuid,
+        preferred: Option<Uuid>,
+    ) -> Result<ModelConfig, StoreError> {
+        let row: Option<ModelConfigRow> = sqlx::query_as(
+            "SELECT m.id, m.organization_id, m.provider_id, p.provider, m.model, p.base_url, p.api_key_ref,
+                    m.context_limit, m.compression_threshold, m.options, m.is_default
+               FROM chat_model_configs m JOIN chat_providers p ON p.id = m.provider_id
+              WHERE m.organization_id = $1 AND m.enabled AND NOT m.deleted AND p.enabled
+                AND (m.id = $2 OR m.is_default)
+              ORDER BY (m.id = $2) DESC NULLS LAST
+              LIMIT 1",
+        )
+        .bind(organization_id)
+        .bind(preferred)
+        .fetch_optional(self.pool())
+        .await?;
+        let row = row.ok_or(StoreError::NoDefaultModelConfig)?;
+        Ok(ModelConfig {
+            id: row.id,
+            organization_id: row.organization_id,
+            provider_id: row.provider_id,
+            provider: row.provider,
+            model: row.model,
+            base_url: row.base_url,
+            api_key_ref: row.api_key_ref,
+            context_limit: row.context_limit,
+            compression_threshold: row.compression_threshold,
+            options: row.options,
+            is_default: row.is_default,
+        })
+    }
+
     async fn create_organization(&self, name: &str) -> Result<Uuid, StoreError> {
         Ok(
             sqlx::query_scalar("INSERT INTO organizations (name) VALUES ($1) RETURNING id")

@@ -3,6 +3,7 @@ mod model_check;
 mod ownership;
 mod pubsub;
 mod support;
+mod tenancy;
 mod transitions;
 mod triggers;
 mod workspace;

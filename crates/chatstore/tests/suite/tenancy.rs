@@ -1,0 +1,153 @@
+//! API tokens (stored as hashes) and model configuration resolution.
+
+use std::time::Duration;
+
+use chatstore::postgres::PgStore;
+use chatstore::workspace::WorkspaceStore;
+use chatstore::{StoreConfig, StoreError};
+use uuid::Uuid;
+
+use super::support::*;
+
+#[tokio::test]
+async fn api_tokens_authenticate_until_revoked_or_expired() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let key = store.create_api_key(s.user, "laptop", None).await.unwrap();
+    assert!(key.token.starts_with("chatd_"));
+    let caller = store.authenticate(&key.token).await.unwrap().unwrap();
+    assert_eq!(
+        (caller.user_id, caller.key_id, caller.role.as_str()),
+        (s.user, key.id, "member")
+    );
+
+    // Only a hash is stored.
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT secret_hash FROM api_keys WHERE id = $1")
+        .bind(key.id)
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert!(
+        !key.token
+            .as_bytes()
+            .windows(stored.len())
+            .any(|w| w == stored.as_slice())
+    );
+    assert_eq!(stored.len(), 32);
+
+    // A wrong secret with the right prefix, garbage, and a revoked token are all refused.
+    let (prefix, _) = key.token.rsplit_once('_').unwrap();
+    assert!(
+        store
+            .authenticate(&format!("{prefix}_wrong"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.authenticate("not a token").await.unwrap().is_none());
+    store.revoke_api_key(key.id).await.unwrap();
+    assert!(store.authenticate(&key.token).await.unwrap().is_none());
+
+    let short = store
+        .create_api_key(s.user, "ci", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert!(store.authenticate(&short.token).await.unwrap().is_some());
+    sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(short.id)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    assert!(store.authenticate(&short.token).await.unwrap().is_none());
+
+    let suspended = store.create_api_key(s.user, "x", None).await.unwrap();
+    sqlx::query("UPDATE users SET suspended = true WHERE id = $1")
+        .bind(s.user)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .authenticate(&suspended.token)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let provider = store
+        .create_provider("openai-compat", "env:LOCAL_KEY", "http://127.0.0.1:8080/v1")
+        .await
+        .unwrap();
+    let chosen = store
+        .create_model_config(s.org, provider, "local-model", 32_000, false)
+        .await
+        .unwrap();
+
+    let config = store
+        .resolve_model_config(s.org, Some(chosen))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            config.id,
+            config.provider.as_str(),
+            config.base_url.as_str()
+        ),
+        (chosen, "openai-compat", "http://127.0.0.1:8080/v1")
+    );
+    // Unknown or foreign ids fall back to the default (the seeded one).
+    assert_eq!(
+        store
+            .resolve_model_config(s.org, Some(Uuid::new_v4()))
+            .await
+            .unwrap()
+            .id,
+        s.model_config
+    );
+    assert_eq!(
+        store.resolve_model_config(s.org, None).await.unwrap().id,
+        s.model_config
+    );
+    // A disabled choice falls back too.
+    sqlx::query("UPDATE chat_model_configs SET enabled = false WHERE id = $1")
+        .bind(chosen)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .resolve_model_config(s.org, Some(chosen))
+            .await
+            .unwrap()
+            .id,
+        s.model_config
+    );
+
+    // A new default replaces the old one.
+    let newer = store
+        .create_model_config(s.org, provider, "other", 8_000, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.resolve_model_config(s.org, None).await.unwrap().id,
+        newer
+    );
+
+    let other_org = store.create_organization("empty").await.unwrap();
+    assert!(matches!(
+        store
+            .resolve_model_config(other_org, Some(newer))
+            .await
+            .unwrap_err(),
+        StoreError::NoDefaultModelConfig
+    ));
+    let err = store.create_provider("acme-ai", "", "").await.unwrap_err();
+    assert!(err.to_string().contains("unknown provider kind"), "{err}");
+    s.finish().await;
+}
