@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chatstate::BusyBehavior;
 use chatstore::postgres::{PgPubsub, PgStore};
-use chatstore::pubsub::{Notification, Topic};
+use chatstore::pubsub::{Notification, Pubsub as _, Topic};
 use chatstore::testing::TestDatabase;
 use chatstore::types::{Fence, MessagePart, NewChat, NewMessage};
 use chatstore::{Change, Store, StoreConfig};

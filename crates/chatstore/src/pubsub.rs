@@ -3,10 +3,80 @@
 //! hints may have been lost (the listening connection dropped, or a subscriber fell behind), it
 //! gets [`Notification::Resync`] and must re-read everything it watches.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::types::Chat;
+
+/// Subscribing to change hints. Implemented by [`crate::postgres::PgPubsub`]; tests and other
+/// backends can drive a [`Hub`] directly.
+pub trait Pubsub: Send + Sync {
+    /// Subscribes to a topic. Subscribe **before** reading the state the topic describes.
+    fn subscribe(&self, topic: Topic) -> Subscription;
+}
+
+/// Notifications buffered per topic; a subscriber further behind gets a `Resync`.
+const TOPIC_BUFFER: usize = 256;
+
+/// The in-process fan-out of notifications by topic, shared by every subscriber of a process.
+#[derive(Debug, Clone, Default)]
+pub struct Hub {
+    topics: Arc<Mutex<HashMap<Topic, broadcast::Sender<Notification>>>>,
+}
+
+impl Hub {
+    /// Delivers a notification to the topic's subscribers (dropped when there are none).
+    pub fn deliver(&self, topic: Topic, notification: Notification) {
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = topics.get(&topic)
+            && sender.send(notification).is_err()
+        {
+            // Nobody listens any more.
+            topics.remove(&topic);
+        }
+    }
+
+    /// Tells every subscriber that hints may have been lost.
+    pub fn resync_all(&self) {
+        let topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        for sender in topics.values() {
+            let _ = sender.send(Notification::Resync);
+        }
+    }
+}
+
+impl Pubsub for Hub {
+    fn subscribe(&self, topic: Topic) -> Subscription {
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let sender = topics
+            .entry(topic)
+            .or_insert_with(|| broadcast::channel(TOPIC_BUFFER).0);
+        Subscription {
+            receiver: sender.subscribe(),
+        }
+    }
+}
+
+/// A stream of notifications for one topic.
+#[derive(Debug)]
+pub struct Subscription {
+    receiver: broadcast::Receiver<Notification>,
+}
+
+impl Subscription {
+    /// The next notification; `None` when the hub is gone. Falling behind yields `Resync`.
+    pub async fn recv(&mut self) -> Option<Notification> {
+        match self.receiver.recv().await {
+            Ok(notification) => Some(notification),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Notification::Resync),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
 
 /// The global channel of chat updates (logical `chat:update:{chat_id}`; the id is in the payload).
 pub const UPDATE_CHANNEL: &str = "chatd_chat_update";
@@ -123,4 +193,34 @@ pub enum Topic {
     Job(Uuid),
     /// Changes of one agent.
     Agent(Uuid),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint(n: i64) -> Notification {
+        Notification::Ownership(OwnershipHint {
+            chat_id: Uuid::nil(),
+            snapshot_version: n,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_hub_delivers_by_topic_and_resyncs_laggards() {
+        let hub = Hub::default();
+        let mut ownership = hub.subscribe(Topic::Ownership);
+        let mut chat = hub.subscribe(Topic::Chat(Uuid::nil()));
+        hub.deliver(Topic::Ownership, hint(1));
+        assert_eq!(ownership.recv().await, Some(hint(1)));
+
+        // A subscriber that falls more than the buffer behind is told to resync.
+        for n in 0..(TOPIC_BUFFER as i64 + 10) {
+            hub.deliver(Topic::Ownership, hint(n));
+        }
+        assert_eq!(ownership.recv().await, Some(Notification::Resync));
+
+        hub.resync_all();
+        assert_eq!(chat.recv().await, Some(Notification::Resync));
+    }
 }

@@ -4,7 +4,7 @@ mod pubsub;
 mod store;
 mod workspace;
 
-pub use pubsub::{PgPubsub, Subscription};
+pub use pubsub::PgPubsub;
 pub use store::{CLEARED_CONTEXT_TEXT, PgStore};
 
 use std::str::FromStr as _;

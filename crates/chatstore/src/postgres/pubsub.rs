@@ -1,44 +1,27 @@
 //! LISTEN/NOTIFY with one listening connection per process on the global channels, fanned out
 //! in-process by topic.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool};
-use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::StoreError;
 use crate::pubsub::{
-    AGENT_CHANNEL, AgentUpdate, CHANNELS, ChatUpdate, JOB_CHANNEL, JobUpdate, Notification,
-    OWNERSHIP_CHANNEL, OwnershipHint, Topic, UPDATE_CHANNEL,
+    AGENT_CHANNEL, AgentUpdate, CHANNELS, ChatUpdate, Hub, JOB_CHANNEL, JobUpdate, Notification,
+    OWNERSHIP_CHANNEL, OwnershipHint, Pubsub, Subscription, Topic, UPDATE_CHANNEL,
 };
 
-/// Notifications buffered per topic; a subscriber further behind gets a `Resync`.
-const TOPIC_BUFFER: usize = 256;
-
-/// The process's notification hub.
+/// The process's notification hub, fed by one LISTEN connection.
 #[derive(Debug, Clone)]
 pub struct PgPubsub {
-    topics: Arc<Mutex<HashMap<Topic, broadcast::Sender<Notification>>>>,
+    hub: Hub,
 }
 
-/// A stream of notifications for one topic.
-#[derive(Debug)]
-pub struct Subscription {
-    receiver: broadcast::Receiver<Notification>,
-}
-
-impl Subscription {
-    /// The next notification; `None` when the hub is gone. Falling behind yields `Resync`.
-    pub async fn recv(&mut self) -> Option<Notification> {
-        match self.receiver.recv().await {
-            Ok(notification) => Some(notification),
-            Err(broadcast::error::RecvError::Lagged(_)) => Some(Notification::Resync),
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
+impl Pubsub for PgPubsub {
+    fn subscribe(&self, topic: Topic) -> Subscription {
+        self.hub.subscribe(topic)
     }
 }
 
@@ -54,38 +37,10 @@ impl PgPubsub {
             .await
             .map_err(StoreError::query)?;
         let hub = Self {
-            topics: Arc::default(),
+            hub: Hub::default(),
         };
         let task = tokio::spawn(hub.clone().run(listener));
         Ok((hub, task))
-    }
-
-    /// Subscribes to a topic. Subscribe **before** reading the state the topic describes.
-    pub fn subscribe(&self, topic: Topic) -> Subscription {
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        let sender = topics
-            .entry(topic)
-            .or_insert_with(|| broadcast::channel(TOPIC_BUFFER).0);
-        Subscription {
-            receiver: sender.subscribe(),
-        }
-    }
-
-    fn deliver(&self, topic: Topic, notification: Notification) {
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = topics.get(&topic)
-            && sender.send(notification).is_err()
-        {
-            // Nobody listens any more.
-            topics.remove(&topic);
-        }
-    }
-
-    fn resync_all(&self) {
-        let topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        for sender in topics.values() {
-            let _ = sender.send(Notification::Resync);
-        }
     }
 
     async fn run(self, mut listener: PgListener) {
@@ -99,11 +54,11 @@ impl PgPubsub {
                 Ok(None) => {
                     // The connection dropped; the next `try_recv` reconnects and re-listens.
                     warn!("pubsub connection lost; subscribers will resync");
-                    self.resync_all();
+                    self.hub.resync_all();
                 }
                 Err(err) => {
                     warn!(error = %err, "pubsub receive failed; retrying");
-                    self.resync_all();
+                    self.hub.resync_all();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -114,24 +69,28 @@ impl PgPubsub {
     fn route(&self, channel: &str, payload: &str) {
         match channel {
             UPDATE_CHANNEL => match serde_json::from_str::<ChatUpdate>(payload) {
-                Ok(update) => self.deliver(
+                Ok(update) => self.hub.deliver(
                     Topic::Chat(update.chat_id),
                     Notification::ChatUpdate(update),
                 ),
                 Err(err) => debug!(error = %err, "ignoring a malformed chat update"),
             },
             OWNERSHIP_CHANNEL => match serde_json::from_str::<OwnershipHint>(payload) {
-                Ok(hint) => self.deliver(Topic::Ownership, Notification::Ownership(hint)),
+                Ok(hint) => self
+                    .hub
+                    .deliver(Topic::Ownership, Notification::Ownership(hint)),
                 Err(err) => debug!(error = %err, "ignoring a malformed ownership hint"),
             },
             JOB_CHANNEL => match serde_json::from_str::<JobUpdate>(payload) {
-                Ok(update) => self.deliver(Topic::Job(update.job_id), Notification::Job(update)),
+                Ok(update) => self
+                    .hub
+                    .deliver(Topic::Job(update.job_id), Notification::Job(update)),
                 Err(err) => debug!(error = %err, "ignoring a malformed job update"),
             },
             AGENT_CHANNEL => match serde_json::from_str::<AgentUpdate>(payload) {
-                Ok(update) => {
-                    self.deliver(Topic::Agent(update.agent_id), Notification::Agent(update))
-                }
+                Ok(update) => self
+                    .hub
+                    .deliver(Topic::Agent(update.agent_id), Notification::Agent(update)),
                 Err(err) => debug!(error = %err, "ignoring a malformed agent update"),
             },
             other => debug!(

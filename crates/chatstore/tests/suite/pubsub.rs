@@ -2,7 +2,7 @@
 
 use chatstate::BusyBehavior;
 use chatstore::postgres::{PgPubsub, PgStore};
-use chatstore::pubsub::{Notification, Topic};
+use chatstore::pubsub::{Notification, Pubsub as _, Topic};
 use chatstore::types::{MessagePart, NewChat, NewMessage};
 use chatstore::{Change, Store, StoreConfig};
 
@@ -23,7 +23,7 @@ fn new_chat(s: &Seeded) -> NewChat {
     }
 }
 
-async fn next_update(sub: &mut chatstore::postgres::Subscription) -> Notification {
+async fn next_update(sub: &mut chatstore::pubsub::Subscription) -> Notification {
     tokio::time::timeout(std::time::Duration::from_secs(10), sub.recv())
         .await
         .expect("a notification within 10 s")

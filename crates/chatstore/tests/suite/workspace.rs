@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chatstore::postgres::{PgPubsub, PgStore};
-use chatstore::pubsub::{Notification, Topic};
+use chatstore::pubsub::{Notification, Pubsub as _, Topic};
 use chatstore::workspace::{
     AgentLifecycle, ConnectionStatus, JobStatus, NewTemplateVersion, TemplateParameter,
     TemplatePreset, WorkspaceStore, WorkspaceTransition, connection_status,
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::support::*;
 
-async fn recv(sub: &mut chatstore::postgres::Subscription) -> Notification {
+async fn recv(sub: &mut chatstore::pubsub::Subscription) -> Notification {
     tokio::time::timeout(Duration::from_secs(10), sub.recv())
         .await
         .unwrap()
