@@ -17,4 +17,4 @@ mod error;
 mod store;
 
 pub use error::StoreError;
-pub use store::{Applied, Change, Store, StoreConfig, ToolResultInput};
+pub use store::{Applied, Change, ChatSnapshot, Store, StoreConfig, ToolResultInput};

@@ -150,6 +150,19 @@ pub struct Applied {
     pub deleted_message_ids: Vec<i64>,
 }
 
+/// A consistent view of a chat: the row, its history and its queue read in one read-only
+/// `REPEATABLE READ` transaction (spec/engine.md §3 `ReadLock`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatSnapshot {
+    /// The chat row.
+    pub chat: Chat,
+    /// History rows: live ones, plus soft-deleted ones whose revision is newer than the
+    /// `deleted_since` revision asked for (the stream loop needs them to detect resets).
+    pub history: Vec<Message>,
+    /// The queue, head first.
+    pub queue: Vec<QueuedMessage>,
+}
+
 /// Timing knobs of the store (spec/engine.md §18), defaults equal to the spec's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -190,6 +203,15 @@ pub trait Store: Send + Sync {
 
     /// The chat's queue, head first.
     async fn queue(&self, chat_id: Uuid) -> Result<Vec<QueuedMessage>, StoreError>;
+
+    /// The chat, its history with `revision > since_revision` (deleted rows included) and its
+    /// queue, read consistently in one read-only snapshot. `since_revision` 0 reads the whole
+    /// live history.
+    async fn snapshot(
+        &self,
+        chat_id: Uuid,
+        since_revision: i64,
+    ) -> Result<ChatSnapshot, StoreError>;
 
     /// Applies a change in one transaction: lock and bump, check the fence (worker-side changes
     /// must pass one), plan with `chatstate`, write, notify on commit.

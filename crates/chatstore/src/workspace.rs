@@ -223,6 +223,83 @@ pub struct TemplateParameter {
     pub options: serde_json::Value,
     /// Display order.
     pub display_order: i32,
+    /// How a form shows it (e.g. `dropdown`).
+    pub form_type: String,
+    /// Only for one build.
+    pub ephemeral: bool,
+    /// Validation regular expression; empty = none.
+    pub validation_regex: String,
+    /// Smallest number accepted.
+    pub validation_min: Option<i32>,
+    /// Largest number accepted.
+    pub validation_max: Option<i32>,
+    /// Message shown when validation fails.
+    pub validation_error: String,
+}
+
+/// A template (spec/engine.md §8.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// Id.
+    pub id: Uuid,
+    /// Organization.
+    pub organization_id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Display name.
+    pub display_name: String,
+    /// Description.
+    pub description: String,
+    /// Deleted.
+    pub deleted: bool,
+    /// Non-empty = deprecated (the text says why).
+    pub deprecated: String,
+    /// The active version.
+    pub active_version_id: Option<Uuid>,
+    /// Workspaces must build the active version.
+    pub require_active_version: bool,
+    /// Chats may create workspaces from it.
+    pub chat_enabled: bool,
+    /// Default workspace TTL, milliseconds; 0 = none.
+    pub default_ttl_ms: i64,
+}
+
+/// An immutable template version with its parameters and presets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateVersion {
+    /// Id.
+    pub id: Uuid,
+    /// Template.
+    pub template_id: Uuid,
+    /// Name.
+    pub name: String,
+    /// README.
+    pub readme: String,
+    /// Import job.
+    pub job_id: Uuid,
+    /// The agent is managed outside chatd.
+    pub has_external_agent: bool,
+    /// Manifest.
+    pub manifest: serde_json::Value,
+    /// Files.
+    pub files: serde_json::Value,
+    /// Parameters in display order.
+    pub parameters: Vec<TemplateParameter>,
+    /// Presets with their ids.
+    pub presets: Vec<(Uuid, TemplatePreset)>,
+}
+
+/// Template settings an administrator changes; `None` leaves a setting as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TemplateSettings {
+    /// Require the active version.
+    pub require_active_version: Option<bool>,
+    /// Allow chats to use it.
+    pub chat_enabled: Option<bool>,
+    /// Deprecation message (empty = not deprecated).
+    pub deprecated: Option<String>,
+    /// Make this version active (must belong to the template).
+    pub active_version_id: Option<Uuid>,
 }
 
 /// A named set of parameter values of a template version.
@@ -427,6 +504,16 @@ pub trait WorkspaceStore: Send + Sync {
         &self,
         version: NewTemplateVersion,
     ) -> Result<PushedVersion, StoreError>;
+    /// Reads a template.
+    async fn template(&self, id: Uuid) -> Result<Template, StoreError>;
+    /// Reads a template version with its parameters and presets.
+    async fn template_version(&self, id: Uuid) -> Result<TemplateVersion, StoreError>;
+    /// Changes template settings.
+    async fn update_template(
+        &self,
+        id: Uuid,
+        settings: TemplateSettings,
+    ) -> Result<Template, StoreError>;
     /// Creates a workspace, its first (start) build and the build's job in one transaction.
     async fn create_workspace(
         &self,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::pubsub::{ChatUpdate, OWNERSHIP_CHANNEL, UPDATE_CHANNEL};
-use crate::store::{Applied, Change, Store, StoreConfig, ToolResultInput};
+use crate::store::{Applied, Change, ChatSnapshot, Store, StoreConfig, ToolResultInput};
 use crate::types::{
     Chat, Fence, Message, MessagePart, NewChat, NewMessage, QueuedMessage, Role, Usage, Visibility,
 };
@@ -691,6 +691,47 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(QueuedRow::decode).collect()
+    }
+
+    async fn snapshot(
+        &self,
+        chat_id: Uuid,
+        since_revision: i64,
+    ) -> Result<ChatSnapshot, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let chat = fetch_chat(&mut tx, chat_id).await?;
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM chat_messages WHERE chat_id = $1 AND (($2 = 0 AND NOT deleted) OR ($2 > 0 AND revision > $2))
+              ORDER BY id"
+        ))
+        .bind(chat_id)
+        .bind(since_revision)
+        .fetch_all(&mut *tx)
+        .await?;
+        let queue: Vec<QueuedRow> = sqlx::query_as(
+            "SELECT id, chat_id, content, model_config_id, reasoning_effort, created_at, position, created_by
+               FROM chat_queued_messages WHERE chat_id = $1 ORDER BY position, id",
+        )
+        .bind(chat_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ChatSnapshot {
+            chat,
+            history: rows
+                .into_iter()
+                .map(MessageRow::decode)
+                .collect::<Result<_, _>>()?,
+            queue: queue
+                .into_iter()
+                .map(QueuedRow::decode)
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     async fn apply(

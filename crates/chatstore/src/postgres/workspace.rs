@@ -13,7 +13,8 @@ use crate::StoreError;
 use crate::pubsub::{AGENT_CHANNEL, AgentUpdate, JOB_CHANNEL, JobUpdate};
 use crate::workspace::{
     Agent, AgentLifecycle, AgentTimes, Build, Caller, Job, JobStatus, ModelConfig, NewApiKey,
-    NewTemplateVersion, PushedVersion, Workspace, WorkspaceStore, WorkspaceTransition,
+    NewTemplateVersion, PushedVersion, Template, TemplateParameter, TemplatePreset,
+    TemplateSettings, TemplateVersion, Workspace, WorkspaceStore, WorkspaceTransition,
 };
 
 macro_rules! job_columns {
@@ -241,8 +242,209 @@ struct ModelConfigRow {
     is_default: bool,
 }
 
+macro_rules! template_columns {
+    () => {
+        "id, organization_id, name, display_name, description, deleted, deprecated, active_version_id,
+         require_active_version, chat_enabled, default_ttl_ms"
+    };
+}
+
+#[derive(Debug, FromRow)]
+struct TemplateRow {
+    id: Uuid,
+    organization_id: Uuid,
+    name: String,
+    display_name: String,
+    description: String,
+    deleted: bool,
+    deprecated: String,
+    active_version_id: Option<Uuid>,
+    require_active_version: bool,
+    chat_enabled: bool,
+    default_ttl_ms: i64,
+}
+
+impl From<TemplateRow> for Template {
+    fn from(r: TemplateRow) -> Self {
+        Self {
+            id: r.id,
+            organization_id: r.organization_id,
+            name: r.name,
+            display_name: r.display_name,
+            description: r.description,
+            deleted: r.deleted,
+            deprecated: r.deprecated,
+            active_version_id: r.active_version_id,
+            require_active_version: r.require_active_version,
+            chat_enabled: r.chat_enabled,
+            default_ttl_ms: r.default_ttl_ms,
+        }
+    }
+}
+
+#[derive(Debug, FromRow)]
+struct ParameterRow {
+    name: String,
+    display_name: String,
+    description: String,
+    kind: String,
+    mutable: bool,
+    default_value: Option<String>,
+    options: serde_json::Value,
+    display_order: i32,
+    form_type: String,
+    ephemeral: bool,
+    validation_regex: String,
+    validation_min: Option<i32>,
+    validation_max: Option<i32>,
+    validation_error: String,
+}
+
 #[async_trait]
 impl WorkspaceStore for PgStore {
+    async fn template(&self, id: Uuid) -> Result<Template, StoreError> {
+        let row: Option<TemplateRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            template_columns!(),
+            " FROM templates WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(Template::from)
+            .ok_or_else(|| StoreError::InvalidInput(format!("template {id} not found")))
+    }
+
+    async fn template_version(&self, id: Uuid) -> Result<TemplateVersion, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let row: Option<(
+            Uuid,
+            Uuid,
+            String,
+            String,
+            Uuid,
+            bool,
+            serde_json::Value,
+            serde_json::Value,
+        )> = sqlx::query_as(
+            "SELECT id, template_id, name, readme, job_id, has_external_agent, manifest, files
+               FROM template_versions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (id, template_id, name, readme, job_id, has_external_agent, manifest, files) = row
+            .ok_or_else(|| StoreError::InvalidInput(format!("template version {id} not found")))?;
+        let parameters: Vec<ParameterRow> = sqlx::query_as(
+            "SELECT name, display_name, description, type AS kind, mutable, default_value, options, display_order,
+                    form_type, ephemeral, validation_regex, validation_min, validation_max, validation_error
+               FROM template_version_parameters WHERE template_version_id = $1 ORDER BY display_order, name",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let preset_rows: Vec<(Uuid, String, bool, String)> = sqlx::query_as(
+            "SELECT id, name, is_default, description FROM template_version_presets
+              WHERE template_version_id = $1 ORDER BY name",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut presets = Vec::new();
+        for (preset_id, preset_name, is_default, description) in preset_rows {
+            let values: Vec<(String, String)> = sqlx::query_as(
+                "SELECT name, value FROM template_version_preset_parameters WHERE preset_id = $1 ORDER BY name",
+            )
+            .bind(preset_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            presets.push((
+                preset_id,
+                TemplatePreset {
+                    name: preset_name,
+                    is_default,
+                    description,
+                    parameters: values,
+                },
+            ));
+        }
+        tx.commit().await?;
+        Ok(TemplateVersion {
+            id,
+            template_id,
+            name,
+            readme,
+            job_id,
+            has_external_agent,
+            manifest,
+            files,
+            parameters: parameters
+                .into_iter()
+                .map(|p| TemplateParameter {
+                    name: p.name,
+                    display_name: p.display_name,
+                    description: p.description,
+                    kind: p.kind,
+                    mutable: p.mutable,
+                    default_value: p.default_value,
+                    options: p.options,
+                    display_order: p.display_order,
+                    form_type: p.form_type,
+                    ephemeral: p.ephemeral,
+                    validation_regex: p.validation_regex,
+                    validation_min: p.validation_min,
+                    validation_max: p.validation_max,
+                    validation_error: p.validation_error,
+                })
+                .collect(),
+            presets,
+        })
+    }
+
+    async fn update_template(
+        &self,
+        id: Uuid,
+        settings: TemplateSettings,
+    ) -> Result<Template, StoreError> {
+        if let Some(version) = settings.active_version_id {
+            let belongs: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM template_versions WHERE id = $1 AND template_id = $2)",
+            )
+            .bind(version)
+            .bind(id)
+            .fetch_one(self.pool())
+            .await?;
+            if !belongs {
+                return Err(StoreError::InvalidInput(format!(
+                    "version {version} is not a version of template {id}"
+                )));
+            }
+        }
+        let row: Option<TemplateRow> = sqlx::query_as(concat!(
+            "UPDATE templates
+                SET require_active_version = COALESCE($2, require_active_version),
+                    chat_enabled = COALESCE($3, chat_enabled),
+                    deprecated = COALESCE($4, deprecated),
+                    active_version_id = COALESCE($5, active_version_id),
+                    updated_at = now()
+              WHERE id = $1
+              RETURNING ",
+            template_columns!()
+        ))
+        .bind(id)
+        .bind(settings.require_active_version)
+        .bind(settings.chat_enabled)
+        .bind(&settings.deprecated)
+        .bind(settings.active_version_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(Template::from)
+            .ok_or_else(|| StoreError::InvalidInput(format!("template {id} not found")))
+    }
+
     async fn create_api_key(
         &self,
         user_id: Uuid,
@@ -484,8 +686,10 @@ impl WorkspaceStore for PgStore {
         for p in &v.parameters {
             sqlx::query(
                 "INSERT INTO template_version_parameters
-                    (template_version_id, name, display_name, description, type, mutable, default_value, options, display_order)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    (template_version_id, name, display_name, description, type, mutable, default_value, options,
+                     display_order, form_type, ephemeral, validation_regex, validation_min, validation_max,
+                     validation_error)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .bind(version_id)
             .bind(&p.name)
@@ -496,6 +700,12 @@ impl WorkspaceStore for PgStore {
             .bind(&p.default_value)
             .bind(&p.options)
             .bind(p.display_order)
+            .bind(&p.form_type)
+            .bind(p.ephemeral)
+            .bind(&p.validation_regex)
+            .bind(p.validation_min)
+            .bind(p.validation_max)
+            .bind(&p.validation_error)
             .execute(&mut *conn)
             .await?;
         }

@@ -4,9 +4,8 @@
 use std::collections::HashSet;
 
 use chatstate::{ChatModel, ExecState, StepContent, Transition, TransitionError};
-use chatstore::postgres::PgStore;
 use chatstore::types::{Fence, MessagePart, NewMessage, Role};
-use chatstore::{Change, Store, StoreConfig, StoreError, ToolResultInput};
+use chatstore::{Change, Store, StoreError, ToolResultInput};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -16,7 +15,7 @@ const LOCAL_TOOL: &str = "execute";
 const CLIENT_TOOL: &str = "client_tool";
 
 /// (call id, tool name) of live tool calls without a result, from the database's history.
-async fn open_calls(store: &PgStore, chat: Uuid) -> Vec<(String, String)> {
+async fn open_calls<S: Store>(store: &S, chat: Uuid) -> Vec<(String, String)> {
     let history = store.history(chat, false).await.unwrap();
     let answered: HashSet<String> = history
         .iter()
@@ -58,8 +57,8 @@ fn results_for(calls: &[(String, String)]) -> NewMessage {
 }
 
 /// Builds the database change for a model step; `None` when the model would find no target.
-async fn change_for(
-    store: &PgStore,
+async fn change_for<S: Store>(
+    store: &S,
     chat: Uuid,
     user: Uuid,
     t: Transition,
@@ -197,9 +196,9 @@ fn step() -> impl Strategy<Value = (Transition, usize, StepContent)> {
     (transition, 0usize..6, content)
 }
 
-async fn run_sequence(
-    s: &Seeded,
-    store: &PgStore,
+async fn run_sequence<S: Store>(
+    s: &Fixture,
+    store: &S,
     steps: Vec<(Transition, usize, StepContent)>,
 ) -> Result<(), TestCaseError> {
     let mut model = ChatModel::default();
@@ -319,11 +318,12 @@ async fn run_sequence(
     Ok(())
 }
 
-#[test]
-fn the_database_follows_the_model() {
+/// Random sequences of transitions, applied to the backend and to the model, compared after
+/// every step.
+pub fn the_database_follows_the_model<B: Backend>() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let seeded = runtime.block_on(Seeded::new());
-    let store = PgStore::new(seeded.pool().clone(), StoreConfig::default());
+    let backend = runtime.block_on(B::open());
+    let fixture = backend.fixture();
     let config = ProptestConfig {
         cases: 48,
         failure_persistence: None,
@@ -331,9 +331,9 @@ fn the_database_follows_the_model() {
     };
     let result = proptest::test_runner::TestRunner::new(config)
         .run(&prop::collection::vec(step(), 1..40), |steps| {
-            runtime.block_on(run_sequence(&seeded, &store, steps))
+            runtime.block_on(run_sequence(&fixture, backend.store(), steps))
         });
-    runtime.block_on(seeded.finish());
+    runtime.block_on(backend.finish());
     if let Err(err) = result {
         panic!("{err}");
     }

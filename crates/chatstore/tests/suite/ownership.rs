@@ -3,14 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chatstore::postgres::PgStore;
 use chatstore::types::{Fence, MessagePart, NewChat, NewMessage};
-use chatstore::{Change, Store, StoreConfig, StoreError};
+use chatstore::{Change, Store, StoreError};
 use uuid::Uuid;
 
 use super::support::*;
 
-fn new_chat(s: &Seeded) -> NewChat {
+fn new_chat(s: &Fixture) -> NewChat {
     NewChat {
         organization_id: s.org,
         owner_id: s.user,
@@ -25,7 +24,7 @@ fn new_chat(s: &Seeded) -> NewChat {
     }
 }
 
-async fn acquire_all(store: &PgStore, worker: Uuid) -> Vec<Uuid> {
+async fn acquire_all<S: Store>(store: &S, worker: Uuid) -> Vec<Uuid> {
     let mut owned = Vec::new();
     loop {
         let candidates = store.acquisition_candidates(10).await.unwrap();
@@ -50,10 +49,9 @@ async fn acquire_all(store: &PgStore, worker: Uuid) -> Vec<Uuid> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn eight_workers_racing_over_fifty_chats_own_each_exactly_once() {
-    let s = Seeded::new().await;
-    let store = Arc::new(PgStore::new(s.pool().clone(), StoreConfig::default()));
+pub async fn eight_workers_racing_over_fifty_chats_own_each_exactly_once<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = Arc::new(b.store().clone());
     for _ in 0..50 {
         store.create_chat(new_chat(&s)).await.unwrap();
     }
@@ -62,7 +60,7 @@ async fn eight_workers_racing_over_fifty_chats_own_each_exactly_once() {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
             let worker = Uuid::new_v4();
-            (worker, acquire_all(&store, worker).await)
+            (worker, acquire_all(store.as_ref(), worker).await)
         }));
     }
     let mut owners: HashMap<Uuid, Uuid> = HashMap::new();
@@ -81,13 +79,12 @@ async fn eight_workers_racing_over_fifty_chats_own_each_exactly_once() {
     }
     assert!(store.acquisition_candidates(10).await.unwrap().is_empty());
     drop(store);
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn a_stale_runners_commit_is_rejected_after_a_takeover() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn a_stale_runners_commit_is_rejected_after_a_takeover<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
     let (old_worker, old_runner) = (Uuid::new_v4(), Uuid::new_v4());
     let acquired = store
@@ -102,13 +99,7 @@ async fn a_stale_runners_commit_is_rejected_after_a_takeover() {
         generation_attempt: Some(acquired.generation_attempt),
     };
     // The old owner's heartbeat goes stale; another worker takes over.
-    sqlx::query(
-        "UPDATE chat_heartbeats SET heartbeat_at = now() - interval '1 minute' WHERE chat_id = $1",
-    )
-    .bind(chat.id)
-    .execute(s.pool())
-    .await
-    .unwrap();
+    b.expire_leases(chat.id).await;
     assert_eq!(
         store.acquisition_candidates(10).await.unwrap(),
         vec![chat.id]
@@ -144,13 +135,12 @@ async fn a_stale_runners_commit_is_rejected_after_a_takeover() {
         store.chat(chat.id).await.unwrap().worker_id,
         Some(new_worker)
     );
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn the_generation_fence_rejects_an_older_attempt() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn the_generation_fence_rejects_an_older_attempt<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
     let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
     let chat = store
@@ -185,13 +175,12 @@ async fn the_generation_fence_rejects_an_older_attempt() {
         .apply(chat.id, commit(), Some(fence(Some(2))))
         .await
         .unwrap();
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let worker = Uuid::new_v4();
     let fresh = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
     let stale = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
@@ -206,11 +195,7 @@ async fn a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one() {
         .await
         .unwrap()
         .unwrap();
-    sqlx::query("UPDATE chat_heartbeats SET heartbeat_at = now() - interval '31 seconds' WHERE chat_id = $1")
-        .bind(stale)
-        .execute(s.pool())
-        .await
-        .unwrap();
+    b.expire_leases(stale).await;
     let renewed = store
         .heartbeat(
             worker,
@@ -233,13 +218,12 @@ async fn a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one() {
     );
     assert_eq!(store.cleanup_heartbeats().await.unwrap(), 1);
     assert_eq!(store.acquisition_candidates(10).await.unwrap(), vec![stale]);
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn abandon_needs_the_owner_and_leaves_the_chat_acquirable() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn abandon_needs_the_owner_and_leaves_the_chat_acquirable<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let chat = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
     let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
     store.acquire(chat, worker, runner).await.unwrap().unwrap();
@@ -267,13 +251,14 @@ async fn abandon_needs_the_owner_and_leaves_the_chat_acquirable() {
         .chat;
     assert_eq!((chat_after.worker_id, chat_after.runner_id), (None, None));
     assert_eq!(store.acquisition_candidates(10).await.unwrap(), vec![chat]);
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn candidates_are_ordered_interrupting_then_requires_action_then_running() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn candidates_are_ordered_interrupting_then_requires_action_then_running<B: Backend>(
+    b: B,
+) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let running = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
     let interrupting = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
     // Owned and then interrupted, then the lease lapses.
@@ -287,13 +272,10 @@ async fn candidates_are_ordered_interrupting_then_requires_action_then_running()
         .apply(interrupting, Change::Interrupt, None)
         .await
         .unwrap();
-    sqlx::query("DELETE FROM chat_heartbeats")
-        .execute(s.pool())
-        .await
-        .unwrap();
+    b.expire_leases(interrupting).await;
     assert_eq!(
         store.acquisition_candidates(10).await.unwrap(),
         vec![interrupting, running]
     );
-    s.finish().await;
+    b.finish().await;
 }

@@ -1,8 +1,97 @@
 //! Seeding helpers for schema tests.
 
+use async_trait::async_trait;
+use chatstore::postgres::PgStore;
 use chatstore::testing::TestDatabase;
+use chatstore::workspace::WorkspaceStore;
+use chatstore::{Store, StoreConfig};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// The rows every contract test starts with.
+#[derive(Debug, Clone, Copy)]
+pub struct Fixture {
+    pub org: Uuid,
+    pub user: Uuid,
+    pub model_config: Uuid,
+}
+
+/// What the backend-neutral contract tests need from a storage backend. A second backend
+/// implements this and runs the same `contract_tests!` list.
+#[async_trait]
+pub trait Backend: Sized + Send + Sync {
+    /// The store under test.
+    type S: Store + WorkspaceStore + Clone + 'static;
+    /// A fresh, empty backend with the fixture rows.
+    async fn open() -> Self;
+    /// The store with the default configuration.
+    fn store(&self) -> &Self::S;
+    /// A store on the same data with another configuration.
+    fn store_with(&self, config: StoreConfig) -> Self::S;
+    /// The fixture rows.
+    fn fixture(&self) -> Fixture;
+    /// Makes every lease of the chat stale, as if its owner died long ago.
+    async fn expire_leases(&self, chat: Uuid);
+    /// Writes a raw status (e.g. a legacy one), bypassing the state machine.
+    async fn force_status(&self, chat: Uuid, status: &str);
+    /// Releases the backend.
+    async fn finish(self);
+}
+
+/// The PostgreSQL backend of the contract tests.
+pub struct PgBackend {
+    seeded: Seeded,
+    store: PgStore,
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    type S = PgStore;
+
+    async fn open() -> Self {
+        let seeded = Seeded::new().await;
+        let store = PgStore::new(seeded.pool().clone(), StoreConfig::default());
+        Self { seeded, store }
+    }
+
+    fn store(&self) -> &PgStore {
+        &self.store
+    }
+
+    fn store_with(&self, config: StoreConfig) -> PgStore {
+        PgStore::new(self.seeded.pool().clone(), config)
+    }
+
+    fn fixture(&self) -> Fixture {
+        Fixture {
+            org: self.seeded.org,
+            user: self.seeded.user,
+            model_config: self.seeded.model_config,
+        }
+    }
+
+    async fn expire_leases(&self, chat: Uuid) {
+        sqlx::query("UPDATE chat_heartbeats SET heartbeat_at = now() - interval '1 hour' WHERE chat_id = $1")
+            .bind(chat)
+            .execute(self.seeded.pool())
+            .await
+            .unwrap();
+    }
+
+    async fn force_status(&self, chat: Uuid, status: &str) {
+        sqlx::query("UPDATE chats SET status = $2::chat_status WHERE id = $1")
+            .bind(chat)
+            .bind(status)
+            .execute(self.seeded.pool())
+            .await
+            .unwrap();
+    }
+
+    async fn finish(self) {
+        drop(self.store);
+        self.seeded.finish().await;
+    }
+}
 
 /// A migrated database with one organization, user and model config.
 pub struct Seeded {

@@ -2,14 +2,14 @@
 //! check does not look at (texts, triplets, queue order, promotion bookkeeping).
 
 use chatstate::{BusyBehavior, ChatStatus, TransitionError};
-use chatstore::postgres::{CLEARED_CONTEXT_TEXT, PgStore};
+use chatstore::postgres::CLEARED_CONTEXT_TEXT;
 use chatstore::types::{Fence, MessagePart, NewChat, NewMessage, Role, Visibility};
 use chatstore::{Change, Store, StoreConfig, StoreError, ToolResultInput};
 use uuid::Uuid;
 
 use super::support::*;
 
-fn new_chat(s: &Seeded, dynamic: bool) -> NewChat {
+fn new_chat(s: &Fixture, dynamic: bool) -> NewChat {
     NewChat {
         organization_id: s.org,
         owner_id: s.user,
@@ -33,7 +33,7 @@ fn send(user: Uuid, text: &str) -> Change {
 }
 
 /// Acquires the chat and returns a fence for its current history.
-async fn own(store: &PgStore, chat: Uuid) -> Fence {
+async fn own<S: Store>(store: &S, chat: Uuid) -> Fence {
     let (worker_id, runner_id) = (Uuid::new_v4(), Uuid::new_v4());
     let c = store
         .acquire(chat, worker_id, runner_id)
@@ -48,17 +48,16 @@ async fn own(store: &PgStore, chat: Uuid) -> Fence {
     }
 }
 
-async fn refresh(store: &PgStore, chat: Uuid, fence: Fence) -> Fence {
+async fn refresh<S: Store>(store: &S, chat: Uuid, fence: Fence) -> Fence {
     Fence {
         history_version: Some(store.chat(chat).await.unwrap().history_version),
         ..fence
     }
 }
 
-#[tokio::test]
-async fn create_starts_running_with_history_version_one() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn create_starts_running_with_history_version_one<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let applied = store.create_chat(new_chat(&s, false)).await.unwrap();
     assert_eq!(applied.chat.status, ChatStatus::Running);
     assert_eq!(
@@ -72,13 +71,12 @@ async fn create_starts_running_with_history_version_one() {
         store.create_chat(empty).await.unwrap_err(),
         StoreError::InvalidInput(_)
     ));
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn the_queue_holds_twenty_messages_in_order() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn the_queue_holds_twenty_messages_in_order<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let chat = store
         .create_chat(new_chat(&s, false))
         .await
@@ -138,17 +136,16 @@ async fn the_queue_holds_twenty_messages_in_order() {
         matches!(err, StoreError::QueuedMessageNotFound(999_999)),
         "{err}"
     );
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn oversized_and_empty_messages_are_refused() {
-    let s = Seeded::new().await;
+pub async fn oversized_and_empty_messages_are_refused<B: Backend>(b: B) {
+    let s = b.fixture();
     let config = StoreConfig {
         max_message_bytes: 1024,
         ..StoreConfig::default()
     };
-    let store = PgStore::new(s.pool().clone(), config);
+    let store = b.store_with(config);
     let chat = store
         .create_chat(new_chat(&s, false))
         .await
@@ -163,13 +160,12 @@ async fn oversized_and_empty_messages_are_refused() {
     let empty = store.apply(chat, send(s.user, ""), None).await.unwrap_err();
     assert!(empty.to_string().contains("must contain text"), "{empty}");
     assert!(store.queue(chat).await.unwrap().is_empty());
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn unknown_chats_and_messages_are_not_found() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn unknown_chats_and_messages_are_not_found<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let missing = Uuid::new_v4();
     assert!(
         matches!(store.chat(missing).await.unwrap_err(), StoreError::ChatNotFound(id) if id == missing)
@@ -208,13 +204,12 @@ async fn unknown_chats_and_messages_are_not_found() {
         store.apply(chat, edit(assistant), None).await.unwrap_err(),
         StoreError::MessageNotUser(_)
     ));
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn edit_soft_deletes_from_the_target_and_clears_the_queue() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn edit_soft_deletes_from_the_target_and_clears_the_queue<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let applied = store.create_chat(new_chat(&s, false)).await.unwrap();
     let (chat, first) = (applied.chat.id, applied.inserted[0].id);
     store
@@ -241,13 +236,12 @@ async fn edit_soft_deletes_from_the_target_and_clears_the_queue() {
         vec![MessagePart::text("better")]
     );
     assert_eq!(store.history(chat, false).await.unwrap().len(), 1);
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn requires_action_round_trip_and_result_validation() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn requires_action_round_trip_and_result_validation<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let chat = store.create_chat(new_chat(&s, true)).await.unwrap().chat.id;
     let fence = own(&store, chat).await;
     let call = |id: &str| MessagePart::ToolCall {
@@ -315,13 +309,12 @@ async fn requires_action_round_trip_and_result_validation() {
     assert_eq!(done.chat.status, ChatStatus::Running);
     assert!(done.chat.requires_action_deadline_at.is_none());
     assert_eq!(done.inserted.len(), 2);
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn a_new_message_cancels_open_tool_calls_with_the_spec_reason() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn a_new_message_cancels_open_tool_calls_with_the_spec_reason<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let chat = store
         .create_chat(new_chat(&s, false))
         .await
@@ -363,13 +356,12 @@ async fn a_new_message_cancels_open_tool_calls_with_the_spec_reason() {
         )]
     );
     assert_eq!(sent.inserted[1].role, Role::User);
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn finish_interruption_refuses_to_leave_a_call_unanswered() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn finish_interruption_refuses_to_leave_a_call_unanswered<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let chat = store
         .create_chat(new_chat(&s, false))
         .await
@@ -395,13 +387,12 @@ async fn finish_interruption_refuses_to_leave_a_call_unanswered() {
         ChatStatus::Interrupting,
         "nothing was written"
     );
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn clear_context_inserts_the_boundary_triplet() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn clear_context_inserts_the_boundary_triplet<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let chat = store
         .create_chat(new_chat(&s, false))
         .await
@@ -428,24 +419,19 @@ async fn clear_context_inserts_the_boundary_triplet() {
     );
     assert_eq!(call.visibility, Visibility::User);
     assert_eq!(result.visibility, Visibility::User);
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn an_invalid_chat_is_reconciled_into_error() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn an_invalid_chat_is_reconciled_into_error<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let chat = store
         .create_chat(new_chat(&s, false))
         .await
         .unwrap()
         .chat
         .id;
-    sqlx::query("UPDATE chats SET status = 'paused' WHERE id = $1")
-        .bind(chat)
-        .execute(s.pool())
-        .await
-        .unwrap();
+    b.force_status(chat, "paused").await;
     let err = store
         .apply(chat, send(s.user, "hi"), None)
         .await
@@ -465,5 +451,45 @@ async fn an_invalid_chat_is_reconciled_into_error() {
             serde_json::json!({"message": "chat was in an invalid state; send a new message or edit history to continue"})
         )
     );
-    s.finish().await;
+    b.finish().await;
+}
+
+pub async fn a_snapshot_reads_chat_history_and_queue_consistently<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
+    let created = store.create_chat(new_chat(&s, false)).await.unwrap();
+    let (chat, first) = (created.chat.id, created.inserted[0].id);
+    store
+        .apply(chat, send(s.user, "queued"), None)
+        .await
+        .unwrap();
+
+    let whole = store.snapshot(chat, 0).await.unwrap();
+    assert_eq!(whole.history.len(), 1);
+    assert_eq!(whole.queue.len(), 1);
+    assert_eq!(whole.chat.queue_version, whole.chat.snapshot_version);
+    let seen = whole.chat.history_version;
+
+    let edited = store
+        .apply(
+            chat,
+            Change::EditMessage {
+                message_id: first,
+                replacement: NewMessage::user(s.user, vec![MessagePart::text("better")]),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    // Since the last history seen: the soft-deleted original and its replacement.
+    let delta = store.snapshot(chat, seen).await.unwrap();
+    assert_eq!(delta.chat.history_version, edited.chat.history_version);
+    let ids: Vec<(i64, bool)> = delta.history.iter().map(|m| (m.id, m.deleted)).collect();
+    assert_eq!(
+        ids,
+        vec![(first, true), (edited.inserted.last().unwrap().id, false)]
+    );
+    assert!(delta.queue.is_empty(), "the edit cleared the queue");
+    assert!(delta.history.iter().all(|m| m.revision > seen));
+    b.finish().await;
 }

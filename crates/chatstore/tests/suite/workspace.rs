@@ -376,3 +376,72 @@ async fn the_replica_registry_forgets_silent_replicas() {
     );
     s.finish().await;
 }
+
+#[tokio::test]
+async fn templates_read_back_with_parameters_presets_and_settings() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let pushed = store
+        .push_template_version(version(&s, "shell", false))
+        .await
+        .unwrap();
+    let template = store.template(pushed.template_id).await.unwrap();
+    assert_eq!(
+        (
+            template.name.as_str(),
+            template.active_version_id,
+            template.chat_enabled,
+            template.require_active_version
+        ),
+        ("shell", Some(pushed.version_id), true, false)
+    );
+    let v = store.template_version(pushed.version_id).await.unwrap();
+    assert_eq!(v.parameters.len(), 1);
+    assert_eq!(
+        (
+            v.parameters[0].name.as_str(),
+            v.parameters[0].default_value.as_deref()
+        ),
+        ("cpu", Some("2"))
+    );
+    assert_eq!(v.presets.len(), 1);
+    assert_eq!(
+        v.presets[0].1.parameters,
+        vec![("cpu".to_owned(), "1".to_owned())]
+    );
+
+    let updated = store
+        .update_template(
+            pushed.template_id,
+            chatstore::workspace::TemplateSettings {
+                require_active_version: Some(true),
+                chat_enabled: Some(false),
+                deprecated: Some("use shell2".into()),
+                active_version_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(updated.require_active_version && !updated.chat_enabled);
+    assert_eq!(updated.deprecated, "use shell2");
+
+    let other = store
+        .push_template_version(version(&s, "other", false))
+        .await
+        .unwrap();
+    let err = store
+        .update_template(
+            pushed.template_id,
+            chatstore::workspace::TemplateSettings {
+                active_version_id: Some(other.version_id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("is not a version of template"),
+        "{err}"
+    );
+    s.finish().await;
+}
