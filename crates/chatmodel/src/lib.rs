@@ -1,0 +1,22 @@
+//! Streaming LLM clients with one neutral part stream (issue 5, in progress).
+//!
+//! Today this crate holds the neutral request and part types, the typed failures
+//! ([`ModelError`], whose sources are the values `chaterror` classifies), and the wire formats
+//! of the two provider families: the Anthropic Messages API ([`anthropic`]) and OpenAI Chat
+//! Completions, also for OpenAI-compatible servers ([`openai`]) — request bodies and stream
+//! decoders as pure code. The HTTP transport (reqwest, separate connect / first-byte /
+//! inter-event timeouts, HTTP/2 reset detection) is the next step.
+//!
+//! chatmodel never retries: `chatretry` is the one retry owner. It knows no database and no gRPC.
+
+pub mod anthropic;
+pub mod openai;
+
+mod error;
+mod types;
+
+pub use error::ModelError;
+pub use types::{
+    AssistantPart, FinishReason, ModelMessage, ModelRequest, StreamPart, ToolDefinition,
+    ToolResult, Usage,
+};
