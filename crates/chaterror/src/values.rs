@@ -355,6 +355,9 @@ pub enum TimeoutPhase {
     Connect,
     /// From sending the request to the first stream event.
     FirstByte,
+    /// Between two stream events (a client-side inter-event timeout; chatd's silence guard is
+    /// the pinned `stream_silence_timeout` instead).
+    InterEvent,
 }
 
 /// chatd's connect or first-byte timeout expired: a retryable `timeout`, decided structurally.
@@ -369,6 +372,7 @@ impl fmt::Display for TransportTimeout {
         f.write_str(match self.phase {
             TimeoutPhase::Connect => "timed out connecting to the provider",
             TimeoutPhase::FirstByte => "timed out waiting for the provider's first response event",
+            TimeoutPhase::InterEvent => "timed out waiting for the provider's next stream event",
         })
     }
 }

@@ -244,6 +244,7 @@ fn transport_timeouts_are_retryable_structured_timeouts() {
     for phase in [
         chaterror::TimeoutPhase::Connect,
         chaterror::TimeoutPhase::FirstByte,
+        chaterror::TimeoutPhase::InterEvent,
     ] {
         let c = run(&boxed(chaterror::TransportTimeout { phase }));
         assert_eq!(

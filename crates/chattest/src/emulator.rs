@@ -1,0 +1,757 @@
+//! A provider emulator: a real HTTP server on loopback that speaks the Anthropic Messages and
+//! OpenAI Chat Completions streaming formats, plays scripted turns, injects faults at a chosen
+//! point, and records every request it receives.
+//!
+//! It serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on the same port: a connection that
+//! opens with the HTTP/2 preface is served with the `h2` crate (so a fault can be a real
+//! RST_STREAM with a chosen code, or a GOAWAY); anything else is read as HTTP/1.1 by a small
+//! hand-written server (so a fault can be a TCP reset in the middle of a body).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A part of a scripted reply, rendered into the wire format the request's path asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScriptPart {
+    /// Text, sent in chunks of at most `chunk` characters.
+    Text {
+        /// The text.
+        text: String,
+        /// Characters per delta.
+        chunk: usize,
+    },
+    /// Reasoning, sent as one delta (Anthropic also sends a signature).
+    Reasoning(String),
+    /// A tool call whose JSON arguments are streamed in chunks of `chunk` characters.
+    ToolCall {
+        /// Call id.
+        id: String,
+        /// Tool name.
+        name: String,
+        /// Arguments (JSON text).
+        args: String,
+        /// Characters per arguments delta.
+        chunk: usize,
+    },
+}
+
+impl ScriptPart {
+    /// Text in one delta.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::Text {
+            text: text.into(),
+            chunk: usize::MAX,
+        }
+    }
+
+    /// A tool call with its arguments in one delta.
+    pub fn tool_call(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        args: impl Into<String>,
+    ) -> Self {
+        Self::ToolCall {
+            id: id.into(),
+            name: name.into(),
+            args: args.into(),
+            chunk: usize::MAX,
+        }
+    }
+}
+
+/// Where a fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Before any response header.
+    BeforeHeaders,
+    /// After this many stream events were sent.
+    AfterEvents(usize),
+}
+
+/// What goes wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultKind {
+    /// An HTTP error response (only meaningful before headers).
+    Status {
+        /// Status code.
+        status: u16,
+        /// Extra headers (e.g. `retry-after`).
+        headers: Vec<(String, String)>,
+        /// Body.
+        body: String,
+    },
+    /// A provider error event inside the 200 stream (Anthropic `error` event or an OpenAI error
+    /// chunk), with this error type / code and message.
+    StreamError {
+        /// Error type (Anthropic) or code (OpenAI).
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// An HTTP/2 RST_STREAM with this reason code (on HTTP/1.1: a TCP reset).
+    RstStream(u32),
+    /// An HTTP/2 GOAWAY (on HTTP/1.1: a TCP reset).
+    GoAway,
+    /// The TCP connection is reset (RST, not FIN).
+    TcpReset,
+    /// No bytes for this long, then the stream continues.
+    Stall(Duration),
+    /// The stream ends cleanly but without its terminal event.
+    Truncate,
+    /// A frame whose data is not JSON.
+    MalformedFrame,
+}
+
+/// A fault at a point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// Where.
+    pub at: FaultPoint,
+    /// What.
+    pub kind: FaultKind,
+}
+
+/// One scripted reply.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Turn {
+    /// The reply's parts.
+    pub parts: Vec<ScriptPart>,
+    /// Usage reported: (input, output) tokens.
+    pub usage: (u64, u64),
+    /// A finish reason to report instead of the natural one (`stop` / tool calls), in the
+    /// wire's own vocabulary (e.g. `max_tokens`, `length`, `refusal`, `content_filter`).
+    pub finish: Option<String>,
+    /// Delay between events.
+    pub pacing: Duration,
+    /// A fault, if any.
+    pub fault: Option<Fault>,
+}
+
+impl Turn {
+    /// A turn with these parts.
+    pub fn with(parts: Vec<ScriptPart>) -> Self {
+        Self {
+            parts,
+            usage: (10, 5),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a fault.
+    pub fn fault(mut self, at: FaultPoint, kind: FaultKind) -> Self {
+        self.fault = Some(Fault { at, kind });
+        self
+    }
+}
+
+/// A request the emulator received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    /// Path.
+    pub path: String,
+    /// Headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// The JSON body (`Null` if it was not JSON).
+    pub body: Value,
+    /// `HTTP/1.1` or `HTTP/2`.
+    pub version: &'static str,
+}
+
+impl RecordedRequest {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    turns: Mutex<VecDeque<Turn>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+/// A running emulator. Dropping it stops the server.
+#[derive(Debug)]
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Emulator {
+    /// Starts an emulator on a free loopback port that answers requests with `turns`, in
+    /// order (a request beyond the script gets a 500).
+    pub async fn start(turns: Vec<Turn>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            turns: Mutex::new(turns.into()),
+            requests: Mutex::default(),
+        });
+        let accept_shared = Arc::clone(&shared);
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(serve_connection(socket, Arc::clone(&accept_shared)));
+            }
+        });
+        Ok(Self { addr, shared, task })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Appends turns to the script.
+    pub fn push(&self, turn: Turn) {
+        lock(&self.shared.turns).push_back(turn);
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The wire format a path asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Anthropic,
+    OpenAi,
+}
+
+fn wire_for(path: &str) -> Option<Wire> {
+    if path.ends_with("/v1/messages") {
+        Some(Wire::Anthropic)
+    } else if path.ends_with("/chat/completions") {
+        Some(Wire::OpenAi)
+    } else {
+        None
+    }
+}
+
+/// One SSE frame to send, or a fault to act on.
+#[derive(Debug)]
+enum Step {
+    Frame(String),
+    Fault(FaultKind),
+}
+
+/// Renders a turn as the stream's frames for `wire`, with the fault inserted at its point.
+fn render(turn: &Turn, wire: Wire) -> Vec<Step> {
+    let frames = match wire {
+        Wire::Anthropic => anthropic_frames(turn),
+        Wire::OpenAi => openai_frames(turn),
+    };
+    let mut steps: Vec<Step> = Vec::new();
+    let fault_at = match &turn.fault {
+        Some(Fault {
+            at: FaultPoint::AfterEvents(n),
+            kind,
+        }) => Some((*n, kind.clone())),
+        _ => None,
+    };
+    for (i, frame) in frames.into_iter().enumerate() {
+        if let Some((n, kind)) = &fault_at
+            && *n == i
+        {
+            steps.push(Step::Fault(kind.clone()));
+        }
+        steps.push(Step::Frame(frame));
+    }
+    if let Some((n, kind)) = fault_at
+        && n >= steps.iter().filter(|s| matches!(s, Step::Frame(_))).count()
+        && !steps.iter().any(|s| matches!(s, Step::Fault(_)))
+    {
+        steps.push(Step::Fault(kind));
+    }
+    steps
+}
+
+fn chunks(text: &str, size: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.is_empty() {
+        return vec![String::new()];
+    }
+    chars
+        .chunks(size.max(1))
+        .map(|c| c.iter().collect())
+        .collect()
+}
+
+fn sse(event: &str, data: &Value) -> String {
+    format!("event: {event}\ndata: {data}\n\n")
+}
+
+fn anthropic_frames(turn: &Turn) -> Vec<String> {
+    let mut frames = vec![sse(
+        "message_start",
+        &json!({"type": "message_start", "message": {
+            "id": "msg_emulated", "type": "message", "role": "assistant", "model": "emulated",
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": turn.usage.0, "output_tokens": 1}
+        }}),
+    )];
+    let mut has_tools = false;
+    for (index, part) in turn.parts.iter().enumerate() {
+        let block = |content: Value| {
+            sse(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": index, "content_block": content}),
+            )
+        };
+        let delta = |d: Value| {
+            sse(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index, "delta": d}),
+            )
+        };
+        match part {
+            ScriptPart::Text { text, chunk } => {
+                frames.push(block(json!({"type": "text", "text": ""})));
+                for piece in chunks(text, *chunk) {
+                    frames.push(delta(json!({"type": "text_delta", "text": piece})));
+                }
+            }
+            ScriptPart::Reasoning(text) => {
+                frames.push(block(json!({"type": "thinking", "thinking": ""})));
+                frames.push(delta(json!({"type": "thinking_delta", "thinking": text})));
+                frames.push(delta(
+                    json!({"type": "signature_delta", "signature": "c2lnbmF0dXJl"}),
+                ));
+            }
+            ScriptPart::ToolCall {
+                id,
+                name,
+                args,
+                chunk,
+            } => {
+                has_tools = true;
+                frames.push(block(
+                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+                ));
+                for piece in chunks(args, *chunk) {
+                    frames.push(delta(
+                        json!({"type": "input_json_delta", "partial_json": piece}),
+                    ));
+                }
+            }
+        }
+        frames.push(sse(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": index}),
+        ));
+        if index == 0 {
+            frames.push(sse("ping", &json!({"type": "ping"})));
+        }
+    }
+    let reason = turn.finish.clone().unwrap_or_else(|| {
+        if has_tools {
+            "tool_use".into()
+        } else {
+            "end_turn".into()
+        }
+    });
+    frames.push(sse(
+        "message_delta",
+        &json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null},
+                "usage": {"output_tokens": turn.usage.1}}),
+    ));
+    frames.push(sse("message_stop", &json!({"type": "message_stop"})));
+    frames
+}
+
+fn openai_frames(turn: &Turn) -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-emulated", "object": "chat.completion.chunk", "created": 0, "model": "emulated",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    let mut frames = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    let mut tool_index = 0;
+    for part in &turn.parts {
+        match part {
+            ScriptPart::Text { text, chunk: size } => {
+                for piece in chunks(text, *size) {
+                    frames.push(chunk(json!({"content": piece}), Value::Null));
+                }
+            }
+            ScriptPart::Reasoning(text) => {
+                frames.push(chunk(json!({"reasoning_content": text}), Value::Null))
+            }
+            ScriptPart::ToolCall {
+                id,
+                name,
+                args,
+                chunk: size,
+            } => {
+                frames.push(chunk(
+                    json!({"tool_calls": [{"index": tool_index, "id": id, "type": "function",
+                                            "function": {"name": name, "arguments": ""}}]}),
+                    Value::Null,
+                ));
+                for piece in chunks(args, *size) {
+                    frames.push(chunk(
+                        json!({"tool_calls": [{"index": tool_index, "function": {"arguments": piece}}]}),
+                        Value::Null,
+                    ));
+                }
+                tool_index += 1;
+            }
+        }
+    }
+    let reason = turn.finish.clone().unwrap_or_else(|| {
+        if tool_index > 0 {
+            "tool_calls".into()
+        } else {
+            "stop".into()
+        }
+    });
+    frames.push(chunk(json!({}), json!(reason)));
+    frames.push(format!(
+        "data: {}\n\n",
+        json!({"id": "chatcmpl-emulated", "object": "chat.completion.chunk", "choices": [],
+               "usage": {"prompt_tokens": turn.usage.0, "completion_tokens": turn.usage.1,
+                         "total_tokens": turn.usage.0 + turn.usage.1}})
+    ));
+    frames.push("data: [DONE]\n\n".to_owned());
+    frames
+}
+
+fn stream_error_frame(wire: Wire, code: &str, message: &str) -> String {
+    match wire {
+        Wire::Anthropic => sse(
+            "error",
+            &json!({"type": "error", "error": {"type": code, "message": message}}),
+        ),
+        Wire::OpenAi => format!(
+            "data: {}\n\n",
+            json!({"error": {"message": message, "type": code, "code": code, "param": null}})
+        ),
+    }
+}
+
+fn malformed_frame(wire: Wire) -> String {
+    match wire {
+        Wire::Anthropic => {
+            "event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\": \n\n"
+                .to_owned()
+        }
+        Wire::OpenAi => "data: {\"choices\": [\n\n".to_owned(),
+    }
+}
+
+/// An HTTP error response: status, extra headers, body.
+type ErrorReply = (u16, Vec<(String, String)>, String);
+
+/// What the server does for one request: the status fault, or the streamed steps.
+fn plan_reply(shared: &Shared, path: &str) -> Result<(Wire, Turn), ErrorReply> {
+    let Some(wire) = wire_for(path) else {
+        return Err((
+            404,
+            Vec::new(),
+            json!({"error": {"message": "unknown path"}}).to_string(),
+        ));
+    };
+    let Some(turn) = lock(&shared.turns).pop_front() else {
+        return Err((
+            500,
+            Vec::new(),
+            json!({"error": {"message": "the emulator's script is exhausted"}}).to_string(),
+        ));
+    };
+    if let Some(Fault {
+        at: FaultPoint::BeforeHeaders,
+        kind:
+            FaultKind::Status {
+                status,
+                headers,
+                body,
+            },
+    }) = &turn.fault
+    {
+        return Err((*status, headers.clone(), body.clone()));
+    }
+    Ok((wire, turn))
+}
+
+async fn serve_connection(mut socket: TcpStream, shared: Arc<Shared>) {
+    let mut preface = [0u8; 24];
+    let is_h2 = matches!(socket.peek(&mut preface).await, Ok(24) if &preface == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    if is_h2 {
+        serve_h2(socket, shared).await;
+    } else {
+        let _ = serve_http1(&mut socket, &shared).await;
+    }
+}
+
+async fn serve_http1(socket: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
+    // Read the head.
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.lines();
+    let request_line = lines.next().unwrap_or_default();
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < length {
+        let mut chunk = vec![0u8; length - body.len()];
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    lock(&shared.requests).push(RecordedRequest {
+        path: path.clone(),
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        version: "HTTP/1.1",
+    });
+
+    let (wire, turn) = match plan_reply(shared, &path) {
+        Ok(reply) => reply,
+        Err((status, headers, body)) => {
+            let mut response = format!(
+                "HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                body.len()
+            );
+            for (name, value) in headers {
+                response.push_str(&format!("{name}: {value}\r\n"));
+            }
+            response.push_str("\r\n");
+            response.push_str(&body);
+            socket.write_all(response.as_bytes()).await?;
+            return socket.shutdown().await;
+        }
+    };
+    if matches!(
+        &turn.fault,
+        Some(Fault {
+            at: FaultPoint::BeforeHeaders,
+            kind: FaultKind::TcpReset | FaultKind::RstStream(_) | FaultKind::GoAway
+        })
+    ) {
+        // SO_LINGER 0: closing sends RST instead of FIN.
+        let _ = socket.set_zero_linger();
+        return Ok(());
+    }
+    socket
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n")
+        .await?;
+    for step in render(&turn, wire) {
+        if !turn.pacing.is_zero() {
+            tokio::time::sleep(turn.pacing).await;
+        }
+        match step {
+            Step::Frame(frame) => socket.write_all(frame.as_bytes()).await?,
+            Step::Fault(kind) => match kind {
+                FaultKind::Stall(d) => tokio::time::sleep(d).await,
+                FaultKind::StreamError { code, message } => {
+                    socket
+                        .write_all(stream_error_frame(wire, &code, &message).as_bytes())
+                        .await?;
+                    return socket.shutdown().await;
+                }
+                FaultKind::Truncate => return socket.shutdown().await,
+                FaultKind::MalformedFrame => {
+                    socket.write_all(malformed_frame(wire).as_bytes()).await?;
+                    return socket.shutdown().await;
+                }
+                FaultKind::TcpReset
+                | FaultKind::RstStream(_)
+                | FaultKind::GoAway
+                | FaultKind::Status { .. } => {
+                    socket.flush().await?;
+                    let _ = socket.set_zero_linger();
+                    return Ok(());
+                }
+            },
+        }
+        socket.flush().await?;
+    }
+    socket.shutdown().await
+}
+
+async fn serve_h2(socket: TcpStream, shared: Arc<Shared>) {
+    let Ok(mut connection) = h2::server::handshake(socket).await else {
+        return;
+    };
+    let (goaway_tx, mut goaway_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    loop {
+        tokio::select! {
+            request = connection.accept() => {
+                let Some(Ok((request, respond))) = request else { return };
+                let shared = Arc::clone(&shared);
+                let goaway = goaway_tx.clone();
+                tokio::spawn(async move {
+                    let _ = serve_h2_stream(request, respond, &shared, goaway).await;
+                });
+            }
+            Some(()) = goaway_rx.recv() => {
+                connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+                // Keep driving the connection so the GOAWAY is written.
+                let _ = std::future::poll_fn(|cx| connection.poll_closed(cx)).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn serve_h2_stream(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    shared: &Shared,
+    goaway: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<(), h2::Error> {
+    let path = request.uri().path().to_owned();
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (n.as_str().to_owned(), v.to_owned()))
+        })
+        .collect();
+    let mut body = request.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    lock(&shared.requests).push(RecordedRequest {
+        path: path.clone(),
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        version: "HTTP/2",
+    });
+
+    let (wire, turn) = match plan_reply(shared, &path) {
+        Ok(reply) => reply,
+        Err((status, headers, body)) => {
+            let mut response = http::Response::builder()
+                .status(status)
+                .header("content-type", "application/json");
+            for (name, value) in headers {
+                response = response.header(name, value);
+            }
+            let response = response.body(()).unwrap_or_default();
+            let mut stream = respond.send_response(response, false)?;
+            stream.send_data(Bytes::from(body), true)?;
+            return Ok(());
+        }
+    };
+    match &turn.fault {
+        Some(Fault {
+            at: FaultPoint::BeforeHeaders,
+            kind: FaultKind::RstStream(code),
+        }) => {
+            respond.send_reset(h2::Reason::from(*code));
+            return Ok(());
+        }
+        Some(Fault {
+            at: FaultPoint::BeforeHeaders,
+            kind: FaultKind::GoAway | FaultKind::TcpReset,
+        }) => {
+            let _ = goaway.send(());
+            return Ok(());
+        }
+        _ => {}
+    }
+    let response = http::Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .body(())
+        .unwrap_or_default();
+    let mut stream = respond.send_response(response, false)?;
+    for step in render(&turn, wire) {
+        if !turn.pacing.is_zero() {
+            tokio::time::sleep(turn.pacing).await;
+        }
+        match step {
+            Step::Frame(frame) => stream.send_data(Bytes::from(frame), false)?,
+            Step::Fault(kind) => match kind {
+                FaultKind::Stall(d) => tokio::time::sleep(d).await,
+                FaultKind::StreamError { code, message } => {
+                    stream
+                        .send_data(Bytes::from(stream_error_frame(wire, &code, &message)), true)?;
+                    return Ok(());
+                }
+                FaultKind::Truncate => {
+                    stream.send_data(Bytes::new(), true)?;
+                    return Ok(());
+                }
+                FaultKind::MalformedFrame => {
+                    stream.send_data(Bytes::from(malformed_frame(wire)), true)?;
+                    return Ok(());
+                }
+                FaultKind::RstStream(code) => {
+                    stream.send_reset(h2::Reason::from(code));
+                    return Ok(());
+                }
+                FaultKind::GoAway | FaultKind::TcpReset | FaultKind::Status { .. } => {
+                    let _ = goaway.send(());
+                    return Ok(());
+                }
+            },
+        }
+    }
+    stream.send_data(Bytes::new(), true)?;
+    Ok(())
+}
