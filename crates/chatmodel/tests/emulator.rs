@@ -512,3 +512,52 @@ async fn a_stall_before_the_first_event_trips_the_first_byte_timeout() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn turns_can_be_scripted_by_what_the_client_sent() {
+    use chatmodel::{AssistantPart, ToolResult};
+    use chattest::emulator::Match;
+    // Listed out of order on purpose: the emulator picks the turn whose condition matches.
+    let emulator = Emulator::start(vec![
+        Turn::with(vec![ScriptPart::text("The file says 42.")])
+            .when(Match::LastToolResultContains("answer-42".into())),
+        Turn::with(vec![ScriptPart::tool_call(
+            "call_1",
+            "read_file",
+            r#"{"path":"answer.txt"}"#,
+        )]),
+    ])
+    .await
+    .unwrap();
+    let client = client(&emulator, WireFormat::Anthropic, false, Timeouts::default());
+    let first = run(&client).await.unwrap();
+    assert_eq!(assemble(&first).2.len(), 1);
+
+    let mut follow_up = request();
+    follow_up.messages.push(ModelMessage::Assistant {
+        parts: vec![AssistantPart::ToolCall {
+            id: "call_1".into(),
+            name: "read_file".into(),
+            args: "{}".into(),
+        }],
+    });
+    follow_up.messages.push(ModelMessage::ToolResults {
+        results: vec![ToolResult {
+            call_id: "call_1".into(),
+            name: "read_file".into(),
+            content: "answer-42".into(),
+            is_error: false,
+        }],
+    });
+    let mut stream = client.stream(&follow_up).await.unwrap();
+    let mut parts = Vec::new();
+    while let Some(part) = stream.next().await {
+        parts.push(part.unwrap());
+    }
+    assert_eq!(assemble(&parts).0, "The file says 42.");
+
+    // Nothing left matches: the emulator says so with a 500.
+    let err = run(&client).await.unwrap_err();
+    assert_eq!(classified(&err).status_code, 500);
+    assert_eq!(emulator.requests().len(), 3);
+}

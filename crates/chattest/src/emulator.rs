@@ -119,9 +119,84 @@ pub struct Fault {
     pub kind: FaultKind,
 }
 
+/// Which requests a turn answers, so multi-step agent turns can be scripted by what the
+/// client sent (e.g. the result of the previous step's tool call).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Match {
+    /// Any request (the next unconditioned turn).
+    #[default]
+    Any,
+    /// The request's last tool result contains this text.
+    LastToolResultContains(String),
+    /// The request's last user message contains this text.
+    LastUserTextContains(String),
+}
+
+impl Match {
+    fn matches(&self, body: &Value) -> bool {
+        match self {
+            Self::Any => true,
+            Self::LastToolResultContains(needle) => {
+                last_tool_result(body).is_some_and(|t| t.contains(needle.as_str()))
+            }
+            Self::LastUserTextContains(needle) => {
+                last_user_text(body).is_some_and(|t| t.contains(needle.as_str()))
+            }
+        }
+    }
+}
+
+/// The content of the last tool result in a request of either wire format.
+fn last_tool_result(body: &Value) -> Option<String> {
+    let messages = body.get("messages")?.as_array()?;
+    messages.iter().rev().find_map(|m| {
+        if m.get("role")? == "tool" {
+            return m.get("content").map(value_text);
+        }
+        m.get("content")?
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|p| p.get("type").and_then(Value::as_str) == Some("tool_result"))
+            .and_then(|p| p.get("content"))
+            .map(value_text)
+    })
+}
+
+/// The text of the last user message in a request of either wire format.
+fn last_user_text(body: &Value) -> Option<String> {
+    let messages = body.get("messages")?.as_array()?;
+    let user = messages.iter().rev().find(|m| {
+        m.get("role").and_then(Value::as_str) == Some("user")
+            && !m
+                .get("content")
+                .and_then(Value::as_array)
+                .is_some_and(|parts| {
+                    parts
+                        .iter()
+                        .any(|p| p.get("type").and_then(Value::as_str) == Some("tool_result"))
+                })
+    })?;
+    user.get("content").map(value_text)
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        other => other.to_string(),
+    }
+}
+
 /// One scripted reply.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Turn {
+    /// Which requests this turn answers.
+    pub when: Match,
     /// The reply's parts.
     pub parts: Vec<ScriptPart>,
     /// Usage reported: (input, output) tokens.
@@ -143,6 +218,12 @@ impl Turn {
             usage: (10, 5),
             ..Self::default()
         }
+    }
+
+    /// Answers only requests that match.
+    pub fn when(mut self, when: Match) -> Self {
+        self.when = when;
+        self
     }
 
     /// Adds a fault.
@@ -340,7 +421,9 @@ fn anthropic_frames(turn: &Turn) -> Vec<String> {
                 }
             }
             ScriptPart::Reasoning(text) => {
-                frames.push(block(json!({"type": "thinking", "thinking": ""})));
+                frames.push(block(
+                    json!({"type": "thinking", "thinking": "", "signature": ""}),
+                ));
                 frames.push(delta(json!({"type": "thinking_delta", "thinking": text})));
                 frames.push(delta(
                     json!({"type": "signature_delta", "signature": "c2lnbmF0dXJl"}),
@@ -476,7 +559,7 @@ fn malformed_frame(wire: Wire) -> String {
 type ErrorReply = (u16, Vec<(String, String)>, String);
 
 /// What the server does for one request: the status fault, or the streamed steps.
-fn plan_reply(shared: &Shared, path: &str) -> Result<(Wire, Turn), ErrorReply> {
+fn plan_reply(shared: &Shared, path: &str, body: &Value) -> Result<(Wire, Turn), ErrorReply> {
     let Some(wire) = wire_for(path) else {
         return Err((
             404,
@@ -484,7 +567,14 @@ fn plan_reply(shared: &Shared, path: &str) -> Result<(Wire, Turn), ErrorReply> {
             json!({"error": {"message": "unknown path"}}).to_string(),
         ));
     };
-    let Some(turn) = lock(&shared.turns).pop_front() else {
+    let turn = {
+        let mut turns = lock(&shared.turns);
+        turns
+            .iter()
+            .position(|t| t.when.matches(body))
+            .and_then(|i| turns.remove(i))
+    };
+    let Some(turn) = turn else {
         return Err((
             500,
             Vec::new(),
@@ -556,14 +646,15 @@ async fn serve_http1(socket: &mut TcpStream, shared: &Shared) -> std::io::Result
         }
         body.extend_from_slice(&chunk[..n]);
     }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     lock(&shared.requests).push(RecordedRequest {
         path: path.clone(),
         headers,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        body: body.clone(),
         version: "HTTP/1.1",
     });
 
-    let (wire, turn) = match plan_reply(shared, &path) {
+    let (wire, turn) = match plan_reply(shared, &path, &body) {
         Ok(reply) => reply,
         Err((status, headers, body)) => {
             let mut response = format!(
@@ -675,14 +766,15 @@ async fn serve_h2_stream(
         let _ = body.flow_control().release_capacity(chunk.len());
         bytes.extend_from_slice(&chunk);
     }
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     lock(&shared.requests).push(RecordedRequest {
         path: path.clone(),
         headers,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        body: body.clone(),
         version: "HTTP/2",
     });
 
-    let (wire, turn) = match plan_reply(shared, &path) {
+    let (wire, turn) = match plan_reply(shared, &path, &body) {
         Ok(reply) => reply,
         Err((status, headers, body)) => {
             let mut response = http::Response::builder()
