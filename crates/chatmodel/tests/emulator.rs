@@ -561,3 +561,43 @@ async fn turns_can_be_scripted_by_what_the_client_sent() {
     assert_eq!(classified(&err).status_code, 500);
     assert_eq!(emulator.requests().len(), 3);
 }
+
+#[tokio::test]
+async fn with_chatretry_a_503_once_means_exactly_two_calls() {
+    // spec/chatretry.md §11.6: the provider is called once by the first attempt and once by the
+    // retry — never more, because chatmodel (and reqwest under it) never retries on its own.
+    let emulator = Emulator::start(vec![
+        tool_turn().fault(
+            FaultPoint::BeforeHeaders,
+            status(503, &[], "service unavailable"),
+        ),
+        tool_turn(),
+    ])
+    .await
+    .unwrap();
+    let client = client(&emulator, WireFormat::OpenAi, true, Timeouts::default());
+    let policy = chatretry::RetryPolicy {
+        initial_delay: Duration::from_millis(10),
+        jitter: chatretry::Jitter::None,
+        ..chatretry::RetryPolicy::default()
+    };
+    let mut retries = 0;
+    let parts = chatretry::retry(
+        &chatretry::CancelToken::new(),
+        &policy,
+        |_attempt| {
+            let client = client.clone();
+            async move {
+                run(&client)
+                    .await
+                    .map_err(|e| Box::new(e) as chaterror::BoxError)
+            }
+        },
+        |_event| retries += 1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(assemble(&parts).2.len(), 2);
+    assert_eq!(retries, 1);
+    assert_eq!(emulator.requests().len(), 2);
+}

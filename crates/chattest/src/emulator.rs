@@ -13,19 +13,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// A part of a scripted reply, rendered into the wire format the request's path asks for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ScriptPart {
     /// Text, sent in chunks of at most `chunk` characters.
     Text {
         /// The text.
         text: String,
         /// Characters per delta.
+        #[serde(default = "whole")]
         chunk: usize,
     },
     /// Reasoning, sent as one delta (Anthropic also sends a signature).
@@ -39,8 +42,24 @@ pub enum ScriptPart {
         /// Arguments (JSON text).
         args: String,
         /// Characters per arguments delta.
+        #[serde(default = "whole")]
         chunk: usize,
     },
+}
+
+fn whole() -> usize {
+    usize::MAX
+}
+
+/// Durations in scripts are milliseconds.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
 }
 
 impl ScriptPart {
@@ -68,7 +87,8 @@ impl ScriptPart {
 }
 
 /// Where a fault strikes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FaultPoint {
     /// Before any response header.
     BeforeHeaders,
@@ -77,7 +97,8 @@ pub enum FaultPoint {
 }
 
 /// What goes wrong.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     /// An HTTP error response (only meaningful before headers).
     Status {
@@ -102,8 +123,8 @@ pub enum FaultKind {
     GoAway,
     /// The TCP connection is reset (RST, not FIN).
     TcpReset,
-    /// No bytes for this long, then the stream continues.
-    Stall(Duration),
+    /// No bytes for this long (milliseconds in scripts), then the stream continues.
+    Stall(#[serde(with = "millis")] Duration),
     /// The stream ends cleanly but without its terminal event.
     Truncate,
     /// A frame whose data is not JSON.
@@ -111,7 +132,7 @@ pub enum FaultKind {
 }
 
 /// A fault at a point.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Fault {
     /// Where.
     pub at: FaultPoint,
@@ -121,7 +142,8 @@ pub struct Fault {
 
 /// Which requests a turn answers, so multi-step agent turns can be scripted by what the
 /// client sent (e.g. the result of the previous step's tool call).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Match {
     /// Any request (the next unconditioned turn).
     #[default]
@@ -192,8 +214,10 @@ fn value_text(value: &Value) -> String {
     }
 }
 
-/// One scripted reply.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// One scripted reply. In a JSON script (see `chattest-provider`) every field is optional and
+/// `pacing` is in milliseconds.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct Turn {
     /// Which requests this turn answers.
     pub when: Match,
@@ -205,6 +229,7 @@ pub struct Turn {
     /// wire's own vocabulary (e.g. `max_tokens`, `length`, `refusal`, `content_filter`).
     pub finish: Option<String>,
     /// Delay between events.
+    #[serde(with = "millis")]
     pub pacing: Duration,
     /// A fault, if any.
     pub fault: Option<Fault>,
@@ -260,6 +285,8 @@ impl RecordedRequest {
 struct Shared {
     turns: Mutex<VecDeque<Turn>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// When each stream frame was handed to the socket, for latency measurements.
+    frame_times: Mutex<Vec<std::time::Instant>>,
 }
 
 /// A running emulator. Dropping it stops the server.
@@ -280,11 +307,23 @@ impl Emulator {
     /// Starts an emulator on a free loopback port that answers requests with `turns`, in
     /// order (a request beyond the script gets a 500).
     pub async fn start(turns: Vec<Turn>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), turns).await
+    }
+
+    /// Like [`start`](Self::start), on a chosen loopback address (anything else is refused:
+    /// the emulator is for tests on this machine).
+    pub async fn start_on(addr: SocketAddr, turns: Vec<Turn>) -> std::io::Result<Self> {
+        if !addr.ip().is_loopback() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the emulator only listens on loopback addresses, not {addr}"),
+            ));
+        }
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             turns: Mutex::new(turns.into()),
-            requests: Mutex::default(),
+            ..Shared::default()
         });
         let accept_shared = Arc::clone(&shared);
         let task = tokio::spawn(async move {
@@ -313,6 +352,12 @@ impl Emulator {
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.requests).clone()
+    }
+
+    /// When each stream frame so far was written to its socket (in order), for measuring the
+    /// latency from the wire to a client's parts.
+    pub fn frame_times(&self) -> Vec<std::time::Instant> {
+        lock(&self.shared.frame_times).clone()
     }
 }
 
@@ -689,7 +734,11 @@ async fn serve_http1(socket: &mut TcpStream, shared: &Shared) -> std::io::Result
             tokio::time::sleep(turn.pacing).await;
         }
         match step {
-            Step::Frame(frame) => socket.write_all(frame.as_bytes()).await?,
+            Step::Frame(frame) => {
+                socket.write_all(frame.as_bytes()).await?;
+                socket.flush().await?;
+                lock(&shared.frame_times).push(std::time::Instant::now());
+            }
             Step::Fault(kind) => match kind {
                 FaultKind::Stall(d) => tokio::time::sleep(d).await,
                 FaultKind::StreamError { code, message } => {
