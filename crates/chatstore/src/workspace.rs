@@ -451,6 +451,51 @@ pub struct ModelConfig {
     pub is_default: bool,
 }
 
+/// What an agent learns about itself (chatd.v1.AgentApiService.GetManifest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentManifest {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// Its name.
+    pub agent_name: String,
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// The workspace's name.
+    pub workspace_name: String,
+    /// The owner's username.
+    pub owner_name: String,
+    /// Working directory.
+    pub directory: String,
+    /// Startup script; empty = none.
+    pub startup_script: String,
+    /// Startup script timeout, seconds; 0 = none.
+    pub startup_script_timeout_seconds: i32,
+    /// Environment for every process.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The secret the control plane sends when it calls the agent.
+    pub control_plane_secret: String,
+}
+
+/// What an agent reports with each heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentReport {
+    /// Where the control plane dials it (e.g. `http://127.0.0.1:4100`).
+    pub address: String,
+    /// Its working directory with variables expanded.
+    pub expanded_directory: String,
+    /// `linux`, `darwin`, ...
+    pub operating_system: String,
+}
+
+/// The most startup-log bytes kept per agent.
+pub const MAX_AGENT_LOG_BYTES: i64 = 1024 * 1024;
+
+/// The hash stored for a token or secret (SHA-256).
+pub fn token_hash(token: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).to_vec()
+}
+
 /// The workspace side of storage. Implemented by the PostgreSQL backend.
 #[async_trait]
 pub trait WorkspaceStore: Send + Sync {
@@ -565,8 +610,31 @@ pub trait WorkspaceStore: Send + Sync {
     ) -> Result<Uuid, StoreError>;
     /// The non-deleted agents of a build.
     async fn build_agents(&self, build_id: Uuid) -> Result<Vec<Agent>, StoreError>;
-    /// Records an agent heartbeat (`first_connected_at` on the first one) and its address.
-    async fn agent_heartbeat(&self, agent_id: Uuid, address: &str) -> Result<(), StoreError>;
+    /// Records an agent heartbeat (`first_connected_at` on the first one) and what it reports.
+    async fn agent_heartbeat(&self, agent_id: Uuid, report: &AgentReport)
+    -> Result<(), StoreError>;
+    /// The manifest of the agent holding this token; `None` for an unknown token or an agent
+    /// whose build is no longer the workspace's latest.
+    async fn agent_manifest_by_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<AgentManifest>, StoreError>;
+    /// Sets what an agent runs at start.
+    async fn set_agent_startup(
+        &self,
+        agent_id: Uuid,
+        startup_script: &str,
+        timeout_seconds: i32,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), StoreError>;
+    /// Appends startup-log lines `(level, output)`; returns true when the 1 MiB cap was hit
+    /// (lines beyond it are dropped).
+    async fn append_agent_logs(
+        &self,
+        agent_id: Uuid,
+        source: &str,
+        lines: &[(String, String)],
+    ) -> Result<bool, StoreError>;
     /// Records an agent's graceful disconnect.
     async fn agent_disconnected(&self, agent_id: Uuid) -> Result<(), StoreError>;
     /// Records a lifecycle change; an update older than the stored one is ignored.

@@ -12,9 +12,10 @@ use super::PgStore;
 use crate::StoreError;
 use crate::pubsub::{AGENT_CHANNEL, AgentUpdate, JOB_CHANNEL, JobUpdate};
 use crate::workspace::{
-    Agent, AgentLifecycle, AgentTimes, Build, Caller, Job, JobStatus, ModelConfig, NewApiKey,
-    NewTemplateVersion, PushedVersion, Template, TemplateParameter, TemplatePreset,
-    TemplateSettings, TemplateVersion, Workspace, WorkspaceStore, WorkspaceTransition,
+    Agent, AgentLifecycle, AgentManifest, AgentReport, AgentTimes, Build, Caller, Job, JobStatus,
+    MAX_AGENT_LOG_BYTES, ModelConfig, NewApiKey, NewTemplateVersion, PushedVersion, Template,
+    TemplateParameter, TemplatePreset, TemplateSettings, TemplateVersion, Workspace,
+    WorkspaceStore, WorkspaceTransition, token_hash,
 };
 
 macro_rules! job_columns {
@@ -218,8 +219,7 @@ fn workspace_from(row: WorkspaceRow) -> Workspace {
 
 /// The hash stored for a token secret.
 fn secret_hash(secret: &str) -> Vec<u8> {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(secret.as_bytes()).to_vec()
+    token_hash(secret)
 }
 
 /// Compares without an early exit, so the time taken says nothing about where they differ.
@@ -759,8 +759,8 @@ impl WorkspaceStore for PgStore {
         let mut tx = self.pool().begin().await?;
         let conn: &mut PgConnection = &mut tx;
         let row: WorkspaceRow = sqlx::query_as(
-            "INSERT INTO workspaces (owner_id, organization_id, template_id, name, ttl_ms)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO workspaces (owner_id, organization_id, template_id, name, ttl_ms, control_plane_secret)
+             VALUES ($1, $2, $3, $4, $5, $6)
              RETURNING id, owner_id, organization_id, template_id, name, deleted, ttl_ms, created_at",
         )
         .bind(owner_id)
@@ -768,6 +768,8 @@ impl WorkspaceStore for PgStore {
         .bind(template_id)
         .bind(name)
         .bind(ttl_ms)
+        // The secret chatd presents to the workspace's agent; from the OS's random source.
+        .bind(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))
         .fetch_one(&mut *conn)
         .await
         .map_err(|err| match &err {
@@ -1018,7 +1020,11 @@ impl WorkspaceStore for PgStore {
             .collect())
     }
 
-    async fn agent_heartbeat(&self, agent_id: Uuid, address: &str) -> Result<(), StoreError> {
+    async fn agent_heartbeat(
+        &self,
+        agent_id: Uuid,
+        report: &AgentReport,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         // Notify only when something a waiter cares about changed (first connection,
         // reconnection, a new address), not on every routine heartbeat.
@@ -1028,7 +1034,9 @@ impl WorkspaceStore for PgStore {
              UPDATE workspace_agents a
                 SET first_connected_at = COALESCE(a.first_connected_at, now()),
                     last_connected_at = now(),
-                    address = $2
+                    address = $2,
+                    expanded_directory = CASE WHEN $3 = '' THEN a.expanded_directory ELSE $3 END,
+                    operating_system = CASE WHEN $4 = '' THEN a.operating_system ELSE $4 END
                FROM before b
               WHERE a.id = $1
              RETURNING b.first_connected_at IS NULL
@@ -1036,7 +1044,9 @@ impl WorkspaceStore for PgStore {
                     OR b.address <> $2",
         )
         .bind(agent_id)
-        .bind(address)
+        .bind(&report.address)
+        .bind(&report.expanded_directory)
+        .bind(&report.operating_system)
         .fetch_optional(&mut *tx)
         .await?;
         match changed {
@@ -1050,6 +1060,126 @@ impl WorkspaceStore for PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn agent_manifest_by_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<AgentManifest>, StoreError> {
+        let row: Option<(Uuid, String, Uuid, String, String, String, String, i32, serde_json::Value, String)> = sqlx::query_as(
+            "SELECT a.id, a.name, w.id, w.name, u.username, a.directory, a.startup_script,
+                    a.startup_script_timeout_seconds, a.env, w.control_plane_secret
+               FROM workspace_agents a
+               JOIN workspace_resources r ON r.id = a.resource_id
+               JOIN workspace_builds b ON b.job_id = r.job_id
+               JOIN workspaces w ON w.id = b.workspace_id
+               JOIN users u ON u.id = w.owner_id
+              WHERE a.auth_token_hash = $1 AND NOT a.deleted AND NOT w.deleted
+                AND b.build_number = (SELECT max(build_number) FROM workspace_builds WHERE workspace_id = w.id)",
+        )
+        .bind(token_hash(token))
+        .fetch_optional(self.pool())
+        .await?;
+        let Some((
+            agent_id,
+            agent_name,
+            workspace_id,
+            workspace_name,
+            owner_name,
+            directory,
+            startup_script,
+            timeout,
+            env,
+            secret,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        Ok(Some(AgentManifest {
+            agent_id,
+            agent_name,
+            workspace_id,
+            workspace_name,
+            owner_name,
+            directory,
+            startup_script,
+            startup_script_timeout_seconds: timeout,
+            env: serde_json::from_value(env).map_err(|source| StoreError::Corrupt {
+                what: "agent env",
+                source,
+            })?,
+            control_plane_secret: secret,
+        }))
+    }
+
+    async fn set_agent_startup(
+        &self,
+        agent_id: Uuid,
+        startup_script: &str,
+        timeout_seconds: i32,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let env = serde_json::to_value(env).map_err(|source| StoreError::Corrupt {
+            what: "agent env",
+            source,
+        })?;
+        sqlx::query(
+            "UPDATE workspace_agents SET startup_script = $2, startup_script_timeout_seconds = $3, env = $4 WHERE id = $1",
+        )
+        .bind(agent_id)
+        .bind(startup_script)
+        .bind(timeout_seconds)
+        .bind(env)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn append_agent_logs(
+        &self,
+        agent_id: Uuid,
+        source: &str,
+        lines: &[(String, String)],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let used: Option<i64> =
+            sqlx::query_scalar("SELECT logs_bytes FROM workspace_agents WHERE id = $1 FOR UPDATE")
+                .bind(agent_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mut used =
+            used.ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} not found")))?;
+        let mut levels = Vec::new();
+        let mut outputs = Vec::new();
+        let mut overflowed = false;
+        for (level, output) in lines {
+            let size = output.len() as i64;
+            if used + size > MAX_AGENT_LOG_BYTES {
+                overflowed = true;
+                break;
+            }
+            used += size;
+            levels.push(level.as_str());
+            outputs.push(output.as_str());
+        }
+        sqlx::query(
+            "INSERT INTO workspace_agent_logs (agent_id, source, level, output)
+             SELECT $1, $2, l, o FROM unnest($3::text[], $4::text[]) AS t(l, o)",
+        )
+        .bind(agent_id)
+        .bind(source)
+        .bind(&levels)
+        .bind(&outputs)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE workspace_agents SET logs_bytes = $2, logs_overflowed = logs_overflowed OR $3 WHERE id = $1")
+            .bind(agent_id)
+            .bind(used)
+            .bind(overflowed)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(overflowed)
     }
 
     async fn agent_disconnected(&self, agent_id: Uuid) -> Result<(), StoreError> {

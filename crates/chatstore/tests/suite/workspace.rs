@@ -260,7 +260,7 @@ async fn job_and_agent_changes_notify_their_waiters() {
     let mut agent_events = hub.subscribe(Topic::Agent(agent));
     store.complete_job(job.id, "", "").await.unwrap();
     store
-        .agent_heartbeat(agent, "http://127.0.0.1:1234")
+        .agent_heartbeat(agent, &report("http://127.0.0.1:1234"))
         .await
         .unwrap();
 
@@ -308,7 +308,7 @@ async fn agents_report_connection_and_lifecycle() {
     );
 
     store
-        .agent_heartbeat(agent, "http://127.0.0.1:4000")
+        .agent_heartbeat(agent, &report("http://127.0.0.1:4000"))
         .await
         .unwrap();
     let a = &store.build_agents(build.id).await.unwrap()[0];
@@ -443,5 +443,137 @@ async fn templates_read_back_with_parameters_presets_and_settings() {
         err.to_string().contains("is not a version of template"),
         "{err}"
     );
+    s.finish().await;
+}
+
+fn report(address: &str) -> chatstore::workspace::AgentReport {
+    chatstore::workspace::AgentReport {
+        address: address.into(),
+        expanded_directory: "/home/dev".into(),
+        operating_system: "linux".into(),
+    }
+}
+
+#[tokio::test]
+async fn an_agent_token_leads_to_its_manifest_only_for_the_latest_build() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let template = store
+        .push_template_version(version(&s, "shell", false))
+        .await
+        .unwrap();
+    finish_import(&store).await;
+    let (workspace, build) = store
+        .create_workspace(
+            s.org,
+            s.user,
+            template.template_id,
+            "dev",
+            serde_json::json!([]),
+            None,
+        )
+        .await
+        .unwrap();
+    let token = "agent-token-1";
+    let agent = store
+        .insert_agent(
+            build.job_id,
+            "main-chat",
+            "/home/dev",
+            0,
+            &chatstore::workspace::token_hash(token),
+        )
+        .await
+        .unwrap();
+    let env = std::collections::BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]);
+    store
+        .set_agent_startup(agent, "echo started", 30, &env)
+        .await
+        .unwrap();
+
+    let manifest = store.agent_manifest_by_token(token).await.unwrap().unwrap();
+    assert_eq!(
+        (manifest.agent_id, manifest.workspace_id),
+        (agent, workspace.id)
+    );
+    assert_eq!(
+        (
+            manifest.workspace_name.as_str(),
+            manifest.owner_name.as_str()
+        ),
+        ("dev", "ada")
+    );
+    assert_eq!(
+        (
+            manifest.startup_script.as_str(),
+            manifest.startup_script_timeout_seconds
+        ),
+        ("echo started", 30)
+    );
+    assert_eq!(manifest.env, env);
+    assert_eq!(manifest.control_plane_secret.len(), 64);
+    assert!(
+        store
+            .agent_manifest_by_token("wrong")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Once a newer build exists, the old agent's token stops working.
+    let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
+    store.complete_job(job.id, "", "").await.unwrap();
+    store
+        .new_build(
+            workspace.id,
+            WorkspaceTransition::Stop,
+            Some(s.user),
+            serde_json::json!([]),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .agent_manifest_by_token(token)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn agent_logs_are_capped() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let pushed = store
+        .push_template_version(version(&s, "shell", false))
+        .await
+        .unwrap();
+    let agent = store
+        .insert_agent(pushed.job_id, "a", "/", 0, b"h")
+        .await
+        .unwrap();
+    let line = |n: usize| ("info".to_owned(), "x".repeat(n));
+    assert!(
+        !store
+            .append_agent_logs(agent, "startup_script", &[line(10), line(20)])
+            .await
+            .unwrap()
+    );
+    let big = 1024 * 1024;
+    assert!(
+        store
+            .append_agent_logs(agent, "startup_script", &[line(big)])
+            .await
+            .unwrap()
+    );
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM workspace_agent_logs WHERE agent_id = $1")
+            .bind(agent)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+    assert_eq!(count, 2, "the line over the cap was dropped");
     s.finish().await;
 }
