@@ -3,12 +3,12 @@
 use chatd_e2e::workspace_binary;
 use chatstore::testing::TestDatabase;
 
-#[tokio::test]
-async fn migrate_creates_the_schema_and_is_idempotent() {
+/// A fresh database with an empty schema: `TestDatabase` migrates through the library, and
+/// these tests check that the binary does it.
+async fn empty_database() -> TestDatabase {
     let db = TestDatabase::create()
         .await
         .expect("PostgreSQL must answer at TEST_DATABASE_URL");
-    // TestDatabase migrates through the library; start from an empty schema to test the binary.
     sqlx::query("DROP SCHEMA public CASCADE")
         .execute(&db.pool)
         .await
@@ -17,6 +17,12 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
         .execute(&db.pool)
         .await
         .unwrap();
+    db
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema_and_is_idempotent() {
+    let db = empty_database().await;
     let chatd = workspace_binary("chatd").unwrap();
     for run in 0..2 {
         let output = tokio::process::Command::new(&chatd)
@@ -68,17 +74,7 @@ async fn table_count(db: &TestDatabase) -> i64 {
 
 #[tokio::test]
 async fn serve_applies_migrations_at_start_unless_told_not_to() {
-    let db = TestDatabase::create()
-        .await
-        .expect("PostgreSQL must answer at TEST_DATABASE_URL");
-    sqlx::query("DROP SCHEMA public CASCADE")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("CREATE SCHEMA public")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    let db = empty_database().await;
 
     let skipped = chatd_e2e::Daemon::start(
         &["serve", "--listen", "127.0.0.1:0", "--no-migrate"],
