@@ -32,6 +32,17 @@ fn send(user: Uuid, text: &str) -> Change {
     }
 }
 
+/// A tool call part with empty arguments.
+fn tool_call(id: &str, name: &str) -> MessagePart {
+    MessagePart::ToolCall {
+        tool_call_id: id.into(),
+        tool_name: name.into(),
+        args: "{}".into(),
+        provider_executed: false,
+        provider_metadata: None,
+    }
+}
+
 /// Acquires the chat and returns a fence for its current history.
 async fn own<S: Store>(store: &S, chat: Uuid) -> Fence {
     let (worker_id, runner_id) = (Uuid::new_v4(), Uuid::new_v4());
@@ -244,13 +255,7 @@ pub async fn requires_action_round_trip_and_result_validation<B: Backend>(b: B) 
     let store = b.store().clone();
     let chat = store.create_chat(new_chat(&s, true)).await.unwrap().chat.id;
     let fence = own(&store, chat).await;
-    let call = |id: &str| MessagePart::ToolCall {
-        tool_call_id: id.into(),
-        tool_name: "client_tool".into(),
-        args: "{}".into(),
-        provider_executed: false,
-        provider_metadata: None,
-    };
+    let call = |id: &str| tool_call(id, "client_tool");
     store
         .apply(
             chat,
@@ -326,13 +331,7 @@ pub async fn a_new_message_cancels_open_tool_calls_with_the_spec_reason<B: Backe
         .apply(
             chat,
             Change::CommitStep {
-                messages: vec![NewMessage::assistant(vec![MessagePart::ToolCall {
-                    tool_call_id: "call-1".into(),
-                    tool_name: "execute".into(),
-                    args: "{}".into(),
-                    provider_executed: false,
-                    provider_metadata: None,
-                }])],
+                messages: vec![NewMessage::assistant(vec![tool_call("call-1", "execute")])],
                 consume_compaction: false,
             },
             Some(fence),
@@ -370,13 +369,7 @@ pub async fn finish_interruption_refuses_to_leave_a_call_unanswered<B: Backend>(
         .id;
     let fence = own(&store, chat).await;
     store.apply(chat, Change::Interrupt, None).await.unwrap();
-    let partial = vec![NewMessage::assistant(vec![MessagePart::ToolCall {
-        tool_call_id: "c".into(),
-        tool_name: "execute".into(),
-        args: "{}".into(),
-        provider_executed: false,
-        provider_metadata: None,
-    }])];
+    let partial = vec![NewMessage::assistant(vec![tool_call("c", "execute")])];
     let err = store
         .apply(chat, Change::FinishInterruption { partial }, Some(fence))
         .await

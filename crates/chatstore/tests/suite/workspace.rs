@@ -6,8 +6,8 @@ use std::time::Duration;
 use chatstore::postgres::{PgPubsub, PgStore};
 use chatstore::pubsub::{Notification, Pubsub as _, Topic};
 use chatstore::workspace::{
-    AgentLifecycle, ConnectionStatus, JobStatus, NewTemplateVersion, TemplateParameter,
-    TemplatePreset, WorkspaceStore, WorkspaceTransition, connection_status,
+    AgentLifecycle, Build, ConnectionStatus, JobStatus, NewTemplateVersion, TemplateParameter,
+    TemplatePreset, Workspace, WorkspaceStore, WorkspaceTransition, connection_status,
 };
 use chatstore::{StoreConfig, StoreError};
 use uuid::Uuid;
@@ -47,6 +47,26 @@ fn version(s: &Seeded, name: &str, activate: bool) -> NewTemplateVersion {
         activate,
         created_by: Some(s.user),
     }
+}
+
+/// The template `shell` imported, and a workspace `dev` created from it with its first build.
+async fn started_workspace(s: &Seeded, store: &PgStore) -> (Workspace, Build) {
+    let template = store
+        .push_template_version(version(s, "shell", false))
+        .await
+        .unwrap();
+    finish_import(store).await;
+    store
+        .create_workspace(
+            s.org,
+            s.user,
+            template.template_id,
+            "dev",
+            serde_json::json!([]),
+            None,
+        )
+        .await
+        .unwrap()
 }
 
 async fn finish_import(store: &PgStore) {
@@ -106,32 +126,18 @@ async fn template_versions_are_stored_and_the_first_is_active() {
 async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other() {
     let s = Seeded::new().await;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let template = store
-        .push_template_version(version(&s, "shell", false))
-        .await
-        .unwrap();
-    finish_import(&store).await;
-    let (workspace, build) = store
-        .create_workspace(
-            s.org,
-            s.user,
-            template.template_id,
-            "dev",
-            serde_json::json!([]),
-            None,
-        )
-        .await
-        .unwrap();
+    let (workspace, build) = started_workspace(&s, &store).await;
     assert_eq!(
         (build.build_number, build.transition),
         (1, WorkspaceTransition::Start)
     );
-    assert_eq!(build.template_version_id, template.version_id);
+    let template = store.template(workspace.template_id).await.unwrap();
+    assert_eq!(Some(build.template_version_id), template.active_version_id);
     let duplicate = store
         .create_workspace(
             s.org,
             s.user,
-            template.template_id,
+            template.id,
             "DEV",
             serde_json::json!([]),
             None,
@@ -279,22 +285,7 @@ async fn job_and_agent_changes_notify_their_waiters() {
 async fn agents_report_connection_and_lifecycle() {
     let s = Seeded::new().await;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let template = store
-        .push_template_version(version(&s, "shell", false))
-        .await
-        .unwrap();
-    finish_import(&store).await;
-    let (_, build) = store
-        .create_workspace(
-            s.org,
-            s.user,
-            template.template_id,
-            "dev",
-            serde_json::json!([]),
-            None,
-        )
-        .await
-        .unwrap();
+    let (_, build) = started_workspace(&s, &store).await;
     let agent = store
         .insert_agent(build.job_id, "main-chat", "/home/dev", 120, b"h")
         .await
@@ -458,22 +449,7 @@ fn report(address: &str) -> chatstore::workspace::AgentReport {
 async fn an_agent_token_leads_to_its_manifest_only_for_the_latest_build() {
     let s = Seeded::new().await;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let template = store
-        .push_template_version(version(&s, "shell", false))
-        .await
-        .unwrap();
-    finish_import(&store).await;
-    let (workspace, build) = store
-        .create_workspace(
-            s.org,
-            s.user,
-            template.template_id,
-            "dev",
-            serde_json::json!([]),
-            None,
-        )
-        .await
-        .unwrap();
+    let (workspace, build) = started_workspace(&s, &store).await;
     let token = "agent-token-1";
     let agent = store
         .insert_agent(
