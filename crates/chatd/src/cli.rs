@@ -2,6 +2,7 @@
 //! a flag given on the command line wins over the environment.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -27,6 +28,89 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations (`migrations/postgres/`) and exit.
     Migrate(MigrateArgs),
+    /// Run only the provisioner (workspace build jobs on the local backend), apart from the
+    /// daemon that serves the API; start that one with `--provisioner-workers 0`.
+    Provisioner(ProvisionerCommandArgs),
+}
+
+/// Flags of `chatd provisioner`.
+#[derive(Debug, Args)]
+pub struct ProvisionerCommandArgs {
+    /// PostgreSQL URL, e.g. `postgres://chatd@127.0.0.1:5432/chatd`.
+    #[arg(long, env = "CHATD_DATABASE_URL")]
+    pub database_url: String,
+
+    /// Do not apply migrations at start.
+    #[arg(long, env = "CHATD_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// How long running jobs may take to finish after SIGINT or SIGTERM.
+    #[arg(long, env = "CHATD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Jobs run at once.
+    #[arg(long, env = "CHATD_PROVISIONER_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: u16,
+
+    /// Connection settings.
+    #[command(flatten)]
+    pub connect: DatabaseConnectArgs,
+
+    /// Provisioner settings.
+    #[command(flatten)]
+    pub provisioner: ProvisionerArgs,
+}
+
+/// Settings of the provisioner and its local backend (shared by `serve` and `provisioner`).
+#[derive(Debug, Args)]
+pub struct ProvisionerArgs {
+    /// Where workspaces live (`<dir>/workspaces/<id>/home`) and the provisioner keeps its id.
+    /// Default: `$XDG_DATA_HOME/chatd`, else `~/.local/share/chatd`.
+    #[arg(long, env = "CHATD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The workspace agent executable started for each workspace. Default: `wsagent` next to
+    /// the chatd executable, else from `PATH`.
+    #[arg(long, env = "CHATD_AGENT_BINARY")]
+    pub agent_binary: Option<PathBuf>,
+
+    /// The URL agents report to (chatd's gRPC address, e.g. `http://127.0.0.1:7420`).
+    /// Default for `serve`: its own listener. Required for `provisioner`.
+    #[arg(long, env = "CHATD_CONTROL_PLANE_URL")]
+    pub control_plane_url: Option<String>,
+
+    /// How long a stopping agent gets between SIGTERM and SIGKILL.
+    #[arg(long, env = "CHATD_AGENT_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub agent_stop_grace: Duration,
+
+    /// Safety-net poll for new jobs and cancellations when notifications are lost.
+    #[arg(long, env = "CHATD_PROVISIONER_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub provisioner_poll_interval: Duration,
+
+    /// The heartbeat interval agents are told to use.
+    #[arg(long, env = "CHATD_AGENT_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub agent_heartbeat_interval: Duration,
+}
+
+impl ProvisionerArgs {
+    /// The settings, with `workers` jobs at once.
+    pub fn settings(&self, workers: usize) -> crate::provision::ProvisionerSettings {
+        crate::provision::ProvisionerSettings {
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(crate::provision::default_data_dir),
+            workers,
+            agent_binary: self
+                .agent_binary
+                .clone()
+                .unwrap_or_else(crate::provision::default_agent_binary),
+            control_plane_url: self.control_plane_url.clone(),
+            agent_stop_grace: self.agent_stop_grace,
+            agent_heartbeat_interval: self.agent_heartbeat_interval,
+            poll_interval: self.provisioner_poll_interval,
+        }
+    }
 }
 
 /// Flags of `chatd migrate`.
@@ -62,10 +146,20 @@ pub struct ServeArgs {
     #[arg(long, env = "CHATD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// PostgreSQL URL. When set, the daemon connects at start and applies pending migrations
-    /// (see `--no-migrate`). Not needed yet by the services served today.
+    /// PostgreSQL URL. When set, the daemon connects at start, applies pending migrations
+    /// (see `--no-migrate`), serves the agent API and template pushes, and runs the
+    /// provisioner. Without it only health and reflection are served.
     #[arg(long, env = "CHATD_DATABASE_URL")]
     pub database_url: Option<String>,
+
+    /// Provisioner jobs run at once by the embedded provisioner; 0 = none (run
+    /// `chatd provisioner` separately).
+    #[arg(long, env = "CHATD_PROVISIONER_WORKERS", default_value_t = 2)]
+    pub provisioner_workers: u16,
+
+    /// Provisioner settings.
+    #[command(flatten)]
+    pub provisioner: ProvisionerArgs,
 
     /// Do not apply migrations at start (apply them with `chatd migrate` instead).
     #[arg(long, env = "CHATD_NO_MIGRATE")]

@@ -22,6 +22,23 @@ pub enum ChatdError {
     /// The database could not be reached or migrated.
     #[error(transparent)]
     Store(#[from] chatstore::StoreError),
+    /// The data dir (or a file in it) is not usable.
+    #[error("data dir: {path}")]
+    DataDir {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The provisioner could not recover its jobs and agents.
+    #[error("provisioner recovery failed")]
+    Provisioner(#[source] provisioner::ProvisionerError),
+    /// `chatd provisioner` needs to know where agents report.
+    #[error(
+        "--control-plane-url is required: the provisioner runs apart from the daemon's agent API"
+    )]
+    NoControlPlaneUrl,
     /// Installing the signal handlers failed.
     #[error("cannot install signal handlers")]
     Signals(#[source] io::Error),

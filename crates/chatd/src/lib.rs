@@ -8,9 +8,13 @@
 //! The daemon is the top of the layer stack: it may depend on every chatd crate, and no chatd
 //! crate may depend on it.
 
+pub mod agentapi;
+mod auth;
 pub mod cli;
 mod error;
+pub mod provision;
 mod serve;
+pub mod templates;
 
 pub use error::ChatdError;
 pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, serve};

@@ -56,8 +56,24 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                     migrate: !args.no_migrate,
                     connect_timeout: args.connect.database_connect_timeout,
                 }),
+                agent_heartbeat_interval: args.provisioner.agent_heartbeat_interval,
+                provisioner: (args.provisioner_workers > 0).then(|| {
+                    args.provisioner
+                        .settings(usize::from(args.provisioner_workers))
+                }),
             };
             chatd::serve(config, signals.recv()).await
+        }
+        Command::Provisioner(args) => {
+            let signals = ShutdownSignals::install()?;
+            let database = DatabaseConfig {
+                url: args.database_url,
+                migrate: !args.no_migrate,
+                connect_timeout: args.connect.database_connect_timeout,
+            };
+            let settings = args.provisioner.settings(usize::from(args.workers));
+            chatd::provision::run_alone(settings, database, args.shutdown_grace, signals.recv())
+                .await
         }
         Command::Migrate(args) => {
             chatd::migrate(&args.database_url, args.connect.database_connect_timeout).await

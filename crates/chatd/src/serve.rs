@@ -2,7 +2,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use chatstore::StoreConfig;
+use chatstore::postgres::{PgPubsub, PgStore};
+use chatstore::workspace::WorkspaceStore;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -12,6 +17,8 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::ChatdError;
+use crate::agentapi::AgentApi;
+use crate::templates::Templates;
 
 /// What `chatd serve` needs to run.
 #[derive(Debug, Clone)]
@@ -20,8 +27,13 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// How long in-flight calls may take to finish after shutdown is requested.
     pub shutdown_grace: Duration,
-    /// The database, when configured.
+    /// The database, when configured. The agent API, template pushes and the provisioner
+    /// need it.
     pub database: Option<DatabaseConfig>,
+    /// The heartbeat interval the agent API gives agents.
+    pub agent_heartbeat_interval: Duration,
+    /// The embedded provisioner; `None` = jobs are run by a separate `chatd provisioner`.
+    pub provisioner: Option<crate::provision::ProvisionerSettings>,
 }
 
 /// The daemon's database settings.
@@ -35,12 +47,28 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
 }
 
-/// Services advertised by reflection. Only services this process actually implements are
-/// listed; the chat services join as they are implemented.
-const SERVED: &[&str] = &[
+/// Services advertised by reflection in every configuration. Only services this process
+/// actually implements are listed; the chat services join as they are implemented.
+const ALWAYS_SERVED: &[&str] = &[
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
 ];
+
+/// Services served when a database is configured.
+const DATABASE_SERVED: &[&str] = &["chatd.v1.AgentApiService", "chatd.v1.TemplateService"];
+
+/// The address agents on this machine use to reach a listener bound to `addr`.
+fn local_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        match addr {
+            SocketAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+            SocketAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        }
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
 
 /// Serves until `shutdown` resolves, then stops accepting, marks health NOT_SERVING, and waits
 /// up to the grace period for in-flight calls before returning.
@@ -51,7 +79,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ChatdError> {
     // The database comes first: the daemon reports SERVING only once its schema is current.
-    let _pool = match &config.database {
+    let pool = match &config.database {
         Some(db) => {
             let pool = crate::connect_database(&db.url, db.connect_timeout).await?;
             if db.migrate {
@@ -80,15 +108,39 @@ pub async fn serve(
     let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(chatproto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    for name in SERVED {
+    let served = ALWAYS_SERVED
+        .iter()
+        .chain(pool.as_ref().map_or(&[][..], |_| DATABASE_SERVED));
+    for name in served {
         reflection = reflection.with_service_name(*name);
     }
     let reflection = reflection.build_v1().map_err(ChatdError::Reflection)?;
+
+    let workspace_store = pool.as_ref().map(|pool| {
+        Arc::new(PgStore::new(pool.clone(), StoreConfig::default())) as Arc<dyn WorkspaceStore>
+    });
+    let agent_api = workspace_store
+        .clone()
+        .map(|store| AgentApi::new(store, config.agent_heartbeat_interval).into_server());
+    let templates = workspace_store.map(|store| Templates::new(store).into_server());
+    let provisioner = match (&pool, &config.provisioner) {
+        (Some(pool), Some(settings)) => {
+            let (pubsub, _listener) = PgPubsub::start(pool).await?;
+            let url = settings
+                .control_plane_url
+                .clone()
+                .unwrap_or_else(|| local_url(addr));
+            Some(crate::provision::start(settings, pool, pubsub, url).await?)
+        }
+        _ => None,
+    };
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_optional_service(agent_api)
+        .add_optional_service(templates)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             // A dropped sender also means "stop".
             let _ = stop_rx.await;
@@ -106,7 +158,16 @@ pub async fn serve(
         .set_service_status("", ServingStatus::NotServing)
         .await;
     let _ = stop_tx.send(());
-    match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+    let provisioner_stopped = async {
+        if let Some(provisioner) = provisioner {
+            provisioner.stop(config.shutdown_grace).await;
+        }
+    };
+    let (served, ()) = tokio::join!(
+        tokio::time::timeout(config.shutdown_grace, &mut server),
+        provisioner_stopped
+    );
+    match served {
         Ok(result) => result.map_err(ChatdError::Serve)?,
         Err(_) => warn!("grace period over; closing the remaining calls"),
     }

@@ -191,6 +191,8 @@ pub enum Topic {
     Ownership,
     /// Changes of one provisioner job.
     Job(Uuid),
+    /// Changes of every provisioner job (what idle provisioner workers wait on).
+    Jobs,
     /// Changes of one agent.
     Agent(Uuid),
 }

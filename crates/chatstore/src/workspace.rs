@@ -324,6 +324,8 @@ pub struct PushedVersion {
     pub version_id: Uuid,
     /// Its import job.
     pub job_id: Uuid,
+    /// The push created the template.
+    pub template_created: bool,
 }
 
 /// The connection facts of an agent row.
@@ -580,6 +582,12 @@ pub trait WorkspaceStore: Send + Sync {
     ) -> Result<Build, StoreError>;
     /// The workspace's latest build.
     async fn latest_build(&self, workspace_id: Uuid) -> Result<Option<Build>, StoreError>;
+    /// Reads a build.
+    async fn build(&self, build_id: Uuid) -> Result<Build, StoreError>;
+    /// Reads a workspace (deleted ones too).
+    async fn workspace(&self, workspace_id: Uuid) -> Result<Workspace, StoreError>;
+    /// Jobs a worker took and has not finished (after a crash: the ones it abandoned).
+    async fn jobs_in_progress(&self, worker_id: Uuid) -> Result<Vec<Job>, StoreError>;
     /// Takes the oldest pending job (`FOR UPDATE SKIP LOCKED`), marking it started.
     async fn acquire_job(&self, worker_id: Uuid) -> Result<Option<Job>, StoreError>;
     /// Reads a job.
@@ -590,7 +598,8 @@ pub trait WorkspaceStore: Send + Sync {
         job_id: Uuid,
         lines: &[(String, String, String)],
     ) -> Result<(), StoreError>;
-    /// Finishes a job: `error` empty = success; `error_code` e.g. `INSUFFICIENT_QUOTA`.
+    /// Finishes a job: `error` empty = success; `error_code` e.g. `INSUFFICIENT_QUOTA`. A
+    /// successful delete build marks its workspace deleted.
     async fn complete_job(
         &self,
         job_id: Uuid,
@@ -613,8 +622,10 @@ pub trait WorkspaceStore: Send + Sync {
     /// Records an agent heartbeat (`first_connected_at` on the first one) and what it reports.
     async fn agent_heartbeat(&self, agent_id: Uuid, report: &AgentReport)
     -> Result<(), StoreError>;
-    /// The manifest of the agent holding this token; `None` for an unknown token or an agent
-    /// whose build is no longer the workspace's latest.
+    /// The manifest of the agent holding this token; `None` for an unknown token, a deleted
+    /// workspace, or an agent whose start build has been superseded by a newer start build.
+    /// A stop or delete build does not invalidate the token, so a stopping agent can still
+    /// report `shutting_down` → `off`.
     async fn agent_manifest_by_token(
         &self,
         token: &str,

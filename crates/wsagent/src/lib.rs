@@ -11,9 +11,19 @@
 //! - [`server::AgentService`]: the `wsagent.v1.Agent` gRPC service over both, requiring the
 //!   per-workspace secret as `authorization: Bearer <secret>`.
 //!
-//! It knows no database. Reporting to the control plane (heartbeats, lifecycle, startup logs)
-//! and the startup script are the next steps.
+//! - [`startup`]: the template's startup script, its output streamed line by line.
+//! - [`runtime::run`]: the agent process itself (the `wsagent` binary's `main`): standalone with
+//!   a secret, or reporting to chatd's agent API with its token (manifest, heartbeats, startup
+//!   logs, lifecycle `created → starting → ready | start_error | start_timeout`, and
+//!   `shutting_down → off` on SIGTERM).
+//! - [`client`]: dialing an agent (`http://…` or `unix:/path`) with the workspace secret, and
+//!   the control plane with an agent token.
+//!
+//! It knows no database.
 
+pub mod client;
 pub mod files;
 pub mod process;
+pub mod runtime;
 pub mod server;
+pub mod startup;

@@ -19,7 +19,8 @@ pub struct ProcessConfig {
     pub shell: PathBuf,
     /// The agent's working directory (relative workdirs resolve against it).
     pub working_dir: PathBuf,
-    /// Variables every process gets (the manifest's `env`), under the request's own.
+    /// Variables every process gets (the non-interactive set of [`non_interactive_env`], then
+    /// the manifest's `env`), under the request's own.
     pub env: Vec<(String, String)>,
     /// Output kept per process, in bytes (1 MiB): half the head, half the tail.
     pub output_limit: usize,
@@ -38,13 +39,34 @@ impl ProcessConfig {
             shell: std::env::var_os("SHELL")
                 .map_or_else(|| PathBuf::from("/bin/sh"), PathBuf::from),
             working_dir,
-            env: Vec::new(),
+            env: non_interactive_env("CHATD_AGENT"),
             output_limit: 1024 * 1024,
             wait_cap: Duration::from_secs(5 * 60),
             exited_retention: Duration::from_secs(60 * 60),
             cancel_grace: Duration::from_secs(5),
         }
     }
+}
+
+/// The environment added to every process so that tools never wait for a terminal
+/// (spec/chattool.md §9.1): `<agent_var>=true`, editors that exit at once, no prompts, no
+/// colours, no pagers.
+pub fn non_interactive_env(agent_var: &str) -> Vec<(String, String)> {
+    [
+        (agent_var, "true"),
+        ("GIT_EDITOR", "true"),
+        ("GIT_SEQUENCE_EDITOR", "true"),
+        ("EDITOR", "true"),
+        ("VISUAL", "true"),
+        ("GIT_TERMINAL_PROMPT", "0"),
+        ("NO_COLOR", "1"),
+        ("TERM", "dumb"),
+        ("PAGER", "cat"),
+        ("GIT_PAGER", "cat"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 /// Why a process operation failed.
@@ -457,6 +479,31 @@ impl ProcessManager {
                 let _ = killpg(Pid::from_raw(proc.pgid), Signal::SIGTERM);
             }
         }
+    }
+
+    /// Agent shutdown: SIGTERM to every running process group, then SIGKILL to those still
+    /// running after `grace`. Returns how many had to be killed.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.terminate_all();
+        let running: Vec<Arc<Proc>> = lock(&self.state)
+            .processes
+            .values()
+            .filter(|p| p.exited().is_none())
+            .cloned()
+            .collect();
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut killed = 0;
+        for proc in running {
+            let mut exit = proc.exit.clone();
+            if tokio::time::timeout_at(deadline, exit.wait_for(Option::is_some))
+                .await
+                .is_err()
+            {
+                let _ = killpg(Pid::from_raw(proc.pgid), Signal::SIGKILL);
+                killed += 1;
+            }
+        }
+        killed
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use chatproto::chatd::v1::WorkspaceAgentLifecycle as Lifecycle;
 use chatproto::wsagent::v1 as pb;
 use chatproto::wsagent::v1::agent_server::{Agent, AgentServer};
 use nix::sys::signal::Signal;
@@ -34,6 +35,7 @@ pub struct AgentService {
     edits: Arc<Mutex<HashMap<ChatKey, (Instant, EditOutcome)>>>,
     writes: Arc<Mutex<HashMap<ChatKey, Instant>>>,
     shutting_down: Arc<std::sync::atomic::AtomicBool>,
+    lifecycle: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl AgentService {
@@ -52,13 +54,29 @@ impl AgentService {
             edits: Arc::default(),
             writes: Arc::default(),
             shutting_down: Arc::default(),
+            lifecycle: Arc::new(std::sync::atomic::AtomicI32::from(i32::from(
+                Lifecycle::Ready,
+            ))),
         }
+    }
+
+    /// Records the lifecycle state `Health` reports (`ready` until set: a service without a
+    /// startup script is ready at once).
+    pub fn set_lifecycle(&self, state: Lifecycle) {
+        self.lifecycle
+            .store(state.into(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The process manager behind the service.
+    pub fn processes(&self) -> &ProcessManager {
+        &self.processes
     }
 
     /// Stops accepting new processes (health turns `shutting_down`).
     pub fn begin_shutdown(&self) {
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.set_lifecycle(Lifecycle::ShuttingDown);
         self.processes.terminate_all();
     }
 
@@ -356,12 +374,7 @@ impl Agent for AgentService {
                 pb::HealthStatus::Serving
             }
             .into(),
-            lifecycle_state: if shutting_down {
-                chatproto::chatd::v1::WorkspaceAgentLifecycle::ShuttingDown
-            } else {
-                chatproto::chatd::v1::WorkspaceAgentLifecycle::Ready
-            }
-            .into(),
+            lifecycle_state: self.lifecycle.load(std::sync::atomic::Ordering::SeqCst),
             agent_id: self.agent_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }))

@@ -82,9 +82,11 @@ impl PgPubsub {
                 Err(err) => debug!(error = %err, "ignoring a malformed ownership hint"),
             },
             JOB_CHANNEL => match serde_json::from_str::<JobUpdate>(payload) {
-                Ok(update) => self
-                    .hub
-                    .deliver(Topic::Job(update.job_id), Notification::Job(update)),
+                Ok(update) => {
+                    self.hub
+                        .deliver(Topic::Job(update.job_id), Notification::Job(update));
+                    self.hub.deliver(Topic::Jobs, Notification::Job(update));
+                }
                 Err(err) => debug!(error = %err, "ignoring a malformed job update"),
             },
             AGENT_CHANNEL => match serde_json::from_str::<AgentUpdate>(payload) {

@@ -643,6 +643,7 @@ impl WorkspaceStore for PgStore {
         .bind(&v.template_name)
         .fetch_optional(&mut *conn)
         .await?;
+        let template_created = existing.is_none();
         let (template_id, had_active) = match existing {
             Some((id, active)) => (id, active.is_some()),
             None => {
@@ -744,6 +745,7 @@ impl WorkspaceStore for PgStore {
             template_id,
             version_id,
             job_id,
+            template_created,
         })
     }
 
@@ -846,6 +848,45 @@ impl WorkspaceStore for PgStore {
         Ok(row.map(Build::from))
     }
 
+    async fn build(&self, build_id: Uuid) -> Result<Build, StoreError> {
+        let row: Option<BuildRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            build_columns!(),
+            " FROM workspace_builds WHERE id = $1"
+        ))
+        .bind(build_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(Build::from).ok_or_else(|| {
+            StoreError::InvalidInput(format!("workspace build {build_id} not found"))
+        })
+    }
+
+    async fn workspace(&self, workspace_id: Uuid) -> Result<Workspace, StoreError> {
+        let row: Option<WorkspaceRow> = sqlx::query_as(
+            "SELECT id, owner_id, organization_id, template_id, name, deleted, ttl_ms, created_at
+               FROM workspaces WHERE id = $1",
+        )
+        .bind(workspace_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(workspace_from)
+            .ok_or_else(|| StoreError::InvalidInput(format!("workspace {workspace_id} not found")))
+    }
+
+    async fn jobs_in_progress(&self, worker_id: Uuid) -> Result<Vec<Job>, StoreError> {
+        let rows: Vec<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM provisioner_jobs WHERE worker_id = $1 AND started_at IS NOT NULL AND completed_at IS NULL
+              ORDER BY created_at, id"
+        ))
+        .bind(worker_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(Job::from).collect())
+    }
+
     async fn acquire_job(&self, worker_id: Uuid) -> Result<Option<Job>, StoreError> {
         let mut tx = self.pool().begin().await?;
         let conn: &mut PgConnection = &mut tx;
@@ -925,6 +966,17 @@ impl WorkspaceStore for PgStore {
         let row = row.ok_or_else(|| {
             StoreError::InvalidInput(format!("provisioner job {job_id} is not running"))
         })?;
+        // A successful delete build deletes the workspace.
+        if row.status == JobStatus::Succeeded {
+            sqlx::query(
+                "UPDATE workspaces w SET deleted = true, updated_at = now()
+                   FROM workspace_builds b
+                  WHERE b.job_id = $1 AND b.transition = 'delete' AND w.id = b.workspace_id",
+            )
+            .bind(job_id)
+            .execute(&mut *conn)
+            .await?;
+        }
         notify_job(conn, job_id).await?;
         tx.commit().await?;
         Ok(row.into())
@@ -1066,7 +1118,18 @@ impl WorkspaceStore for PgStore {
         &self,
         token: &str,
     ) -> Result<Option<AgentManifest>, StoreError> {
-        let row: Option<(Uuid, String, Uuid, String, String, String, String, i32, serde_json::Value, String)> = sqlx::query_as(
+        let row: Option<(
+            Uuid,
+            String,
+            Uuid,
+            String,
+            String,
+            String,
+            String,
+            i32,
+            serde_json::Value,
+            String,
+        )> = sqlx::query_as(
             "SELECT a.id, a.name, w.id, w.name, u.username, a.directory, a.startup_script,
                     a.startup_script_timeout_seconds, a.env, w.control_plane_secret
                FROM workspace_agents a
@@ -1075,7 +1138,9 @@ impl WorkspaceStore for PgStore {
                JOIN workspaces w ON w.id = b.workspace_id
                JOIN users u ON u.id = w.owner_id
               WHERE a.auth_token_hash = $1 AND NOT a.deleted AND NOT w.deleted
-                AND b.build_number = (SELECT max(build_number) FROM workspace_builds WHERE workspace_id = w.id)",
+                AND b.transition = 'start'
+                AND b.build_number = (SELECT max(build_number) FROM workspace_builds
+                                       WHERE workspace_id = w.id AND transition = 'start')",
         )
         .bind(token_hash(token))
         .fetch_optional(self.pool())

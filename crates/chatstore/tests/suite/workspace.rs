@@ -446,7 +446,7 @@ fn report(address: &str) -> chatstore::workspace::AgentReport {
 }
 
 #[tokio::test]
-async fn an_agent_token_leads_to_its_manifest_only_for_the_latest_build() {
+async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build() {
     let s = Seeded::new().await;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
     let (workspace, build) = started_workspace(&s, &store).await;
@@ -496,13 +496,34 @@ async fn an_agent_token_leads_to_its_manifest_only_for_the_latest_build() {
             .is_none()
     );
 
-    // Once a newer build exists, the old agent's token stops working.
+    // A stop build leaves the token usable, so the stopping agent can report its shutdown.
     let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
+    store.complete_job(job.id, "", "").await.unwrap();
+    let stop = store
+        .new_build(
+            workspace.id,
+            WorkspaceTransition::Stop,
+            Some(s.user),
+            serde_json::json!([]),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .agent_manifest_by_token(token)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Once a newer start build exists, the old agent's token stops working.
+    let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
+    assert_eq!(job.id, stop.job_id);
     store.complete_job(job.id, "", "").await.unwrap();
     store
         .new_build(
             workspace.id,
-            WorkspaceTransition::Stop,
+            WorkspaceTransition::Start,
             Some(s.user),
             serde_json::json!([]),
         )

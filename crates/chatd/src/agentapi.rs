@@ -1,0 +1,188 @@
+//! `chatd.v1.AgentApiService`: what workspace agents call with their per-agent token — their
+//! manifest, heartbeats, lifecycle changes and startup logs. Every call is authenticated by
+//! looking the token's hash up in the store; the store records connection timestamps and
+//! publishes an agent-update notification on every change a waiter cares about.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatproto::chatd::v1 as pb;
+use chatproto::chatd::v1::agent_api_service_server::{AgentApiService, AgentApiServiceServer};
+use chatstore::workspace::{AgentLifecycle, AgentManifest, AgentReport, WorkspaceStore};
+use tonic::{Request, Response, Status};
+
+use crate::auth::{bearer, store_status};
+
+/// The agent API over a workspace store.
+#[derive(Clone)]
+pub struct AgentApi {
+    store: Arc<dyn WorkspaceStore>,
+    heartbeat_interval: Duration,
+}
+
+impl std::fmt::Debug for AgentApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentApi")
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentApi {
+    /// The service; agents are told to heartbeat every `heartbeat_interval`.
+    pub fn new(store: Arc<dyn WorkspaceStore>, heartbeat_interval: Duration) -> Self {
+        Self {
+            store,
+            heartbeat_interval,
+        }
+    }
+
+    /// The tonic server.
+    pub fn into_server(self) -> AgentApiServiceServer<Self> {
+        AgentApiServiceServer::new(self)
+    }
+
+    /// The calling agent, from `authorization: Bearer <agent token>`.
+    async fn agent<T>(&self, request: &Request<T>) -> Result<AgentManifest, Status> {
+        let token = bearer(request, "agent token")?;
+        self.store
+            .agent_manifest_by_token(token)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "unknown agent token, or the agent's build was replaced by a newer one",
+                )
+            })
+    }
+}
+
+fn lifecycle(state: pb::WorkspaceAgentLifecycle) -> Option<AgentLifecycle> {
+    use pb::WorkspaceAgentLifecycle as P;
+    Some(match state {
+        P::Unspecified => return None,
+        P::Created => AgentLifecycle::Created,
+        P::Starting => AgentLifecycle::Starting,
+        P::StartTimeout => AgentLifecycle::StartTimeout,
+        P::StartError => AgentLifecycle::StartError,
+        P::Ready => AgentLifecycle::Ready,
+        P::ShuttingDown => AgentLifecycle::ShuttingDown,
+        P::ShutdownTimeout => AgentLifecycle::ShutdownTimeout,
+        P::ShutdownError => AgentLifecycle::ShutdownError,
+        P::Off => AgentLifecycle::Off,
+    })
+}
+
+fn level(level: pb::LogLevel) -> &'static str {
+    match level {
+        pb::LogLevel::Trace => "trace",
+        pb::LogLevel::Debug => "debug",
+        pb::LogLevel::Unspecified | pb::LogLevel::Info => "info",
+        pb::LogLevel::Warn => "warn",
+        pb::LogLevel::Error => "error",
+    }
+}
+
+#[tonic::async_trait]
+impl AgentApiService for AgentApi {
+    async fn get_manifest(
+        &self,
+        request: Request<pb::GetManifestRequest>,
+    ) -> Result<Response<pb::GetManifestResponse>, Status> {
+        let m = self.agent(&request).await?;
+        Ok(Response::new(pb::GetManifestResponse {
+            agent_id: m.agent_id.to_string(),
+            agent_name: m.agent_name,
+            workspace_id: m.workspace_id.to_string(),
+            workspace_name: m.workspace_name,
+            owner_name: m.owner_name,
+            directory: m.directory,
+            startup_script: m.startup_script,
+            startup_script_timeout: Some(
+                Duration::from_secs(u64::try_from(m.startup_script_timeout_seconds).unwrap_or(0))
+                    .try_into()
+                    .unwrap_or_default(),
+            ),
+            env: m.env.into_iter().collect(),
+            control_plane_secret: m.control_plane_secret,
+            confine_files: true,
+            extra_file_roots: Vec::new(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let m = self.agent(&request).await?;
+        let r = request.into_inner();
+        if r.disconnecting {
+            self.store
+                .agent_disconnected(m.agent_id)
+                .await
+                .map_err(store_status)?;
+        } else {
+            self.store
+                .agent_heartbeat(
+                    m.agent_id,
+                    &AgentReport {
+                        address: r.listen_address,
+                        expanded_directory: r.expanded_directory,
+                        operating_system: r.operating_system,
+                    },
+                )
+                .await
+                .map_err(store_status)?;
+        }
+        Ok(Response::new(pb::HeartbeatResponse {
+            interval: self.heartbeat_interval.try_into().ok(),
+        }))
+    }
+
+    async fn update_lifecycle(
+        &self,
+        request: Request<pb::UpdateLifecycleRequest>,
+    ) -> Result<Response<pb::UpdateLifecycleResponse>, Status> {
+        let m = self.agent(&request).await?;
+        let r = request.into_inner();
+        let state = lifecycle(r.lifecycle_state())
+            .ok_or_else(|| Status::invalid_argument("lifecycle_state is required"))?;
+        let changed_at = r
+            .changed_at
+            .and_then(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            })
+            .unwrap_or_else(chrono::Utc::now);
+        self.store
+            .update_agent_lifecycle(m.agent_id, state, changed_at)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::UpdateLifecycleResponse {}))
+    }
+
+    async fn batch_create_logs(
+        &self,
+        request: Request<pb::BatchCreateLogsRequest>,
+    ) -> Result<Response<pb::BatchCreateLogsResponse>, Status> {
+        let m = self.agent(&request).await?;
+        let r = request.into_inner();
+        let source = if r.log_source.is_empty() {
+            "startup_script".to_owned()
+        } else {
+            r.log_source
+        };
+        let lines: Vec<(String, String)> = r
+            .logs
+            .into_iter()
+            .map(|l| (level(l.level()).to_owned(), l.output))
+            .collect();
+        let logs_overflowed = self
+            .store
+            .append_agent_logs(m.agent_id, &source, &lines)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::BatchCreateLogsResponse {
+            logs_overflowed,
+        }))
+    }
+}

@@ -1,0 +1,165 @@
+//! The provisioner inside chatd: embedded in `chatd serve` (unless `--provisioner-workers 0`)
+//! or alone as `chatd provisioner`, always with the local backend.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatstore::StoreConfig;
+use chatstore::postgres::{PgPool, PgPubsub, PgStore};
+use provisioner::{LocalBackend, LocalConfig, Provisioner, ProvisionerConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::ChatdError;
+
+/// The provisioner's settings.
+#[derive(Debug, Clone)]
+pub struct ProvisionerSettings {
+    /// Where workspaces and the provisioner's id live.
+    pub data_dir: PathBuf,
+    /// Jobs run at once.
+    pub workers: usize,
+    /// The `wsagent` executable.
+    pub agent_binary: PathBuf,
+    /// The agent API URL given to agents; `None` = this daemon's own listener.
+    pub control_plane_url: Option<String>,
+    /// Grace between SIGTERM and SIGKILL when stopping an agent.
+    pub agent_stop_grace: Duration,
+    /// Heartbeat interval agents start with (the agent API names the real one).
+    pub agent_heartbeat_interval: Duration,
+    /// Safety-net poll for jobs and cancellation.
+    pub poll_interval: Duration,
+}
+
+/// `$XDG_DATA_HOME/chatd`, else `~/.local/share/chatd`, else `./chatd-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("chatd");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/chatd");
+    }
+    PathBuf::from("chatd-data")
+}
+
+/// `wsagent` next to the running executable when it is there (as cargo and the release layout
+/// put it), else `wsagent` from `PATH`.
+pub fn default_agent_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("wsagent")))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("wsagent"))
+}
+
+/// The provisioner's id, kept in the data dir so a restarted provisioner recognises the jobs
+/// it abandoned.
+fn worker_id(data_dir: &Path) -> Result<Uuid, ChatdError> {
+    let path = data_dir.join("provisioner-id");
+    let io = |source| ChatdError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Uuid::parse_str(text.trim()).map_err(|e| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a UUID ({e}); delete the file to start afresh"),
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = Uuid::new_v4();
+            std::fs::write(&path, format!("{id}\n")).map_err(io)?;
+            Ok(id)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// A running provisioner: stop it with [`RunningProvisioner::stop`].
+#[derive(Debug)]
+pub struct RunningProvisioner {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningProvisioner {
+    /// Stops taking jobs and waits up to `grace` for running ones. Agents keep running; the
+    /// next start adopts them.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(grace, self.task).await.is_err() {
+            tracing::warn!(
+                "provisioner jobs still running at the end of the grace period; the next start fails them"
+            );
+        }
+    }
+}
+
+/// Recovers (fails abandoned jobs, reconciles agents) and starts the workers.
+pub async fn start(
+    settings: &ProvisionerSettings,
+    pool: &PgPool,
+    pubsub: PgPubsub,
+    control_plane_url: String,
+) -> Result<RunningProvisioner, ChatdError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| ChatdError::DataDir {
+        path: settings.data_dir.clone(),
+        source,
+    })?;
+    let worker_id = worker_id(&settings.data_dir)?;
+    let store = Arc::new(PgStore::new(pool.clone(), StoreConfig::default()));
+    let mut local = LocalConfig::new(
+        settings.data_dir.clone(),
+        settings.agent_binary.clone(),
+        control_plane_url,
+    );
+    local.stop_grace = settings.agent_stop_grace;
+    local.heartbeat_interval = settings.agent_heartbeat_interval;
+    let backend = Arc::new(LocalBackend::new(store.clone(), local));
+    let mut config = ProvisionerConfig::new(worker_id);
+    config.workers = settings.workers.max(1);
+    config.poll_interval = settings.poll_interval;
+    let provisioner = Provisioner::new(store, Arc::new(pubsub), backend, config);
+    let recovered = provisioner
+        .recover()
+        .await
+        .map_err(ChatdError::Provisioner)?;
+    tracing::info!(
+        %worker_id,
+        workers = settings.workers,
+        data_dir = %settings.data_dir.display(),
+        failed_jobs = recovered.failed_jobs,
+        adopted_agents = recovered.agents.adopted,
+        restarted_agents = recovered.agents.restarted,
+        stopped_agents = recovered.agents.stopped,
+        "provisioner started"
+    );
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(provisioner.run(stop_rx));
+    Ok(RunningProvisioner { stop, task })
+}
+
+/// `chatd provisioner`: the provisioner alone, until `shutdown`.
+pub async fn run_alone(
+    settings: ProvisionerSettings,
+    database: crate::DatabaseConfig,
+    grace: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ChatdError> {
+    let pool = crate::connect_database(&database.url, database.connect_timeout).await?;
+    if database.migrate {
+        crate::apply_migrations(&pool).await?;
+    }
+    let url = settings
+        .control_plane_url
+        .clone()
+        .ok_or(ChatdError::NoControlPlaneUrl)?;
+    let (pubsub, _listener) = PgPubsub::start(&pool).await?;
+    let running = start(&settings, &pool, pubsub, url).await?;
+    shutdown.await;
+    running.stop(grace).await;
+    Ok(())
+}

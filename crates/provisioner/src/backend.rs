@@ -1,0 +1,144 @@
+//! What a provisioner backend implements, and what it is given for a build.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chatstore::workspace::{Build, Job, Workspace, WorkspaceStore};
+use tokio::sync::Mutex;
+
+use crate::template::{Manifest, TemplateFile};
+
+/// Why a build failed: the job's `error` and `error_code`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    /// Shown to users and to the model (non-empty).
+    pub message: String,
+    /// Machine-readable code, e.g. `BUILD_SCRIPT_FAILED` (may be empty).
+    pub code: String,
+}
+
+impl BuildError {
+    /// An error with a code.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: code.to_owned(),
+        }
+    }
+}
+
+/// Error codes the provisioner and the local backend use.
+pub mod codes {
+    /// The template's build script exited non-zero.
+    pub const BUILD_SCRIPT_FAILED: &str = "BUILD_SCRIPT_FAILED";
+    /// The build script outlived its timeout.
+    pub const BUILD_TIMEOUT: &str = "BUILD_TIMEOUT";
+    /// The template version or the build's parameters are invalid.
+    pub const INVALID_TEMPLATE: &str = "INVALID_TEMPLATE";
+    /// The build's parameter values are refused.
+    pub const INVALID_PARAMETERS: &str = "INVALID_PARAMETERS";
+    /// The backend could not do its part (I/O, spawning the agent).
+    pub const BACKEND_FAILED: &str = "BACKEND_FAILED";
+    /// The provisioner restarted while the job was running.
+    pub const PROVISIONER_RESTARTED: &str = "PROVISIONER_RESTARTED";
+}
+
+/// Everything a backend needs for one build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The job being run.
+    pub job: Job,
+    /// The build.
+    pub build: Build,
+    /// Its workspace.
+    pub workspace: Workspace,
+    /// The template version's manifest.
+    pub manifest: Manifest,
+    /// The template version's files.
+    pub files: Vec<TemplateFile>,
+    /// Every declared parameter's value (defaults filled in).
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// Build log lines, written to the job's logs in batches.
+#[derive(Clone)]
+pub struct BuildLogs {
+    store: Arc<dyn WorkspaceStore>,
+    job_id: uuid::Uuid,
+    pending: Arc<Mutex<Vec<(String, String, String)>>>,
+}
+
+impl std::fmt::Debug for BuildLogs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildLogs")
+            .field("job_id", &self.job_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lines buffered before a write is forced.
+const LOG_BATCH: usize = 100;
+
+impl BuildLogs {
+    /// Logs of a job.
+    pub fn new(store: Arc<dyn WorkspaceStore>, job_id: uuid::Uuid) -> Self {
+        Self {
+            store,
+            job_id,
+            pending: Arc::default(),
+        }
+    }
+
+    /// Adds a line (`level`: info, warn, error; `stage`: e.g. `prepare`, `build`, `agent`).
+    pub async fn line(&self, level: &str, stage: &str, output: impl Into<String>) {
+        let full = {
+            let mut pending = self.pending.lock().await;
+            pending.push((level.to_owned(), stage.to_owned(), output.into()));
+            pending.len() >= LOG_BATCH
+        };
+        if full {
+            self.flush().await;
+        }
+    }
+
+    /// Writes the buffered lines. A failed write is logged and the lines dropped: build logs
+    /// must never fail a build.
+    pub async fn flush(&self) {
+        let lines = std::mem::take(&mut *self.pending.lock().await);
+        if lines.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.append_job_logs(self.job_id, &lines).await {
+            tracing::warn!(job = %self.job_id, error = %e, dropped = lines.len(), "cannot write build logs");
+        }
+    }
+}
+
+/// What reconciliation found after a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Agents still running for their workspace's latest start build, kept.
+    pub adopted: usize,
+    /// Agents of a latest start build that were not running, started again.
+    pub restarted: usize,
+    /// Agents whose build is no longer the latest start (or whose workspace stopped), stopped.
+    pub stopped: usize,
+}
+
+/// Runs workspace builds somewhere (a local directory, a container, a VM).
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// A start build: prepare the workspace and start its agent. Returns once the agent is
+    /// started; its readiness is reported by the agent itself.
+    async fn start(&self, request: &BuildRequest, logs: &BuildLogs) -> Result<(), BuildError>;
+    /// A stop build: ask the agent to shut down, then terminate it after a grace period. The
+    /// workspace's files survive.
+    async fn stop(&self, request: &BuildRequest, logs: &BuildLogs) -> Result<(), BuildError>;
+    /// A delete build: stop, then remove the workspace's files.
+    async fn delete(&self, request: &BuildRequest, logs: &BuildLogs) -> Result<(), BuildError>;
+    /// After a restart: bring running agents in line with the workspaces' latest builds, so
+    /// none is orphaned.
+    async fn reconcile(&self) -> Result<Reconciled, BuildError>;
+}

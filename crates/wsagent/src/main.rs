@@ -1,0 +1,135 @@
+//! `wsagent`: the workspace agent binary. See the library's docs and `wsagent --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use wsagent::runtime::{self, Listen, Mode, Options};
+
+/// The workspace agent: serves processes and files to chatd inside a workspace.
+///
+/// With --control-plane and --token it fetches its manifest from chatd's agent API, heartbeats,
+/// runs the template's startup script and reports its lifecycle. With --secret it runs
+/// standalone in --directory.
+#[derive(Debug, Parser)]
+#[command(name = "wsagent", version)]
+struct Cli {
+    /// Where to listen: host:port (port 0 = any free port) or unix:/path/to.sock.
+    #[arg(long, env = "WSAGENT_LISTEN", default_value = "127.0.0.1:0")]
+    listen: Listen,
+    /// chatd's agent API URL, e.g. http://127.0.0.1:8080.
+    #[arg(
+        long,
+        env = "WSAGENT_CONTROL_PLANE",
+        requires = "token",
+        conflicts_with = "secret"
+    )]
+    control_plane: Option<String>,
+    /// The agent's token for the control plane (prefer the variable: arguments are visible to
+    /// other users in the process list).
+    #[arg(long, env = "WSAGENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Standalone mode: the secret callers must present as `authorization: Bearer <secret>`.
+    #[arg(
+        long,
+        env = "WSAGENT_SECRET",
+        hide_env_values = true,
+        required_unless_present = "control_plane"
+    )]
+    secret: Option<String>,
+    /// Standalone mode: the working directory, to which file operations are confined.
+    #[arg(long, env = "WSAGENT_DIRECTORY", default_value = ".")]
+    directory: PathBuf,
+    /// Standalone mode: a script run once at start with `sh -c`.
+    #[arg(long, env = "WSAGENT_STARTUP_SCRIPT", default_value = "")]
+    startup_script: String,
+    /// Standalone mode: the startup script's time limit (0s = none).
+    #[arg(long, env = "WSAGENT_STARTUP_TIMEOUT", default_value = "0s", value_parser = humantime::parse_duration)]
+    startup_timeout: Duration,
+    /// Heartbeat interval until the control plane names one.
+    #[arg(long, env = "WSAGENT_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Grace for running processes at shutdown before they are killed.
+    #[arg(long, env = "WSAGENT_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WSAGENT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let mode = match (cli.control_plane, cli.token, cli.secret) {
+        (Some(url), Some(token), _) => Mode::ControlPlane { url, token },
+        (_, _, Some(secret)) => Mode::Standalone {
+            secret,
+            directory: cli.directory,
+            startup_script: cli.startup_script,
+            startup_timeout: cli.startup_timeout,
+        },
+        _ => {
+            tracing::error!("give --control-plane with --token, or --secret");
+            return ExitCode::from(2);
+        }
+    };
+    let mut options = Options::new(mode);
+    options.listen = cli.listen;
+    options.heartbeat_interval = cli.heartbeat_interval;
+    options.shutdown_grace = cli.shutdown_grace;
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime::run(options, signals.recv()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "wsagent stopped");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGTERM and SIGINT, installed before the agent starts.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
