@@ -4,3 +4,4 @@
 
 mod migrate;
 mod serve;
+mod workspaces;

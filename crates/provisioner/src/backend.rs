@@ -67,8 +67,12 @@ pub struct BuildRequest {
 pub struct BuildLogs {
     store: Arc<dyn WorkspaceStore>,
     job_id: uuid::Uuid,
-    pending: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// Lines not yet written, and when the oldest of them was added.
+    pending: Arc<Mutex<(Vec<LogLine>, Option<tokio::time::Instant>)>>,
 }
+
+/// `(level, stage, output)`.
+type LogLine = (String, String, String);
 
 impl std::fmt::Debug for BuildLogs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,6 +84,8 @@ impl std::fmt::Debug for BuildLogs {
 
 /// Lines buffered before a write is forced.
 const LOG_BATCH: usize = 100;
+/// Longest a line stays buffered while more output arrives (or [`BuildLogs::flush_due`] runs).
+pub const LOG_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl BuildLogs {
     /// Logs of a job.
@@ -93,12 +99,30 @@ impl BuildLogs {
 
     /// Adds a line (`level`: info, warn, error; `stage`: e.g. `prepare`, `build`, `agent`).
     pub async fn line(&self, level: &str, stage: &str, output: impl Into<String>) {
-        let full = {
+        let due = {
             let mut pending = self.pending.lock().await;
-            pending.push((level.to_owned(), stage.to_owned(), output.into()));
-            pending.len() >= LOG_BATCH
+            pending.1.get_or_insert_with(tokio::time::Instant::now);
+            pending
+                .0
+                .push((level.to_owned(), stage.to_owned(), output.into()));
+            pending.0.len() >= LOG_BATCH
+                || pending.1.is_some_and(|since| since.elapsed() >= LOG_DELAY)
         };
-        if full {
+        if due {
+            self.flush().await;
+        }
+    }
+
+    /// Writes the buffered lines once the oldest has waited [`LOG_DELAY`]; for callers that
+    /// wait on output and want it visible while they wait.
+    pub async fn flush_due(&self) {
+        let due = self
+            .pending
+            .lock()
+            .await
+            .1
+            .is_some_and(|since| since.elapsed() >= LOG_DELAY);
+        if due {
             self.flush().await;
         }
     }
@@ -106,7 +130,11 @@ impl BuildLogs {
     /// Writes the buffered lines. A failed write is logged and the lines dropped: build logs
     /// must never fail a build.
     pub async fn flush(&self) {
-        let lines = std::mem::take(&mut *self.pending.lock().await);
+        let lines = {
+            let mut pending = self.pending.lock().await;
+            pending.1 = None;
+            std::mem::take(&mut pending.0)
+        };
         if lines.is_empty() {
             return;
         }

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 use wsagent::startup::{self, StartupOutcome};
 
-use crate::backend::{Backend, BuildError, BuildLogs, BuildRequest, Reconciled, codes};
+use crate::backend::{Backend, BuildError, BuildLogs, BuildRequest, LOG_DELAY, Reconciled, codes};
 use crate::template::{parameter_env_name, relative_path};
 
 /// The local backend's settings.
@@ -179,7 +179,16 @@ impl LocalBackend {
             let logs = logs.clone();
             tokio::spawn(async move {
                 let mut tail = std::collections::VecDeque::new();
-                while let Some(line) = rx.recv().await {
+                loop {
+                    let line = match tokio::time::timeout(LOG_DELAY, rx.recv()).await {
+                        Ok(Some(line)) => line,
+                        Ok(None) => break,
+                        Err(_) => {
+                            // Quiet for a while: make what was printed visible.
+                            logs.flush_due().await;
+                            continue;
+                        }
+                    };
                     let level = match line.stream {
                         startup::Stream::Stdout => "info",
                         startup::Stream::Stderr => "warn",

@@ -1,0 +1,796 @@
+//! Workspaces end to end on one machine: real PostgreSQL, chatd's agent API served in-process,
+//! the provisioner with the local backend, and real `wsagent` processes reporting back.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatd::agentapi::AgentApi;
+use chatd_e2e::workspace_binary;
+use chatproto::chatd::v1 as pb;
+use chatstore::StoreConfig;
+use chatstore::postgres::{PgPubsub, PgStore};
+use chatstore::testing::TestDatabase;
+use chatstore::workspace::{
+    Agent, AgentLifecycle, ConnectionStatus, Job, JobStatus, WorkspaceStore, WorkspaceTransition,
+    connection_status,
+};
+use provisioner::template::{self, Manifest, TemplateDir, TemplateFile};
+use provisioner::{LocalBackend, LocalConfig, Provisioner, ProvisionerConfig};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Heartbeat interval agents are given in these tests.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+/// Longest wait for anything in these tests.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A database, the agent API on loopback, and a running provisioner over a data dir.
+struct Harness {
+    db: TestDatabase,
+    store: Arc<PgStore>,
+    pubsub: PgPubsub,
+    listener: tokio::task::JoinHandle<()>,
+    url: String,
+    data_dir: tempdir::Dir,
+    worker_id: Uuid,
+    organization: Uuid,
+    user: Uuid,
+    provisioner: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    server_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub(super) struct Dir(pub(super) std::path::PathBuf);
+
+    impl Dir {
+        pub(super) fn new() -> Self {
+            let path =
+                std::env::temp_dir().join(format!("chatd-e2e-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let db = TestDatabase::create()
+            .await
+            .expect("PostgreSQL must answer at TEST_DATABASE_URL");
+        let store = Arc::new(PgStore::new(db.pool.clone(), StoreConfig::default()));
+        let (pubsub, notifications) = PgPubsub::start(&db.pool).await.unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (server_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let api = AgentApi::new(store.clone(), HEARTBEAT).into_server();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(api)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+
+        let organization = store.create_organization("acme").await.unwrap();
+        let user = store
+            .create_user("ada", "admin", organization)
+            .await
+            .unwrap();
+        let mut harness = Self {
+            db,
+            store,
+            pubsub,
+            listener: notifications,
+            url,
+            data_dir: tempdir::Dir::new(),
+            worker_id: Uuid::new_v4(),
+            organization,
+            user,
+            provisioner: None,
+            server_stop: Some(server_stop),
+        };
+        harness.start_provisioner().await;
+        harness
+    }
+
+    fn backend(&self) -> LocalBackend {
+        let mut config = LocalConfig::new(
+            self.data_dir.0.clone(),
+            workspace_binary("wsagent").unwrap(),
+            self.url.clone(),
+        );
+        config.stop_grace = Duration::from_secs(3);
+        config.heartbeat_interval = HEARTBEAT;
+        LocalBackend::new(self.store.clone(), config)
+    }
+
+    fn provisioner(&self) -> Provisioner {
+        let mut config = ProvisionerConfig::new(self.worker_id);
+        config.poll_interval = Duration::from_secs(1);
+        Provisioner::new(
+            self.store.clone(),
+            Arc::new(self.pubsub.clone()),
+            Arc::new(self.backend()),
+            config,
+        )
+    }
+
+    /// Starts (or restarts) the provisioner, recovering first as chatd does.
+    async fn start_provisioner(&mut self) -> provisioner::Recovered {
+        let provisioner = self.provisioner();
+        let recovered = provisioner.recover().await.unwrap();
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(provisioner.run(stop_rx));
+        self.provisioner = Some((stop, task));
+        recovered
+    }
+
+    /// Stops the provisioner (the agents keep running, as when chatd exits).
+    async fn stop_provisioner(&mut self) {
+        if let Some((stop, task)) = self.provisioner.take() {
+            let _ = stop.send(true);
+            task.await.unwrap();
+        }
+    }
+
+    /// Pushes a template with this `template.toml` and waits for its import job.
+    async fn template(&self, toml: &str, files: Vec<TemplateFile>) -> Uuid {
+        let manifest = Manifest::parse(toml).unwrap();
+        assert!(manifest.problems().is_empty(), "{:?}", manifest.problems());
+        let pushed = self
+            .store
+            .push_template_version(template::new_version(
+                self.organization,
+                &manifest,
+                &files,
+                "v1",
+                true,
+                Some(self.user),
+            ))
+            .await
+            .unwrap();
+        let job = self.job_done(pushed.job_id).await;
+        assert_eq!(job.status, JobStatus::Succeeded, "import: {}", job.error);
+        pushed.template_id
+    }
+
+    async fn create_workspace(&self, template: Uuid, name: &str) -> (Uuid, Job) {
+        let (workspace, build) = self
+            .store
+            .create_workspace(
+                self.organization,
+                self.user,
+                template,
+                name,
+                serde_json::json!([]),
+                None,
+            )
+            .await
+            .unwrap();
+        (workspace.id, self.job_done(build.job_id).await)
+    }
+
+    async fn transition(&self, workspace: Uuid, transition: WorkspaceTransition) -> Job {
+        let build = self
+            .store
+            .new_build(
+                workspace,
+                transition,
+                Some(self.user),
+                serde_json::json!([]),
+            )
+            .await
+            .unwrap();
+        self.job_done(build.job_id).await
+    }
+
+    async fn job_done(&self, job: Uuid) -> Job {
+        eventually("the job to finish", || async {
+            let job = self.store.job(job).await.unwrap();
+            job.completed_at.is_some().then_some(job)
+        })
+        .await
+    }
+
+    async fn agent(&self, workspace: Uuid) -> Agent {
+        let build = self.store.latest_build(workspace).await.unwrap().unwrap();
+        let build = if build.transition == WorkspaceTransition::Start {
+            build
+        } else {
+            // The agent belongs to the start build before a stop.
+            let id: Uuid = sqlx::query_scalar(
+                "SELECT id FROM workspace_builds WHERE workspace_id = $1 AND transition = 'start'
+                  ORDER BY build_number DESC LIMIT 1",
+            )
+            .bind(workspace)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap();
+            self.store.build(id).await.unwrap()
+        };
+        let mut agents = self.store.build_agents(build.id).await.unwrap();
+        assert_eq!(agents.len(), 1, "one agent per build");
+        agents.remove(0)
+    }
+
+    async fn lifecycle(&self, workspace: Uuid, wanted: AgentLifecycle) -> Agent {
+        eventually(&format!("the agent to be {wanted:?}"), || async {
+            let agent = self.agent(workspace).await;
+            (agent.lifecycle == wanted).then_some(agent)
+        })
+        .await
+    }
+
+    async fn secret(&self, workspace: Uuid) -> String {
+        sqlx::query_scalar("SELECT control_plane_secret FROM workspaces WHERE id = $1")
+            .bind(workspace)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn agent_logs(&self, agent: Uuid) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "SELECT level::text, output FROM workspace_agent_logs WHERE agent_id = $1 ORDER BY id",
+        )
+        .bind(agent)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap()
+    }
+
+    async fn job_logs(&self, job: Uuid) -> String {
+        let lines: Vec<String> = sqlx::query_scalar(
+            "SELECT output FROM provisioner_job_logs WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(job)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap();
+        lines.join("\n")
+    }
+
+    fn home(&self, workspace: Uuid) -> PathBuf {
+        self.backend().home_dir(workspace)
+    }
+
+    async fn finish(mut self) {
+        // Stop every agent this test started, then the rest.
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM workspaces")
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap();
+        for id in ids {
+            if let Some(pid) = self.backend().agent_pid(id) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        self.stop_provisioner().await;
+        if let Some(stop) = self.server_stop.take() {
+            let _ = stop.send(());
+        }
+        // The LISTEN connection belongs to the pool, which closes only when it is returned.
+        self.listener.abort();
+        let _ = (&mut self.listener).await;
+        self.db.drop_database().await.unwrap();
+    }
+}
+
+/// Polls `check` every 50 ms until it yields a value; panics after [`PATIENCE`].
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const READY_TEMPLATE: &str = r#"
+name = "ready"
+[agent]
+startup_script = "echo starting up; echo a warning >&2; echo \"greeting=$CHATD_PARAM_GREETING\""
+[build]
+script = "echo building in $(basename $(pwd))"
+[[parameters]]
+name = "greeting"
+default = "hello"
+"#;
+
+#[tokio::test]
+async fn a_workspace_builds_and_its_agent_connects_and_becomes_ready() {
+    let h = Harness::start().await;
+    let template = h
+        .template(
+            READY_TEMPLATE,
+            vec![TemplateFile {
+                path: "docs/notes.txt".into(),
+                content: b"from the template\n".to_vec(),
+                mode: 0o644,
+            }],
+        )
+        .await;
+    let (workspace, job) = h.create_workspace(template, "dev").await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{}", job.error);
+    let logs = h.job_logs(job.id).await;
+    assert!(logs.contains("building in home"), "{logs}");
+    assert!(logs.contains("started agent"), "{logs}");
+
+    let agent = h.lifecycle(workspace, AgentLifecycle::Ready).await;
+    assert_eq!(
+        connection_status(&agent.times, chrono::Utc::now(), Duration::from_secs(30)),
+        ConnectionStatus::Connected
+    );
+    assert!(
+        agent.address.starts_with("http://127.0.0.1:"),
+        "{}",
+        agent.address
+    );
+    let logs = h.agent_logs(agent.id).await;
+    assert!(
+        logs.contains(&("info".into(), "starting up".into())),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains(&("warn".into(), "a warning".into())),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains(&("info".into(), "greeting=hello".into())),
+        "{logs:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.home(workspace).join("docs/notes.txt")).unwrap(),
+        "from the template\n"
+    );
+
+    // The control plane reaches the agent with the workspace secret; processes get the
+    // parameters and the non-interactive environment.
+    let mut conn = wsagent::client::connect_agent(
+        &agent.address,
+        &h.secret(workspace).await,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let started = conn
+        .start_process(chatproto::wsagent::v1::StartProcessRequest {
+            command: "echo $CHATD_PARAM_GREETING $GIT_PAGER $CHATD_WORKSPACE_NAME; pwd".into(),
+            chat_id: "c1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let output = conn
+        .process_output(chatproto::wsagent::v1::ProcessOutputRequest {
+            process_id: started.process_id,
+            chat_id: "c1".into(),
+            wait_timeout: Some(Duration::from_secs(10).try_into().unwrap()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(output.exit_code, Some(0));
+    let home = std::fs::canonicalize(h.home(workspace)).unwrap();
+    assert_eq!(
+        output.output,
+        format!("hello cat dev\n{}\n", home.display())
+    );
+
+    // A wrong secret is refused.
+    let mut wrong = wsagent::client::connect_agent(&agent.address, "wrong", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let err = wrong
+        .health(chatproto::wsagent::v1::HealthRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_failing_startup_script_leaves_the_agent_in_start_error() {
+    let h = Harness::start().await;
+    let template = h
+        .template(
+            "name = \"broken\"\n[agent]\nstartup_script = \"echo about to fail; exit 7\"",
+            Vec::new(),
+        )
+        .await;
+    let (workspace, job) = h.create_workspace(template, "dev").await;
+    // The build itself succeeds: the agent started; its script is what failed.
+    assert_eq!(job.status, JobStatus::Succeeded, "{}", job.error);
+    let agent = h.lifecycle(workspace, AgentLifecycle::StartError).await;
+    let logs = h.agent_logs(agent.id).await;
+    assert!(
+        logs.iter().any(|(_, line)| line == "about to fail"),
+        "{logs:?}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_startup_script_past_its_timeout_is_killed_as_start_timeout() {
+    let h = Harness::start().await;
+    let template = h
+        .template(
+            "name = \"slow\"\n[agent]\nstartup_script = \"sleep 30\"\nstartup_script_timeout = \"1s\"",
+            Vec::new(),
+        )
+        .await;
+    let (workspace, _) = h.create_workspace(template, "dev").await;
+    h.lifecycle(workspace, AgentLifecycle::StartTimeout).await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_build_script_that_exits_non_zero_fails_the_job_with_its_output() {
+    let h = Harness::start().await;
+    let template = h
+        .template(
+            "name = \"nobuild\"\n[build]\nscript = \"echo compiling; echo 'missing dependency libfoo' >&2; exit 3\"",
+            Vec::new(),
+        )
+        .await;
+    let (workspace, job) = h.create_workspace(template, "dev").await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.error_code, "BUILD_SCRIPT_FAILED");
+    assert!(
+        job.error.contains("the build script exited with status 3"),
+        "{}",
+        job.error
+    );
+    assert!(
+        job.error.contains("missing dependency libfoo"),
+        "{}",
+        job.error
+    );
+    assert!(h.job_logs(job.id).await.contains("compiling"));
+    // No agent was created or started.
+    let build = h.store.latest_build(workspace).await.unwrap().unwrap();
+    assert!(h.store.build_agents(build.id).await.unwrap().is_empty());
+    assert!(h.backend().agent_pid(workspace).is_none());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn stop_turns_the_agent_off_and_keeps_the_directory_and_delete_removes_it() {
+    let h = Harness::start().await;
+    let template = h.template("name = \"plain\"", Vec::new()).await;
+    let (workspace, _) = h.create_workspace(template, "dev").await;
+    let agent = h.lifecycle(workspace, AgentLifecycle::Ready).await;
+    let pid = h.backend().agent_pid(workspace).expect("the agent runs");
+    std::fs::write(h.home(workspace).join("work.txt"), "keep me").unwrap();
+
+    let stop = h.transition(workspace, WorkspaceTransition::Stop).await;
+    assert_eq!(stop.status, JobStatus::Succeeded, "{}", stop.error);
+    let off = h.lifecycle(workspace, AgentLifecycle::Off).await;
+    assert_eq!(off.id, agent.id);
+    assert!(
+        off.times.disconnected_at.is_some(),
+        "a clean stop reports the disconnect"
+    );
+    assert!(h.backend().agent_pid(workspace).is_none());
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+        "the process is gone"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.home(workspace).join("work.txt")).unwrap(),
+        "keep me"
+    );
+
+    // Starting again reuses the directory with a new agent.
+    let start = h.transition(workspace, WorkspaceTransition::Start).await;
+    assert_eq!(start.status, JobStatus::Succeeded, "{}", start.error);
+    let again = h.lifecycle(workspace, AgentLifecycle::Ready).await;
+    assert_ne!(again.id, agent.id);
+    assert_eq!(
+        std::fs::read_to_string(h.home(workspace).join("work.txt")).unwrap(),
+        "keep me"
+    );
+
+    let delete = h.transition(workspace, WorkspaceTransition::Delete).await;
+    assert_eq!(delete.status, JobStatus::Succeeded, "{}", delete.error);
+    assert!(!h.home(workspace).exists());
+    assert!(h.store.workspace(workspace).await.unwrap().deleted);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_killed_agent_turns_disconnected_after_the_inactive_timeout() {
+    let h = Harness::start().await;
+    let template = h.template("name = \"plain\"", Vec::new()).await;
+    let (workspace, _) = h.create_workspace(template, "dev").await;
+    h.lifecycle(workspace, AgentLifecycle::Ready).await;
+    let pid = h.backend().agent_pid(workspace).unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    // The inactive timeout is at least 2 s (spec); heartbeats came every 200 ms.
+    let inactive = Duration::from_secs(2);
+    let agent = eventually("the agent to count as disconnected", || async {
+        let agent = h.agent(workspace).await;
+        matches!(
+            connection_status(&agent.times, chrono::Utc::now(), inactive),
+            ConnectionStatus::Disconnected { .. }
+        )
+        .then_some(agent)
+    })
+    .await;
+    // A SIGKILL leaves no clean disconnect: it is the silence that counts.
+    assert!(agent.times.disconnected_at.is_none());
+    assert_eq!(agent.lifecycle, AgentLifecycle::Ready);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_restarted_provisioner_adopts_restarts_and_stops_agents_and_fails_abandoned_jobs() {
+    let mut h = Harness::start().await;
+    let template = h.template("name = \"plain\"", Vec::new()).await;
+    let (running, _) = h.create_workspace(template, "running").await;
+    let (crashed, _) = h.create_workspace(template, "crashed").await;
+    let (stopped, _) = h.create_workspace(template, "stopped").await;
+    for ws in [running, crashed, stopped] {
+        h.lifecycle(ws, AgentLifecycle::Ready).await;
+    }
+    let running_pid = h.backend().agent_pid(running).unwrap();
+    let crashed_agent = h.agent(crashed).await;
+
+    // The provisioner goes away; meanwhile one agent dies, one workspace gets a stop build,
+    // and a job is left half-run by this provisioner.
+    h.stop_provisioner().await;
+    let crashed_pid = h.backend().agent_pid(crashed).unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(crashed_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("the killed agent to be gone", || async {
+        h.backend().agent_pid(crashed).is_none().then_some(())
+    })
+    .await;
+    let stop_build = h
+        .store
+        .new_build(
+            stopped,
+            WorkspaceTransition::Stop,
+            Some(h.user),
+            serde_json::json!([]),
+        )
+        .await
+        .unwrap();
+    let (fourth, build) = h
+        .store
+        .create_workspace(
+            h.organization,
+            h.user,
+            template,
+            "abandoned",
+            serde_json::json!([]),
+            None,
+        )
+        .await
+        .unwrap();
+    // This provisioner takes both pending jobs and "crashes" before finishing them.
+    let first = h.store.acquire_job(h.worker_id).await.unwrap().unwrap();
+    assert_eq!(first.id, stop_build.job_id);
+    let second = h.store.acquire_job(h.worker_id).await.unwrap().unwrap();
+    assert_eq!(second.id, build.job_id);
+
+    let recovered = h.start_provisioner().await;
+    assert_eq!(recovered.failed_jobs, 2);
+    assert_eq!(
+        (
+            recovered.agents.adopted,
+            recovered.agents.restarted,
+            recovered.agents.stopped
+        ),
+        (1, 1, 1),
+        "{recovered:?}"
+    );
+    let abandoned = h.store.job(build.job_id).await.unwrap();
+    assert_eq!(abandoned.status, JobStatus::Failed);
+    assert_eq!(abandoned.error_code, "PROVISIONER_RESTARTED");
+    assert!(h.backend().agent_pid(fourth.id).is_none());
+
+    // The running agent is the same process; the crashed one is back and heartbeating; the
+    // stopped workspace's agent is off.
+    assert_eq!(h.backend().agent_pid(running), Some(running_pid));
+    let before = h.agent(crashed).await.times.last_connected_at;
+    let back = eventually("the restarted agent to heartbeat", || async {
+        let agent = h.agent(crashed).await;
+        (agent.times.last_connected_at > before && agent.lifecycle == AgentLifecycle::Ready)
+            .then_some(agent)
+    })
+    .await;
+    assert_eq!(back.id, crashed_agent.id);
+    h.lifecycle(stopped, AgentLifecycle::Off).await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_canceled_build_stops_its_script_and_ends_canceled() {
+    let h = Harness::start().await;
+    let template = h
+        .template(
+            "name = \"long\"\n[build]\nscript = \"echo begun; sleep 60\"",
+            Vec::new(),
+        )
+        .await;
+    let (_, build) = h
+        .store
+        .create_workspace(
+            h.organization,
+            h.user,
+            template,
+            "dev",
+            serde_json::json!([]),
+            None,
+        )
+        .await
+        .unwrap();
+    eventually("the build script to run", || async {
+        h.job_logs(build.job_id)
+            .await
+            .contains("begun")
+            .then_some(())
+    })
+    .await;
+    h.store.cancel_job(build.job_id).await.unwrap();
+    let job = h.job_done(build.job_id).await;
+    assert_eq!(job.status, JobStatus::Canceled);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn invalid_parameters_fail_the_build_with_every_problem() {
+    let h = Harness::start().await;
+    let template = h
+        .template(
+            "name = \"params\"\n[[parameters]]\nname = \"size\"\ntype = \"number\"\nvalidation = { max = 4 }",
+            Vec::new(),
+        )
+        .await;
+    let (workspace, build) = h
+        .store
+        .create_workspace(
+            h.organization,
+            h.user,
+            template,
+            "dev",
+            serde_json::json!([{"name": "size", "value": "9"}, {"name": "colour", "value": "red"}]),
+            None,
+        )
+        .await
+        .unwrap();
+    let job = h.job_done(build.job_id).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.error_code, "INVALID_PARAMETERS");
+    assert!(
+        job.error.contains("9 is above the maximum 4"),
+        "{}",
+        job.error
+    );
+    assert!(
+        job.error.contains("\"colour\" is not a parameter"),
+        "{}",
+        job.error
+    );
+    assert!(h.backend().agent_pid(workspace.id).is_none());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn the_example_template_is_pushed_through_the_template_service_and_builds() {
+    let h = Harness::start().await;
+    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/shell");
+    let example = TemplateDir::load(&dir).unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(chatd::templates::Templates::new(h.store.clone()).into_server())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut client =
+        pb::template_service_client::TemplateServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+    let push = |token: String| {
+        pb::PushTemplateVersionRequest {
+            organization_id: h.organization.to_string(),
+            manifest: Some(example.manifest.to_proto()),
+            files: template::files_to_proto(&example.files),
+            version_name: String::new(),
+            message: "first".into(),
+            activate: true,
+        }
+        .into_request_with(token)
+    };
+
+    let err = client
+        .push_template_version(push("nope".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    let pushed = client
+        .push_template_version(push(key.token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(pushed.template_created);
+    let template = Uuid::parse_str(&pushed.template.unwrap().id).unwrap();
+    let version = pushed.version.unwrap();
+    assert!(version.active);
+    let import = h
+        .job_done(Uuid::parse_str(&version.job.unwrap().id).unwrap())
+        .await;
+    assert_eq!(import.status, JobStatus::Succeeded, "{}", import.error);
+
+    let (workspace, job) = h.create_workspace(template, "shell").await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{}", job.error);
+    h.lifecycle(workspace, AgentLifecycle::Ready).await;
+    let home = h.home(workspace);
+    assert_eq!(
+        std::fs::read_to_string(home.join("motd.txt")).unwrap(),
+        "hello from the shell workspace\n"
+    );
+    assert!(home.join("projects").is_dir());
+    let output = std::process::Command::new(home.join("bin/hello"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "hello from the shell workspace\n"
+    );
+    h.finish().await;
+}
+
+/// A request with `authorization: Bearer <token>`.
+trait WithToken: Sized {
+    fn into_request_with(self, token: String) -> tonic::Request<Self>;
+}
+
+impl<T> WithToken for T {
+    fn into_request_with(self, token: String) -> tonic::Request<Self> {
+        let mut request = tonic::Request::new(self);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+}
