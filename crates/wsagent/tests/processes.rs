@@ -200,3 +200,18 @@ async fn cancel_terminates_then_kills() {
     assert_eq!(m.cancel("c1", "call-9"), (true, false));
     assert_eq!(m.cancel("c1", "unknown"), (false, false));
 }
+
+#[tokio::test]
+async fn every_process_gets_the_non_interactive_environment() {
+    let mut config = ProcessConfig::new(std::env::temp_dir());
+    config.shell = "/bin/sh".into();
+    let m = ProcessManager::new(config);
+    let (id, _) = start(
+        &m,
+        "c",
+        "echo $CHATD_AGENT $GIT_EDITOR $GIT_TERMINAL_PROMPT $NO_COLOR $TERM $PAGER $GIT_PAGER",
+        "",
+    );
+    let out = m.output("c", &id, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(out.output, "true true 0 1 dumb cat cat\n");
+}
