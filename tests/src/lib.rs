@@ -130,6 +130,9 @@ impl Daemon {
         let mut cmd = Command::new(binary);
         cmd.args(args)
             .env("CHATD_LOG", "info")
+            // No provisioner unless a test asks for one (flags win over the environment), so
+            // daemons never write workspaces into the user's data dir.
+            .env("CHATD_PROVISIONER_WORKERS", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

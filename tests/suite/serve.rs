@@ -14,7 +14,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-async fn channel(daemon: &Daemon) -> Channel {
+pub(crate) async fn channel(daemon: &Daemon) -> Channel {
     Channel::from_shared(daemon.url())
         .unwrap()
         .connect()
@@ -22,7 +22,7 @@ async fn channel(daemon: &Daemon) -> Channel {
         .unwrap_or_else(|e| panic!("connect to {}: {e}\n{}", daemon.addr(), daemon.log()))
 }
 
-async fn reflected_services(channel: Channel) -> Vec<String> {
+pub(crate) async fn reflected_services(channel: Channel) -> Vec<String> {
     let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),

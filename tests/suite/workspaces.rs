@@ -62,17 +62,13 @@ mod tempdir {
 }
 
 impl Harness {
+    /// The agent API in-process and a running provisioner.
     async fn start() -> Self {
-        let db = TestDatabase::create()
-            .await
-            .expect("PostgreSQL must answer at TEST_DATABASE_URL");
-        let store = Arc::new(PgStore::new(db.pool.clone(), StoreConfig::default()));
-        let (pubsub, notifications) = PgPubsub::start(&db.pool).await.unwrap();
-
+        let mut harness = Self::bare().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        harness.url = format!("http://{}", listener.local_addr().unwrap());
         let (server_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let api = AgentApi::new(store.clone(), HEARTBEAT).into_server();
+        let api = AgentApi::new(harness.store.clone(), HEARTBEAT).into_server();
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(api)
@@ -83,27 +79,36 @@ impl Harness {
                     },
                 ),
         );
+        harness.server_stop = Some(server_stop);
+        harness.start_provisioner().await;
+        harness
+    }
 
+    /// A seeded database (organization `acme`, admin `ada`) and a data dir, nothing running.
+    async fn bare() -> Self {
+        let db = TestDatabase::create()
+            .await
+            .expect("PostgreSQL must answer at TEST_DATABASE_URL");
+        let store = Arc::new(PgStore::new(db.pool.clone(), StoreConfig::default()));
+        let (pubsub, notifications) = PgPubsub::start(&db.pool).await.unwrap();
         let organization = store.create_organization("acme").await.unwrap();
         let user = store
             .create_user("ada", "admin", organization)
             .await
             .unwrap();
-        let mut harness = Self {
+        Self {
             db,
             store,
             pubsub,
             listener: notifications,
-            url,
+            url: String::new(),
             data_dir: tempdir::Dir::new(),
             worker_id: Uuid::new_v4(),
             organization,
             user,
             provisioner: None,
-            server_stop: Some(server_stop),
-        };
-        harness.start_provisioner().await;
-        harness
+            server_stop: None,
+        }
     }
 
     fn backend(&self) -> LocalBackend {
@@ -261,6 +266,50 @@ impl Harness {
         .await
         .unwrap();
         lines.join("\n")
+    }
+
+    /// Pushes `examples/templates/shell` through the TemplateService at `url`, checks that a
+    /// bad token is refused, and waits for the import job.
+    async fn push_example(&self, url: &str, token: &str) -> Uuid {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/shell");
+        let example = TemplateDir::load(&dir).unwrap();
+        let mut client =
+            pb::template_service_client::TemplateServiceClient::connect(url.to_owned())
+                .await
+                .unwrap();
+        let push = |token: String| {
+            pb::PushTemplateVersionRequest {
+                organization_id: self.organization.to_string(),
+                manifest: Some(example.manifest.to_proto()),
+                files: template::files_to_proto(&example.files),
+                version_name: String::new(),
+                message: "first".into(),
+                activate: true,
+            }
+            .into_request_with(token)
+        };
+
+        let err = client
+            .push_template_version(push("nope".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+        let pushed = client
+            .push_template_version(push(token.to_owned()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(pushed.template_created);
+        let template = Uuid::parse_str(&pushed.template.unwrap().id).unwrap();
+        let version = pushed.version.unwrap();
+        assert!(version.active);
+        let import = self
+            .job_done(Uuid::parse_str(&version.job.unwrap().id).unwrap())
+            .await;
+        assert_eq!(import.status, JobStatus::Succeeded, "{}", import.error);
+
+        template
     }
 
     fn home(&self, workspace: Uuid) -> PathBuf {
@@ -715,9 +764,6 @@ async fn invalid_parameters_fail_the_build_with_every_problem() {
 async fn the_example_template_is_pushed_through_the_template_service_and_builds() {
     let h = Harness::start().await;
     let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/shell");
-    let example = TemplateDir::load(&dir).unwrap();
-
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -725,41 +771,7 @@ async fn the_example_template_is_pushed_through_the_template_service_and_builds(
             .add_service(chatd::templates::Templates::new(h.store.clone()).into_server())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let mut client =
-        pb::template_service_client::TemplateServiceClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
-    let push = |token: String| {
-        pb::PushTemplateVersionRequest {
-            organization_id: h.organization.to_string(),
-            manifest: Some(example.manifest.to_proto()),
-            files: template::files_to_proto(&example.files),
-            version_name: String::new(),
-            message: "first".into(),
-            activate: true,
-        }
-        .into_request_with(token)
-    };
-
-    let err = client
-        .push_template_version(push("nope".into()))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unauthenticated);
-
-    let pushed = client
-        .push_template_version(push(key.token.clone()))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(pushed.template_created);
-    let template = Uuid::parse_str(&pushed.template.unwrap().id).unwrap();
-    let version = pushed.version.unwrap();
-    assert!(version.active);
-    let import = h
-        .job_done(Uuid::parse_str(&version.job.unwrap().id).unwrap())
-        .await;
-    assert_eq!(import.status, JobStatus::Succeeded, "{}", import.error);
+    let template = h.push_example(&format!("http://{addr}"), &key.token).await;
 
     let (workspace, job) = h.create_workspace(template, "shell").await;
     assert_eq!(job.status, JobStatus::Succeeded, "{}", job.error);
@@ -793,4 +805,98 @@ impl<T> WithToken for T {
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
         request
     }
+}
+
+/// A loopback port nobody listens on right now, so a restarted daemon can take the same
+/// address its agents report to.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents() {
+    let mut h = Harness::bare().await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    h.url = format!("http://{listen}");
+    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let wsagent = workspace_binary("wsagent").unwrap();
+    let data_dir = h.data_dir.0.display().to_string();
+    let args = [
+        "serve",
+        "--listen",
+        &listen,
+        "--database-url",
+        &h.db.url,
+        "--data-dir",
+        &data_dir,
+        "--agent-binary",
+        wsagent.to_str().unwrap(),
+        "--agent-heartbeat-interval",
+        "200ms",
+        "--provisioner-poll-interval",
+        "1s",
+        "--provisioner-workers",
+        "2",
+    ];
+    let daemon = chatd_e2e::Daemon::start(&args, &[]).await.unwrap();
+    let services = super::serve::reflected_services(super::serve::channel(&daemon).await).await;
+    for service in ["chatd.v1.AgentApiService", "chatd.v1.TemplateService"] {
+        assert!(services.contains(&service.to_owned()), "{services:?}");
+    }
+    let template = h.push_example(&daemon.url(), &key.token).await;
+    let (workspace, job) = h.create_workspace(template, "shell").await;
+    assert_eq!(
+        job.status,
+        JobStatus::Succeeded,
+        "{}\n{}",
+        job.error,
+        daemon.log()
+    );
+    let agent = h.lifecycle(workspace, AgentLifecycle::Ready).await;
+    let pid = h.backend().agent_pid(workspace).unwrap();
+
+    // The daemon goes away; its agent does not.
+    let status = daemon
+        .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(h.backend().agent_pid(workspace), Some(pid));
+
+    // The restarted daemon adopts it, and its heartbeats reach the daemon again.
+    let daemon = chatd_e2e::Daemon::start(&args, &[]).await.unwrap();
+    let log = eventually("the provisioner to start", || async {
+        let log = daemon.log();
+        log.contains("provisioner started").then_some(log)
+    })
+    .await;
+    assert!(log.contains("adopted_agents=1"), "{log}");
+    let restarted_at = chrono::Utc::now();
+    eventually("a heartbeat after the restart", || async {
+        let agent = h.agent(workspace).await;
+        agent
+            .times
+            .last_connected_at
+            .is_some_and(|t| t > restarted_at)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(h.backend().agent_pid(workspace), Some(pid));
+
+    // And stops it through a stop build.
+    let stop = h.transition(workspace, WorkspaceTransition::Stop).await;
+    assert_eq!(stop.status, JobStatus::Succeeded, "{}", stop.error);
+    let off = h.lifecycle(workspace, AgentLifecycle::Off).await;
+    assert_eq!(off.id, agent.id);
+    assert!(h.backend().agent_pid(workspace).is_none());
+    let status = daemon
+        .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(status.success());
+    h.finish().await;
 }

@@ -31,9 +31,6 @@ pub enum ChatdError {
         #[source]
         source: io::Error,
     },
-    /// The provisioner could not recover its jobs and agents.
-    #[error("provisioner recovery failed")]
-    Provisioner(#[source] provisioner::ProvisionerError),
     /// `chatd provisioner` needs to know where agents report.
     #[error(
         "--control-plane-url is required: the provisioner runs apart from the daemon's agent API"

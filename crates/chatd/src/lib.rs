@@ -47,3 +47,15 @@ pub(crate) async fn apply_migrations(pool: &chatstore::postgres::PgPool) -> Resu
     tracing::info!(migrations = known, "database is up to date");
     Ok(())
 }
+
+/// `outer: cause: root cause`, so a log line says why, not only what.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,6 +1,5 @@
 //! The `chatd` executable: parses the command line, sets up logging and runs a subcommand.
 
-use std::error::Error;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
@@ -38,7 +37,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            error!(error = %chain(&err), "chatd failed");
+            error!(error = %chatd::error_chain(&err), "chatd failed");
             ExitCode::FAILURE
         }
     }
@@ -79,16 +78,4 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
             chatd::migrate(&args.database_url, args.connect.database_connect_timeout).await
         }
     }
-}
-
-/// `outer: cause: root cause`, so a log line says why, not only what.
-fn chain(err: &dyn Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -123,22 +123,39 @@ pub async fn start(
     config.workers = settings.workers.max(1);
     config.poll_interval = settings.poll_interval;
     let provisioner = Provisioner::new(store, Arc::new(pubsub), backend, config);
-    let recovered = provisioner
-        .recover()
-        .await
-        .map_err(ChatdError::Provisioner)?;
-    tracing::info!(
-        %worker_id,
-        workers = settings.workers,
-        data_dir = %settings.data_dir.display(),
-        failed_jobs = recovered.failed_jobs,
-        adopted_agents = recovered.agents.adopted,
-        restarted_agents = recovered.agents.restarted,
-        stopped_agents = recovered.agents.stopped,
-        "provisioner started"
-    );
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(provisioner.run(stop_rx));
+    let workers = settings.workers;
+    let data_dir = settings.data_dir.clone();
+    let task = tokio::spawn(async move {
+        // Recovery needs the schema; a daemon started with --no-migrate before `chatd migrate`
+        // ran keeps retrying instead of failing.
+        let mut pause = Duration::from_secs(1);
+        let recovered = loop {
+            match provisioner.recover().await {
+                Ok(recovered) => break recovered,
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), retry_in = ?pause, "provisioner recovery failed; retrying");
+                    let mut stop = stop_rx.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        };
+        tracing::info!(
+            %worker_id,
+            workers,
+            data_dir = %data_dir.display(),
+            failed_jobs = recovered.failed_jobs,
+            adopted_agents = recovered.agents.adopted,
+            restarted_agents = recovered.agents.restarted,
+            stopped_agents = recovered.agents.stopped,
+            "provisioner started"
+        );
+        provisioner.run(stop_rx).await;
+    });
     Ok(RunningProvisioner { stop, task })
 }
 
