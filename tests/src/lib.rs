@@ -2,6 +2,10 @@
 //! learn the address they bound, and stop them with real signals.
 //!
 //! Nothing here fakes the daemon: tests talk to it over gRPC exactly as a client would.
+//!
+//! [`workspaces`] holds the harness of the workspace tests and benchmark.
+
+pub mod workspaces;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

@@ -54,6 +54,15 @@ pub fn default_agent_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("wsagent"))
 }
 
+/// Whether `path` names an existing file, directly or through `PATH` for a bare name.
+fn runnable(path: &Path) -> bool {
+    if path.components().count() > 1 {
+        return path.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|dirs| std::env::split_paths(&dirs).any(|dir| dir.join(path).is_file()))
+}
+
 /// The provisioner's id, kept in the data dir so a restarted provisioner recognises the jobs
 /// it abandoned.
 fn worker_id(data_dir: &Path) -> Result<Uuid, ChatdError> {
@@ -110,6 +119,13 @@ pub async fn start(
         source,
     })?;
     let worker_id = worker_id(&settings.data_dir)?;
+    if !runnable(&settings.agent_binary) {
+        tracing::warn!(
+            agent_binary = %settings.agent_binary.display(),
+            "the workspace agent executable was not found; start builds will fail until it exists \
+             (build it with `cargo build -p wsagent` or pass --agent-binary)"
+        );
+    }
     let store = Arc::new(PgStore::new(pool.clone(), StoreConfig::default()));
     let mut local = LocalConfig::new(
         settings.data_dir.clone(),

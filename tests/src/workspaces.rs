@@ -1,0 +1,392 @@
+//! Support for the workspace tests and benchmarks: a seeded database, chatd's agent API
+//! in-process, the provisioner with the local backend over a temporary data dir, and real
+//! `wsagent` processes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // test support panics where it fails
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatd::agentapi::AgentApi;
+use chatproto::chatd::v1 as pb;
+use chatstore::StoreConfig;
+use chatstore::postgres::{PgPubsub, PgStore};
+use chatstore::testing::TestDatabase;
+use chatstore::workspace::{
+    Agent, AgentLifecycle, Job, JobStatus, WorkspaceStore, WorkspaceTransition,
+};
+use provisioner::template::{self, Manifest, TemplateDir, TemplateFile};
+use provisioner::{LocalBackend, LocalConfig, Provisioner, ProvisionerConfig};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::workspace_binary;
+
+/// Heartbeat interval agents are given in these tests.
+pub const HEARTBEAT: Duration = Duration::from_millis(200);
+/// Longest wait for anything in these tests.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A database, the agent API on loopback, and a running provisioner over a data dir.
+#[derive(Debug)]
+pub struct Harness {
+    pub db: TestDatabase,
+    pub store: Arc<PgStore>,
+    pub pubsub: PgPubsub,
+    listener: tokio::task::JoinHandle<()>,
+    pub url: String,
+    pub data_dir: tempdir::Dir,
+    pub worker_id: Uuid,
+    pub organization: Uuid,
+    pub user: Uuid,
+    provisioner: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    server_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub mod tempdir {
+    /// A directory removed on drop.
+    #[derive(Debug)]
+    pub struct Dir(pub std::path::PathBuf);
+
+    impl Dir {
+        pub fn create() -> Self {
+            let path =
+                std::env::temp_dir().join(format!("chatd-e2e-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Harness {
+    /// The agent API in-process and a running provisioner.
+    pub async fn start() -> Self {
+        let mut harness = Self::bare().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        harness.url = format!("http://{}", listener.local_addr().unwrap());
+        let (server_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let api = AgentApi::new(harness.store.clone(), HEARTBEAT).into_server();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(api)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+        harness.server_stop = Some(server_stop);
+        harness.start_provisioner().await;
+        harness
+    }
+
+    /// A seeded database (organization `acme`, admin `ada`) and a data dir, nothing running.
+    pub async fn bare() -> Self {
+        let db = TestDatabase::create()
+            .await
+            .expect("PostgreSQL must answer at TEST_DATABASE_URL");
+        let store = Arc::new(PgStore::new(db.pool.clone(), StoreConfig::default()));
+        let (pubsub, notifications) = PgPubsub::start(&db.pool).await.unwrap();
+        let organization = store.create_organization("acme").await.unwrap();
+        let user = store
+            .create_user("ada", "admin", organization)
+            .await
+            .unwrap();
+        Self {
+            db,
+            store,
+            pubsub,
+            listener: notifications,
+            url: String::new(),
+            data_dir: tempdir::Dir::create(),
+            worker_id: Uuid::new_v4(),
+            organization,
+            user,
+            provisioner: None,
+            server_stop: None,
+        }
+    }
+
+    pub fn backend(&self) -> LocalBackend {
+        let mut config = LocalConfig::new(
+            self.data_dir.0.clone(),
+            workspace_binary("wsagent").unwrap(),
+            self.url.clone(),
+        );
+        config.stop_grace = Duration::from_secs(3);
+        config.heartbeat_interval = HEARTBEAT;
+        LocalBackend::new(self.store.clone(), config)
+    }
+
+    pub fn provisioner(&self) -> Provisioner {
+        let mut config = ProvisionerConfig::new(self.worker_id);
+        config.poll_interval = Duration::from_secs(1);
+        Provisioner::new(
+            self.store.clone(),
+            Arc::new(self.pubsub.clone()),
+            Arc::new(self.backend()),
+            config,
+        )
+    }
+
+    /// Starts (or restarts) the provisioner, recovering first as chatd does.
+    pub async fn start_provisioner(&mut self) -> provisioner::Recovered {
+        let provisioner = self.provisioner();
+        let recovered = provisioner.recover().await.unwrap();
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(provisioner.run(stop_rx));
+        self.provisioner = Some((stop, task));
+        recovered
+    }
+
+    /// Stops the provisioner (the agents keep running, as when chatd exits).
+    pub async fn stop_provisioner(&mut self) {
+        if let Some((stop, task)) = self.provisioner.take() {
+            let _ = stop.send(true);
+            task.await.unwrap();
+        }
+    }
+
+    /// Pushes a template with this `template.toml` and waits for its import job.
+    pub async fn template(&self, toml: &str, files: Vec<TemplateFile>) -> Uuid {
+        let manifest = Manifest::parse(toml).unwrap();
+        assert!(manifest.problems().is_empty(), "{:?}", manifest.problems());
+        let pushed = self
+            .store
+            .push_template_version(template::new_version(
+                self.organization,
+                &manifest,
+                &files,
+                "v1",
+                true,
+                Some(self.user),
+            ))
+            .await
+            .unwrap();
+        let job = self.job_done(pushed.job_id).await;
+        assert_eq!(job.status, JobStatus::Succeeded, "import: {}", job.error);
+        pushed.template_id
+    }
+
+    pub async fn create_workspace(&self, template: Uuid, name: &str) -> (Uuid, Job) {
+        let (workspace, build) = self
+            .store
+            .create_workspace(
+                self.organization,
+                self.user,
+                template,
+                name,
+                serde_json::json!([]),
+                None,
+            )
+            .await
+            .unwrap();
+        (workspace.id, self.job_done(build.job_id).await)
+    }
+
+    pub async fn transition(&self, workspace: Uuid, transition: WorkspaceTransition) -> Job {
+        let build = self
+            .store
+            .new_build(
+                workspace,
+                transition,
+                Some(self.user),
+                serde_json::json!([]),
+            )
+            .await
+            .unwrap();
+        self.job_done(build.job_id).await
+    }
+
+    pub async fn job_done(&self, job: Uuid) -> Job {
+        eventually("the job to finish", || async {
+            let job = self.store.job(job).await.unwrap();
+            job.completed_at.is_some().then_some(job)
+        })
+        .await
+    }
+
+    pub async fn agent(&self, workspace: Uuid) -> Agent {
+        let build = self.store.latest_build(workspace).await.unwrap().unwrap();
+        let build = if build.transition == WorkspaceTransition::Start {
+            build
+        } else {
+            // The agent belongs to the start build before a stop.
+            let id: Uuid = sqlx::query_scalar(
+                "SELECT id FROM workspace_builds WHERE workspace_id = $1 AND transition = 'start'
+                  ORDER BY build_number DESC LIMIT 1",
+            )
+            .bind(workspace)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap();
+            self.store.build(id).await.unwrap()
+        };
+        let mut agents = self.store.build_agents(build.id).await.unwrap();
+        assert_eq!(agents.len(), 1, "one agent per build");
+        agents.remove(0)
+    }
+
+    pub async fn lifecycle(&self, workspace: Uuid, wanted: AgentLifecycle) -> Agent {
+        eventually(&format!("the agent to be {wanted:?}"), || async {
+            let agent = self.agent(workspace).await;
+            (agent.lifecycle == wanted).then_some(agent)
+        })
+        .await
+    }
+
+    pub async fn secret(&self, workspace: Uuid) -> String {
+        sqlx::query_scalar("SELECT control_plane_secret FROM workspaces WHERE id = $1")
+            .bind(workspace)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn agent_logs(&self, agent: Uuid) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "SELECT level::text, output FROM workspace_agent_logs WHERE agent_id = $1 ORDER BY id",
+        )
+        .bind(agent)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap()
+    }
+
+    pub async fn job_logs(&self, job: Uuid) -> String {
+        let lines: Vec<String> = sqlx::query_scalar(
+            "SELECT output FROM provisioner_job_logs WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(job)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap();
+        lines.join("\n")
+    }
+
+    /// Pushes `examples/templates/shell` through the TemplateService at `url`, checks that a
+    /// bad token is refused, and waits for the import job.
+    pub async fn push_example(&self, url: &str, token: &str) -> Uuid {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/shell");
+        let example = TemplateDir::load(&dir).unwrap();
+        let mut client =
+            pb::template_service_client::TemplateServiceClient::connect(url.to_owned())
+                .await
+                .unwrap();
+        let push = |token: String| {
+            pb::PushTemplateVersionRequest {
+                organization_id: self.organization.to_string(),
+                manifest: Some(example.manifest.to_proto()),
+                files: template::files_to_proto(&example.files),
+                version_name: String::new(),
+                message: "first".into(),
+                activate: true,
+            }
+            .into_request_with(token)
+        };
+
+        let err = client
+            .push_template_version(push("nope".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+        let pushed = client
+            .push_template_version(push(token.to_owned()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(pushed.template_created);
+        let template = Uuid::parse_str(&pushed.template.unwrap().id).unwrap();
+        let version = pushed.version.unwrap();
+        assert!(version.active);
+        let import = self
+            .job_done(Uuid::parse_str(&version.job.unwrap().id).unwrap())
+            .await;
+        assert_eq!(import.status, JobStatus::Succeeded, "{}", import.error);
+
+        template
+    }
+
+    pub fn home(&self, workspace: Uuid) -> PathBuf {
+        self.backend().home_dir(workspace)
+    }
+
+    pub async fn finish(mut self) {
+        // Stop every agent this test started, then the rest.
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM workspaces")
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap();
+        for id in ids {
+            if let Some(pid) = self.backend().agent_pid(id) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        self.stop_provisioner().await;
+        if let Some(stop) = self.server_stop.take() {
+            let _ = stop.send(());
+        }
+        // The LISTEN connection belongs to the pool, which closes only when it is returned.
+        self.listener.abort();
+        let _ = (&mut self.listener).await;
+        self.db.drop_database().await.unwrap();
+    }
+}
+
+/// Polls `check` every 50 ms until it yields a value; panics after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A request with `authorization: Bearer <token>`.
+pub trait WithToken: Sized {
+    /// The request.
+    fn into_request_with(self, token: String) -> tonic::Request<Self>;
+}
+
+impl<T> WithToken for T {
+    fn into_request_with(self, token: String) -> tonic::Request<Self> {
+        let mut request = tonic::Request::new(self);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+}
+
+/// A loopback port nobody listens on right now, so a restarted daemon can take the same
+/// address its agents report to.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
