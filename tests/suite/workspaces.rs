@@ -370,6 +370,10 @@ async fn a_canceled_build_stops_its_script_and_ends_canceled() {
     h.store.cancel_job(build.job_id).await.unwrap();
     let job = h.job_done(build.job_id).await;
     assert_eq!(job.status, JobStatus::Canceled);
+    // The canceled start build is undone (here nothing was started yet).
+    let logs = h.job_logs(job.id).await;
+    assert!(logs.contains("undoing the canceled start"), "{logs}");
+    assert!(logs.contains("the job was canceled"), "{logs}");
     h.finish().await;
 }
 

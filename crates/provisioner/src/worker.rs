@@ -177,6 +177,7 @@ impl Provisioner {
                 (e.message.clone(), e.code.clone())
             }
             Outcome::Canceled => {
+                self.undo_canceled_start(&job, &logs).await;
                 logs.line("warn", "done", "the job was canceled").await;
                 (String::new(), String::new())
             }
@@ -252,6 +253,54 @@ impl Provisioner {
     }
 
     async fn build(&self, job: &Job, logs: &BuildLogs) -> Result<(), BuildError> {
+        let request = self.request(job).await?;
+        logs.line(
+            "info",
+            "prepare",
+            format!(
+                "{:?} build #{} of workspace {} ({})",
+                request.build.transition,
+                request.build.build_number,
+                request.workspace.name,
+                request.workspace.id
+            ),
+        )
+        .await;
+        match request.build.transition {
+            WorkspaceTransition::Start => self.backend.start(&request, logs).await,
+            WorkspaceTransition::Stop => self.backend.stop(&request, logs).await,
+            WorkspaceTransition::Delete => self.backend.delete(&request, logs).await,
+        }
+    }
+
+    /// A start build canceled midway may already have started its agent: stop it.
+    async fn undo_canceled_start(&self, job: &Job, logs: &BuildLogs) {
+        if job.kind != "workspace_build" {
+            return;
+        }
+        match self.request(job).await {
+            Ok(request) if request.build.transition == WorkspaceTransition::Start => {
+                logs.line(
+                    "warn",
+                    "cancel",
+                    "undoing the canceled start: stopping its agent",
+                )
+                .await;
+                if let Err(e) = self.backend.stop(&request, logs).await {
+                    logs.line("warn", "cancel", format!("cleaning up: {e}"))
+                        .await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                logs.line("warn", "cancel", format!("cleaning up: {e}"))
+                    .await
+            }
+        }
+    }
+
+    /// Everything the backend needs for a build job.
+    async fn request(&self, job: &Job) -> Result<BuildRequest, BuildError> {
         let build_id = input_id(job, "build_id")?;
         let build = self.store.build(build_id).await.map_err(store_error)?;
         let workspace = self
@@ -277,28 +326,14 @@ impl Provisioner {
         } else {
             Default::default()
         };
-        logs.line(
-            "info",
-            "prepare",
-            format!(
-                "{:?} build #{} of workspace {} ({})",
-                build.transition, build.build_number, workspace.name, workspace.id
-            ),
-        )
-        .await;
-        let request = BuildRequest {
+        Ok(BuildRequest {
             job: job.clone(),
             build,
             workspace,
             manifest,
             files,
             parameters,
-        };
-        match request.build.transition {
-            WorkspaceTransition::Start => self.backend.start(&request, logs).await,
-            WorkspaceTransition::Stop => self.backend.stop(&request, logs).await,
-            WorkspaceTransition::Delete => self.backend.delete(&request, logs).await,
-        }
+        })
     }
 }
 
