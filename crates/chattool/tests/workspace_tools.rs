@@ -1,0 +1,510 @@
+//! The process and file tools against a real workspace agent on loopback (the wsagent.v1 service
+//! over a temporary directory), through the same client the engine dials.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chattool::conn::WorkspaceConn;
+use chattool::context::{NO_RESOLVER, NO_WORKSPACE, WorkspaceResolver};
+use chattool::{Tool, ToolContext, ToolResult, ToolSettings, args, files, process};
+use serde_json::Value;
+
+const SECRET: &str = "tool-tests";
+
+struct Fixed(Option<Arc<dyn WorkspaceConn>>);
+
+#[async_trait]
+impl WorkspaceResolver for Fixed {
+    async fn connect(&self, _chat_id: &str) -> Result<Arc<dyn WorkspaceConn>, String> {
+        self.0.clone().ok_or_else(|| NO_WORKSPACE.to_owned())
+    }
+}
+
+struct Workspace {
+    root: PathBuf,
+    conn: Arc<dyn WorkspaceConn>,
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+async fn workspace() -> Workspace {
+    let root = std::env::temp_dir().join(format!(
+        "chattool-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&root).unwrap();
+    let root = std::fs::canonicalize(root).unwrap();
+    let mut config = wsagent::process::ProcessConfig::new(root.clone());
+    config.shell = "/bin/sh".into();
+    let service = wsagent::server::AgentService::new(
+        wsagent::process::ProcessManager::new(config),
+        wsagent::files::FileRoots {
+            roots: vec![root.clone()],
+            confine: true,
+        },
+        root.clone(),
+        "agent".into(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service.into_server(SECRET.into()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let conn =
+        wsagent::client::connect_agent(&format!("http://{addr}"), SECRET, Duration::from_secs(5))
+            .await
+            .unwrap();
+    Workspace {
+        root,
+        conn: Arc::new(conn),
+    }
+}
+
+fn ctx(ws: &Workspace, call: &str) -> ToolContext {
+    ToolContext {
+        chat_id: "chat-1".into(),
+        tool_call_id: call.into(),
+        resolver: Some(Arc::new(Fixed(Some(ws.conn.clone())))),
+        settings: Arc::new(ToolSettings::default()),
+    }
+}
+
+async fn json(tool: &dyn Tool, ctx: &ToolContext, args: Value) -> Value {
+    let result = tool.call(ctx, &args.to_string()).await;
+    assert!(!result.is_error, "{}", result.content);
+    result.as_json().unwrap()
+}
+
+async fn text(tool: &dyn Tool, ctx: &ToolContext, args: &str) -> String {
+    let result: ToolResult = tool.call(ctx, args).await;
+    assert!(
+        result.is_error,
+        "expected a text error, got {}",
+        result.content
+    );
+    result.content
+}
+
+#[tokio::test]
+async fn every_tool_has_a_schema_both_providers_accept() {
+    let tools = chattool::workspace_tools();
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name()).collect();
+    for tool in &tools {
+        args::check_schema(&tool.parameters()).unwrap_or_else(|e| panic!("{}: {e}", tool.name()));
+        assert!(!tool.description().is_empty());
+    }
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), tools.len(), "tool names are unique");
+}
+
+#[tokio::test]
+async fn execute_runs_a_foreground_command_and_reports_exit_and_output() {
+    let ws = workspace().await;
+    let c = ctx(&ws, "call-1");
+    let r = json(
+        &process::Execute,
+        &c,
+        serde_json::json!({"command": "echo hi > f && cat f"}),
+    )
+    .await;
+    assert_eq!(r["success"], true);
+    assert_eq!(r["output"], "hi\n");
+    assert_eq!(r["exit_code"], 0);
+    assert!(r["wall_duration_ms"].is_u64());
+    assert!(r.get("note").is_none());
+    assert_eq!(std::fs::read_to_string(ws.root.join("f")).unwrap(), "hi\n");
+
+    let r = json(
+        &process::Execute,
+        &ctx(&ws, "call-2"),
+        serde_json::json!({"command": "cat f; exit 3"}),
+    )
+    .await;
+    assert_eq!(r["success"], false);
+    assert_eq!(r["exit_code"], 3);
+    assert_eq!(r["note"], process::READ_FILE_NOTE);
+}
+
+#[tokio::test]
+async fn a_foreground_timeout_leaves_the_process_running_and_process_output_gets_the_real_result() {
+    let ws = workspace().await;
+    let r = json(
+        &process::Execute,
+        &ctx(&ws, "call-1"),
+        serde_json::json!({"command": "echo started; sleep 1; echo done", "timeout": "300ms"}),
+    )
+    .await;
+    assert_eq!(r["success"], false);
+    assert_eq!(r["exit_code"], -1);
+    assert_eq!(r["timed_out"], true);
+    assert_eq!(r["still_running"], true);
+    assert_eq!(r["error"], "command timed out after 300ms");
+    let id = r["background_process_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r["note"],
+        format!(
+            "The command is still running as process {id}. Use process_output to check on it or process_signal to stop it."
+        )
+    );
+
+    let c = ctx(&ws, "call-2");
+    let out = json(
+        &process::ProcessOutput,
+        &c,
+        serde_json::json!({"process_id": id, "wait_timeout": "0s"}),
+    )
+    .await;
+    assert_eq!(out["success"], true);
+    assert_eq!(out["note"], "process is still running");
+    let out = json(
+        &process::ProcessOutput,
+        &c,
+        serde_json::json!({"process_id": id, "wait_timeout": "10s"}),
+    )
+    .await;
+    assert_eq!(out["success"], true);
+    assert_eq!(out["exit_code"], 0);
+    assert_eq!(out["output"], "started\ndone\n");
+}
+
+#[tokio::test]
+async fn background_runs_list_and_signal() {
+    let ws = workspace().await;
+    let r = json(
+        &process::Execute,
+        &ctx(&ws, "bg-1"),
+        serde_json::json!({"command": "sleep 30", "run_in_background": true}),
+    )
+    .await;
+    assert_eq!(r["success"], true);
+    let explicit = r["background_process_id"].as_str().unwrap().to_owned();
+    // A trailing `&` is promoted to a background run instead of being handed to the shell.
+    let r = json(
+        &process::Execute,
+        &ctx(&ws, "bg-2"),
+        serde_json::json!({"command": "sleep 30 &"}),
+    )
+    .await;
+    let promoted = r["background_process_id"].as_str().unwrap().to_owned();
+
+    let c = ctx(&ws, "list");
+    let list = json(&process::ProcessList, &c, serde_json::json!({})).await;
+    let ids: Vec<&str> = list["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&explicit.as_str()) && ids.contains(&promoted.as_str()),
+        "{list}"
+    );
+    let promoted_entry = list["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == promoted.as_str())
+        .unwrap();
+    assert_eq!(promoted_entry["command"], "sleep 30");
+    assert_eq!(promoted_entry["running"], true);
+
+    for id in [&explicit, &promoted] {
+        let r = json(
+            &process::ProcessSignal,
+            &c,
+            serde_json::json!({"process_id": id, "signal": "kill"}),
+        )
+        .await;
+        assert_eq!(
+            r["message"],
+            format!("signal \"kill\" sent to process {id}")
+        );
+        let out = json(
+            &process::ProcessOutput,
+            &c,
+            serde_json::json!({"process_id": id, "wait_timeout": "5s"}),
+        )
+        .await;
+        assert_eq!(out["success"], false, "{out}");
+        assert_ne!(out["exit_code"], 0);
+    }
+    let r = json(
+        &process::ProcessSignal,
+        &c,
+        serde_json::json!({"process_id": "p999", "signal": "terminate"}),
+    )
+    .await;
+    assert_eq!(r["success"], false);
+    assert!(
+        r["error"].as_str().unwrap().starts_with("signal process: "),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_execute_with_the_same_call_id_does_not_run_twice() {
+    let ws = workspace().await;
+    let c = ctx(&ws, "call-once");
+    let args = serde_json::json!({"command": "echo x >> counter; wc -l < counter"});
+    let first = json(&process::Execute, &c, args.clone()).await;
+    let second = json(&process::Execute, &c, args).await;
+    assert_eq!(first["output"], "1\n");
+    assert_eq!(second["output"], "1\n");
+    assert_eq!(
+        std::fs::read_to_string(ws.root.join("counter")).unwrap(),
+        "x\n"
+    );
+}
+
+#[tokio::test]
+async fn bad_arguments_are_text_errors_that_say_what_is_wrong() {
+    let ws = workspace().await;
+    let c = ctx(&ws, "call");
+    assert_eq!(
+        text(&process::Execute, &c, r#"{"command": "  "}"#).await,
+        "command is required"
+    );
+    assert_eq!(
+        text(
+            &process::Execute,
+            &c,
+            r#"{"command": "ls", "timeout": "soon"}"#
+        )
+        .await,
+        "invalid timeout \"soon\": time: invalid duration \"soon\""
+    );
+    assert_eq!(
+        text(
+            &process::Execute,
+            &c,
+            r#"{"command": "ls", "timeout": "-1s"}"#
+        )
+        .await,
+        "timeout must be positive"
+    );
+    let wrong = text(&process::Execute, &c, r#"{"command": 5}"#).await;
+    assert!(
+        wrong.starts_with(
+            "invalid arguments for execute: invalid type: integer `5`, expected a string"
+        ),
+        "{wrong}"
+    );
+    assert_eq!(
+        text(&process::ProcessOutput, &c, "{}").await,
+        "process_id is required"
+    );
+    assert_eq!(
+        text(
+            &process::ProcessOutput,
+            &c,
+            r#"{"process_id": "p1", "wait_timeout": "x"}"#
+        )
+        .await,
+        "invalid wait_timeout \"x\": time: invalid duration \"x\""
+    );
+    assert_eq!(
+        text(
+            &process::ProcessSignal,
+            &c,
+            r#"{"process_id": "p1", "signal": "hup"}"#
+        )
+        .await,
+        "signal must be \"terminate\" or \"kill\""
+    );
+    assert_eq!(
+        text(&files::ReadFile, &c, r#"{"path": ""}"#).await,
+        "path is required"
+    );
+    assert_eq!(
+        text(&files::WriteFile, &c, r#"{"content": "x"}"#).await,
+        "path is required"
+    );
+}
+
+#[tokio::test]
+async fn without_a_workspace_or_a_resolver_the_tools_say_so() {
+    let mut c = ToolContext {
+        chat_id: "chat".into(),
+        tool_call_id: "call".into(),
+        resolver: Some(Arc::new(Fixed(None))),
+        settings: Arc::new(ToolSettings::default()),
+    };
+    assert_eq!(
+        text(&process::Execute, &c, r#"{"command": "ls"}"#).await,
+        NO_WORKSPACE
+    );
+    assert_eq!(
+        text(&files::ReadFile, &c, r#"{"path": "a"}"#).await,
+        NO_WORKSPACE
+    );
+    c.resolver = None;
+    assert_eq!(text(&process::ProcessList, &c, "{}").await, NO_RESOLVER);
+}
+
+#[tokio::test]
+async fn output_is_capped() {
+    let ws = workspace().await;
+    let mut c = ctx(&ws, "cap");
+    c.settings = Arc::new(ToolSettings {
+        output_cap: 10,
+        ..ToolSettings::default()
+    });
+    let r = json(
+        &process::Execute,
+        &c,
+        serde_json::json!({"command": "printf 'abcdefghijklmnop'"}),
+    )
+    .await;
+    assert_eq!(r["output"], "abcdefghij");
+}
+
+#[tokio::test]
+async fn files_are_written_read_with_line_numbers_and_edited_all_or_nothing() {
+    let ws = workspace().await;
+    let c = ctx(&ws, "w1");
+    let r = json(
+        &files::WriteFile,
+        &c,
+        serde_json::json!({"path": "src/main.txt", "content": "alpha\nbeta\ngamma\n"}),
+    )
+    .await;
+    assert_eq!(r, serde_json::json!({"ok": true}));
+    let r = json(
+        &files::ReadFile,
+        &c,
+        serde_json::json!({"path": "src/main.txt", "offset": 2, "limit": 1}),
+    )
+    .await;
+    assert_eq!(r["content"], "     2\tbeta\n");
+    assert_eq!(
+        (
+            r["lines_read"].as_i64(),
+            r["total_lines"].as_i64(),
+            r["file_size"].as_i64()
+        ),
+        (Some(1), Some(3), Some(17))
+    );
+
+    let r = json(
+        &files::EditFiles,
+        &ctx(&ws, "e1"),
+        serde_json::json!({"edits": [{"path": "src/main.txt", "old_text": "beta", "new_text": "BETA"}]}),
+    )
+    .await;
+    assert_eq!(r["ok"], true);
+    assert!(
+        r["files"][0]["diff"].as_str().unwrap().contains("+BETA"),
+        "{r}"
+    );
+
+    // A batch with one failing edit changes nothing.
+    let err = text(
+        &files::EditFiles,
+        &ctx(&ws, "e2"),
+        &serde_json::json!({"edits": [
+            {"path": "src/main.txt", "old_text": "alpha", "new_text": "ALPHA"},
+            {"path": "src/main.txt", "old_text": "missing", "new_text": "x"}
+        ]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(
+        err,
+        "edits[1]: old_text not found in src/main.txt\nNo edits were applied."
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.root.join("src/main.txt")).unwrap(),
+        "alpha\nBETA\ngamma\n"
+    );
+
+    // Edits encoded as a JSON string are accepted.
+    let encoded =
+        serde_json::json!([{"path": "src/main.txt", "old_text": "gamma", "new_text": "GAMMA"}])
+            .to_string();
+    let r = json(
+        &files::EditFiles,
+        &ctx(&ws, "e3"),
+        serde_json::json!({"edits": encoded}),
+    )
+    .await;
+    assert_eq!(r["ok"], true);
+}
+
+#[tokio::test]
+async fn edit_files_argument_errors_end_with_no_edits_applied() {
+    let ws = workspace().await;
+    let c = ctx(&ws, "e");
+    assert_eq!(
+        text(&files::EditFiles, &c, r#"{"edits": []}"#).await,
+        "Add at least one edit to edits\nNo edits were applied."
+    );
+    assert_eq!(
+        text(
+            &files::EditFiles,
+            &c,
+            r#"{"edits": [{"path": "a", "old_text": "x", "new_text": "y"}, {"old_text": "x"}]}"#
+        )
+        .await,
+        "edits[1].path is required\nNo edits were applied."
+    );
+    assert_eq!(
+        text(&files::EditFiles, &c, r#"{"files": [{"path": "a"}]}"#).await,
+        "the \"files\" argument is no longer supported; pass \"edits\": [{\"path\", \"old_text\", \"new_text\"}]\nNo edits were applied."
+    );
+    std::fs::write(ws.root.join("twice.txt"), "x\nx\n").unwrap();
+    assert_eq!(
+        text(
+            &files::EditFiles,
+            &c,
+            r#"{"edits": [{"path": "twice.txt", "old_text": "x", "new_text": "y"}]}"#
+        )
+        .await,
+        "edits[0]: old_text matches 2 locations in twice.txt; add more context or set replace_all\nNo edits were applied."
+    );
+}
+
+#[tokio::test]
+async fn file_tools_refuse_paths_that_leave_the_workspace() {
+    let ws = workspace().await;
+    let c = ctx(&ws, "escape");
+    let root = ws.root.display().to_string();
+    let expected = format!("path \"../outside.txt\" is outside the workspace root \"{root}\"");
+    assert_eq!(
+        text(&files::ReadFile, &c, r#"{"path": "../outside.txt"}"#).await,
+        expected
+    );
+    assert_eq!(
+        text(
+            &files::WriteFile,
+            &c,
+            r#"{"path": "../outside.txt", "content": "x"}"#
+        )
+        .await,
+        expected
+    );
+    assert_eq!(
+        text(
+            &files::EditFiles,
+            &c,
+            r#"{"edits": [{"path": "../outside.txt", "old_text": "a", "new_text": "b"}]}"#
+        )
+        .await,
+        format!("{expected}\nNo edits were applied.")
+    );
+    assert!(!ws.root.parent().unwrap().join("outside.txt").exists());
+}
