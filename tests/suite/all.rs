@@ -4,4 +4,5 @@
 
 mod migrate;
 mod serve;
+mod tool_waits;
 mod workspaces;

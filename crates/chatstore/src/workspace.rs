@@ -619,6 +619,8 @@ pub trait WorkspaceStore: Send + Sync {
     ) -> Result<Uuid, StoreError>;
     /// The non-deleted agents of a build.
     async fn build_agents(&self, build_id: Uuid) -> Result<Vec<Agent>, StoreError>;
+    /// Reads an agent.
+    async fn agent(&self, agent_id: Uuid) -> Result<Agent, StoreError>;
     /// Records an agent heartbeat (`first_connected_at` on the first one) and what it reports.
     async fn agent_heartbeat(&self, agent_id: Uuid, report: &AgentReport)
     -> Result<(), StoreError>;

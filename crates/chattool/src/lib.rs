@@ -12,8 +12,11 @@
 //! - the process tools ([`process`]: `execute`, `process_output`, `process_list`,
 //!   `process_signal`) and the file tools ([`files`]: `read_file`, `write_file`, `edit_files`).
 //!
-//! The template and workspace-lifecycle tools, event-driven waits and the idempotency ledger
-//! follow; see ARCHITECTURE.md, "Where issue 7 stands".
+//! - [`wait`]: event-driven build and readiness waits (notifications first, a slow safety poll,
+//!   the spec's deadlines), shared by the workspace-lifecycle tools.
+//!
+//! The template and workspace-lifecycle tools and the idempotency ledger follow; see
+//! ARCHITECTURE.md, "Where issue 7 stands".
 
 pub mod args;
 pub mod conn;
@@ -23,6 +26,7 @@ pub mod files;
 pub mod process;
 mod result;
 mod tool;
+pub mod wait;
 
 pub use context::{ToolContext, ToolSettings};
 pub use result::ToolResult;

@@ -25,6 +25,34 @@ macro_rules! job_columns {
     };
 }
 
+macro_rules! agent_columns {
+    () => {
+        "a.id, a.resource_id, a.name, a.parent_id, a.display_order, a.created_at, a.first_connected_at,
+         a.last_connected_at, a.disconnected_at, a.connection_timeout_seconds, a.lifecycle_state,
+         a.directory, a.address"
+    };
+}
+
+fn agent_from(r: AgentRow) -> Agent {
+    Agent {
+        id: r.id,
+        resource_id: r.resource_id,
+        name: r.name,
+        parent_id: r.parent_id,
+        display_order: r.display_order,
+        times: AgentTimes {
+            created_at: r.created_at,
+            first_connected_at: r.first_connected_at,
+            last_connected_at: r.last_connected_at,
+            disconnected_at: r.disconnected_at,
+            connection_timeout_seconds: r.connection_timeout_seconds,
+        },
+        lifecycle: r.lifecycle_state,
+        directory: r.directory,
+        address: r.address,
+    }
+}
+
 macro_rules! build_columns {
     () => {
         "id, workspace_id, build_number, transition, job_id, template_version_id, initiator_id, parameters, created_at"
@@ -1037,39 +1065,32 @@ impl WorkspaceStore for PgStore {
     }
 
     async fn build_agents(&self, build_id: Uuid) -> Result<Vec<Agent>, StoreError> {
-        let rows: Vec<AgentRow> = sqlx::query_as(
-            "SELECT a.id, a.resource_id, a.name, a.parent_id, a.display_order, a.created_at, a.first_connected_at,
-                    a.last_connected_at, a.disconnected_at, a.connection_timeout_seconds, a.lifecycle_state,
-                    a.directory, a.address
-               FROM workspace_agents a
+        let rows: Vec<AgentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM workspace_agents a
                JOIN workspace_resources r ON r.id = a.resource_id
                JOIN workspace_builds b ON b.job_id = r.job_id
               WHERE b.id = $1 AND NOT a.deleted
-              ORDER BY a.display_order, a.name, a.id",
-        )
+              ORDER BY a.display_order, a.name, a.id"
+        ))
         .bind(build_id)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Agent {
-                id: r.id,
-                resource_id: r.resource_id,
-                name: r.name,
-                parent_id: r.parent_id,
-                display_order: r.display_order,
-                times: AgentTimes {
-                    created_at: r.created_at,
-                    first_connected_at: r.first_connected_at,
-                    last_connected_at: r.last_connected_at,
-                    disconnected_at: r.disconnected_at,
-                    connection_timeout_seconds: r.connection_timeout_seconds,
-                },
-                lifecycle: r.lifecycle_state,
-                directory: r.directory,
-                address: r.address,
-            })
-            .collect())
+        Ok(rows.into_iter().map(agent_from).collect())
+    }
+
+    async fn agent(&self, agent_id: Uuid) -> Result<Agent, StoreError> {
+        let row: Option<AgentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM workspace_agents a WHERE a.id = $1"
+        ))
+        .bind(agent_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(agent_from)
+            .ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} not found")))
     }
 
     async fn agent_heartbeat(

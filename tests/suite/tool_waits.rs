@@ -1,0 +1,269 @@
+//! chattool's build and readiness waits against real builds and agents: outcomes, texts,
+//! deadlines, and the safety poll when notifications are lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatd_e2e::workspaces::Harness;
+use chatstore::pubsub::Hub;
+use chatstore::workspace::{Agent, WorkspaceStore};
+use chattool::wait::{
+    AgentDialer, BuildWaitError, EXTERNAL_AGENT_NOT_CONNECTED, Phases, Readiness, WaitSettings,
+    Waits,
+};
+
+fn waits(h: &Harness, settings: WaitSettings) -> Waits {
+    Waits::new(h.store.clone(), Arc::new(h.pubsub.clone()), settings)
+}
+
+/// Dials the agent for real with the workspace secret and asks for its health.
+struct RealDialer {
+    secret: String,
+}
+
+#[async_trait]
+impl AgentDialer for RealDialer {
+    async fn dial(&self, agent: &Agent) -> Result<(), String> {
+        if agent.address.is_empty() {
+            return Err("the agent has not reported an address yet".into());
+        }
+        let mut conn =
+            wsagent::client::connect_agent(&agent.address, &self.secret, Duration::from_secs(2))
+                .await
+                .map_err(|e| e.to_string())?;
+        conn.health(chatproto::wsagent::v1::HealthRequest {})
+            .await
+            .map(|_| ())
+            .map_err(|s| s.message().to_owned())
+    }
+}
+
+struct Refusing;
+
+#[async_trait]
+impl AgentDialer for Refusing {
+    async fn dial(&self, _agent: &Agent) -> Result<(), String> {
+        Err("connection refused".into())
+    }
+}
+
+/// Creates a workspace without waiting for its build.
+async fn start_build(h: &Harness, template: uuid::Uuid, name: &str) -> (uuid::Uuid, uuid::Uuid) {
+    let (workspace, build) = h
+        .store
+        .create_workspace(
+            h.organization,
+            h.user,
+            template,
+            name,
+            serde_json::json!([]),
+            None,
+        )
+        .await
+        .unwrap();
+    (workspace.id, build.id)
+}
+
+#[tokio::test]
+async fn a_build_wait_reports_success_failure_cancellation_and_timeout() {
+    let h = Harness::start().await;
+    let w = waits(&h, WaitSettings::default());
+    let ok = h.template("name = \"ok\"", Vec::new()).await;
+    let (_, build) = start_build(&h, ok, "ok").await;
+    assert_eq!(w.build(build).await, Ok(()));
+
+    let failing = h
+        .template(
+            "name = \"failing\"\n[build]\nscript = \"echo no >&2; exit 3\"",
+            Vec::new(),
+        )
+        .await;
+    let (_, build) = start_build(&h, failing, "failing").await;
+    match w.build(build).await {
+        Err(BuildWaitError::Failed { message, code }) => {
+            assert!(
+                message.contains("the build script exited with status 3"),
+                "{message}"
+            );
+            assert_eq!(code, "BUILD_SCRIPT_FAILED");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let slow = h
+        .template(
+            "name = \"slow\"\n[build]\nscript = \"sleep 30\"",
+            Vec::new(),
+        )
+        .await;
+    let (_, build) = start_build(&h, slow, "slow").await;
+    let short = waits(
+        &h,
+        WaitSettings {
+            build_timeout: Duration::from_millis(500),
+            ..WaitSettings::default()
+        },
+    );
+    let err = short.build(build).await.unwrap_err();
+    assert_eq!(err, BuildWaitError::TimedOut);
+    assert_eq!(
+        err.to_string(),
+        "timed out waiting for workspace build: context deadline exceeded"
+    );
+    let job = h.store.build(build).await.unwrap().job_id;
+    h.store.cancel_job(job).await.unwrap();
+    let err = w.build(build).await.unwrap_err();
+    assert_eq!(err, BuildWaitError::Canceled);
+    assert_eq!(err.to_string(), "build was canceled");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn waits_finish_on_the_safety_poll_when_no_notification_arrives() {
+    let h = Harness::start().await;
+    let template = h
+        .template(
+            "name = \"quiet\"\n[agent]\nstartup_script = \"sleep 0.5\"",
+            Vec::new(),
+        )
+        .await;
+    let (workspace, build) = start_build(&h, template, "quiet").await;
+    // A hub nobody feeds: only the safety poll can see the changes.
+    let deaf = Waits::new(
+        h.store.clone(),
+        Arc::new(Hub::default()),
+        WaitSettings {
+            safety_poll: Duration::from_millis(100),
+            ..WaitSettings::default()
+        },
+    );
+    assert_eq!(deaf.build(build).await, Ok(()));
+    let dialer = RealDialer {
+        secret: h.secret(workspace).await,
+    };
+    let readiness = deaf
+        .readiness(build, &Default::default(), Phases::Both, false, &dialer)
+        .await;
+    assert_eq!(readiness, Readiness::default());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
+    let h = Harness::start().await;
+    let w = waits(&h, WaitSettings::default());
+    let suffix = Default::default();
+
+    let ready = h
+        .template(
+            "name = \"ready\"\n[agent]\nstartup_script = \"sleep 0.3\"",
+            Vec::new(),
+        )
+        .await;
+    let (workspace, build) = start_build(&h, ready, "ready").await;
+    w.build(build).await.unwrap();
+    let dialer = RealDialer {
+        secret: h.secret(workspace).await,
+    };
+    assert_eq!(
+        w.readiness(build, &suffix, Phases::Both, false, &dialer)
+            .await,
+        Readiness::default()
+    );
+
+    let broken = h
+        .template(
+            "name = \"broken\"\n[agent]\nstartup_script = \"exit 1\"",
+            Vec::new(),
+        )
+        .await;
+    let (workspace, build) = start_build(&h, broken, "broken").await;
+    w.build(build).await.unwrap();
+    let dialer = RealDialer {
+        secret: h.secret(workspace).await,
+    };
+    let readiness = w
+        .readiness(build, &suffix, Phases::Both, false, &dialer)
+        .await;
+    assert_eq!(
+        readiness.startup_scripts.as_deref(),
+        Some("startup_scripts_failed")
+    );
+    assert_eq!(readiness.lifecycle_state.as_deref(), Some("start_error"));
+    assert_eq!(
+        serde_json::to_value(&readiness).unwrap(),
+        serde_json::json!({"startup_scripts": "startup_scripts_failed", "lifecycle_state": "start_error"})
+    );
+
+    let slow = h
+        .template(
+            "name = \"slowstart\"\n[agent]\nstartup_script = \"sleep 30\"",
+            Vec::new(),
+        )
+        .await;
+    let (_, build) = start_build(&h, slow, "slowstart").await;
+    w.build(build).await.unwrap();
+    let impatient = waits(
+        &h,
+        WaitSettings {
+            startup_script_timeout: Duration::from_millis(800),
+            ..WaitSettings::default()
+        },
+    );
+    let readiness = impatient
+        .readiness(build, &suffix, Phases::StartupOnly, false, &Refusing)
+        .await;
+    assert_eq!(
+        readiness.startup_scripts.as_deref(),
+        Some("startup_scripts_timeout")
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn readiness_without_agents_or_reachability_says_why() {
+    let h = Harness::start().await;
+    let failing = h
+        .template(
+            "name = \"noagent\"\n[build]\nscript = \"exit 1\"",
+            Vec::new(),
+        )
+        .await;
+    let (_, build) = start_build(&h, failing, "noagent").await;
+    let w = waits(
+        &h,
+        WaitSettings {
+            agent_connect_timeout: Duration::from_millis(600),
+            dial_retry_interval: Duration::from_millis(100),
+            ..WaitSettings::default()
+        },
+    );
+    assert!(w.build(build).await.is_err());
+    let suffix = Default::default();
+    assert_eq!(
+        w.readiness(build, &suffix, Phases::Both, false, &Refusing)
+            .await,
+        Readiness {
+            agent_status: Some("no_agent".into()),
+            ..Readiness::default()
+        }
+    );
+
+    let ok = h.template("name = \"unreachable\"", Vec::new()).await;
+    let (_, build) = start_build(&h, ok, "unreachable").await;
+    w.build(build).await.unwrap();
+    let readiness = w
+        .readiness(build, &suffix, Phases::Both, false, &Refusing)
+        .await;
+    assert_eq!(readiness.agent_status.as_deref(), Some("not_ready"));
+    assert_eq!(readiness.agent_error.as_deref(), Some("connection refused"));
+    let readiness = w
+        .readiness(build, &suffix, Phases::Both, true, &Refusing)
+        .await;
+    assert_eq!(
+        readiness.agent_error.as_deref(),
+        Some(EXTERNAL_AGENT_NOT_CONNECTED)
+    );
+    h.finish().await;
+}
