@@ -177,7 +177,15 @@ impl Harness {
         pushed.template_id
     }
 
+    /// Creates a workspace and waits for its first build's job.
     pub async fn create_workspace(&self, template: Uuid, name: &str) -> (Uuid, Job) {
+        let (workspace, build) = self.start_workspace_build(template, name).await;
+        let job = self.store.build(build).await.unwrap().job_id;
+        (workspace, self.job_done(job).await)
+    }
+
+    /// Creates a workspace without waiting: `(workspace id, build id)`.
+    pub async fn start_workspace_build(&self, template: Uuid, name: &str) -> (Uuid, Uuid) {
         let (workspace, build) = self
             .store
             .create_workspace(
@@ -190,7 +198,7 @@ impl Harness {
             )
             .await
             .unwrap();
-        (workspace.id, self.job_done(build.job_id).await)
+        (workspace.id, build.id)
     }
 
     pub async fn transition(&self, workspace: Uuid, transition: WorkspaceTransition) -> Job {

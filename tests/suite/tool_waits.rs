@@ -48,29 +48,12 @@ impl AgentDialer for Refusing {
     }
 }
 
-/// Creates a workspace without waiting for its build.
-async fn start_build(h: &Harness, template: uuid::Uuid, name: &str) -> (uuid::Uuid, uuid::Uuid) {
-    let (workspace, build) = h
-        .store
-        .create_workspace(
-            h.organization,
-            h.user,
-            template,
-            name,
-            serde_json::json!([]),
-            None,
-        )
-        .await
-        .unwrap();
-    (workspace.id, build.id)
-}
-
 #[tokio::test]
 async fn a_build_wait_reports_success_failure_cancellation_and_timeout() {
     let h = Harness::start().await;
     let w = waits(&h, WaitSettings::default());
     let ok = h.template("name = \"ok\"", Vec::new()).await;
-    let (_, build) = start_build(&h, ok, "ok").await;
+    let (_, build) = h.start_workspace_build(ok, "ok").await;
     assert_eq!(w.build(build).await, Ok(()));
 
     let failing = h
@@ -79,7 +62,7 @@ async fn a_build_wait_reports_success_failure_cancellation_and_timeout() {
             Vec::new(),
         )
         .await;
-    let (_, build) = start_build(&h, failing, "failing").await;
+    let (_, build) = h.start_workspace_build(failing, "failing").await;
     match w.build(build).await {
         Err(BuildWaitError::Failed { message, code }) => {
             assert!(
@@ -97,7 +80,7 @@ async fn a_build_wait_reports_success_failure_cancellation_and_timeout() {
             Vec::new(),
         )
         .await;
-    let (_, build) = start_build(&h, slow, "slow").await;
+    let (_, build) = h.start_workspace_build(slow, "slow").await;
     let short = waits(
         &h,
         WaitSettings {
@@ -128,7 +111,7 @@ async fn waits_finish_on_the_safety_poll_when_no_notification_arrives() {
             Vec::new(),
         )
         .await;
-    let (workspace, build) = start_build(&h, template, "quiet").await;
+    let (workspace, build) = h.start_workspace_build(template, "quiet").await;
     // A hub nobody feeds: only the safety poll can see the changes.
     let deaf = Waits::new(
         h.store.clone(),
@@ -161,7 +144,7 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
             Vec::new(),
         )
         .await;
-    let (workspace, build) = start_build(&h, ready, "ready").await;
+    let (workspace, build) = h.start_workspace_build(ready, "ready").await;
     w.build(build).await.unwrap();
     let dialer = RealDialer {
         secret: h.secret(workspace).await,
@@ -178,7 +161,7 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
             Vec::new(),
         )
         .await;
-    let (workspace, build) = start_build(&h, broken, "broken").await;
+    let (workspace, build) = h.start_workspace_build(broken, "broken").await;
     w.build(build).await.unwrap();
     let dialer = RealDialer {
         secret: h.secret(workspace).await,
@@ -202,7 +185,7 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
             Vec::new(),
         )
         .await;
-    let (_, build) = start_build(&h, slow, "slowstart").await;
+    let (_, build) = h.start_workspace_build(slow, "slowstart").await;
     w.build(build).await.unwrap();
     let impatient = waits(
         &h,
@@ -230,7 +213,7 @@ async fn readiness_without_agents_or_reachability_says_why() {
             Vec::new(),
         )
         .await;
-    let (_, build) = start_build(&h, failing, "noagent").await;
+    let (_, build) = h.start_workspace_build(failing, "noagent").await;
     let w = waits(
         &h,
         WaitSettings {
@@ -251,7 +234,7 @@ async fn readiness_without_agents_or_reachability_says_why() {
     );
 
     let ok = h.template("name = \"unreachable\"", Vec::new()).await;
-    let (_, build) = start_build(&h, ok, "unreachable").await;
+    let (_, build) = h.start_workspace_build(ok, "unreachable").await;
     w.build(build).await.unwrap();
     let readiness = w
         .readiness(build, &suffix, Phases::Both, false, &Refusing)
