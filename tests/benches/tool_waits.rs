@@ -44,6 +44,7 @@ async fn build_wakeups(
         let (_, build) = h
             .start_workspace_build(template, &format!("{tag}-{i}"))
             .await;
+        let build = build.id;
         let job = h
             .store
             .acquire_job(uuid::Uuid::new_v4())
@@ -77,6 +78,7 @@ async fn ready_wakeups(
         let (_, build) = h
             .start_workspace_build(template, &format!("{tag}-{i}"))
             .await;
+        let build = build.id;
         let job = h
             .store
             .acquire_job(uuid::Uuid::new_v4())

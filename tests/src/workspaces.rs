@@ -15,7 +15,7 @@ use chatstore::StoreConfig;
 use chatstore::postgres::{PgPubsub, PgStore};
 use chatstore::testing::TestDatabase;
 use chatstore::workspace::{
-    Agent, AgentLifecycle, Job, JobStatus, WorkspaceStore, WorkspaceTransition,
+    Agent, AgentLifecycle, Build, Job, JobStatus, WorkspaceStore, WorkspaceTransition,
 };
 use provisioner::template::{self, Manifest, TemplateDir, TemplateFile};
 use provisioner::{LocalBackend, LocalConfig, Provisioner, ProvisionerConfig};
@@ -180,12 +180,23 @@ impl Harness {
     /// Creates a workspace and waits for its first build's job.
     pub async fn create_workspace(&self, template: Uuid, name: &str) -> (Uuid, Job) {
         let (workspace, build) = self.start_workspace_build(template, name).await;
-        let job = self.store.build(build).await.unwrap().job_id;
-        (workspace, self.job_done(job).await)
+        (workspace, self.job_done(build.job_id).await)
     }
 
-    /// Creates a workspace without waiting: `(workspace id, build id)`.
-    pub async fn start_workspace_build(&self, template: Uuid, name: &str) -> (Uuid, Uuid) {
+    /// Creates a workspace without waiting: its id and first build.
+    pub async fn start_workspace_build(&self, template: Uuid, name: &str) -> (Uuid, Build) {
+        self.start_workspace_build_with(template, name, serde_json::json!([]))
+            .await
+    }
+
+    /// Like [`Harness::start_workspace_build`], with build parameters
+    /// (`[{"name", "value"}]`).
+    pub async fn start_workspace_build_with(
+        &self,
+        template: Uuid,
+        name: &str,
+        parameters: serde_json::Value,
+    ) -> (Uuid, Build) {
         let (workspace, build) = self
             .store
             .create_workspace(
@@ -193,12 +204,12 @@ impl Harness {
                 self.user,
                 template,
                 name,
-                serde_json::json!([]),
+                parameters,
                 None,
             )
             .await
             .unwrap();
-        (workspace.id, build.id)
+        (workspace.id, build)
     }
 
     pub async fn transition(&self, workspace: Uuid, transition: WorkspaceTransition) -> Job {

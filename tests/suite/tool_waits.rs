@@ -54,6 +54,7 @@ async fn a_build_wait_reports_success_failure_cancellation_and_timeout() {
     let w = waits(&h, WaitSettings::default());
     let ok = h.template("name = \"ok\"", Vec::new()).await;
     let (_, build) = h.start_workspace_build(ok, "ok").await;
+    let build = build.id;
     assert_eq!(w.build(build).await, Ok(()));
 
     let failing = h
@@ -63,6 +64,7 @@ async fn a_build_wait_reports_success_failure_cancellation_and_timeout() {
         )
         .await;
     let (_, build) = h.start_workspace_build(failing, "failing").await;
+    let build = build.id;
     match w.build(build).await {
         Err(BuildWaitError::Failed { message, code }) => {
             assert!(
@@ -81,6 +83,7 @@ async fn a_build_wait_reports_success_failure_cancellation_and_timeout() {
         )
         .await;
     let (_, build) = h.start_workspace_build(slow, "slow").await;
+    let build = build.id;
     let short = waits(
         &h,
         WaitSettings {
@@ -112,6 +115,7 @@ async fn waits_finish_on_the_safety_poll_when_no_notification_arrives() {
         )
         .await;
     let (workspace, build) = h.start_workspace_build(template, "quiet").await;
+    let build = build.id;
     // A hub nobody feeds: only the safety poll can see the changes.
     let deaf = Waits::new(
         h.store.clone(),
@@ -145,6 +149,7 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
         )
         .await;
     let (workspace, build) = h.start_workspace_build(ready, "ready").await;
+    let build = build.id;
     w.build(build).await.unwrap();
     let dialer = RealDialer {
         secret: h.secret(workspace).await,
@@ -162,6 +167,7 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
         )
         .await;
     let (workspace, build) = h.start_workspace_build(broken, "broken").await;
+    let build = build.id;
     w.build(build).await.unwrap();
     let dialer = RealDialer {
         secret: h.secret(workspace).await,
@@ -186,6 +192,7 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
         )
         .await;
     let (_, build) = h.start_workspace_build(slow, "slowstart").await;
+    let build = build.id;
     w.build(build).await.unwrap();
     let impatient = waits(
         &h,
@@ -214,6 +221,7 @@ async fn readiness_without_agents_or_reachability_says_why() {
         )
         .await;
     let (_, build) = h.start_workspace_build(failing, "noagent").await;
+    let build = build.id;
     let w = waits(
         &h,
         WaitSettings {
@@ -235,6 +243,7 @@ async fn readiness_without_agents_or_reachability_says_why() {
 
     let ok = h.template("name = \"unreachable\"", Vec::new()).await;
     let (_, build) = h.start_workspace_build(ok, "unreachable").await;
+    let build = build.id;
     w.build(build).await.unwrap();
     let readiness = w
         .readiness(build, &suffix, Phases::Both, false, &Refusing)

@@ -348,18 +348,7 @@ async fn a_canceled_build_stops_its_script_and_ends_canceled() {
             Vec::new(),
         )
         .await;
-    let (_, build) = h
-        .store
-        .create_workspace(
-            h.organization,
-            h.user,
-            template,
-            "dev",
-            serde_json::json!([]),
-            None,
-        )
-        .await
-        .unwrap();
+    let (_, build) = h.start_workspace_build(template, "dev").await;
     eventually("the build script to run", || async {
         h.job_logs(build.job_id)
             .await
@@ -387,17 +376,12 @@ async fn invalid_parameters_fail_the_build_with_every_problem() {
         )
         .await;
     let (workspace, build) = h
-        .store
-        .create_workspace(
-            h.organization,
-            h.user,
+        .start_workspace_build_with(
             template,
             "dev",
             serde_json::json!([{"name": "size", "value": "9"}, {"name": "colour", "value": "red"}]),
-            None,
         )
-        .await
-        .unwrap();
+        .await;
     let job = h.job_done(build.job_id).await;
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.error_code, "INVALID_PARAMETERS");
@@ -411,7 +395,7 @@ async fn invalid_parameters_fail_the_build_with_every_problem() {
         "{}",
         job.error
     );
-    assert!(h.backend().agent_pid(workspace.id).is_none());
+    assert!(h.backend().agent_pid(workspace).is_none());
     h.finish().await;
 }
 
