@@ -32,45 +32,21 @@ fn summary(mut samples: Vec<Duration>) -> (Duration, Duration) {
     (percentile(&samples, 50.0), percentile(&samples, 99.0))
 }
 
-/// Build wait: the change is the job's completion.
-async fn build_wakeups(
-    h: &Harness,
-    waits: &Waits,
-    template: uuid::Uuid,
-    tag: &str,
-) -> Vec<Duration> {
-    let mut samples = Vec::with_capacity(RUNS);
-    for i in 0..RUNS {
-        let (_, build) = h
-            .start_workspace_build(template, &format!("{tag}-{i}"))
-            .await;
-        let build = build.id;
-        let job = h
-            .store
-            .acquire_job(uuid::Uuid::new_v4())
-            .await
-            .unwrap()
-            .unwrap();
-        let waiter = {
-            let waits = waits.clone();
-            tokio::spawn(async move {
-                waits.build(build).await.unwrap();
-                Instant::now()
-            })
-        };
-        tokio::time::sleep(SETTLE).await;
-        let changed = Instant::now();
-        h.store.complete_job(job.id, "", "").await.unwrap();
-        samples.push(waiter.await.unwrap() - changed);
-    }
-    samples
+/// What a run changes, and so which wait it measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// The job completes; `Waits::build` is waiting.
+    JobCompletion,
+    /// The agent turns `ready`; `Waits::startup_scripts` is waiting.
+    AgentReady,
 }
 
-/// Readiness phase 2: the change is the agent's `ready`.
-async fn ready_wakeups(
+/// The wake-up latency of `waits` for `change`, over [`RUNS`] fresh builds.
+async fn wakeups(
     h: &Harness,
     waits: &Waits,
     template: uuid::Uuid,
+    change: Change,
     tag: &str,
 ) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(RUNS);
@@ -78,34 +54,48 @@ async fn ready_wakeups(
         let (_, build) = h
             .start_workspace_build(template, &format!("{tag}-{i}"))
             .await;
-        let build = build.id;
         let job = h
             .store
             .acquire_job(uuid::Uuid::new_v4())
             .await
             .unwrap()
             .unwrap();
-        let agent = h
-            .store
-            .insert_agent(job.id, "main", "/", 0, &token_hash(&format!("{tag}-{i}")))
-            .await
-            .unwrap();
-        h.store.complete_job(job.id, "", "").await.unwrap();
-        assert_eq!(h.store.build(build).await.unwrap().job_id, job.id);
-        let waiter = {
-            let waits = waits.clone();
-            tokio::spawn(async move {
-                let readiness = waits.startup_scripts(agent).await;
-                assert_eq!(readiness, Default::default());
-                Instant::now()
-            })
+        assert_eq!(job.id, build.job_id);
+        // For a readiness run the build is done and its agent exists before the wait starts.
+        let agent = if change == Change::AgentReady {
+            let agent = h
+                .store
+                .insert_agent(job.id, "main", "/", 0, &token_hash(&format!("{tag}-{i}")))
+                .await
+                .unwrap();
+            h.store.complete_job(job.id, "", "").await.unwrap();
+            Some(agent)
+        } else {
+            None
         };
+        let waits = waits.clone();
+        let waiter = tokio::spawn(async move {
+            match agent {
+                None => waits.build(build.id).await.unwrap(),
+                Some(agent) => assert_eq!(waits.startup_scripts(agent).await, Default::default()),
+            }
+            Instant::now()
+        });
         tokio::time::sleep(SETTLE).await;
         let changed = Instant::now();
-        h.store
-            .update_agent_lifecycle(agent, AgentLifecycle::Ready, chrono::Utc::now())
-            .await
-            .unwrap();
+        match agent {
+            None => h
+                .store
+                .complete_job(job.id, "", "")
+                .await
+                .map(drop)
+                .unwrap(),
+            Some(agent) => h
+                .store
+                .update_agent_lifecycle(agent, AgentLifecycle::Ready, chrono::Utc::now())
+                .await
+                .unwrap(),
+        }
         samples.push(waiter.await.unwrap() - changed);
     }
     samples
@@ -145,11 +135,11 @@ fn main() {
                 ..WaitSettings::default()
             },
         );
-        let a = build_wakeups(&h, &events, template, "be").await;
-        let b = build_wakeups(&h, &polling, template, "bp").await;
+        let a = wakeups(&h, &events, template, Change::JobCompletion, "be").await;
+        let b = wakeups(&h, &polling, template, Change::JobCompletion, "bp").await;
         report("job completion -> build wait returns", a, b);
-        let a = ready_wakeups(&h, &events, template, "re").await;
-        let b = ready_wakeups(&h, &polling, template, "rp").await;
+        let a = wakeups(&h, &events, template, Change::AgentReady, "re").await;
+        let b = wakeups(&h, &polling, template, Change::AgentReady, "rp").await;
         report("agent ready -> readiness wait returns", a, b);
         h.finish().await;
     });

@@ -472,25 +472,18 @@ impl ProcessManager {
         (true, true)
     }
 
-    /// Sends SIGTERM to every running process (agent shutdown).
-    pub fn terminate_all(&self) {
-        for proc in lock(&self.state).processes.values() {
-            if proc.exited().is_none() {
-                let _ = killpg(Pid::from_raw(proc.pgid), Signal::SIGTERM);
-            }
-        }
-    }
-
     /// Agent shutdown: SIGTERM to every running process group, then SIGKILL to those still
     /// running after `grace`. Returns how many had to be killed.
     pub async fn shutdown(&self, grace: Duration) -> usize {
-        self.terminate_all();
         let running: Vec<Arc<Proc>> = lock(&self.state)
             .processes
             .values()
             .filter(|p| p.exited().is_none())
             .cloned()
             .collect();
+        for proc in &running {
+            let _ = killpg(Pid::from_raw(proc.pgid), Signal::SIGTERM);
+        }
         let deadline = tokio::time::Instant::now() + grace;
         let mut killed = 0;
         for proc in running {

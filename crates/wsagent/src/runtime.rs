@@ -290,8 +290,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     // Shutdown: shutting_down → off.
     tracing::info!("shutting down");
     set_lifecycle(&service, reporter.as_ref(), Lifecycle::ShuttingDown).await;
-    service.begin_shutdown();
-    let killed = service.processes().shutdown(options.shutdown_grace).await;
+    let killed = service.shutdown(options.shutdown_grace).await;
     if killed > 0 {
         tracing::warn!(
             killed,

@@ -67,17 +67,14 @@ impl AgentService {
             .store(state.into(), std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The process manager behind the service.
-    pub fn processes(&self) -> &ProcessManager {
-        &self.processes
-    }
-
-    /// Stops accepting new processes (health turns `shutting_down`).
-    pub fn begin_shutdown(&self) {
+    /// Shuts down: stops accepting new processes (health turns `shutting_down`), sends SIGTERM to
+    /// every running process group and SIGKILL to those still running after `grace`. Returns
+    /// how many had to be killed.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.set_lifecycle(Lifecycle::ShuttingDown);
-        self.processes.terminate_all();
+        self.processes.shutdown(grace).await
     }
 
     /// The tonic server, requiring `authorization: Bearer <secret>` on every call.

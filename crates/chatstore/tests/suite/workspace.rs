@@ -496,18 +496,19 @@ async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build() {
             .is_none()
     );
 
+    // Finishes the pending job and requests the next build.
+    let (store, user, workspace_id) = (&store, s.user, workspace.id);
+    let next_build = |transition| async move {
+        let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
+        store.complete_job(job.id, "", "").await.unwrap();
+        store
+            .new_build(workspace_id, transition, Some(user), serde_json::json!([]))
+            .await
+            .unwrap()
+    };
+
     // A stop build leaves the token usable, so the stopping agent can report its shutdown.
-    let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
-    store.complete_job(job.id, "", "").await.unwrap();
-    let stop = store
-        .new_build(
-            workspace.id,
-            WorkspaceTransition::Stop,
-            Some(s.user),
-            serde_json::json!([]),
-        )
-        .await
-        .unwrap();
+    next_build(WorkspaceTransition::Stop).await;
     assert!(
         store
             .agent_manifest_by_token(token)
@@ -517,18 +518,7 @@ async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build() {
     );
 
     // Once a newer start build exists, the old agent's token stops working.
-    let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
-    assert_eq!(job.id, stop.job_id);
-    store.complete_job(job.id, "", "").await.unwrap();
-    store
-        .new_build(
-            workspace.id,
-            WorkspaceTransition::Start,
-            Some(s.user),
-            serde_json::json!([]),
-        )
-        .await
-        .unwrap();
+    next_build(WorkspaceTransition::Start).await;
     assert!(
         store
             .agent_manifest_by_token(token)
