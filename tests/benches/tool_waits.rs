@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatd_e2e::workspaces::Harness;
+use chatd_e2e::workspaces::{Harness, percentile};
 use chatstore::pubsub::{Hub, Pubsub};
 use chatstore::workspace::{AgentLifecycle, WorkspaceStore as _, token_hash};
 use chattool::wait::{WaitSettings, Waits};
@@ -21,11 +21,6 @@ use chattool::wait::{WaitSettings, Waits};
 const RUNS: usize = 50;
 /// Time for a wait to subscribe and take its first look before the change is made.
 const SETTLE: Duration = Duration::from_millis(20);
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 fn summary(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();

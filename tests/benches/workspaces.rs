@@ -11,18 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use chatd_e2e::workspaces::Harness;
+use chatd_e2e::workspaces::{Harness, percentile};
 use chatstore::pubsub::{Notification, Pubsub as _, Topic};
 use chatstore::workspace::{AgentLifecycle, WorkspaceStore as _};
 use provisioner::template::{self, Manifest};
 
 const BUILDS: usize = 20;
 const JOBS: usize = 500;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 fn report(what: &str, mut samples: Vec<Duration>, points: &[f64]) {
     samples.sort();

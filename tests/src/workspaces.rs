@@ -409,3 +409,9 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The `p`th percentile (nearest rank) of sorted samples; for the benchmarks.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
