@@ -22,6 +22,7 @@ pub(crate) fn bearer<'r, T>(request: &'r Request<T>, what: &str) -> Result<&'r s
 pub(crate) fn store_status(err: StoreError) -> Status {
     match err {
         StoreError::InvalidInput(message) => Status::invalid_argument(message),
+        StoreError::Conflict(message) => Status::already_exists(message),
         other => {
             tracing::error!(error = %other, "store call failed");
             Status::unavailable("the control plane's database is unavailable; retry")

@@ -49,6 +49,9 @@ pub enum StoreError {
     /// The request is malformed (empty content, oversized message, bad tool results, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The write collides with an existing row (e.g. a workspace name already in use).
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl StoreError {

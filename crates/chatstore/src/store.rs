@@ -7,7 +7,7 @@ use chatstate::{BusyBehavior, Transition};
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::types::{Chat, Fence, Message, NewChat, NewMessage, QueuedMessage};
+use crate::types::{Chat, Fence, Message, NewChat, NewMessage, QueuedMessage, ToolExecution};
 
 /// A client's result for one pending dynamic tool call.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,4 +245,37 @@ pub trait Store: Send + Sync {
 
     /// Deletes stale heartbeat rows; returns how many.
     async fn cleanup_heartbeats(&self) -> Result<u64, StoreError>;
+
+    /// Binds the chat to a workspace and one of its builds and clears the bound agent (the next
+    /// workspace tool resolves the new build's agent). A metadata write, not a transition: no
+    /// version is bumped and no chat update is published. Returns the updated chat.
+    async fn bind_workspace(
+        &self,
+        chat_id: Uuid,
+        workspace_id: Uuid,
+        build_id: Uuid,
+    ) -> Result<Chat, StoreError>;
+
+    /// Records that a side-effecting tool call is being dispatched (spec/chattool.md §10.2).
+    /// `None` = this is the first dispatch (a `dispatched` row was inserted); `Some` = the call
+    /// was seen before, and its row is returned unchanged.
+    async fn begin_tool_execution(
+        &self,
+        chat_id: Uuid,
+        tool_call_id: &str,
+        tool_name: &str,
+        args_sha256: &[u8],
+        runner_id: Option<Uuid>,
+    ) -> Result<Option<ToolExecution>, StoreError>;
+
+    /// Records a tool call's result (`{"content", "is_error"}`); not fenced by runner.
+    async fn complete_tool_execution(
+        &self,
+        chat_id: Uuid,
+        tool_call_id: &str,
+        result: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes ledger rows dispatched longer than `older_than` ago; returns how many.
+    async fn purge_tool_executions(&self, older_than: Duration) -> Result<u64, StoreError>;
 }

@@ -360,3 +360,46 @@ pub struct Fence {
     /// For commits of a model call: the attempt (the generation fence).
     pub generation_attempt: Option<i64>,
 }
+
+/// Where a side-effecting tool call stands in the idempotency ledger (spec/chattool.md §10.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolExecutionState {
+    /// Sent to the workspace; the outcome is not recorded (yet).
+    Dispatched,
+    /// Finished; the result is recorded.
+    Completed,
+}
+
+impl ToolExecutionState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dispatched => "dispatched",
+            Self::Completed => "completed",
+        }
+    }
+}
+
+/// A row of the idempotency ledger: one side-effecting tool call of a chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolExecution {
+    /// The chat.
+    pub chat_id: Uuid,
+    /// The model's id of the call.
+    pub tool_call_id: String,
+    /// The tool.
+    pub tool_name: String,
+    /// SHA-256 of the canonical JSON arguments.
+    pub args_sha256: Vec<u8>,
+    /// Dispatched or completed.
+    pub state: ToolExecutionState,
+    /// The recorded tool result (`{"content", "is_error"}`) once completed.
+    pub result: Option<serde_json::Value>,
+    /// The runner that dispatched it.
+    pub runner_id: Option<Uuid>,
+    /// When it was dispatched (database clock).
+    pub dispatched_at: DateTime<Utc>,
+    /// When it completed.
+    pub completed_at: Option<DateTime<Utc>>,
+}

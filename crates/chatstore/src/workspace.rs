@@ -264,6 +264,15 @@ pub struct Template {
     pub default_ttl_ms: i64,
 }
 
+/// A template in a listing, with the number of distinct owners of its live workspaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateListing {
+    /// The template.
+    pub template: Template,
+    /// Distinct owners of its non-deleted workspaces.
+    pub active_developers: i64,
+}
+
 /// An immutable template version with its parameters and presets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateVersion {
@@ -553,6 +562,16 @@ pub trait WorkspaceStore: Send + Sync {
     ) -> Result<PushedVersion, StoreError>;
     /// Reads a template.
     async fn template(&self, id: Uuid) -> Result<Template, StoreError>;
+    /// The organization's live templates (not deleted, not deprecated) whose name contains
+    /// `name_query` (case-insensitive; empty = all), each with its active developers, ordered by
+    /// active developers descending, then name, then id. When counting fails the counts are 0.
+    async fn list_templates(
+        &self,
+        organization_id: Uuid,
+        name_query: &str,
+    ) -> Result<Vec<TemplateListing>, StoreError>;
+    /// A user's username.
+    async fn username(&self, user_id: Uuid) -> Result<String, StoreError>;
     /// Reads a template version with its parameters and presets.
     async fn template_version(&self, id: Uuid) -> Result<TemplateVersion, StoreError>;
     /// Changes template settings.
@@ -572,7 +591,8 @@ pub trait WorkspaceStore: Send + Sync {
         ttl_ms: Option<i64>,
     ) -> Result<(Workspace, Build), StoreError>;
     /// Starts a new build (start/stop/delete) of a workspace with its job; refused while the
-    /// latest build's job is not finished.
+    /// latest build's job is not finished. The build uses the latest build's template version,
+    /// except a start of a template that requires the active version, which moves to it.
     async fn new_build(
         &self,
         workspace_id: Uuid,

@@ -4,6 +4,7 @@
 //! delivers them on commit and drops them on rollback.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chatstate::{ChatFacts, ChatStatus, Effect, Transition, TransitionError, plan};
@@ -16,7 +17,8 @@ use crate::StoreError;
 use crate::pubsub::{ChatUpdate, OWNERSHIP_CHANNEL, UPDATE_CHANNEL};
 use crate::store::{Applied, Change, ChatSnapshot, Store, StoreConfig, ToolResultInput};
 use crate::types::{
-    Chat, Fence, Message, MessagePart, NewChat, NewMessage, QueuedMessage, Role, Usage, Visibility,
+    Chat, Fence, Message, MessagePart, NewChat, NewMessage, QueuedMessage, Role, ToolExecution,
+    ToolExecutionState, Usage, Visibility,
 };
 
 /// The chat columns every read selects (a macro, so queries stay `&'static str`).
@@ -842,6 +844,142 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?
         .rows_affected())
+    }
+
+    async fn bind_workspace(
+        &self,
+        chat_id: Uuid,
+        workspace_id: Uuid,
+        build_id: Uuid,
+    ) -> Result<Chat, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let updated = sqlx::query(
+            "UPDATE chats SET workspace_id = $2, build_id = $3, agent_id = NULL WHERE id = $1",
+        )
+        .bind(chat_id)
+        .bind(workspace_id)
+        .bind(build_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::ChatNotFound(chat_id));
+        }
+        fetch_chat(&mut conn, chat_id).await
+    }
+
+    async fn begin_tool_execution(
+        &self,
+        chat_id: Uuid,
+        tool_call_id: &str,
+        tool_name: &str,
+        args_sha256: &[u8],
+        runner_id: Option<Uuid>,
+    ) -> Result<Option<ToolExecution>, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO chat_tool_executions (chat_id, tool_call_id, tool_name, args_sha256, state, runner_id)
+             VALUES ($1, $2, $3, $4, 'dispatched', $5)
+             ON CONFLICT (chat_id, tool_call_id) DO NOTHING",
+        )
+        .bind(chat_id)
+        .bind(tool_call_id)
+        .bind(tool_name)
+        .bind(args_sha256)
+        .bind(runner_id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
+                StoreError::ChatNotFound(chat_id)
+            }
+            _ => StoreError::Query(e),
+        })?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(None);
+        }
+        let row: ToolExecutionRow = sqlx::query_as(
+            "SELECT chat_id, tool_call_id, tool_name, args_sha256, state, result, runner_id,
+                    dispatched_at, completed_at
+               FROM chat_tool_executions WHERE chat_id = $1 AND tool_call_id = $2",
+        )
+        .bind(chat_id)
+        .bind(tool_call_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(row.into_execution()?))
+    }
+
+    async fn complete_tool_execution(
+        &self,
+        chat_id: Uuid,
+        tool_call_id: &str,
+        result: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE chat_tool_executions SET state = 'completed', result = $3, completed_at = now()
+              WHERE chat_id = $1 AND tool_call_id = $2",
+        )
+        .bind(chat_id)
+        .bind(tool_call_id)
+        .bind(result)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::InvalidInput(format!(
+                "tool call {tool_call_id:?} of chat {chat_id} was never dispatched"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn purge_tool_executions(&self, older_than: Duration) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM chat_tool_executions WHERE dispatched_at < now() - make_interval(secs => $1)",
+        )
+        .bind(older_than.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
+
+#[derive(Debug, FromRow)]
+struct ToolExecutionRow {
+    chat_id: Uuid,
+    tool_call_id: String,
+    tool_name: String,
+    args_sha256: Vec<u8>,
+    state: String,
+    result: Option<serde_json::Value>,
+    runner_id: Option<Uuid>,
+    dispatched_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl ToolExecutionRow {
+    fn into_execution(self) -> Result<ToolExecution, StoreError> {
+        let state = match self.state.as_str() {
+            "dispatched" => ToolExecutionState::Dispatched,
+            "completed" => ToolExecutionState::Completed,
+            other => {
+                return Err(StoreError::InvalidInput(format!(
+                    "unknown tool execution state {other:?}"
+                )));
+            }
+        };
+        Ok(ToolExecution {
+            chat_id: self.chat_id,
+            tool_call_id: self.tool_call_id,
+            tool_name: self.tool_name,
+            args_sha256: self.args_sha256,
+            state,
+            result: self.result,
+            runner_id: self.runner_id,
+            dispatched_at: self.dispatched_at,
+            completed_at: self.completed_at,
+        })
     }
 }
 

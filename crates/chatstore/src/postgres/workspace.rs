@@ -14,8 +14,8 @@ use crate::pubsub::{AGENT_CHANNEL, AgentUpdate, JOB_CHANNEL, JobUpdate};
 use crate::workspace::{
     Agent, AgentLifecycle, AgentManifest, AgentReport, AgentTimes, Build, Caller, Job, JobStatus,
     MAX_AGENT_LOG_BYTES, ModelConfig, NewApiKey, NewTemplateVersion, PushedVersion, Template,
-    TemplateParameter, TemplatePreset, TemplateSettings, TemplateVersion, Workspace,
-    WorkspaceStore, WorkspaceTransition, token_hash,
+    TemplateListing, TemplateParameter, TemplatePreset, TemplateSettings, TemplateVersion,
+    Workspace, WorkspaceStore, WorkspaceTransition, token_hash,
 };
 
 macro_rules! job_columns {
@@ -190,6 +190,38 @@ async fn insert_job(
     Ok(id)
 }
 
+/// The template version a new build uses: the active one for a workspace's first build and for a
+/// start of a template that requires the active version; otherwise the latest build's version
+/// (a stop or a restart builds what the workspace runs).
+async fn build_version(
+    conn: &mut PgConnection,
+    workspace: &WorkspaceRow,
+    transition: WorkspaceTransition,
+) -> Result<Uuid, StoreError> {
+    let (active, require_active): (Option<Uuid>, bool) = sqlx::query_as(
+        "SELECT active_version_id, require_active_version FROM templates WHERE id = $1",
+    )
+    .bind(workspace.template_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let latest: Option<Uuid> = sqlx::query_scalar(
+        "SELECT template_version_id FROM workspace_builds WHERE workspace_id = $1
+          ORDER BY build_number DESC LIMIT 1",
+    )
+    .bind(workspace.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let wants_active = transition == WorkspaceTransition::Start && require_active;
+    match (latest, active) {
+        (Some(latest), _) if !wants_active => Ok(latest),
+        (_, Some(active)) => Ok(active),
+        (Some(latest), None) => Ok(latest),
+        (None, None) => Err(StoreError::InvalidInput(
+            "the template has no active version".into(),
+        )),
+    }
+}
+
 async fn insert_build(
     conn: &mut PgConnection,
     workspace: &WorkspaceRow,
@@ -197,13 +229,7 @@ async fn insert_build(
     initiator_id: Option<Uuid>,
     parameters: serde_json::Value,
 ) -> Result<Build, StoreError> {
-    let version: Option<Uuid> =
-        sqlx::query_scalar("SELECT active_version_id FROM templates WHERE id = $1")
-            .bind(workspace.template_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let version = version
-        .ok_or_else(|| StoreError::InvalidInput("the template has no active version".into()))?;
+    let version = build_version(conn, workspace, transition).await?;
     let build_id = Uuid::new_v4();
     let job_id = insert_job(
         conn,
@@ -341,6 +367,67 @@ impl WorkspaceStore for PgStore {
         .await?;
         row.map(Template::from)
             .ok_or_else(|| StoreError::InvalidInput(format!("template {id} not found")))
+    }
+
+    async fn list_templates(
+        &self,
+        organization_id: Uuid,
+        name_query: &str,
+    ) -> Result<Vec<TemplateListing>, StoreError> {
+        let pattern = format!(
+            "%{}%",
+            name_query
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rows: Vec<TemplateRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            template_columns!(),
+            " FROM templates
+              WHERE organization_id = $1 AND NOT deleted AND deprecated = '' AND name ILIKE $2"
+        ))
+        .bind(organization_id)
+        .bind(pattern)
+        .fetch_all(self.pool())
+        .await?;
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        // Counting is an ornament of the listing: when it fails, every count is 0.
+        let counts: std::collections::HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
+            "SELECT template_id, count(DISTINCT owner_id) FROM workspaces
+              WHERE template_id = ANY($1) AND NOT deleted GROUP BY template_id",
+        )
+        .bind(&ids)
+        .fetch_all(self.pool())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "counting active developers failed; listing without counts");
+            Vec::new()
+        })
+        .into_iter()
+        .collect();
+        let mut listing: Vec<TemplateListing> = rows
+            .into_iter()
+            .map(|r| TemplateListing {
+                active_developers: counts.get(&r.id).copied().unwrap_or(0),
+                template: r.into(),
+            })
+            .collect();
+        listing.sort_by(|a, b| {
+            b.active_developers
+                .cmp(&a.active_developers)
+                .then_with(|| a.template.name.cmp(&b.template.name))
+                .then_with(|| a.template.id.cmp(&b.template.id))
+        });
+        Ok(listing)
+    }
+
+    async fn username(&self, user_id: Uuid) -> Result<String, StoreError> {
+        sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| StoreError::InvalidInput(format!("user {user_id} not found")))
     }
 
     async fn template_version(&self, id: Uuid) -> Result<TemplateVersion, StoreError> {
@@ -804,7 +891,7 @@ impl WorkspaceStore for PgStore {
         .await
         .map_err(|err| match &err {
             sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-                StoreError::InvalidInput(format!("a workspace named {name:?} already exists"))
+                StoreError::Conflict(format!("a workspace named {name:?} already exists"))
             }
             _ => StoreError::Query(err),
         })?;

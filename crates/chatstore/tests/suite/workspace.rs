@@ -564,3 +564,237 @@ async fn agent_logs_are_capped() {
     assert_eq!(count, 2, "the line over the cap was dropped");
     s.finish().await;
 }
+
+#[tokio::test]
+async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    for name in ["zeta", "alpha", "beta", "gone", "old", "50%_off"] {
+        store
+            .push_template_version(version(&s, name, true))
+            .await
+            .unwrap();
+    }
+    let id = |listing: &[chatstore::workspace::TemplateListing], name: &str| {
+        listing
+            .iter()
+            .find(|l| l.template.name == name)
+            .unwrap()
+            .template
+            .id
+    };
+    let all = store.list_templates(s.org, "").await.unwrap();
+    let (zeta, gone, old) = (id(&all, "zeta"), id(&all, "gone"), id(&all, "old"));
+    sqlx::query("UPDATE templates SET deleted = true WHERE id = $1")
+        .bind(gone)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    store
+        .update_template(
+            old,
+            chatstore::workspace::TemplateSettings {
+                deprecated: Some("use zeta".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Two owners (one with two workspaces) on zeta; a deleted workspace does not count.
+    let other = store.create_user("other", "member", s.org).await.unwrap();
+    for (owner, name) in [(s.user, "a"), (s.user, "b"), (other, "c")] {
+        store
+            .create_workspace(s.org, owner, zeta, name, serde_json::json!([]), None)
+            .await
+            .unwrap();
+    }
+
+    let names = |listing: Vec<chatstore::workspace::TemplateListing>| {
+        listing
+            .into_iter()
+            .map(|l| (l.template.name, l.active_developers))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.list_templates(s.org, "").await.unwrap()),
+        [
+            ("zeta".to_owned(), 2),
+            ("50%_off".to_owned(), 0),
+            ("alpha".to_owned(), 0),
+            ("beta".to_owned(), 0)
+        ]
+    );
+    assert_eq!(
+        names(store.list_templates(s.org, "ET").await.unwrap()),
+        [("zeta".to_owned(), 2), ("beta".to_owned(), 0)]
+    );
+    // LIKE wildcards in the query are literal.
+    assert_eq!(
+        names(store.list_templates(s.org, "%_").await.unwrap()),
+        [("50%_off".to_owned(), 0)]
+    );
+    let elsewhere = store.create_organization("elsewhere").await.unwrap();
+    assert!(
+        store
+            .list_templates(elsewhere, "")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.username(other).await.unwrap(), "other");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn later_builds_keep_their_version_unless_the_template_requires_the_active_one() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let (workspace, first) = started_workspace(&s, &store).await;
+    let finish = |build: Build| {
+        let store = &store;
+        async move {
+            sqlx::query("UPDATE provisioner_jobs SET started_at = now(), completed_at = now() WHERE id = $1")
+                .bind(build.job_id)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+    };
+    finish(first.clone()).await;
+    let v2 = store
+        .push_template_version(version(&s, "shell", true))
+        .await
+        .unwrap();
+    let build = |transition| {
+        let store = &store;
+        async move {
+            store
+                .new_build(
+                    workspace.id,
+                    transition,
+                    Some(s.user),
+                    serde_json::json!([]),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let stop = build(WorkspaceTransition::Stop).await;
+    assert_eq!(stop.template_version_id, first.template_version_id);
+    finish(stop).await;
+    let start = build(WorkspaceTransition::Start).await;
+    assert_eq!(start.template_version_id, first.template_version_id);
+    finish(start).await;
+
+    store
+        .update_template(
+            workspace.template_id,
+            chatstore::workspace::TemplateSettings {
+                require_active_version: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let stop = build(WorkspaceTransition::Stop).await;
+    assert_eq!(stop.template_version_id, first.template_version_id);
+    finish(stop).await;
+    let start = build(WorkspaceTransition::Start).await;
+    assert_eq!(start.template_version_id, v2.version_id);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_chat_binds_to_a_workspace_build_and_forgets_its_agent() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let (workspace, build) = started_workspace(&s, &store).await;
+    let chat = s.chat().await;
+    let before = chatstore::Store::chat(&store, chat).await.unwrap();
+    let agent = store
+        .insert_agent(build.job_id, "dev-chat", "/", 0, &[1])
+        .await
+        .unwrap();
+    sqlx::query("UPDATE chats SET agent_id = $2 WHERE id = $1")
+        .bind(chat)
+        .bind(agent)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    let bound = chatstore::Store::bind_workspace(&store, chat, workspace.id, build.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (bound.workspace_id, bound.build_id, bound.agent_id),
+        (Some(workspace.id), Some(build.id), None)
+    );
+    // Metadata only: no transition, no version bump.
+    assert_eq!(bound.snapshot_version, before.snapshot_version);
+    let missing = chatstore::Store::bind_workspace(&store, Uuid::new_v4(), workspace.id, build.id)
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::ChatNotFound(_)), "{missing}");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn the_tool_ledger_records_a_call_once_and_returns_it_on_replay() {
+    use chatstore::Store as _;
+    use chatstore::types::ToolExecutionState;
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let chat = s.chat().await;
+    let runner = Uuid::new_v4();
+    let first = store
+        .begin_tool_execution(chat, "call-1", "execute", &[7; 32], Some(runner))
+        .await
+        .unwrap();
+    assert_eq!(first, None, "the first dispatch inserts");
+    let replay = store
+        .begin_tool_execution(chat, "call-1", "execute", &[7; 32], None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (replay.state, replay.runner_id, replay.result.clone()),
+        (ToolExecutionState::Dispatched, Some(runner), None)
+    );
+    let result = serde_json::json!({"content": "{\"success\":true}", "is_error": false});
+    store
+        .complete_tool_execution(chat, "call-1", &result)
+        .await
+        .unwrap();
+    let done = store
+        .begin_tool_execution(chat, "call-1", "execute", &[7; 32], None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state, ToolExecutionState::Completed);
+    assert_eq!(done.result, Some(result));
+    assert!(done.completed_at.is_some());
+    assert!(
+        store
+            .complete_tool_execution(chat, "never", &serde_json::json!({}))
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        store
+            .begin_tool_execution(Uuid::new_v4(), "x", "execute", &[], None)
+            .await
+            .unwrap_err(),
+        StoreError::ChatNotFound(_)
+    ));
+    assert_eq!(
+        store
+            .purge_tool_executions(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store.purge_tool_executions(Duration::ZERO).await.unwrap(),
+        1
+    );
+    s.finish().await;
+}
