@@ -41,6 +41,123 @@ pub trait WorkspaceConn: Send + Sync {
         &self,
         request: pb::EditFilesRequest,
     ) -> Result<pb::EditFilesResponse, Status>;
+    /// The agent's working directory (its expanded directory, else its home), when known: the
+    /// primary root of chatd's lexical path check (spec/chattool.md §10.4). `None` leaves the
+    /// check to the agent alone.
+    fn working_directory(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Shared connections are connections (e.g. `Arc<dyn WorkspaceConn>` in a cache).
+#[async_trait]
+impl<T: WorkspaceConn + ?Sized> WorkspaceConn for std::sync::Arc<T> {
+    async fn start_process(
+        &self,
+        request: pb::StartProcessRequest,
+    ) -> Result<pb::StartProcessResponse, Status> {
+        (**self).start_process(request).await
+    }
+
+    async fn process_output(
+        &self,
+        request: pb::ProcessOutputRequest,
+    ) -> Result<pb::ProcessOutputResponse, Status> {
+        (**self).process_output(request).await
+    }
+
+    async fn list_processes(
+        &self,
+        request: pb::ListProcessesRequest,
+    ) -> Result<pb::ListProcessesResponse, Status> {
+        (**self).list_processes(request).await
+    }
+
+    async fn signal_process(&self, request: pb::SignalProcessRequest) -> Result<(), Status> {
+        (**self).signal_process(request).await
+    }
+
+    async fn read_file(
+        &self,
+        request: pb::ReadFileRequest,
+    ) -> Result<pb::ReadFileResponse, Status> {
+        (**self).read_file(request).await
+    }
+
+    async fn write_file(&self, request: pb::WriteFileRequest) -> Result<(), Status> {
+        (**self).write_file(request).await
+    }
+
+    async fn edit_files(
+        &self,
+        request: pb::EditFilesRequest,
+    ) -> Result<pb::EditFilesResponse, Status> {
+        (**self).edit_files(request).await
+    }
+
+    fn working_directory(&self) -> Option<&str> {
+        (**self).working_directory()
+    }
+}
+
+/// A connection together with the agent's working directory (what the engine knows from the
+/// agent's row), so the file tools can check paths before sending them.
+#[derive(Debug, Clone)]
+pub struct Rooted<C> {
+    /// The connection.
+    pub conn: C,
+    /// The agent's working directory.
+    pub working_directory: String,
+}
+
+#[async_trait]
+impl<C: WorkspaceConn> WorkspaceConn for Rooted<C> {
+    async fn start_process(
+        &self,
+        request: pb::StartProcessRequest,
+    ) -> Result<pb::StartProcessResponse, Status> {
+        self.conn.start_process(request).await
+    }
+
+    async fn process_output(
+        &self,
+        request: pb::ProcessOutputRequest,
+    ) -> Result<pb::ProcessOutputResponse, Status> {
+        self.conn.process_output(request).await
+    }
+
+    async fn list_processes(
+        &self,
+        request: pb::ListProcessesRequest,
+    ) -> Result<pb::ListProcessesResponse, Status> {
+        self.conn.list_processes(request).await
+    }
+
+    async fn signal_process(&self, request: pb::SignalProcessRequest) -> Result<(), Status> {
+        self.conn.signal_process(request).await
+    }
+
+    async fn read_file(
+        &self,
+        request: pb::ReadFileRequest,
+    ) -> Result<pb::ReadFileResponse, Status> {
+        self.conn.read_file(request).await
+    }
+
+    async fn write_file(&self, request: pb::WriteFileRequest) -> Result<(), Status> {
+        self.conn.write_file(request).await
+    }
+
+    async fn edit_files(
+        &self,
+        request: pb::EditFilesRequest,
+    ) -> Result<pb::EditFilesResponse, Status> {
+        self.conn.edit_files(request).await
+    }
+
+    fn working_directory(&self) -> Option<&str> {
+        Some(&self.working_directory)
+    }
 }
 
 #[async_trait]

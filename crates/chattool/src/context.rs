@@ -1,18 +1,31 @@
-//! What a tool call runs with: the chat, its workspace connection resolver and the settings.
-//! (The store, pubsub, workspace mutex, allow-list and binding callback join with the
-//! workspace-lifecycle tools.)
+//! What a tool call runs with (spec/chattool.md §1–§3): the chat and its owner, the store and its
+//! notifications, the workspace provisioner, the per-chat workspace mutex, the workspace
+//! connection resolver, the deployment settings and the binding callback.
+//!
+//! Every service is optional so a deployment (or a test) can leave one out; a tool that needs a
+//! missing one answers with the spec's "not configured" text instead of failing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentselect::ChatSuffix;
 use async_trait::async_trait;
+use chatstore::Store;
+use chatstore::pubsub::Pubsub;
+use chatstore::types::Chat;
+use chatstore::workspace::WorkspaceStore;
+use uuid::Uuid;
 
 use crate::conn::WorkspaceConn;
+use crate::provision::WorkspaceProvisioner;
+use crate::wait::{AgentDialer, WaitSettings, Waits};
 
 /// The text returned when the chat has no workspace (spec/chattool.md §2.7).
 pub const NO_WORKSPACE: &str = "this tool requires a workspace and this chat does not have one.";
 /// The text returned when no resolver is configured.
 pub const NO_RESOLVER: &str = "workspace connection resolver is not configured";
+/// The text returned by the template tools without a database.
+pub const NO_DATABASE: &str = "database is not configured";
 
 /// Resolves the chat's workspace connection (the engine's implementation applies the dial
 /// timeout and the two-signal recovery gate of spec/recovery.md).
@@ -20,10 +33,29 @@ pub const NO_RESOLVER: &str = "workspace connection resolver is not configured";
 pub trait WorkspaceResolver: Send + Sync {
     /// The connection, or the text the tool returns verbatim as a text error
     /// ([`NO_WORKSPACE`] or a recovery sentinel).
-    async fn connect(&self, chat_id: &str) -> Result<Arc<dyn WorkspaceConn>, String>;
+    async fn connect(&self, chat_id: Uuid) -> Result<Arc<dyn WorkspaceConn>, String>;
 }
 
-/// Timing and limits of the process and file tools (spec/chattool.md §3).
+/// The store as the tools use it: chat state (binding, the idempotency ledger) and the workspace
+/// side (templates, workspaces, builds, agents). Every type implementing both is one.
+pub trait ToolStore: Store + WorkspaceStore {}
+
+impl<T: Store + WorkspaceStore> ToolStore for T {}
+
+/// Told when a tool changed the chat's workspace binding (§2.6), and again after readiness; the
+/// engine publishes a `status_change` watch event on the owner's channel.
+pub trait BindingListener: Send + Sync {
+    /// The chat after the change.
+    fn binding_changed(&self, chat: &Chat);
+}
+
+impl<F: Fn(&Chat) + Send + Sync> BindingListener for F {
+    fn binding_changed(&self, chat: &Chat) {
+        self(chat);
+    }
+}
+
+/// Deployment settings of the tools (spec/chattool.md §3, §2.4, §10); defaults are the spec's.
 #[derive(Debug, Clone)]
 pub struct ToolSettings {
     /// `execute`'s timeout when none is given (10 s).
@@ -36,6 +68,21 @@ pub struct ToolSettings {
     pub snapshot_timeout: Duration,
     /// Most bytes of `output` in a result (32 KiB).
     pub output_cap: usize,
+    /// `tools.template_allowlist`: empty = every template is allowed.
+    pub template_allowlist: Vec<Uuid>,
+    /// `tools.workspace_ttl`: passed to new workspaces when set; `None` = the template default.
+    pub workspace_ttl: Option<Duration>,
+    /// `workspace.agent_inactive_disconnect_timeout` (30 s): when a silent agent counts as
+    /// disconnected.
+    pub agent_inactive_timeout: Duration,
+    /// The chat-agent suffix (`-chat`).
+    pub chat_suffix: ChatSuffix,
+    /// Build and readiness waits.
+    pub waits: WaitSettings,
+    /// `tools.files.confine` (true): file tools stay inside the workspace roots.
+    pub files_confine: bool,
+    /// `tools.files.extra_roots`: roots besides the agent's working directory (e.g. `/tmp`).
+    pub files_extra_roots: Vec<String>,
 }
 
 impl Default for ToolSettings {
@@ -46,34 +93,106 @@ impl Default for ToolSettings {
             process_output_default_wait: Duration::from_secs(10),
             snapshot_timeout: Duration::from_secs(30),
             output_cap: 32 * 1024,
+            template_allowlist: Vec::new(),
+            workspace_ttl: None,
+            agent_inactive_timeout: Duration::from_secs(30),
+            chat_suffix: ChatSuffix::default(),
+            waits: WaitSettings::default(),
+            files_confine: true,
+            files_extra_roots: Vec::new(),
         }
     }
 }
 
-/// One tool call's context.
+impl ToolSettings {
+    /// Whether chats may use the template (§2.4: the allow-list, then `chat_enabled`).
+    pub fn allows(&self, template: &chatstore::workspace::Template) -> bool {
+        template.chat_enabled
+            && (self.template_allowlist.is_empty()
+                || self.template_allowlist.contains(&template.id))
+    }
+}
+
+/// The chat a tool call belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatScope {
+    /// The chat; scopes processes and idempotency keys in the agent.
+    pub id: Uuid,
+    /// Its owner; workspaces are created with the owner's authority.
+    pub owner_id: Uuid,
+    /// Its organization; templates of other organizations are refused.
+    pub organization_id: Uuid,
+}
+
+/// One tool call's context. Clone it for each call of a step: clones share the workspace mutex.
 #[derive(Clone)]
 pub struct ToolContext {
-    /// The chat (UUID text); scopes processes and idempotency keys in the agent.
-    pub chat_id: String,
+    /// The chat.
+    pub chat: ChatScope,
     /// The model's id of this call; the idempotency key of side-effecting tools.
     pub tool_call_id: String,
+    /// The runner dispatching the call (recorded in the ledger).
+    pub runner_id: Option<Uuid>,
+    /// The store; `None` = no database.
+    pub store: Option<Arc<dyn ToolStore>>,
+    /// Change notifications of the store (build and readiness waits).
+    pub pubsub: Option<Arc<dyn Pubsub>>,
+    /// Creates, starts and stops workspaces; `None` = not configured.
+    pub provisioner: Option<Arc<dyn WorkspaceProvisioner>>,
+    /// Dials an agent for readiness phase 1; `None` skips the dial (phase 2 still runs).
+    pub dialer: Option<Arc<dyn AgentDialer>>,
     /// The chat's workspace connection; `None` = not configured.
     pub resolver: Option<Arc<dyn WorkspaceResolver>>,
-    /// Timing and limits.
+    /// The per-chat workspace mutex (§2.5), shared by every call of the chat.
+    pub workspace_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Deployment settings.
     pub settings: Arc<ToolSettings>,
+    /// Told when the chat's workspace binding changes.
+    pub on_binding: Option<Arc<dyn BindingListener>>,
 }
 
 impl std::fmt::Debug for ToolContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ToolContext")
-            .field("chat_id", &self.chat_id)
+            .field("chat", &self.chat)
             .field("tool_call_id", &self.tool_call_id)
+            .field("runner_id", &self.runner_id)
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
 impl ToolContext {
+    /// A context with no services and the default settings; set the fields a deployment has.
+    pub fn new(chat: ChatScope, tool_call_id: impl Into<String>) -> Self {
+        Self {
+            chat,
+            tool_call_id: tool_call_id.into(),
+            runner_id: None,
+            store: None,
+            pubsub: None,
+            provisioner: None,
+            dialer: None,
+            resolver: None,
+            workspace_lock: Arc::default(),
+            settings: Arc::default(),
+            on_binding: None,
+        }
+    }
+
+    /// The same context for another call of the chat (sharing the workspace mutex).
+    pub fn for_call(&self, tool_call_id: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: tool_call_id.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The chat id as the agent's requests carry it.
+    pub(crate) fn chat_key(&self) -> String {
+        self.chat.id.to_string()
+    }
+
     /// The chat's workspace connection, or the text error to return.
     pub async fn connection(&self) -> Result<Arc<dyn WorkspaceConn>, crate::ToolResult> {
         let resolver = self
@@ -81,8 +200,25 @@ impl ToolContext {
             .as_ref()
             .ok_or_else(|| crate::ToolResult::error(NO_RESOLVER))?;
         resolver
-            .connect(&self.chat_id)
+            .connect(self.chat.id)
             .await
             .map_err(crate::ToolResult::error)
+    }
+
+    /// Build and readiness waits over the store and its notifications, when both are present.
+    pub(crate) fn waits(&self) -> Option<Waits> {
+        let store: Arc<dyn WorkspaceStore> = self.store.clone()?;
+        Some(Waits::new(
+            store,
+            self.pubsub.clone()?,
+            self.settings.waits.clone(),
+        ))
+    }
+
+    /// Tells the listener about the chat's new binding.
+    pub(crate) fn binding_changed(&self, chat: &Chat) {
+        if let Some(listener) = &self.on_binding {
+            listener.binding_changed(chat);
+        }
     }
 }

@@ -1,14 +1,73 @@
 //! `read_file`, `write_file`, `edit_files` (spec/chattool.md §9.5–§9.7, §10.4). The agent
-//! confines every path to the workspace roots; its refusal reaches the model as its text.
+//! confines every path to the workspace roots (resolving symlinks, free of check-then-use races);
+//! chatd checks lexically first when it knows the agent's working directory ([`check_path`]).
+//! `write_file` and `edit_files` run under the idempotency ledger ([`crate::ledger`]).
+
+use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
 use chatproto::wsagent::v1 as pb;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::conn::WorkspaceConn;
+use crate::ledger::{Dispatch, ledgered, unknown_outcome};
 use crate::tool::TypedTool;
 use crate::{ToolContext, ToolResult};
+
+/// Lexical normalisation: `.` dropped, `..` resolved, without touching any file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// chatd's lexical path check (§10.4): `path`, resolved against `root` when relative, must stay
+/// inside `root` or one of `extra_roots`. `Err` is the model-facing text
+/// `path "<path>" is outside the workspace root "<root>"`.
+///
+/// ```
+/// use chattool::files::check_path;
+/// assert!(check_path("/home/dev", &[], "src/main.rs").is_ok());
+/// assert!(check_path("/home/dev", &["/tmp".into()], "/tmp/x").is_ok());
+/// assert_eq!(
+///     check_path("/home/dev", &[], "../other/.ssh/id").unwrap_err(),
+///     r#"path "../other/.ssh/id" is outside the workspace root "/home/dev""#
+/// );
+/// ```
+pub fn check_path(root: &str, extra_roots: &[String], path: &str) -> Result<(), String> {
+    let primary = normalize(Path::new(root));
+    let resolved = normalize(&primary.join(path));
+    let inside = std::iter::once(primary.clone())
+        .chain(extra_roots.iter().map(|r| normalize(Path::new(r))))
+        .any(|r| resolved.starts_with(&r));
+    if inside {
+        Ok(())
+    } else {
+        Err(format!(
+            "path \"{path}\" is outside the workspace root \"{root}\""
+        ))
+    }
+}
+
+/// Applies [`check_path`] when confinement is on and the working directory is known.
+fn confined(ctx: &ToolContext, conn: &dyn WorkspaceConn, path: &str) -> Result<(), String> {
+    match conn.working_directory() {
+        Some(root) if ctx.settings.files_confine => {
+            check_path(root, &ctx.settings.files_extra_roots, path)
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Ends every `edit_files` error text.
 pub const NO_EDITS_APPLIED: &str = "\nNo edits were applied.";
@@ -44,6 +103,7 @@ impl TypedTool for ReadFile {
             return Err(ToolResult::error("path is required"));
         }
         let conn = ctx.connection().await?;
+        confined(ctx, conn.as_ref(), &args.path).map_err(ToolResult::error)?;
         Ok(
             match conn
                 .read_file(pb::ReadFileRequest {
@@ -66,7 +126,7 @@ impl TypedTool for ReadFile {
 }
 
 /// Arguments of `write_file`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteFileArgs {
     /// File path, relative to the workspace directory or absolute inside it. Parent
@@ -94,25 +154,28 @@ impl TypedTool for WriteFile {
             return Err(ToolResult::error("path is required"));
         }
         let conn = ctx.connection().await?;
-        Ok(
+        confined(ctx, conn.as_ref(), &args.path).map_err(ToolResult::error)?;
+        // Writing the same content again is harmless, so an unfinished replay simply writes.
+        ledgered(ctx, Self::NAME, &args, |_| async {
             match conn
                 .write_file(pb::WriteFileRequest {
-                    path: args.path,
-                    content: args.content.into_bytes(),
+                    path: args.path.clone(),
+                    content: args.content.clone().into_bytes(),
                     idempotency_key: ctx.tool_call_id.clone(),
-                    chat_id: ctx.chat_id.clone(),
+                    chat_id: ctx.chat_key(),
                 })
                 .await
             {
-                Ok(()) => ToolResult::json(&serde_json::json!({ "ok": true })),
-                Err(status) => ToolResult::error(status.message()),
-            },
-        )
+                Ok(()) => Ok(ToolResult::json(&serde_json::json!({ "ok": true }))),
+                Err(status) => Err(ToolResult::error(status.message())),
+            }
+        })
+        .await
     }
 }
 
 /// One replacement.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 pub struct EditArg {
     /// File path.
     #[serde(default)]
@@ -130,7 +193,7 @@ pub struct EditArg {
 }
 
 /// `edits`: the array, or a JSON string that encodes it (some models send that).
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Edits {
     /// The edits.
@@ -201,30 +264,40 @@ impl TypedTool for EditFiles {
             return edit_failure(format!("edits[{i}].path is required"));
         }
         let conn = ctx.connection().await?;
-        Ok(
+        for edit in &edits {
+            confined(ctx, conn.as_ref(), &edit.path).map_err(edit_error)?;
+        }
+        let edits = &edits;
+        ledgered(ctx, Self::NAME, edits, |dispatch| async move {
+            let replay = dispatch == Dispatch::Unfinished;
             match conn
                 .edit_files(pb::EditFilesRequest {
                     edits: edits
-                        .into_iter()
+                        .iter()
                         .map(|e| pb::FileEdit {
-                            path: e.path,
-                            old_text: e.old_text,
-                            new_text: e.new_text,
+                            path: e.path.clone(),
+                            old_text: e.old_text.clone(),
+                            new_text: e.new_text.clone(),
                             replace_all: e.replace_all,
                         })
                         .collect(),
                     idempotency_key: ctx.tool_call_id.clone(),
-                    chat_id: ctx.chat_id.clone(),
-                    lookup_only: false,
+                    chat_id: ctx.chat_key(),
+                    // A replay asks what became of the batch and never applies it anew.
+                    lookup_only: replay,
                 })
                 .await
             {
-                Ok(r) => ToolResult::json(&serde_json::json!({
+                Ok(r) => Ok(ToolResult::json(&serde_json::json!({
                     "ok": true,
                     "files": r.files.into_iter().map(|f| serde_json::json!({"path": f.path, "diff": f.diff})).collect::<Vec<_>>(),
-                })),
-                Err(status) => edit_error(status.message()),
-            },
-        )
+                }))),
+                Err(status) if replay && status.code() == chatproto::tonic::Code::NotFound => {
+                    Ok(unknown_outcome())
+                }
+                Err(status) => Err(edit_error(status.message())),
+            }
+        })
+        .await
     }
 }

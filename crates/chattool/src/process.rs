@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::conn::WorkspaceConn;
 use crate::duration;
+use crate::ledger::{Dispatch, ledgered, unknown_outcome};
 use crate::tool::TypedTool;
 use crate::{ToolContext, ToolResult};
 
@@ -20,7 +21,7 @@ pub const READ_FILE_NOTE: &str =
     "Consider using read_file instead of dumping file contents with shell commands.";
 
 /// Arguments of `execute`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteArgs {
     /// Shell command, run with `sh -c` in the workspace.
@@ -229,60 +230,88 @@ impl TypedTool for Execute {
             _ => (args.command.clone(), args.run_in_background),
         };
         let conn = ctx.connection().await?;
-        let started = Instant::now();
-        let request = pb::StartProcessRequest {
-            command: command.clone(),
-            workdir: args.workdir.clone().unwrap_or_default(),
-            env: Default::default(),
-            background,
-            idempotency_key: ctx.tool_call_id.clone(),
-            chat_id: ctx.chat_id.clone(),
-            lookup_only: false,
+        ledgered(ctx, Self::NAME, &args, |dispatch| {
+            run_execute(
+                ctx,
+                conn.as_ref(),
+                command,
+                background,
+                timeout,
+                &args,
+                dispatch,
+            )
+        })
+        .await
+    }
+}
+
+/// Starts (or, for an unfinished replay, finds) the process, then waits for it in the foreground.
+async fn run_execute(
+    ctx: &ToolContext,
+    conn: &dyn WorkspaceConn,
+    command: String,
+    background: bool,
+    timeout: Duration,
+    args: &ExecuteArgs,
+    dispatch: Dispatch,
+) -> Result<ToolResult, ToolResult> {
+    let started = Instant::now();
+    let replay = dispatch == Dispatch::Unfinished;
+    let request = pb::StartProcessRequest {
+        command: command.clone(),
+        workdir: args.workdir.clone().unwrap_or_default(),
+        env: Default::default(),
+        background,
+        idempotency_key: ctx.tool_call_id.clone(),
+        chat_id: ctx.chat_key(),
+        lookup_only: replay,
+    };
+    // A replay must not start what the agent never saw: its outcome is unknown.
+    let unknown = |status: &Status| replay && status.code() == chatproto::tonic::Code::NotFound;
+    if background {
+        return match conn.start_process(request).await {
+            Ok(started) => done(&ExecuteResult {
+                success: true,
+                background_process_id: started.process_id,
+                ..Default::default()
+            }),
+            Err(status) if unknown(&status) => Ok(unknown_outcome()),
+            Err(status) => done(&ExecuteResult {
+                success: false,
+                error: format!("start background process: {}", status.message()),
+                ..Default::default()
+            }),
         };
-        if background {
-            return done(&match conn.start_process(request).await {
-                Ok(started) => ExecuteResult {
-                    success: true,
-                    background_process_id: started.process_id,
-                    ..Default::default()
-                },
-                Err(status) => ExecuteResult {
-                    success: false,
-                    error: format!("start background process: {}", status.message()),
-                    ..Default::default()
-                },
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let process_id = match tokio::time::timeout_at(deadline, conn.start_process(request)).await {
+        Ok(Ok(started)) => started.process_id,
+        Ok(Err(status)) if unknown(&status) => return Ok(unknown_outcome()),
+        Ok(Err(status)) => {
+            return done(&ExecuteResult {
+                success: false,
+                error: format!("start process: {}", status.message()),
+                ..Default::default()
             });
         }
-        let deadline = tokio::time::Instant::now() + timeout;
-        let process_id = match tokio::time::timeout_at(deadline, conn.start_process(request)).await
-        {
-            Ok(Ok(started)) => started.process_id,
-            Ok(Err(status)) => {
-                return done(&ExecuteResult {
-                    success: false,
-                    error: format!("start process: {}", status.message()),
-                    ..Default::default()
-                });
-            }
-            Err(_) => {
-                return done(&ExecuteResult {
-                    success: false,
-                    error: format!(
-                        "start process: timed out after {}",
-                        duration::format(timeout)
-                    ),
-                    ..Default::default()
-                });
-            }
-        };
-        let mut result = wait_foreground(conn.as_ref(), ctx, &process_id, deadline, timeout).await;
-        result.wall_duration_ms =
-            Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        if dumps_files(&command) && result.note.is_empty() {
-            result.note = READ_FILE_NOTE.to_owned();
+        Err(_) => {
+            return done(&ExecuteResult {
+                success: false,
+                error: format!(
+                    "start process: timed out after {}",
+                    duration::format(timeout)
+                ),
+                ..Default::default()
+            });
         }
-        done(&result)
+    };
+    let mut result = wait_foreground(conn, ctx, &process_id, deadline, timeout).await;
+    result.wall_duration_ms =
+        Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    if dumps_files(&command) && result.note.is_empty() {
+        result.note = READ_FILE_NOTE.to_owned();
     }
+    done(&result)
 }
 
 /// Steps 2–5 of the foreground run.
@@ -316,7 +345,7 @@ async fn wait_foreground(
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let attempt = tokio::time::timeout_at(
             deadline,
-            read_output(conn, &ctx.chat_id, process_id, remaining),
+            read_output(conn, &ctx.chat_key(), process_id, remaining),
         )
         .await;
         let failure = match attempt {
@@ -334,7 +363,7 @@ async fn wait_foreground(
         let ours = failure.is_ok();
         return match snapshot(
             conn,
-            &ctx.chat_id,
+            &ctx.chat_key(),
             process_id,
             ctx.settings.snapshot_timeout,
         )
@@ -416,14 +445,14 @@ impl TypedTool for ProcessOutput {
         let mut output = if wait.is_zero() {
             Err(String::new())
         } else {
-            read_output(conn.as_ref(), &ctx.chat_id, &args.process_id, wait)
+            read_output(conn.as_ref(), &ctx.chat_key(), &args.process_id, wait)
                 .await
                 .map_err(|s| s.message().to_owned())
         };
         if output.is_err() {
             output = snapshot(
                 conn.as_ref(),
-                &ctx.chat_id,
+                &ctx.chat_key(),
                 &args.process_id,
                 ctx.settings.snapshot_timeout,
             )
@@ -467,7 +496,7 @@ impl TypedTool for ProcessList {
         Ok(
             match conn
                 .list_processes(pb::ListProcessesRequest {
-                    chat_id: ctx.chat_id.clone(),
+                    chat_id: ctx.chat_key(),
                 })
                 .await
             {
@@ -542,7 +571,7 @@ impl TypedTool for ProcessSignal {
             match conn
                 .signal_process(pb::SignalProcessRequest {
                     process_id: args.process_id.clone(),
-                    chat_id: ctx.chat_id.clone(),
+                    chat_id: ctx.chat_key(),
                     signal: signal.into(),
                 })
                 .await

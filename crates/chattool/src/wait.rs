@@ -129,6 +129,19 @@ async fn next_look(updates: &mut Subscription, poll: Duration, deadline: Instant
     Instant::now() < deadline
 }
 
+/// What agent selection needs to know of each agent (spec/agentselect.md).
+pub fn agent_infos(agents: &[Agent]) -> Vec<AgentInfo> {
+    agents
+        .iter()
+        .map(|a| AgentInfo {
+            id: a.id,
+            name: a.name.clone(),
+            parent_id: a.parent_id,
+            display_order: a.display_order,
+        })
+        .collect()
+}
+
 /// The lifecycle state's wire name (`start_error`, …).
 pub fn lifecycle_name(state: AgentLifecycle) -> &'static str {
     match state {
@@ -296,15 +309,7 @@ impl Waits {
                 ..Readiness::default()
             };
         }
-        let infos: Vec<AgentInfo> = agents
-            .iter()
-            .map(|a| AgentInfo {
-                id: a.id,
-                name: a.name.clone(),
-                parent_id: a.parent_id,
-                display_order: a.display_order,
-            })
-            .collect();
+        let infos = agent_infos(&agents);
         let chosen = match find_chat_agent(&infos, suffix) {
             Ok(info) => agents.iter().find(|a| a.id == info.id).cloned(),
             Err(e) => {

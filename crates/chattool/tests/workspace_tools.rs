@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chatproto::wsagent::v1 as pb;
 use chattool::conn::WorkspaceConn;
 use chattool::context::{NO_RESOLVER, NO_WORKSPACE, WorkspaceResolver};
-use chattool::{Tool, ToolContext, ToolResult, ToolSettings, args, files, process};
+use chattool::{ChatScope, Tool, ToolContext, ToolResult, ToolSettings, args, files, process};
 use serde_json::Value;
 
 const SECRET: &str = "tool-tests";
@@ -19,7 +20,7 @@ struct Fixed(Option<Arc<dyn WorkspaceConn>>);
 
 #[async_trait]
 impl WorkspaceResolver for Fixed {
-    async fn connect(&self, _chat_id: &str) -> Result<Arc<dyn WorkspaceConn>, String> {
+    async fn connect(&self, _chat_id: uuid::Uuid) -> Result<Arc<dyn WorkspaceConn>, String> {
         self.0.clone().ok_or_else(|| NO_WORKSPACE.to_owned())
     }
 }
@@ -74,13 +75,18 @@ async fn workspace() -> Workspace {
     }
 }
 
-fn ctx(ws: &Workspace, call: &str) -> ToolContext {
-    ToolContext {
-        chat_id: "chat-1".into(),
-        tool_call_id: call.into(),
-        resolver: Some(Arc::new(Fixed(Some(ws.conn.clone())))),
-        settings: Arc::new(ToolSettings::default()),
+fn scope() -> ChatScope {
+    ChatScope {
+        id: uuid::Uuid::from_u128(1),
+        owner_id: uuid::Uuid::from_u128(2),
+        organization_id: uuid::Uuid::from_u128(3),
     }
+}
+
+fn ctx(ws: &Workspace, call: &str) -> ToolContext {
+    let mut c = ToolContext::new(scope(), call);
+    c.resolver = Some(Arc::new(Fixed(Some(ws.conn.clone()))));
+    c
 }
 
 async fn json(tool: &dyn Tool, ctx: &ToolContext, args: Value) -> Value {
@@ -338,12 +344,8 @@ async fn bad_arguments_are_text_errors_that_say_what_is_wrong() {
 
 #[tokio::test]
 async fn without_a_workspace_or_a_resolver_the_tools_say_so() {
-    let mut c = ToolContext {
-        chat_id: "chat".into(),
-        tool_call_id: "call".into(),
-        resolver: Some(Arc::new(Fixed(None))),
-        settings: Arc::new(ToolSettings::default()),
-    };
+    let mut c = ToolContext::new(scope(), "call");
+    c.resolver = Some(Arc::new(Fixed(None)));
     assert_eq!(
         text(&process::Execute, &c, r#"{"command": "ls"}"#).await,
         NO_WORKSPACE
@@ -507,4 +509,202 @@ async fn file_tools_refuse_paths_that_leave_the_workspace() {
         format!("{expected}\nNo edits were applied.")
     );
     assert!(!ws.root.parent().unwrap().join("outside.txt").exists());
+}
+
+/// A connection whose answers the test scripts: blocking output reads fail (a transport error),
+/// snapshots return `snapshot`; every file call is counted.
+struct Scripted {
+    snapshot: Result<chatproto::wsagent::v1::ProcessOutputResponse, tonic::Status>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl WorkspaceConn for Scripted {
+    async fn start_process(
+        &self,
+        _r: pb::StartProcessRequest,
+    ) -> Result<pb::StartProcessResponse, tonic::Status> {
+        Ok(pb::StartProcessResponse {
+            process_id: "p-1".into(),
+            ..Default::default()
+        })
+    }
+    async fn process_output(
+        &self,
+        r: pb::ProcessOutputRequest,
+    ) -> Result<pb::ProcessOutputResponse, tonic::Status> {
+        let waits = r.wait_timeout.is_some_and(|d| d.seconds > 0 || d.nanos > 0);
+        if waits {
+            return Err(tonic::Status::unavailable("connection reset by peer"));
+        }
+        self.snapshot.clone()
+    }
+    async fn list_processes(
+        &self,
+        _r: pb::ListProcessesRequest,
+    ) -> Result<pb::ListProcessesResponse, tonic::Status> {
+        Ok(pb::ListProcessesResponse::default())
+    }
+    async fn signal_process(&self, _r: pb::SignalProcessRequest) -> Result<(), tonic::Status> {
+        Ok(())
+    }
+    async fn read_file(
+        &self,
+        _r: pb::ReadFileRequest,
+    ) -> Result<pb::ReadFileResponse, tonic::Status> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(pb::ReadFileResponse::default())
+    }
+    async fn write_file(&self, _r: pb::WriteFileRequest) -> Result<(), tonic::Status> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+    async fn edit_files(
+        &self,
+        _r: pb::EditFilesRequest,
+    ) -> Result<pb::EditFilesResponse, tonic::Status> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(pb::EditFilesResponse::default())
+    }
+}
+
+fn scripted_ctx(
+    snapshot: Result<pb::ProcessOutputResponse, tonic::Status>,
+) -> (ToolContext, Arc<chattool::conn::Rooted<Arc<Scripted>>>) {
+    let conn = Arc::new(chattool::conn::Rooted {
+        conn: Arc::new(Scripted {
+            snapshot,
+            calls: Default::default(),
+        }),
+        working_directory: "/home/dev/project".into(),
+    });
+    let mut c = ToolContext::new(scope(), "scripted");
+    c.resolver = Some(Arc::new(Fixed(Some(conn.clone()))));
+    (c, conn)
+}
+
+#[tokio::test]
+async fn a_failed_blocking_wait_falls_back_to_a_snapshot_of_the_exited_process() {
+    let (c, _) = scripted_ctx(Ok(pb::ProcessOutputResponse {
+        running: false,
+        exit_code: Some(3),
+        output: "done\n".into(),
+        ..Default::default()
+    }));
+    let r = json(
+        &process::Execute,
+        &c,
+        serde_json::json!({"command": "make"}),
+    )
+    .await;
+    assert_eq!(r["exit_code"], 3);
+    assert_eq!(r["output"], "done\n");
+    assert_eq!(r["success"], false);
+    assert!(r.get("background_process_id").is_none(), "{r}");
+}
+
+#[tokio::test]
+async fn a_failed_blocking_wait_with_a_running_snapshot_says_to_check_later() {
+    let (c, _) = scripted_ctx(Ok(pb::ProcessOutputResponse {
+        running: true,
+        output: "partial".into(),
+        ..Default::default()
+    }));
+    let r = json(
+        &process::Execute,
+        &c,
+        serde_json::json!({"command": "make"}),
+    )
+    .await;
+    assert_eq!(r["exit_code"], -1);
+    assert_eq!(r["output"], "partial");
+    assert_eq!(r["background_process_id"], "p-1");
+    assert_eq!(
+        r["error"],
+        "get process output: connection reset by peer (process still running, use process_output to check later)"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_snapshot_too_tells_the_model_to_retry_with_process_output() {
+    let (c, _) = scripted_ctx(Err(tonic::Status::unavailable("agent gone")));
+    let r = json(
+        &process::Execute,
+        &c,
+        serde_json::json!({"command": "make"}),
+    )
+    .await;
+    assert_eq!(r["exit_code"], -1);
+    assert_eq!(r["background_process_id"], "p-1");
+    assert_eq!(
+        r["error"],
+        "get process output: connection reset by peer; use process_output with ID p-1 to retry"
+    );
+    let r = json(
+        &process::ProcessOutput,
+        &c,
+        serde_json::json!({"process_id": "p-1"}),
+    )
+    .await;
+    assert_eq!(r["success"], false);
+    assert_eq!(r["error"], "get process output: agent gone");
+}
+
+#[tokio::test]
+async fn chatd_refuses_escaping_paths_before_the_agent_sees_them() {
+    let (mut c, conn) = scripted_ctx(Ok(Default::default()));
+    let outside = r#"path "../../etc/passwd" is outside the workspace root "/home/dev/project""#;
+    assert_eq!(
+        text(&files::ReadFile, &c, r#"{"path": "../../etc/passwd"}"#).await,
+        outside
+    );
+    assert_eq!(
+        text(
+            &files::WriteFile,
+            &c,
+            r#"{"path": "../../etc/passwd", "content": ""}"#
+        )
+        .await,
+        outside
+    );
+    assert_eq!(
+        text(
+            &files::EditFiles,
+            &c,
+            r#"{"edits": [{"path": "ok.txt", "old_text": "a", "new_text": "b"},
+                          {"path": "/home/dev/project/../../../etc/passwd", "old_text": "a", "new_text": "b"}]}"#
+        )
+        .await,
+        r#"path "/home/dev/project/../../../etc/passwd" is outside the workspace root "/home/dev/project"
+No edits were applied."#
+    );
+    assert_eq!(conn.conn.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Inside the root, an extra root, or with confinement off, the call goes through.
+    json(
+        &files::ReadFile,
+        &c,
+        serde_json::json!({"path": "src/../README.md"}),
+    )
+    .await;
+    c.settings = Arc::new(ToolSettings {
+        files_extra_roots: vec!["/tmp".into()],
+        ..ToolSettings::default()
+    });
+    json(
+        &files::WriteFile,
+        &c,
+        serde_json::json!({"path": "/tmp/scratch", "content": ""}),
+    )
+    .await;
+    c.settings = Arc::new(ToolSettings {
+        files_confine: false,
+        ..ToolSettings::default()
+    });
+    json(
+        &files::ReadFile,
+        &c,
+        serde_json::json!({"path": "/etc/hostname"}),
+    )
+    .await;
+    assert_eq!(conn.conn.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
