@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic where it fails
 
+mod chat_tools;
 mod migrate;
 mod serve;
 mod tool_waits;

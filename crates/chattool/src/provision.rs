@@ -284,7 +284,8 @@ impl WorkspaceProvisioner for StoreProvisioner {
         let previous = parameters_from_json(&latest.parameters).map_err(ProvisionError::Other)?;
         let mut problems = Vec::new();
         for (name, value) in &parameters {
-            let changed = previous.iter().all(|(n, v)| n != name || v != value);
+            // Only a value the workspace already has can be an immutable one's change.
+            let changed = previous.iter().any(|(n, v)| n == name && v != value);
             if let Some(p) = manifest.parameters.iter().find(|p| &p.name == name)
                 && !p.mutable
                 && changed
