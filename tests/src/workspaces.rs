@@ -365,6 +365,46 @@ impl Harness {
     }
 }
 
+/// The secret of the workspace an agent belongs to.
+pub async fn agent_secret(pool: &sqlx::PgPool, agent: Uuid) -> String {
+    sqlx::query_scalar(
+        "SELECT w.control_plane_secret FROM workspace_agents a
+           JOIN workspace_resources r ON r.id = a.resource_id
+           JOIN workspace_builds b ON b.job_id = r.job_id
+           JOIN workspaces w ON w.id = b.workspace_id
+          WHERE a.id = $1",
+    )
+    .bind(agent)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Readiness phase 1 for tests: dials the agent for real with its workspace's secret and asks for
+/// its health.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    pub pool: sqlx::PgPool,
+}
+
+#[async_trait::async_trait]
+impl chattool::wait::AgentDialer for Dialer {
+    async fn dial(&self, agent: &Agent) -> Result<(), String> {
+        if agent.address.is_empty() {
+            return Err("the agent has not reported an address yet".into());
+        }
+        let secret = agent_secret(&self.pool, agent.id).await;
+        let mut conn =
+            wsagent::client::connect_agent(&agent.address, &secret, Duration::from_secs(2))
+                .await
+                .map_err(|e| e.to_string())?;
+        conn.health(chatproto::wsagent::v1::HealthRequest {})
+            .await
+            .map(|_| ())
+            .map_err(|s| s.message().to_owned())
+    }
+}
+
 /// Polls `check` every 50 ms until it yields a value; panics after [`PATIENCE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

@@ -7,57 +7,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatd_e2e::workspaces::{Harness, eventually};
+use chatd_e2e::workspaces::{Dialer, Harness, agent_secret, eventually};
 use chatstore::Store as _;
 use chatstore::types::{Chat, MessagePart, NewChat};
-use chatstore::workspace::{Agent, TemplateSettings, WorkspaceStore as _};
+use chatstore::workspace::{TemplateSettings, WorkspaceStore as _};
 use chattool::conn::{Rooted, WorkspaceConn};
 use chattool::context::{NO_WORKSPACE, WorkspaceResolver};
 use chattool::lifecycle::{CreateWorkspace, StartWorkspace, StopWorkspace};
 use chattool::provision::StoreProvisioner;
 use chattool::templates::{ListTemplates, ReadTemplate};
-use chattool::wait::{AgentDialer, agent_infos};
+use chattool::wait::agent_infos;
 use chattool::{ChatScope, Tool, ToolContext, ToolResult, ToolSettings, files, process};
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-/// The workspace secret of the workspace an agent belongs to.
-async fn secret_of(pool: &sqlx::PgPool, agent: Uuid) -> String {
-    sqlx::query_scalar(
-        "SELECT w.control_plane_secret FROM workspace_agents a
-           JOIN workspace_resources r ON r.id = a.resource_id
-           JOIN workspace_builds b ON b.job_id = r.job_id
-           JOIN workspaces w ON w.id = b.workspace_id
-          WHERE a.id = $1",
-    )
-    .bind(agent)
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
-
-/// Dials an agent for real with its workspace's secret (readiness phase 1).
-struct Dialer {
-    pool: sqlx::PgPool,
-}
-
-#[async_trait]
-impl AgentDialer for Dialer {
-    async fn dial(&self, agent: &Agent) -> Result<(), String> {
-        if agent.address.is_empty() {
-            return Err("the agent has not reported an address yet".into());
-        }
-        let secret = secret_of(&self.pool, agent.id).await;
-        let mut conn =
-            wsagent::client::connect_agent(&agent.address, &secret, Duration::from_secs(2))
-                .await
-                .map_err(|e| e.to_string())?;
-        conn.health(chatproto::wsagent::v1::HealthRequest {})
-            .await
-            .map(|_| ())
-            .map_err(|s| s.message().to_owned())
-    }
-}
 
 /// Resolves the chat's bound build to its chat agent and dials it (what the engine's resolver
 /// does, without the recovery gate).
@@ -83,7 +45,7 @@ impl WorkspaceResolver for Resolver {
             .map_err(|e| e.to_string())?
             .id;
         let agent = agents.iter().find(|a| a.id == chosen).unwrap();
-        let secret = secret_of(self.store.pool(), agent.id).await;
+        let secret = agent_secret(self.store.pool(), agent.id).await;
         let conn = wsagent::client::connect_agent(&agent.address, &secret, Duration::from_secs(5))
             .await
             .map_err(|e| e.to_string())?;
@@ -955,20 +917,23 @@ async fn execute_with_a_timeout_leaves_the_process_running_and_process_output_ge
 
 #[tokio::test]
 async fn create_workspace_waits_for_the_chats_build_in_progress() {
-    let env = Env::new(Harness::start().await).await;
+    let mut env = Env::new(Harness::start().await).await;
     let template = env.plain_template().await;
+    // The build stays pending until the provisioner comes back.
+    env.h.stop_provisioner().await;
     let (workspace, build) = env.h.start_workspace_build(template, "dev").await;
     env.h
         .store
         .bind_workspace(env.chat, workspace, build.id)
         .await
         .unwrap();
-    let r = env
-        .json(
-            &CreateWorkspace,
-            json!({"template_id": template.to_string()}),
-        )
-        .await;
+    let ctx = env.ctx.clone();
+    let args = json!({"template_id": template.to_string()}).to_string();
+    let call = tokio::spawn(async move { CreateWorkspace.call(&ctx, &args).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!call.is_finished(), "waiting for the pending build");
+    env.h.start_provisioner().await;
+    let r = call.await.unwrap().as_json().unwrap();
     assert_eq!(
         r,
         json!({

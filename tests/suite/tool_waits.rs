@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatd_e2e::workspaces::Harness;
+use chatd_e2e::workspaces::{Dialer, Harness};
 use chatstore::pubsub::Hub;
 use chatstore::workspace::{Agent, WorkspaceStore};
 use chattool::wait::{
@@ -15,28 +15,6 @@ use chattool::wait::{
 
 fn waits(h: &Harness, settings: WaitSettings) -> Waits {
     Waits::new(h.store.clone(), Arc::new(h.pubsub.clone()), settings)
-}
-
-/// Dials the agent for real with the workspace secret and asks for its health.
-struct RealDialer {
-    secret: String,
-}
-
-#[async_trait]
-impl AgentDialer for RealDialer {
-    async fn dial(&self, agent: &Agent) -> Result<(), String> {
-        if agent.address.is_empty() {
-            return Err("the agent has not reported an address yet".into());
-        }
-        let mut conn =
-            wsagent::client::connect_agent(&agent.address, &self.secret, Duration::from_secs(2))
-                .await
-                .map_err(|e| e.to_string())?;
-        conn.health(chatproto::wsagent::v1::HealthRequest {})
-            .await
-            .map(|_| ())
-            .map_err(|s| s.message().to_owned())
-    }
 }
 
 struct Refusing;
@@ -114,7 +92,7 @@ async fn waits_finish_on_the_safety_poll_when_no_notification_arrives() {
             Vec::new(),
         )
         .await;
-    let (workspace, build) = h.start_workspace_build(template, "quiet").await;
+    let (_, build) = h.start_workspace_build(template, "quiet").await;
     let build = build.id;
     // A hub nobody feeds: only the safety poll can see the changes.
     let deaf = Waits::new(
@@ -126,8 +104,8 @@ async fn waits_finish_on_the_safety_poll_when_no_notification_arrives() {
         },
     );
     assert_eq!(deaf.build(build).await, Ok(()));
-    let dialer = RealDialer {
-        secret: h.secret(workspace).await,
+    let dialer = Dialer {
+        pool: h.db.pool.clone(),
     };
     let readiness = deaf
         .readiness(build, &Default::default(), Phases::Both, false, &dialer)
@@ -148,11 +126,11 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
             Vec::new(),
         )
         .await;
-    let (workspace, build) = h.start_workspace_build(ready, "ready").await;
+    let (_, build) = h.start_workspace_build(ready, "ready").await;
     let build = build.id;
     w.build(build).await.unwrap();
-    let dialer = RealDialer {
-        secret: h.secret(workspace).await,
+    let dialer = Dialer {
+        pool: h.db.pool.clone(),
     };
     assert_eq!(
         w.readiness(build, &suffix, Phases::Both, false, &dialer)
@@ -166,11 +144,11 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
             Vec::new(),
         )
         .await;
-    let (workspace, build) = h.start_workspace_build(broken, "broken").await;
+    let (_, build) = h.start_workspace_build(broken, "broken").await;
     let build = build.id;
     w.build(build).await.unwrap();
-    let dialer = RealDialer {
-        secret: h.secret(workspace).await,
+    let dialer = Dialer {
+        pool: h.db.pool.clone(),
     };
     let readiness = w
         .readiness(build, &suffix, Phases::Both, false, &dialer)
