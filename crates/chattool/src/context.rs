@@ -149,6 +149,9 @@ pub struct ToolContext {
     pub settings: Arc<ToolSettings>,
     /// Told when the chat's workspace binding changes.
     pub on_binding: Option<Arc<dyn BindingListener>>,
+    /// Kicked after each successful round-trip of `execute` and `process_output` to the agent,
+    /// so a long command does not trip the task's idle watchdog (spec/engine.md §11).
+    pub on_progress: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for ToolContext {
@@ -177,6 +180,7 @@ impl ToolContext {
             workspace_lock: Arc::default(),
             settings: Arc::default(),
             on_binding: None,
+            on_progress: None,
         }
     }
 
@@ -213,6 +217,13 @@ impl ToolContext {
             self.pubsub.clone()?,
             self.settings.waits.clone(),
         ))
+    }
+
+    /// Kicks the idle watchdog.
+    pub(crate) fn progressed(&self) {
+        if let Some(kick) = &self.on_progress {
+            kick();
+        }
     }
 
     /// Tells the listener about the chat's new binding.

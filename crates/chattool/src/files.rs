@@ -2,6 +2,15 @@
 //! confines every path to the workspace roots (resolving symlinks, free of check-then-use races);
 //! chatd checks lexically first when it knows the agent's working directory ([`check_path`]).
 //! `write_file` and `edit_files` run under the idempotency ledger ([`crate::ledger`]).
+//!
+//! | Tool | Arguments | Result fields |
+//! |---|---|---|
+//! | `read_file` | `path`, `offset`? (1), `limit`? (2000) | `content` (line-numbered), `file_size`, `lines_read`, `total_lines` |
+//! | `write_file` | `path`, `content` | `ok: true` |
+//! | `edit_files` | `edits: [{path, old_text, new_text, replace_all?}]` (or that array as a JSON string) | `ok: true`, `files: [{path, diff}]` |
+//!
+//! Errors are text errors: the agent's message, or for `edit_files` a text ending with
+//! `\nNo edits were applied.`
 
 use std::path::{Component, Path, PathBuf};
 

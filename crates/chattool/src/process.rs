@@ -1,5 +1,12 @@
 //! `execute`, `process_output`, `process_list`, `process_signal` (spec/chattool.md §9.1–§9.4,
-//! §10.3).
+//! §10.3). `execute` runs under the idempotency ledger ([`crate::ledger`]).
+//!
+//! | Tool | Arguments | Result fields |
+//! |---|---|---|
+//! | `execute` | `command`, `timeout`? (`10s`), `workdir`?, `run_in_background`?, `model_intent`? | [`ExecuteResult`]: `success`, `output`?, `exit_code`, `wall_duration_ms`, `error`?, `truncated`?, `note`?, `background_process_id`?, `timed_out`?, `still_running`? |
+//! | `process_output` | `process_id`, `wait_timeout`? (`10s`; `0s` = snapshot) | the `execute` fields; `note: "process is still running"` while it runs |
+//! | `process_list` | — | `processes: [{id, command, workdir?, running, exit_code?}]`, or `{success: false, error}` |
+//! | `process_signal` | `process_id`, `signal` (`terminate` or `kill`) | `{success: true, message}`, or `{success: false, error}` |
 
 use std::time::{Duration, Instant};
 
@@ -161,34 +168,32 @@ fn done(value: &impl Serialize) -> Result<ToolResult, ToolResult> {
     Ok(ToolResult::json(value))
 }
 
-/// One blocking read of a process's output.
+/// One blocking read of a process's output; a successful one kicks the idle watchdog.
 async fn read_output(
     conn: &dyn WorkspaceConn,
-    chat_id: &str,
+    ctx: &ToolContext,
     process_id: &str,
     wait: Duration,
 ) -> Result<pb::ProcessOutputResponse, Status> {
-    conn.process_output(pb::ProcessOutputRequest {
-        process_id: process_id.to_owned(),
-        chat_id: chat_id.to_owned(),
-        wait_timeout: proto_duration(wait),
-    })
-    .await
+    let out = conn
+        .process_output(pb::ProcessOutputRequest {
+            process_id: process_id.to_owned(),
+            chat_id: ctx.chat_key(),
+            wait_timeout: proto_duration(wait),
+        })
+        .await?;
+    ctx.progressed();
+    Ok(out)
 }
 
 /// A snapshot (no wait) bounded by `limit`.
 async fn snapshot(
     conn: &dyn WorkspaceConn,
-    chat_id: &str,
+    ctx: &ToolContext,
     process_id: &str,
     limit: Duration,
 ) -> Result<pb::ProcessOutputResponse, String> {
-    match tokio::time::timeout(
-        limit,
-        read_output(conn, chat_id, process_id, Duration::ZERO),
-    )
-    .await
-    {
+    match tokio::time::timeout(limit, read_output(conn, ctx, process_id, Duration::ZERO)).await {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(status)) => Err(status.message().to_owned()),
         Err(_) => Err(format!("timed out after {}", duration::format(limit))),
@@ -343,11 +348,8 @@ async fn wait_foreground(
     };
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let attempt = tokio::time::timeout_at(
-            deadline,
-            read_output(conn, &ctx.chat_key(), process_id, remaining),
-        )
-        .await;
+        let attempt =
+            tokio::time::timeout_at(deadline, read_output(conn, ctx, process_id, remaining)).await;
         let failure = match attempt {
             Ok(Ok(out)) if !out.running => return exited(out),
             Ok(Ok(out)) => {
@@ -361,14 +363,7 @@ async fn wait_foreground(
         };
         // Step 5: a snapshot with a fresh limit.
         let ours = failure.is_ok();
-        return match snapshot(
-            conn,
-            &ctx.chat_key(),
-            process_id,
-            ctx.settings.snapshot_timeout,
-        )
-        .await
-        {
+        return match snapshot(conn, ctx, process_id, ctx.settings.snapshot_timeout).await {
             Err(snapshot_error) => ExecuteResult {
                 success: false,
                 exit_code: Some(-1),
@@ -445,14 +440,14 @@ impl TypedTool for ProcessOutput {
         let mut output = if wait.is_zero() {
             Err(String::new())
         } else {
-            read_output(conn.as_ref(), &ctx.chat_key(), &args.process_id, wait)
+            read_output(conn.as_ref(), ctx, &args.process_id, wait)
                 .await
                 .map_err(|s| s.message().to_owned())
         };
         if output.is_err() {
             output = snapshot(
                 conn.as_ref(),
-                &ctx.chat_key(),
+                ctx,
                 &args.process_id,
                 ctx.settings.snapshot_timeout,
             )

@@ -107,7 +107,8 @@ async fn text(tool: &dyn Tool, ctx: &ToolContext, args: &str) -> String {
 
 #[tokio::test]
 async fn every_tool_has_a_schema_both_providers_accept() {
-    let tools = chattool::workspace_tools();
+    let tools = chattool::all_tools();
+    assert_eq!(tools.len(), 12);
     let mut names: Vec<&str> = tools.iter().map(|t| t.name()).collect();
     for tool in &tools {
         args::check_schema(&tool.parameters()).unwrap_or_else(|e| panic!("{}: {e}", tool.name()));
@@ -121,13 +122,22 @@ async fn every_tool_has_a_schema_both_providers_accept() {
 #[tokio::test]
 async fn execute_runs_a_foreground_command_and_reports_exit_and_output() {
     let ws = workspace().await;
-    let c = ctx(&ws, "call-1");
+    let mut c = ctx(&ws, "call-1");
+    let kicks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = kicks.clone();
+    c.on_progress = Some(Arc::new(move || {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
     let r = json(
         &process::Execute,
         &c,
         serde_json::json!({"command": "echo hi > f && cat f"}),
     )
     .await;
+    assert!(
+        kicks.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "each round-trip kicks the idle watchdog"
+    );
     assert_eq!(r["success"], true);
     assert_eq!(r["output"], "hi\n");
     assert_eq!(r["exit_code"], 0);
