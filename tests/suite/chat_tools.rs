@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chatd::builds::StoreProvisioner;
 use chatd_e2e::workspaces::{Dialer, Harness, agent_secret, eventually};
 use chatstore::Store as _;
 use chatstore::types::{Chat, MessagePart, NewChat};
@@ -14,7 +15,6 @@ use chatstore::workspace::{TemplateSettings, WorkspaceStore as _};
 use chattool::conn::{Rooted, WorkspaceConn};
 use chattool::context::{NO_WORKSPACE, WorkspaceResolver};
 use chattool::lifecycle::{CreateWorkspace, StartWorkspace, StopWorkspace};
-use chattool::provision::StoreProvisioner;
 use chattool::templates::{ListTemplates, ReadTemplate};
 use chattool::wait::agent_infos;
 use chattool::{ChatScope, Tool, ToolContext, ToolResult, ToolSettings, files, process};

@@ -12,6 +12,7 @@
 
 pub mod agentapi;
 mod auth;
+pub mod builds;
 pub mod cli;
 mod error;
 pub mod provision;

@@ -368,6 +368,22 @@ pub enum ConnectionStatus {
     Timeout,
 }
 
+/// Whether `name` is a valid template or workspace name: 1–32 ASCII letters and digits in runs
+/// separated by single hyphens (no leading, trailing or doubled hyphen).
+///
+/// ```
+/// use chatstore::workspace::valid_name;
+/// assert!(valid_name("fun-dashboard-1a2b"));
+/// assert!(!valid_name("-x") && !valid_name("a--b") && !valid_name("") && !valid_name(&"a".repeat(33)));
+/// ```
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .split('-')
+            .all(|run| !run.is_empty() && run.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
 /// The smallest inactive-disconnect timeout accepted.
 pub const MIN_INACTIVE_TIMEOUT: Duration = Duration::from_secs(2);
 

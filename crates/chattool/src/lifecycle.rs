@@ -109,7 +109,7 @@ pub fn generate_name(seed: &str) -> String {
     let base = base.trim_end_matches('-');
     let random = Uuid::new_v4().simple().to_string();
     let name = format!("{base}-{}", &random[..4]);
-    if provisioner::template::valid_name(&name) {
+    if chatstore::workspace::valid_name(&name) {
         return name;
     }
     let bytes = Uuid::new_v4().into_bytes();
@@ -523,7 +523,7 @@ impl TypedTool for CreateWorkspace {
         let wanted = args.name.as_deref().map(str::trim).unwrap_or_default();
         let name = if wanted.is_empty() {
             generate_name(&template.name)
-        } else if provisioner::template::valid_name(wanted) {
+        } else if chatstore::workspace::valid_name(wanted) {
             wanted.to_owned()
         } else {
             generate_name(wanted)
@@ -775,10 +775,7 @@ mod tests {
             ),
         ] {
             let name = generate_name(seed);
-            assert!(
-                provisioner::template::valid_name(&name),
-                "{seed:?} → {name}"
-            );
+            assert!(chatstore::workspace::valid_name(&name), "{seed:?} → {name}");
             let (head, tail) = name.split_at(name.len() - 4);
             assert_eq!(
                 head,

@@ -427,14 +427,7 @@ pub fn relative_path(path: &str) -> Result<PathBuf, String> {
     Ok(clean)
 }
 
-/// Whether `name` is 1–32 ASCII letters and digits in runs separated by single hyphens.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 32
-        && name
-            .split('-')
-            .all(|run| !run.is_empty() && run.chars().all(|c| c.is_ascii_alphanumeric()))
-}
+pub use chatstore::workspace::valid_name;
 
 impl Manifest {
     /// Parses `template.toml` text (syntax and types only; see [`Manifest::problems`]).

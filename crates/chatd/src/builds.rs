@@ -1,0 +1,220 @@
+//! chatd's [`WorkspaceProvisioner`]: the control plane's front for workspace builds. It checks a
+//! request against the template version the build will use (presets, parameters and their
+//! validation, immutable parameters, name collisions) and records the build in the store, where
+//! the provisioner workers take it. The chat tools use it today; the `WorkspaceService` will too.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chatstore::StoreError;
+use chatstore::workspace::{Build, Workspace, WorkspaceStore, WorkspaceTransition};
+use chattool::provision::{
+    CreateRequest, ProvisionError, ResponseError, Validation, WorkspaceProvisioner,
+};
+use provisioner::template::{Manifest, parameters_from_json, resolve_parameters};
+use uuid::Uuid;
+
+/// chatd's provisioner front: checks and records builds in the store, where the provisioner
+/// workers take them.
+#[derive(Clone)]
+pub struct StoreProvisioner {
+    store: Arc<dyn WorkspaceStore>,
+}
+
+impl std::fmt::Debug for StoreProvisioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreProvisioner").finish_non_exhaustive()
+    }
+}
+
+/// `[{name, value}]`, the form builds store their parameters in.
+fn stored(values: &BTreeMap<String, String>) -> serde_json::Value {
+    values
+        .iter()
+        .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
+        .collect()
+}
+
+fn parameter_problems(message: &str, problems: Vec<String>) -> ProvisionError {
+    ProvisionError::Response(ResponseError {
+        status: 400,
+        message: message.to_owned(),
+        detail: String::new(),
+        validations: problems
+            .into_iter()
+            .map(|detail| Validation {
+                field: "parameters".into(),
+                detail,
+            })
+            .collect(),
+    })
+}
+
+impl StoreProvisioner {
+    /// A provisioner front over the store.
+    pub fn new(store: Arc<dyn WorkspaceStore>) -> Self {
+        Self { store }
+    }
+
+    async fn manifest(&self, version_id: Uuid) -> Result<Manifest, ProvisionError> {
+        let version = self.store.template_version(version_id).await?;
+        Manifest::from_stored(&version.manifest).map_err(ProvisionError::Other)
+    }
+
+    async fn latest(&self, workspace_id: Uuid) -> Result<Build, ProvisionError> {
+        self.store
+            .latest_build(workspace_id)
+            .await?
+            .ok_or_else(|| ProvisionError::Other(format!("workspace {workspace_id} has no build")))
+    }
+
+    async fn owned(&self, owner_id: Uuid, workspace_id: Uuid) -> Result<Workspace, ProvisionError> {
+        let workspace = self.store.workspace(workspace_id).await?;
+        if workspace.owner_id != owner_id || workspace.deleted {
+            return Err(ProvisionError::Response(ResponseError {
+                status: 404,
+                message: format!("workspace {workspace_id} not found"),
+                detail: String::new(),
+                validations: Vec::new(),
+            }));
+        }
+        Ok(workspace)
+    }
+}
+
+#[async_trait]
+impl WorkspaceProvisioner for StoreProvisioner {
+    async fn create_workspace(
+        &self,
+        request: CreateRequest,
+    ) -> Result<(Workspace, Build), ProvisionError> {
+        let template = self.store.template(request.template_id).await?;
+        let version_id = template
+            .active_version_id
+            .ok_or_else(|| ProvisionError::Other("the template has no active version".into()))?;
+        let version = self.store.template_version(version_id).await?;
+        let manifest = Manifest::from_stored(&version.manifest).map_err(ProvisionError::Other)?;
+        let mut given: Vec<(String, String)> = Vec::new();
+        if let Some(preset_id) = request.preset_id {
+            let Some((_, preset)) = version.presets.iter().find(|(id, _)| *id == preset_id) else {
+                return Err(ProvisionError::Response(ResponseError::invalid(
+                    "invalid preset",
+                    "preset_id",
+                    format!("{preset_id} is not a preset of the template's active version"),
+                )));
+            };
+            given.extend(preset.parameters.iter().cloned());
+        }
+        given.extend(request.parameters.clone());
+        let values = resolve_parameters(&manifest, &given)
+            .map_err(|problems| parameter_problems("invalid workspace parameters", problems))?;
+        let ttl_ms = match request.ttl {
+            Some(ttl) => i64::try_from(ttl.as_millis()).ok(),
+            None => (template.default_ttl_ms > 0).then_some(template.default_ttl_ms),
+        };
+        self.store
+            .create_workspace(
+                request.organization_id,
+                request.owner_id,
+                request.template_id,
+                &request.name,
+                stored(&values),
+                ttl_ms,
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(detail) => ProvisionError::Response(ResponseError {
+                    status: 409,
+                    message: format!("workspace name {:?} is already in use", request.name),
+                    detail: String::new(),
+                    validations: vec![Validation {
+                        field: "name".into(),
+                        detail,
+                    }],
+                }),
+                other => other.into(),
+            })
+    }
+
+    async fn start_workspace(
+        &self,
+        owner_id: Uuid,
+        workspace_id: Uuid,
+        parameters: BTreeMap<String, String>,
+    ) -> Result<Build, ProvisionError> {
+        let workspace = self.owned(owner_id, workspace_id).await?;
+        let latest = self.latest(workspace_id).await?;
+        let template = self.store.template(workspace.template_id).await?;
+        let target = match template.active_version_id {
+            Some(active) if template.require_active_version => active,
+            _ => latest.template_version_id,
+        };
+        let manifest = self.manifest(target).await?;
+        let previous = parameters_from_json(&latest.parameters).map_err(ProvisionError::Other)?;
+        let mut problems = Vec::new();
+        for (name, value) in &parameters {
+            // Only a value the workspace already has can be an immutable one's change.
+            let changed = previous.iter().any(|(n, v)| n == name && v != value);
+            if let Some(p) = manifest.parameters.iter().find(|p| &p.name == name)
+                && !p.mutable
+                && changed
+            {
+                problems.push(format!(
+                    "parameter {name:?} is immutable and cannot be changed after creation"
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(parameter_problems("invalid workspace parameters", problems));
+        }
+        // Earlier values carry over (ephemeral ones only live for one build); given ones win.
+        let mut given: Vec<(String, String)> = previous
+            .into_iter()
+            .filter(|(name, _)| {
+                manifest
+                    .parameters
+                    .iter()
+                    .any(|p| &p.name == name && !p.ephemeral)
+            })
+            .collect();
+        given.extend(parameters);
+        let values = resolve_parameters(&manifest, &given).map_err(|problems| {
+            if target == latest.template_version_id {
+                parameter_problems("invalid workspace parameters", problems)
+            } else {
+                parameter_problems(
+                    "the template requires its active version, and that version needs parameter values this workspace does not have: update the workspace manually, or call start_workspace again with values for the parameters listed (read_template shows them)",
+                    problems,
+                )
+            }
+        })?;
+        Ok(self
+            .store
+            .new_build(
+                workspace_id,
+                WorkspaceTransition::Start,
+                Some(owner_id),
+                stored(&values),
+            )
+            .await?)
+    }
+
+    async fn stop_workspace(
+        &self,
+        owner_id: Uuid,
+        workspace_id: Uuid,
+    ) -> Result<Build, ProvisionError> {
+        self.owned(owner_id, workspace_id).await?;
+        let latest = self.latest(workspace_id).await?;
+        Ok(self
+            .store
+            .new_build(
+                workspace_id,
+                WorkspaceTransition::Stop,
+                Some(owner_id),
+                latest.parameters,
+            )
+            .await?)
+    }
+}
