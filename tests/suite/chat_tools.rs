@@ -11,7 +11,7 @@ use chatd::builds::StoreProvisioner;
 use chatd_e2e::workspaces::{Dialer, Harness, agent_secret, eventually};
 use chatstore::Store as _;
 use chatstore::types::{Chat, MessagePart, NewChat};
-use chatstore::workspace::{TemplateSettings, WorkspaceStore as _};
+use chatstore::workspace::{JobStatus, TemplateSettings, WorkspaceStore as _};
 use chattool::conn::{Rooted, WorkspaceConn};
 use chattool::context::{NO_WORKSPACE, WorkspaceResolver};
 use chattool::lifecycle::{CreateWorkspace, StartWorkspace, StopWorkspace};
@@ -1025,6 +1025,53 @@ async fn an_immutable_parameter_cannot_change_on_start() {
     assert_eq!(
         build.parameters,
         json!([{"name": "region", "value": "eu"}, {"name": "size", "value": "4"}])
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn an_existing_workspace_whose_agent_is_still_connecting_gets_full_readiness() {
+    let mut env = Env::new(Harness::start().await).await;
+    env.ctx.settings = Arc::new(ToolSettings {
+        waits: chattool::wait::WaitSettings {
+            agent_connect_timeout: Duration::from_millis(600),
+            dial_retry_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..ToolSettings::default()
+    });
+    // An externally managed agent: its row exists, nobody runs it, so it stays `connecting`.
+    let external = env
+        .h
+        .template(
+            "name = \"byo\"\nexternal_agent = true\n[agent]\nconnection_timeout = \"10m\"",
+            Vec::new(),
+        )
+        .await;
+    let (workspace, job) = env.h.create_workspace(external, "mine").await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{}", job.error);
+    let build = env.h.store.latest_build(workspace).await.unwrap().unwrap();
+    env.h
+        .store
+        .bind_workspace(env.chat, workspace, build.id)
+        .await
+        .unwrap();
+    let r = env
+        .json(
+            &CreateWorkspace,
+            json!({"template_id": external.to_string()}),
+        )
+        .await;
+    assert_eq!(
+        r,
+        json!({
+            "created": false,
+            "workspace_name": "ada/mine",
+            "status": "already_exists",
+            "message": "workspace exists and the agent is still connecting",
+            "agent_status": "not_ready",
+            "agent_error": chattool::wait::EXTERNAL_AGENT_NOT_CONNECTED,
+        })
     );
     env.finish().await;
 }
