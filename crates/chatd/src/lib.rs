@@ -15,6 +15,7 @@ mod auth;
 pub mod builds;
 pub mod cli;
 mod error;
+pub mod parts;
 pub mod provision;
 mod serve;
 pub mod templates;
