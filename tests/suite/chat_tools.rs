@@ -144,6 +144,30 @@ impl Env {
         self.h.store.chat(self.chat).await.unwrap()
     }
 
+    /// Plays the provisioner (stopped by the test): takes the next job and fails it with
+    /// `error` and `code`.
+    async fn fail_next_job(&self, error: &str, code: &str) {
+        let job = eventually("a build job", || async {
+            self.h.store.acquire_job(Uuid::new_v4()).await.unwrap()
+        })
+        .await;
+        self.h
+            .store
+            .complete_job(job.id, error, code)
+            .await
+            .unwrap();
+    }
+
+    /// This chat's workspace, created by the tool from the `plain` template.
+    async fn with_workspace(&self) {
+        let template = self.plain_template().await;
+        self.json(
+            &CreateWorkspace,
+            json!({"template_id": template.to_string()}),
+        )
+        .await;
+    }
+
     async fn plain_template(&self) -> Uuid {
         self.h.template("name = \"plain\"", Vec::new()).await
     }
@@ -331,19 +355,8 @@ async fn a_build_refused_for_quota_returns_the_quota_result() {
     let args = json!({"template_id": template.to_string()}).to_string();
     let call = tokio::spawn(async move { CreateWorkspace.call(&ctx, &args).await });
     // Play the provisioner: refuse the build for quota.
-    let job = eventually("the build job", || async {
-        env.h.store.acquire_job(Uuid::new_v4()).await.unwrap()
-    })
-    .await;
-    env.h
-        .store
-        .complete_job(
-            job.id,
-            "quota exceeded: 3 of 3 credits used",
-            "INSUFFICIENT_QUOTA",
-        )
-        .await
-        .unwrap();
+    env.fail_next_job("quota exceeded: 3 of 3 credits used", "INSUFFICIENT_QUOTA")
+        .await;
     let v = call.await.unwrap().as_json().unwrap();
     assert_eq!(v["error_code"], "INSUFFICIENT_QUOTA");
     assert_eq!(
@@ -595,24 +608,11 @@ async fn stop_and_start_are_idempotent_and_create_on_a_stopped_workspace_says_to
 #[tokio::test]
 async fn stop_re_attempts_after_a_failed_stop_build() {
     let mut env = Env::new(Harness::start().await).await;
-    let template = env.plain_template().await;
-    env.json(
-        &CreateWorkspace,
-        json!({"template_id": template.to_string()}),
-    )
-    .await;
+    env.with_workspace().await;
     env.h.stop_provisioner().await;
     let ctx = env.ctx.clone();
     let call = tokio::spawn(async move { StopWorkspace.call(&ctx, "{}").await });
-    let job = eventually("the stop job", || async {
-        env.h.store.acquire_job(Uuid::new_v4()).await.unwrap()
-    })
-    .await;
-    env.h
-        .store
-        .complete_job(job.id, "the backend could not stop it", "")
-        .await
-        .unwrap();
+    env.fail_next_job("the backend could not stop it", "").await;
     let failed = call.await.unwrap().as_json().unwrap();
     assert_eq!(
         failed["error"],
@@ -804,12 +804,7 @@ async fn templates_are_listed_by_use_and_read_with_readme_parameters_and_presets
 #[tokio::test]
 async fn a_replayed_execute_never_runs_the_command_twice() {
     let env = Env::new(Harness::start().await).await;
-    let template = env.plain_template().await;
-    env.json(
-        &CreateWorkspace,
-        json!({"template_id": template.to_string()}),
-    )
-    .await;
+    env.with_workspace().await;
     let workspace = env.chat().await.workspace_id.unwrap();
     let counter = env.h.home(workspace).join("counter");
     let count = || {
@@ -885,12 +880,7 @@ async fn a_replayed_execute_never_runs_the_command_twice() {
 #[tokio::test]
 async fn execute_with_a_timeout_leaves_the_process_running_and_process_output_gets_the_result() {
     let env = Env::new(Harness::start().await).await;
-    let template = env.plain_template().await;
-    env.json(
-        &CreateWorkspace,
-        json!({"template_id": template.to_string()}),
-    )
-    .await;
+    env.with_workspace().await;
     let r = env
         .json(
             &process::Execute,

@@ -105,11 +105,14 @@ impl Default for ToolSettings {
 }
 
 impl ToolSettings {
+    /// Whether the allow-list admits the template id (an empty list admits every one).
+    pub fn listed(&self, template_id: Uuid) -> bool {
+        self.template_allowlist.is_empty() || self.template_allowlist.contains(&template_id)
+    }
+
     /// Whether chats may use the template (§2.4: the allow-list, then `chat_enabled`).
     pub fn allows(&self, template: &chatstore::workspace::Template) -> bool {
-        template.chat_enabled
-            && (self.template_allowlist.is_empty()
-                || self.template_allowlist.contains(&template.id))
+        template.chat_enabled && self.listed(template.id)
     }
 }
 

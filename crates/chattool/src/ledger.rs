@@ -86,12 +86,9 @@ where
         }
         Some(row) => match (row.state, row.result) {
             (ToolExecutionState::Completed, Some(result)) => {
-                return match serde_json::from_value::<Recorded>(result) {
-                    Ok(r) if r.is_error => Err(ToolResult::error(r.content)),
-                    Ok(r) => Ok(ToolResult {
-                        content: r.content,
-                        is_error: false,
-                    }),
+                return match serde_json::from_value::<ToolResult>(result) {
+                    Ok(r) if r.is_error => Err(r),
+                    Ok(r) => Ok(r),
                     Err(e) => {
                         tracing::error!(error = %e, call = %ctx.tool_call_id, "recorded tool result is malformed");
                         Ok(unknown_outcome())
@@ -105,7 +102,7 @@ where
     let result = match &outcome {
         Ok(r) | Err(r) => r,
     };
-    let recorded = serde_json::json!({"content": result.content, "is_error": result.is_error});
+    let recorded = serde_json::to_value(result).unwrap_or_default();
     if let Err(e) = store
         .complete_tool_execution(ctx.chat.id, &ctx.tool_call_id, &recorded)
         .await
@@ -114,12 +111,6 @@ where
         tracing::warn!(error = %e, call = %ctx.tool_call_id, "recording the tool result failed");
     }
     outcome
-}
-
-#[derive(serde::Deserialize)]
-struct Recorded {
-    content: String,
-    is_error: bool,
 }
 
 #[cfg(test)]

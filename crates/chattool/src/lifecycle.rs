@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::context::ToolStore;
 use crate::provision::{CreateRequest, ProvisionError, WorkspaceProvisioner};
+use crate::templates::NOT_ALLOWED;
 use crate::tool::TypedTool;
 use crate::wait::{AgentDialer, BuildWaitError, Phases, Readiness, Waits, agent_infos};
 use crate::{ToolContext, ToolResult};
@@ -468,13 +469,9 @@ impl TypedTool for CreateWorkspace {
         }
         let template_id = Uuid::parse_str(template_text)
             .map_err(|e| ToolResult::error(format!("invalid template_id: {e}")))?;
-        let not_allowed = || {
-            ToolResult::error(
-                "template not available for chat workspaces; use list_templates to find allowed templates",
-            )
-        };
-        let allowlist = &ctx.settings.template_allowlist;
-        if !allowlist.is_empty() && !allowlist.contains(&template_id) {
+        let not_allowed = || ToolResult::error(NOT_ALLOWED);
+        // The allow-list is checked before the lookup; `chat_enabled` needs the row.
+        if !ctx.settings.listed(template_id) {
             return Err(not_allowed());
         }
         let template = s

@@ -1,10 +1,10 @@
 //! What a tool returns (spec/chattool.md §2.1): a text error, or a JSON object (which may carry an
 //! `error` key whose structured fields must survive a replay of the history).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// A tool's result as the model sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A tool's result as the model sees it (also the form the idempotency ledger records).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolResult {
     /// The text (a sentence for errors, compact JSON otherwise).
     pub content: String,
