@@ -380,8 +380,8 @@ pub async fn agent_secret(pool: &sqlx::PgPool, agent: Uuid) -> String {
     .unwrap()
 }
 
-/// Readiness phase 1 for tests: dials the agent for real with its workspace's secret and asks for
-/// its health.
+/// Readiness phase 1 for tests: chatd's `StoreConnector` (dials the agent for real with its
+/// workspace's secret and asks for its health).
 #[derive(Debug, Clone)]
 pub struct Dialer {
     pub pool: sqlx::PgPool,
@@ -390,18 +390,9 @@ pub struct Dialer {
 #[async_trait::async_trait]
 impl chattool::wait::AgentDialer for Dialer {
     async fn dial(&self, agent: &Agent) -> Result<(), String> {
-        if agent.address.is_empty() {
-            return Err("the agent has not reported an address yet".into());
-        }
-        let secret = agent_secret(&self.pool, agent.id).await;
-        let mut conn =
-            wsagent::client::connect_agent(&agent.address, &secret, Duration::from_secs(2))
-                .await
-                .map_err(|e| e.to_string())?;
-        conn.health(chatproto::wsagent::v1::HealthRequest {})
-            .await
-            .map(|_| ())
-            .map_err(|s| s.message().to_owned())
+        let store = Arc::new(PgStore::new(self.pool.clone(), StoreConfig::default()));
+        let connector = chatd::resolver::StoreConnector::new(store, Duration::from_secs(2));
+        chattool::wait::AgentDialer::dial(&connector, agent).await
     }
 }
 

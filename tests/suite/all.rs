@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic where it fails
 
 mod chat_tools;
+mod engine;
 mod migrate;
+mod resolver;
 mod serve;
 mod tool_waits;
 mod workspaces;

@@ -14,9 +14,11 @@ pub mod agentapi;
 mod auth;
 pub mod builds;
 pub mod cli;
+pub mod engine;
 mod error;
 pub mod parts;
 pub mod provision;
+pub mod resolver;
 mod serve;
 pub mod templates;
 

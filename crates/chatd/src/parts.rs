@@ -76,6 +76,17 @@ struct Parts<P> {
     bytes: usize,
     created: bool,
     closed_at: Option<Instant>,
+    model_invoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    tool_times: HashMap<String, ToolTimes>,
+}
+
+/// When a tool call of an episode started and finished (spec/engine.md §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolTimes {
+    /// When the call was dispatched.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// When its result arrived.
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug)]
@@ -92,6 +103,8 @@ impl<P> Episode<P> {
                 bytes: 0,
                 created: false,
                 closed_at: None,
+                model_invoked_at: None,
+                tool_times: HashMap::new(),
             }),
             progress: watch::Sender::new(Progress {
                 len: 0,
@@ -183,6 +196,47 @@ impl<P: PartSize + Clone + Send + Sync + 'static> PartBuffer<P> {
         self.get(key)
             .map(|e| e.lock().list.clone())
             .unwrap_or_default()
+    }
+
+    /// Records that the episode's model call was sent (usage accounting of interrupted
+    /// attempts); the first call wins.
+    pub fn start_model_invocation(&self, key: EpisodeKey) {
+        let episode = self.entry(key);
+        let mut parts = episode.lock();
+        if parts.model_invoked_at.is_none() {
+            parts.model_invoked_at = Some(chrono::Utc::now());
+        }
+    }
+
+    /// When the episode's model call was sent.
+    pub fn model_invoked_at(&self, key: &EpisodeKey) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.get(key).and_then(|e| e.lock().model_invoked_at)
+    }
+
+    /// Records that a tool call of the episode started.
+    pub fn tool_started(&self, key: EpisodeKey, tool_call_id: &str) {
+        let episode = self.entry(key);
+        episode.lock().tool_times.insert(
+            tool_call_id.to_owned(),
+            ToolTimes {
+                started_at: chrono::Utc::now(),
+                finished_at: None,
+            },
+        );
+    }
+
+    /// Records that a tool call of the episode finished.
+    pub fn tool_finished(&self, key: EpisodeKey, tool_call_id: &str) {
+        let episode = self.entry(key);
+        if let Some(times) = episode.lock().tool_times.get_mut(tool_call_id) {
+            times.finished_at = Some(chrono::Utc::now());
+        }
+    }
+
+    /// A tool call's start and finish times.
+    pub fn tool_times(&self, key: &EpisodeKey, tool_call_id: &str) -> Option<ToolTimes> {
+        self.get(key)
+            .and_then(|e| e.lock().tool_times.get(tool_call_id).copied())
     }
 
     /// Closes an episode (idempotent). An unknown episode is created closed, so a close that

@@ -256,6 +256,19 @@ pub trait Store: Send + Sync {
         build_id: Uuid,
     ) -> Result<Chat, StoreError>;
 
+    /// Binds the chat to an agent of one of its workspace's builds (the agent its workspace tools
+    /// talk to, spec/recovery.md §2–§3), provided the chat is still bound to
+    /// `expected_workspace_id`. A metadata write like [`Store::bind_workspace`]: no version is
+    /// bumped and no chat update is published. Returns the updated chat, or `None` when the chat's
+    /// workspace is no longer the expected one (the binding raced with a workspace change).
+    async fn bind_agent(
+        &self,
+        chat_id: Uuid,
+        expected_workspace_id: Uuid,
+        build_id: Uuid,
+        agent_id: Uuid,
+    ) -> Result<Option<Chat>, StoreError>;
+
     /// Records that a side-effecting tool call is being dispatched (spec/chattool.md §10.2).
     /// `None` = this is the first dispatch (a `dispatched` row was inserted); `Some` = the call
     /// was seen before, and its row is returned unchanged.

@@ -167,8 +167,11 @@ pub struct Agent {
     pub times: AgentTimes,
     /// Lifecycle state.
     pub lifecycle: AgentLifecycle,
-    /// Working directory.
+    /// Working directory, as the template configures it.
     pub directory: String,
+    /// Working directory with variables expanded, as the agent reports it in its heartbeats;
+    /// empty until it has.
+    pub expanded_directory: String,
     /// Where the control plane dials it.
     pub address: String,
 }
@@ -657,6 +660,16 @@ pub trait WorkspaceStore: Send + Sync {
     async fn build_agents(&self, build_id: Uuid) -> Result<Vec<Agent>, StoreError>;
     /// Reads an agent.
     async fn agent(&self, agent_id: Uuid) -> Result<Agent, StoreError>;
+    /// The secret the control plane presents to this agent (`authorization: Bearer`): its
+    /// workspace's control-plane secret.
+    async fn agent_secret(&self, agent_id: Uuid) -> Result<String, StoreError>;
+    /// Whether the agent is managed outside chatd: the template version of the build it belongs
+    /// to has `has_external_agent`. An agent that belongs to no build (a template import's) is
+    /// not external.
+    async fn agent_is_external(&self, agent_id: Uuid) -> Result<bool, StoreError>;
+    /// The database's clock (`now()`), the time connection statuses and leases are computed
+    /// against, so replicas with skewed clocks agree.
+    async fn database_now(&self) -> Result<DateTime<Utc>, StoreError>;
     /// Records an agent heartbeat (`first_connected_at` on the first one) and what it reports.
     async fn agent_heartbeat(&self, agent_id: Uuid, report: &AgentReport)
     -> Result<(), StoreError>;

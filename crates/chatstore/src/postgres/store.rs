@@ -868,6 +868,29 @@ impl Store for PgStore {
         fetch_chat(&mut conn, chat_id).await
     }
 
+    async fn bind_agent(
+        &self,
+        chat_id: Uuid,
+        expected_workspace_id: Uuid,
+        build_id: Uuid,
+        agent_id: Uuid,
+    ) -> Result<Option<Chat>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let updated = sqlx::query(
+            "UPDATE chats SET build_id = $3, agent_id = $4 WHERE id = $1 AND workspace_id = $2",
+        )
+        .bind(chat_id)
+        .bind(expected_workspace_id)
+        .bind(build_id)
+        .bind(agent_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        // Read back either way: a missing chat is an error, a moved one is `None`.
+        let chat = fetch_chat(&mut conn, chat_id).await?;
+        Ok((updated > 0).then_some(chat))
+    }
+
     async fn begin_tool_execution(
         &self,
         chat_id: Uuid,

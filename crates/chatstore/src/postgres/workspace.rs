@@ -29,7 +29,7 @@ macro_rules! agent_columns {
     () => {
         "a.id, a.resource_id, a.name, a.parent_id, a.display_order, a.created_at, a.first_connected_at,
          a.last_connected_at, a.disconnected_at, a.connection_timeout_seconds, a.lifecycle_state,
-         a.directory, a.address"
+         a.directory, a.expanded_directory, a.address"
     };
 }
 
@@ -49,6 +49,7 @@ fn agent_from(r: AgentRow) -> Agent {
         },
         lifecycle: r.lifecycle_state,
         directory: r.directory,
+        expanded_directory: r.expanded_directory,
         address: r.address,
     }
 }
@@ -149,6 +150,7 @@ struct AgentRow {
     connection_timeout_seconds: i32,
     lifecycle_state: AgentLifecycle,
     directory: String,
+    expanded_directory: String,
     address: String,
 }
 
@@ -1178,6 +1180,42 @@ impl WorkspaceStore for PgStore {
         .await?;
         row.map(agent_from)
             .ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} not found")))
+    }
+
+    async fn agent_secret(&self, agent_id: Uuid) -> Result<String, StoreError> {
+        sqlx::query_scalar(
+            "SELECT w.control_plane_secret FROM workspace_agents a
+               JOIN workspace_resources r ON r.id = a.resource_id
+               JOIN workspace_builds b ON b.job_id = r.job_id
+               JOIN workspaces w ON w.id = b.workspace_id
+              WHERE a.id = $1",
+        )
+        .bind(agent_id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} has no workspace")))
+    }
+
+    async fn agent_is_external(&self, agent_id: Uuid) -> Result<bool, StoreError> {
+        let row: Option<(Option<bool>,)> = sqlx::query_as(
+            "SELECT v.has_external_agent FROM workspace_agents a
+               JOIN workspace_resources r ON r.id = a.resource_id
+               LEFT JOIN workspace_builds b ON b.job_id = r.job_id
+               LEFT JOIN template_versions v ON v.id = b.template_version_id
+              WHERE a.id = $1",
+        )
+        .bind(agent_id)
+        .fetch_optional(self.pool())
+        .await?;
+        let (external,) =
+            row.ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} not found")))?;
+        Ok(external.unwrap_or(false))
+    }
+
+    async fn database_now(&self) -> Result<DateTime<Utc>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT now()")
+            .fetch_one(self.pool())
+            .await?)
     }
 
     async fn agent_heartbeat(

@@ -738,6 +738,138 @@ async fn a_chat_binds_to_a_workspace_build_and_forgets_its_agent() {
 }
 
 #[tokio::test]
+async fn a_chat_binds_an_agent_only_while_its_workspace_is_unchanged() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let (workspace, build) = started_workspace(&s, &store).await;
+    let chat = s.chat().await;
+    let agent = store
+        .insert_agent(build.job_id, "dev-chat", "/", 0, &[1])
+        .await
+        .unwrap();
+    chatstore::Store::bind_workspace(&store, chat, workspace.id, build.id)
+        .await
+        .unwrap();
+    let before = chatstore::Store::chat(&store, chat).await.unwrap();
+
+    let bound = chatstore::Store::bind_agent(&store, chat, workspace.id, build.id, agent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (bound.workspace_id, bound.build_id, bound.agent_id),
+        (Some(workspace.id), Some(build.id), Some(agent))
+    );
+    // Metadata only: no transition, no version bump.
+    assert_eq!(bound.snapshot_version, before.snapshot_version);
+
+    // The chat moved to another workspace meanwhile: nothing is written.
+    let other = Uuid::new_v4();
+    let raced = chatstore::Store::bind_agent(&store, chat, other, build.id, agent)
+        .await
+        .unwrap();
+    assert_eq!(raced, None);
+    assert_eq!(
+        chatstore::Store::chat(&store, chat).await.unwrap().agent_id,
+        Some(agent)
+    );
+
+    let missing =
+        chatstore::Store::bind_agent(&store, Uuid::new_v4(), workspace.id, build.id, agent)
+            .await
+            .unwrap_err();
+    assert!(matches!(missing, StoreError::ChatNotFound(_)), "{missing}");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let (workspace, build) = started_workspace(&s, &store).await;
+    let agent = store
+        .insert_agent(build.job_id, "dev-chat", "~/src", 0, &[1])
+        .await
+        .unwrap();
+    let secret: String =
+        sqlx::query_scalar("SELECT control_plane_secret FROM workspaces WHERE id = $1")
+            .bind(workspace.id)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+    assert_eq!(store.agent_secret(agent).await.unwrap(), secret);
+    assert!(!store.agent_is_external(agent).await.unwrap());
+    assert!(store.agent_secret(Uuid::new_v4()).await.is_err());
+    assert!(store.agent_is_external(Uuid::new_v4()).await.is_err());
+
+    // Until the agent reports it, the expanded directory is empty.
+    assert_eq!(store.agent(agent).await.unwrap().expanded_directory, "");
+    store
+        .agent_heartbeat(agent, &report("http://127.0.0.1:4000"))
+        .await
+        .unwrap();
+    let read = store.agent(agent).await.unwrap();
+    assert_eq!(
+        (read.directory.as_str(), read.expanded_directory.as_str()),
+        ("~/src", "/home/dev")
+    );
+    assert_eq!(
+        store.build_agents(build.id).await.unwrap()[0].expanded_directory,
+        "/home/dev"
+    );
+
+    // A template version with an externally managed agent makes its builds' agents external.
+    let external = store
+        .push_template_version(NewTemplateVersion {
+            has_external_agent: true,
+            ..version(&s, "outside", true)
+        })
+        .await
+        .unwrap();
+    // The first build's job is still pending; finish it, then the import.
+    for _ in 0..2 {
+        finish_import(&store).await;
+    }
+    let (_, outside_build) = store
+        .create_workspace(
+            s.org,
+            s.user,
+            external.template_id,
+            "outside",
+            serde_json::json!([]),
+            None,
+        )
+        .await
+        .unwrap();
+    let outside = store
+        .insert_agent(outside_build.job_id, "laptop", "/", 0, &[2])
+        .await
+        .unwrap();
+    assert!(store.agent_is_external(outside).await.unwrap());
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn the_database_clock_is_the_servers_now() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let before: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    let now = store.database_now().await.unwrap();
+    let after: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert!(
+        before <= now && now <= after,
+        "{before} <= {now} <= {after}"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
 async fn the_tool_ledger_records_a_call_once_and_returns_it_on_replay() {
     use chatstore::Store as _;
     use chatstore::types::ToolExecutionState;

@@ -1,0 +1,562 @@
+//! The generation task (spec/engine.md §12): load the chat under a consistent read and check the
+//! fence; honour a pending retry delay; decide; act — one model call or one tool step — and
+//! commit it. Failures of a model call follow spec/chatretry.md §7: classify, then finish with
+//! a terminal error, or record the retry and try again in the same task after the delay.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chaterror::{BoxError, Classification, ClassifyContext, ErrorKind, classify, full_text};
+use chatmodel::{FinishReason, ModelRequest, StreamPart, ToolDefinition};
+use chatretry::{RetryDecision, RetryEvent, guard_silence, normalize_attempt_error};
+use chatstate::ChatStatus;
+use chatstore::types::{Chat, Message, NewMessage, Role, Usage};
+use chatstore::workspace::ModelConfig;
+use chatstore::{Change, StoreError};
+use chattool::{ChatScope, ToolContext, ToolResult};
+use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+
+use super::payload::{self, RetryStatus};
+use super::step::{self, Accumulator, Action, LivePart, PendingCall};
+use super::{TaskCtx, TaskExit, cancelled};
+use crate::parts::EpisodeKey;
+
+/// Runs generation steps for one history version until a step commits (which supersedes this
+/// task) or the task must stop.
+pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {
+    loop {
+        let snapshot = t
+            .infra(|| t.shared.deps.store.snapshot(t.chat_id, 0))
+            .await?;
+        let chat = snapshot.chat;
+        check_fence(&t, &chat)?;
+        wait_for_pending_retry(&t, &chat).await?;
+
+        let dynamic = dynamic_tool_names(&chat);
+        match step::decide(
+            &snapshot.history,
+            &dynamic,
+            t.shared.config.max_steps_per_turn,
+        ) {
+            Action::FinishTurn => {
+                t.apply(Change::FinishTurn, None).await?;
+                return Ok(());
+            }
+            Action::EnterRequiresAction => {
+                t.apply(Change::EnterRequiresAction, None).await?;
+                return Ok(());
+            }
+            Action::ExecuteTools(calls) => {
+                let config = model_config(&t, &chat).await?;
+                return execute_tools(&t, &chat, calls, config.as_ref()).await;
+            }
+            Action::Generate => {
+                let Some(config) = model_config(&t, &chat).await? else {
+                    return Ok(());
+                };
+                match generate(&t, &chat, &snapshot.history, &config).await? {
+                    Outcome::Committed => return Ok(()),
+                    Outcome::RetryScheduled => {}
+                }
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Committed,
+    RetryScheduled,
+}
+
+fn check_fence(t: &TaskCtx, chat: &Chat) -> Result<(), TaskExit> {
+    if chat.worker_id != Some(t.shared.worker_id) || chat.runner_id != Some(t.runner_id) {
+        return Err(TaskExit::Fenced("the chat has another owner".into()));
+    }
+    if chat.status != ChatStatus::Running || chat.archived {
+        return Err(TaskExit::Fenced("the chat is not running".into()));
+    }
+    if chat.history_version != t.history_version {
+        return Err(TaskExit::Fenced("the history changed".into()));
+    }
+    Ok(())
+}
+
+/// A restart never shortens a back-off (spec/chatretry.md §7, chatd rule).
+async fn wait_for_pending_retry(t: &TaskCtx, chat: &Chat) -> Result<(), TaskExit> {
+    let Some(at) = chat.retry_state.as_ref().and_then(payload::retrying_at) else {
+        return Ok(());
+    };
+    let now = t.database_now().await;
+    if let Ok(wait) = (at - now).to_std()
+        && !wait.is_zero()
+    {
+        tracing::info!(chat_id = %t.chat_id, wait_ms = wait.as_millis() as u64, "waiting for a scheduled retry");
+        t.sleep(wait).await?;
+    }
+    Ok(())
+}
+
+fn dynamic_tool_names(chat: &Chat) -> HashSet<String> {
+    chat.dynamic_tools
+        .as_ref()
+        .and_then(|v| v.as_array())
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| t.get("name")?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The chat's model configuration; a chat without one finishes with a `config` error and
+/// `None` is returned.
+async fn model_config(t: &TaskCtx, chat: &Chat) -> Result<Option<ModelConfig>, TaskExit> {
+    let store = &t.shared.deps.store;
+    let resolved = t
+        .infra(|| async {
+            match store
+                .resolve_model_config(chat.organization_id, Some(chat.last_model_config_id))
+                .await
+            {
+                Err(StoreError::NoDefaultModelConfig) => Ok(None),
+                other => other.map(Some),
+            }
+        })
+        .await?;
+    if resolved.is_none() {
+        let c = config_error(
+            "No model is configured for this organization. Ask an administrator to add a default model configuration.",
+        );
+        finish_error(t, &c, RetryStatus::Terminal, 0, None).await?;
+    }
+    Ok(resolved)
+}
+
+fn config_error(message: &str) -> Classification {
+    chaterror::normalize(Classification {
+        kind: Some(ErrorKind::Config),
+        message: message.to_owned(),
+        message_template: chaterror::MessageTemplate::Custom,
+        ..Classification::default()
+    })
+}
+
+async fn finish_error(
+    t: &TaskCtx,
+    c: &Classification,
+    status: RetryStatus,
+    attempt: i64,
+    fence_attempt: Option<i64>,
+) -> Result<(), TaskExit> {
+    tracing::warn!(chat_id = %t.chat_id, kind = ?c.kind, retry_status = ?status, attempts = attempt, message = %c.message, "chat turn failed");
+    t.apply(
+        Change::FinishError {
+            error: payload::chat_error(c, status, attempt),
+        },
+        fence_attempt,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Closes the episode however the step ends.
+struct EpisodeGuard<'a> {
+    t: &'a TaskCtx,
+    key: EpisodeKey,
+}
+
+impl Drop for EpisodeGuard<'_> {
+    fn drop(&mut self) {
+        self.t.shared.parts.close_episode(self.key);
+    }
+}
+
+async fn start_step(t: &TaskCtx) -> Result<(i64, EpisodeKey), TaskExit> {
+    let applied = t.apply(Change::RecordGenerationAttempt, None).await?;
+    let attempt = applied.chat.generation_attempt;
+    let key = EpisodeKey {
+        chat_id: t.chat_id,
+        history_version: t.history_version,
+        generation_attempt: attempt,
+    };
+    t.shared.parts.create_episode(key);
+    Ok((attempt, key))
+}
+
+fn publish(t: &TaskCtx, key: &EpisodeKey, part: LivePart) {
+    // A full or closed episode only loses the live preview; the commit carries everything.
+    let _ = t.shared.parts.add_part(key, part);
+}
+
+async fn generate(
+    t: &TaskCtx,
+    chat: &Chat,
+    history: &[Message],
+    config: &ModelConfig,
+) -> Result<Outcome, TaskExit> {
+    let client = match t.shared.models.client(config) {
+        Ok(client) => client,
+        Err(err) => {
+            let c = config_error(&format!("The model configuration cannot be used: {err}."));
+            finish_error(t, &c, RetryStatus::Terminal, 0, None).await?;
+            return Ok(Outcome::Committed);
+        }
+    };
+    let request = build_request(t, chat, history, config);
+    let (attempt, key) = start_step(t).await?;
+    let _episode = EpisodeGuard { t, key };
+    t.shared.parts.start_model_invocation(key);
+
+    let attempt_token = t.token.child();
+    let streamed = {
+        let client = client.clone();
+        let opened = stream::once(async move {
+            client
+                .stream(&request)
+                .await
+                .map(|s| s.map_err(|e| Box::new(e) as BoxError))
+                .map_err(|e| Box::new(e) as BoxError)
+        })
+        .try_flatten();
+        guard_silence(
+            opened,
+            t.shared.config.stream_silence_timeout,
+            attempt_token.clone(),
+            chaterror::normalize_provider(&config.provider),
+        )
+    };
+    tokio::pin!(streamed);
+
+    let mut acc = Accumulator::default();
+    let mut usage = chatmodel::Usage::default();
+    let mut finish = None;
+    let failure: Option<BoxError> = loop {
+        let item = tokio::select! {
+            biased;
+            _ = t.token.cancelled() => return Err(cancelled(&t.token)),
+            item = streamed.next() => item,
+        };
+        match item {
+            None => break None,
+            Some(Err(err)) => break Some(err),
+            Some(Ok(part)) => {
+                match &part {
+                    StreamPart::Usage(u) => usage = *u,
+                    StreamPart::Finish(reason) => finish = Some(*reason),
+                    _ => {}
+                }
+                if let Some(live) = acc.on_stream(&part, chrono::Utc::now()) {
+                    publish(t, &key, live);
+                }
+            }
+        }
+    };
+    if let Some(err) = failure {
+        if t.token.is_cancelled() {
+            return Err(cancelled(&t.token));
+        }
+        return on_failure(t, err, attempt, &config.provider).await;
+    }
+
+    if acc.is_empty() {
+        if finish == Some(FinishReason::ContentFilter) {
+            let c = content_filter(&config.provider);
+            finish_error(t, &c, RetryStatus::Terminal, attempt, Some(attempt)).await?;
+        } else {
+            t.apply(Change::FinishTurn, Some(attempt)).await?;
+        }
+        return Ok(Outcome::Committed);
+    }
+    let mut message = NewMessage::assistant(acc.assistant_content(chrono::Utc::now()));
+    message.model_config_id = Some(config.id);
+    message.usage = Some(store_usage(usage, config.context_limit));
+    t.apply(
+        Change::CommitStep {
+            messages: vec![message],
+            consume_compaction: false,
+        },
+        Some(attempt),
+    )
+    .await?;
+    Ok(Outcome::Committed)
+}
+
+fn build_request(
+    t: &TaskCtx,
+    chat: &Chat,
+    history: &[Message],
+    config: &ModelConfig,
+) -> ModelRequest {
+    let rows = step::prompt_rows(history);
+    let (system_rows, messages) = step::prompt(&rows);
+    let system: Vec<&str> = [t.shared.config.system_prompt.as_str()]
+        .into_iter()
+        .chain(chat.system_prompt.as_deref())
+        .chain(system_rows.iter().map(String::as_str))
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    let mut tools: Vec<ToolDefinition> = t
+        .shared
+        .tools
+        .values()
+        .map(|tool| ToolDefinition {
+            name: tool.name().to_owned(),
+            description: tool.description().to_owned(),
+            input_schema: tool.parameters(),
+        })
+        .collect();
+    tools.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(dynamic) = chat.dynamic_tools.as_ref().and_then(|v| v.as_array()) {
+        tools.extend(dynamic.iter().filter_map(|d| {
+            Some(ToolDefinition {
+                name: d.get("name")?.as_str()?.to_owned(),
+                description: d
+                    .get("description")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                input_schema: d
+                    .get("input_schema")
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+            })
+        }));
+    }
+    let options = &config.options;
+    ModelRequest {
+        model: config.model.clone(),
+        system: system.join("\n\n"),
+        messages,
+        tools,
+        max_output_tokens: options
+            .get("max_output_tokens")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok()),
+        temperature: options
+            .get("temperature")
+            .and_then(|v| v.as_f64())
+            .map(|v| v as f32),
+        provider_options: options.get("provider_options").cloned(),
+    }
+}
+
+fn store_usage(u: chatmodel::Usage, context_limit: i64) -> Usage {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let input = n(u.input_tokens);
+    let output = n(u.output_tokens);
+    Usage {
+        input_tokens: input,
+        output_tokens: output,
+        total_tokens: input.saturating_add(output),
+        reasoning_tokens: n(u.reasoning_tokens),
+        cache_creation_tokens: n(u.cache_write_tokens),
+        cache_read_tokens: n(u.cache_read_tokens),
+        context_limit,
+    }
+}
+
+/// spec/recovery.md §7: an empty response the provider filtered.
+fn content_filter(provider: &str) -> Classification {
+    chaterror::normalize(Classification {
+        kind: Some(ErrorKind::ContentFilter),
+        retryable: false,
+        ..Classification::default()
+    })
+    .with_provider(provider)
+}
+
+/// spec/chatretry.md §7: classify, then finish or schedule the next attempt.
+async fn on_failure(
+    t: &TaskCtx,
+    err: BoxError,
+    attempt: i64,
+    provider: &str,
+) -> Result<Outcome, TaskExit> {
+    let ctx = ClassifyContext::new(SystemTime::now());
+    let c = classify(err.as_ref(), &ctx).with_provider(provider);
+    let (err, c) = normalize_attempt_error(err, c, &ctx);
+    let c = c.with_provider(provider);
+    if !c.retryable {
+        finish_error(t, &c, RetryStatus::Terminal, attempt, Some(attempt)).await?;
+        return Ok(Outcome::Committed);
+    }
+    let policy = &t.shared.config.retry;
+    let max = i64::from(policy.max_attempts);
+    if attempt <= 0 || attempt >= max {
+        finish_error(t, &c, RetryStatus::Exhausted, attempt, Some(attempt)).await?;
+        return Ok(Outcome::Committed);
+    }
+    let chat = t.infra(|| t.shared.deps.store.chat(t.chat_id)).await?;
+    let now = t.database_now().await;
+    let elapsed = chat
+        .retry_window_started_at
+        .and_then(|start| (now - start).to_std().ok())
+        .unwrap_or(Duration::ZERO);
+    let decision = {
+        let mut rng = t.shared.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let failed = u32::try_from(attempt).unwrap_or(u32::MAX);
+        policy.decide(failed, &c, elapsed, rng.as_mut())
+    };
+    let (delay, source, parked) = match decision {
+        RetryDecision::Exhausted(reason) => {
+            tracing::info!(chat_id = %t.chat_id, ?reason, "retries exhausted");
+            finish_error(t, &c, RetryStatus::Exhausted, attempt, Some(attempt)).await?;
+            return Ok(Outcome::Committed);
+        }
+        RetryDecision::Retry { delay, source } => (delay, source, false),
+        RetryDecision::Park { delay, source } => (delay, source, true),
+    };
+    let event = RetryEvent {
+        attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+        delay,
+        delay_source: source,
+        retrying_at: SystemTime::from(now) + delay,
+        error: full_text(err.as_ref()),
+        classification: c,
+        max_attempts: policy.max_attempts,
+        parked,
+        provider_request_id: None,
+    };
+    tracing::info!(
+        chat_id = %t.chat_id,
+        action = "generate_assistant",
+        generation_attempt = attempt,
+        delay_ms = delay.as_millis() as u64,
+        error_kind = ?event.classification.kind,
+        provider,
+        status_code = event.classification.status_code,
+        delay_source = source.as_str(),
+        error = %event.error,
+        "chat generation retrying"
+    );
+    t.apply(
+        Change::RecordRetryState {
+            retry_state: payload::retry_state(&event),
+        },
+        Some(attempt),
+    )
+    .await?;
+    t.sleep(delay).await?;
+    Ok(Outcome::RetryScheduled)
+}
+
+/// Aborts the spawned tool calls if the step is dropped (cancelled).
+struct AbortAll(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortAll {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+/// Runs every pending local call concurrently and commits all results in call order (spec/
+/// engine.md §12.4 `execute_local_tools`, spec/chattool.md §2.8).
+async fn execute_tools(
+    t: &TaskCtx,
+    chat: &Chat,
+    calls: Vec<PendingCall>,
+    config: Option<&ModelConfig>,
+) -> Result<(), TaskExit> {
+    let (attempt, key) = start_step(t).await?;
+    let _episode = EpisodeGuard { t, key };
+    let base = tool_context(t, chat);
+    let mut handles = Vec::with_capacity(calls.len());
+    for call in &calls {
+        let tool = t.shared.tools.get(call.name.as_str()).cloned();
+        let ctx = base.for_call(call.id.clone());
+        let call = call.clone();
+        let parts = t.shared.parts.clone();
+        handles.push(tokio::spawn(async move {
+            let Some(tool) = tool else {
+                return ToolResult::error(format!("Tool not found: {}", call.name));
+            };
+            parts.tool_started(key, &call.id);
+            let result = tool.call(&ctx, &call.args).await;
+            parts.tool_finished(key, &call.id);
+            result
+        }));
+    }
+    let _abort = AbortAll(handles.iter().map(|h| h.abort_handle()).collect());
+    let joined = tokio::select! {
+        biased;
+        _ = t.token.cancelled() => return Err(cancelled(&t.token)),
+        joined = futures_util::future::join_all(handles) => joined,
+    };
+    let context_limit = config.map_or(200_000, |c| c.context_limit);
+    let budget = step::result_budget(context_limit, calls.len());
+    let mut results = Vec::with_capacity(calls.len());
+    for (call, joined) in calls.iter().zip(joined) {
+        let result = joined.unwrap_or_else(|err| {
+            let text = if err.is_panic() {
+                format!("tool panicked: {}", panic_message(err.into_panic()))
+            } else {
+                INTERRUPTED.to_owned()
+            };
+            ToolResult::error(text)
+        });
+        let part = step::result_part(call, &result, budget);
+        publish(
+            t,
+            &key,
+            LivePart {
+                role: Role::Tool,
+                part: part.clone(),
+                args_delta: None,
+            },
+        );
+        results.push(part);
+    }
+    t.apply(
+        Change::CommitStep {
+            messages: vec![NewMessage::tool(results)],
+            consume_compaction: false,
+        },
+        Some(attempt),
+    )
+    .await?;
+    Ok(())
+}
+
+const INTERRUPTED: &str = step::INTERRUPTED_RESULT;
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
+
+/// The context every tool call of the step starts from.
+fn tool_context(t: &TaskCtx, chat: &Chat) -> ToolContext {
+    let deps = &t.shared.deps;
+    let mut ctx = ToolContext::new(
+        ChatScope {
+            id: chat.id,
+            owner_id: chat.owner_id,
+            organization_id: chat.organization_id,
+        },
+        String::new(),
+    );
+    ctx.runner_id = Some(t.runner_id);
+    ctx.store = Some(deps.store.clone());
+    ctx.pubsub = Some(deps.pubsub.clone());
+    ctx.provisioner = deps.provisioner.clone();
+    ctx.dialer = deps.dialer.clone();
+    ctx.resolver = t.runner.resolver.as_ref().map(|r| {
+        Arc::new(r.for_turn(t.token.clone())) as Arc<dyn chattool::context::WorkspaceResolver>
+    });
+    ctx.workspace_lock = t.runner.workspace_lock.clone();
+    ctx.settings = t.shared.tool_settings.clone();
+    let chat_id = chat.id;
+    ctx.on_binding = Some(Arc::new(move |bound: &Chat| {
+        tracing::info!(%chat_id, workspace_id = ?bound.workspace_id, "chat workspace binding changed");
+    }));
+    ctx
+}

@@ -1,0 +1,264 @@
+//! The chat engine (spec/engine.md §9–§13, spec/chatretry.md §7, spec/recovery.md §6, §8): one
+//! **worker** per process acquires runnable chats and keeps their leases; one **runner** per owned
+//! chat turns chat updates into short-lived **tasks** — generation (one model call or one tool
+//! step per task), interrupt, requires-action timeout, abandon — each fenced so a stale task can
+//! never write.
+//!
+//! Module map:
+//! - [`worker`]: acquisition passes, heartbeats, cleanup, runner registry, shutdown hand-off;
+//! - [`runner`]: the per-chat event loop;
+//! - [`generation`]: load → decide → act, with the persisted retry of spec/chatretry.md §7;
+//! - [`interrupt`]: finalising an interrupted turn from the buffered parts;
+//! - [`step`]: the pure pieces (prompt rows, decision, accumulation of parts, result caps);
+//! - [`payload`]: the stored error and retry JSON; [`models`]: provider clients.
+//!
+//! The engine holds no lock across a model or tool call (E4), and reads leases and deadlines on
+//! the database clock (E2).
+
+pub mod generation;
+pub mod interrupt;
+pub mod models;
+pub mod payload;
+pub mod runner;
+pub mod step;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chatmodel::client::Timeouts;
+use chatretry::{CancelCause, CancelToken, RetryPolicy, SilenceTimeout};
+use chatstore::pubsub::{ChatUpdate, Pubsub};
+use chatstore::types::Fence;
+use chatstore::{Applied, Change, StoreError};
+use chattool::context::ToolStore;
+use chattool::provision::WorkspaceProvisioner;
+use chattool::wait::AgentDialer;
+use chattool::{Tool, ToolSettings};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::parts::{PartBuffer, PartBufferConfig};
+use crate::resolver::{AgentConnector, ResolverSettings};
+use step::LivePart;
+
+pub use worker::Engine;
+
+/// Timing knobs and limits of the engine (spec/engine.md §18); defaults are the spec's.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// `worker.acquire_interval`: acquisition pass without a notification (30 s).
+    pub acquire_interval: Duration,
+    /// `worker.acquire_batch`: chats acquired per query (10).
+    pub acquire_batch: i64,
+    /// `worker.heartbeat_interval`: lease renewal (9 s).
+    pub heartbeat_interval: Duration,
+    /// `worker.lease_stale_after` (30 s): a heartbeat tick times out after a third of it.
+    pub lease_stale_after: Duration,
+    /// `worker.heartbeat_cleanup_interval`: deleting stale heartbeat rows (30 s).
+    pub heartbeat_cleanup_interval: Duration,
+    /// `worker.runner_sync_interval`: re-reading every owned chat (15 s).
+    pub runner_sync_interval: Duration,
+    /// `worker.task_retry_initial` / `_max`: back-off of infrastructure errors (100 ms / 5 s).
+    pub task_retry_initial: Duration,
+    /// See `task_retry_initial`.
+    pub task_retry_max: Duration,
+    /// `chat.max_steps_per_turn` (1200).
+    pub max_steps_per_turn: usize,
+    /// `stream_silence_timeout` (10 min; zero disables).
+    pub stream_silence_timeout: SilenceTimeout,
+    /// `retry.*`: the persisted retry of model calls.
+    pub retry: RetryPolicy,
+    /// `provider.connect_timeout` / `provider.first_byte_timeout`.
+    pub provider_timeouts: Timeouts,
+    /// The deployment's system prompt (first in every prompt; empty = none).
+    pub system_prompt: String,
+    /// Where this replica serves the part relay (registered in `chatd_workers`).
+    pub relay_address: String,
+    /// `shutdown.grace`: how long shutdown waits for tasks before abandoning chats (10 s).
+    pub shutdown_grace: Duration,
+    /// How often old idempotency-ledger rows are purged (1 h).
+    pub ledger_purge_interval: Duration,
+    /// How old a ledger row must be to be purged (7 days).
+    pub ledger_retention: Duration,
+    /// The live part buffer.
+    pub parts: PartBufferConfig,
+    /// The tools' settings.
+    pub tools: ToolSettings,
+    /// Workspace-connection resolution (dial timeout, recovery threshold).
+    pub resolver: ResolverSettings,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            acquire_interval: Duration::from_secs(30),
+            acquire_batch: 10,
+            heartbeat_interval: Duration::from_secs(9),
+            lease_stale_after: Duration::from_secs(30),
+            heartbeat_cleanup_interval: Duration::from_secs(30),
+            runner_sync_interval: Duration::from_secs(15),
+            task_retry_initial: Duration::from_millis(100),
+            task_retry_max: Duration::from_secs(5),
+            max_steps_per_turn: 1200,
+            stream_silence_timeout: SilenceTimeout::default(),
+            retry: RetryPolicy::default(),
+            provider_timeouts: Timeouts::default(),
+            system_prompt: String::new(),
+            relay_address: String::new(),
+            shutdown_grace: Duration::from_secs(10),
+            ledger_purge_interval: Duration::from_secs(3600),
+            ledger_retention: Duration::from_secs(7 * 24 * 3600),
+            parts: PartBufferConfig::default(),
+            tools: ToolSettings::default(),
+            resolver: ResolverSettings::default(),
+        }
+    }
+}
+
+/// What the engine works with.
+#[derive(Clone)]
+pub struct EngineDeps {
+    /// Chat state and the workspace read model.
+    pub store: Arc<dyn ToolStore>,
+    /// Change notifications.
+    pub pubsub: Arc<dyn Pubsub>,
+    /// Builds workspaces for the lifecycle tools; `None` = not configured.
+    pub provisioner: Option<Arc<dyn WorkspaceProvisioner>>,
+    /// Dials workspace agents for the tools; `None` = workspace tools answer "not configured".
+    pub connector: Option<Arc<dyn AgentConnector>>,
+    /// Proves a new agent reachable during readiness waits.
+    pub dialer: Option<Arc<dyn AgentDialer>>,
+}
+
+impl std::fmt::Debug for EngineDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineDeps").finish_non_exhaustive()
+    }
+}
+
+/// Why a task ended without finishing its work. None of these writes anything.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskExit {
+    /// The task's token fired (user interrupt, shutdown, superseded turn).
+    #[error("{0}")]
+    Cancelled(CancelCause),
+    /// The chat moved on: another owner, another history, another status.
+    #[error("fence mismatch: {0}")]
+    Fenced(String),
+    /// A write the state machine refused for another reason (a bug, logged).
+    #[error("unexpected store error")]
+    Store(#[source] StoreError),
+}
+
+/// State shared by the worker, its runners and their tasks.
+pub(crate) struct Shared {
+    pub(crate) deps: EngineDeps,
+    pub(crate) config: EngineConfig,
+    pub(crate) worker_id: Uuid,
+    pub(crate) parts: PartBuffer<LivePart>,
+    pub(crate) models: models::ModelClients,
+    pub(crate) tools: HashMap<&'static str, Arc<dyn Tool>>,
+    pub(crate) tool_settings: Arc<ToolSettings>,
+    pub(crate) rng: Mutex<Box<dyn chatretry::RetryRng>>,
+    pub(crate) runners: worker::Runners,
+}
+
+/// What a task knows of the runner that spawned it.
+#[derive(Clone)]
+pub(crate) struct TaskCtx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) chat_id: Uuid,
+    pub(crate) runner_id: Uuid,
+    /// The history the task was spawned for.
+    pub(crate) history_version: i64,
+    pub(crate) token: CancelToken,
+    /// The runner's fast path: committed chats are fed back at once.
+    pub(crate) hint: mpsc::UnboundedSender<ChatUpdate>,
+    pub(crate) runner: Arc<runner::RunnerState>,
+}
+
+impl TaskCtx {
+    /// The fence of this task's writes; `attempt` adds the generation fence.
+    pub(crate) fn fence(&self, attempt: Option<i64>) -> Fence {
+        Fence {
+            worker_id: self.shared.worker_id,
+            runner_id: self.runner_id,
+            history_version: Some(self.history_version),
+            generation_attempt: attempt,
+        }
+    }
+
+    /// Applies a fenced change, retrying infrastructure errors without limit (until the token
+    /// fires), and feeds the committed chat back to the runner.
+    pub(crate) async fn apply(
+        &self,
+        change: Change,
+        attempt: Option<i64>,
+    ) -> Result<Applied, TaskExit> {
+        let fence = self.fence(attempt);
+        let applied = self
+            .infra(|| {
+                self.shared
+                    .deps
+                    .store
+                    .apply(self.chat_id, change.clone(), Some(fence))
+            })
+            .await?;
+        let _ = self.hint.send(ChatUpdate::from_chat(&applied.chat));
+        Ok(applied)
+    }
+
+    /// Runs a store operation, retrying database failures 100 ms → 5 s (spec/chatretry.md §9);
+    /// fence mismatches and refusals end the task.
+    pub(crate) async fn infra<T, F, Fut>(&self, mut op: F) -> Result<T, TaskExit>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut delay = self.shared.config.task_retry_initial;
+        loop {
+            let result = self
+                .token
+                .run(op())
+                .await
+                .map_err(|c| TaskExit::Cancelled(c.cause.unwrap_or(CancelCause::Shutdown)))?;
+            match result {
+                Ok(value) => return Ok(value),
+                Err(StoreError::Query(err)) | Err(StoreError::Connect(err)) => {
+                    tracing::warn!(chat_id = %self.chat_id, error = %err, "database error in a chat task; retrying");
+                }
+                Err(StoreError::FenceMismatch(why)) => return Err(TaskExit::Fenced(why.into())),
+                Err(StoreError::ChatNotFound(_)) => {
+                    return Err(TaskExit::Fenced("the chat is gone".into()));
+                }
+                Err(StoreError::Transition(err)) => return Err(TaskExit::Fenced(err.to_string())),
+                Err(other) => return Err(TaskExit::Store(other)),
+            }
+            self.sleep(delay).await?;
+            delay = (delay * 2).min(self.shared.config.task_retry_max);
+        }
+    }
+
+    /// Sleeps, or ends with the token's cause.
+    pub(crate) async fn sleep(&self, delay: Duration) -> Result<(), TaskExit> {
+        self.token
+            .run(tokio::time::sleep(delay))
+            .await
+            .map_err(|c| TaskExit::Cancelled(c.cause.unwrap_or(CancelCause::Shutdown)))
+    }
+
+    /// The database clock (spec/engine.md E2); the local clock if the database cannot say.
+    pub(crate) async fn database_now(&self) -> chrono::DateTime<chrono::Utc> {
+        match self.shared.deps.store.database_now().await {
+            Ok(now) => now,
+            Err(_) => chrono::Utc::now(),
+        }
+    }
+}
+
+/// `Cancelled(cause)` of a token that fired.
+pub(crate) fn cancelled(token: &CancelToken) -> TaskExit {
+    TaskExit::Cancelled(token.cause().unwrap_or(CancelCause::Shutdown))
+}

@@ -1,0 +1,264 @@
+//! The runner of one owned chat (spec/engine.md §11): an event loop over chat updates — its
+//! subscription (opened before the first read), the worker's periodic sync, and its own tasks'
+//! fast-path hints — that cancels and spawns tasks. The loop itself does no I/O besides the
+//! initial read and re-reads after lost notifications.
+
+use std::sync::Arc;
+
+use chatretry::{CancelCause, CancelToken};
+use chatstore::Change;
+use chatstore::pubsub::{ChatUpdate, Notification, Topic};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{Shared, TaskCtx, TaskExit, generation, interrupt};
+use crate::resolver::{AgentConnCache, WorkspaceConnResolver};
+
+/// What a runner's tasks share: the workspace connection and the per-chat workspace mutex.
+pub(crate) struct RunnerState {
+    pub(crate) resolver: Option<WorkspaceConnResolver>,
+    pub(crate) cache: Arc<AgentConnCache>,
+    pub(crate) workspace_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The worker's handle on a runner.
+pub(crate) struct RunnerHandle {
+    pub(crate) runner_id: Uuid,
+    pub(crate) events: mpsc::UnboundedSender<ChatUpdate>,
+    pub(crate) token: CancelToken,
+    pub(crate) task: JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Generation,
+    Interrupt,
+    RequiresActionTimeout,
+    Abandon,
+}
+
+struct Active {
+    token: CancelToken,
+    task: JoinHandle<()>,
+}
+
+/// Starts the runner of a chat this worker just acquired.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    chat_id: Uuid,
+    runner_id: Uuid,
+    parent: &CancelToken,
+) -> RunnerHandle {
+    let (events, rx) = mpsc::unbounded_channel();
+    let token = parent.child();
+    let cache = Arc::new(AgentConnCache::default());
+    let resolver = shared.deps.connector.clone().map(|connector| {
+        WorkspaceConnResolver::new(
+            shared.deps.store.clone(),
+            connector,
+            shared.config.resolver.clone(),
+            cache.clone(),
+            None,
+        )
+    });
+    let state = Arc::new(RunnerState {
+        resolver,
+        cache,
+        workspace_lock: Arc::default(),
+    });
+    let runner = Runner {
+        shared,
+        chat_id,
+        runner_id,
+        token: token.clone(),
+        hint: events.clone(),
+        state,
+        last: None,
+        active: None,
+    };
+    let task = tokio::spawn(runner.run(rx));
+    RunnerHandle {
+        runner_id,
+        events,
+        token,
+        task,
+    }
+}
+
+struct Runner {
+    shared: Arc<Shared>,
+    chat_id: Uuid,
+    runner_id: Uuid,
+    token: CancelToken,
+    hint: mpsc::UnboundedSender<ChatUpdate>,
+    state: Arc<RunnerState>,
+    last: Option<ChatUpdate>,
+    active: Option<Active>,
+}
+
+impl Runner {
+    async fn run(mut self, mut events: mpsc::UnboundedReceiver<ChatUpdate>) {
+        // Subscribe before the first read, so no update falls between them.
+        let mut updates = self.shared.deps.pubsub.subscribe(Topic::Chat(self.chat_id));
+        self.refetch().await;
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = self.token.cancelled() => break,
+                event = events.recv() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                note = updates.recv() => match note {
+                    Some(Notification::ChatUpdate(update)) => update,
+                    Some(Notification::Resync) => { self.refetch().await; continue; }
+                    Some(_) => continue,
+                    None => {
+                        updates = self.shared.deps.pubsub.subscribe(Topic::Chat(self.chat_id));
+                        self.refetch().await;
+                        continue;
+                    }
+                },
+            };
+            if !self.on_event(event) {
+                break;
+            }
+        }
+        if let Some(active) = self.active.take() {
+            active
+                .token
+                .cancel(self.token.cause().unwrap_or(CancelCause::TurnSuperseded));
+        }
+        self.state.cache.drop_entry();
+        self.shared.forget_runner(self.chat_id, self.runner_id);
+        tracing::debug!(chat_id = %self.chat_id, runner_id = %self.runner_id, "runner stopped");
+    }
+
+    /// Reads the chat and feeds it in as an event.
+    async fn refetch(&self) {
+        match self.shared.deps.store.chat(self.chat_id).await {
+            Ok(chat) => {
+                let _ = self.hint.send(ChatUpdate::from_chat(&chat));
+            }
+            Err(chatstore::StoreError::ChatNotFound(_)) => {
+                self.token.cancel(CancelCause::TurnSuperseded)
+            }
+            Err(err) => {
+                tracing::warn!(chat_id = %self.chat_id, error = %err, "runner could not read its chat; the periodic sync will retry");
+            }
+        }
+    }
+
+    /// One event (spec/engine.md §11 steps 1–10); false = the runner stops.
+    fn on_event(&mut self, event: ChatUpdate) -> bool {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|last| event.snapshot_version <= last.snapshot_version)
+        {
+            return true;
+        }
+        if event.worker_id != Some(self.shared.worker_id) || event.runner_id != Some(self.runner_id)
+        {
+            return false;
+        }
+        let unchanged = self.last.as_ref().is_some_and(|last| {
+            last.history_version == event.history_version
+                && last.status == event.status
+                && last.archived == event.archived
+        });
+        let task_alive = self.active.as_ref().is_some_and(|a| !a.task.is_finished());
+        if unchanged && task_alive {
+            self.last = Some(event);
+            return true;
+        }
+        if let Some(active) = self.active.take() {
+            let cause = if event.status == "interrupting" {
+                CancelCause::UserInterrupt
+            } else {
+                CancelCause::TurnSuperseded
+            };
+            active.token.cancel(cause);
+        }
+        let kind = if event.archived {
+            Kind::Abandon
+        } else {
+            match event.status.as_str() {
+                "running" => Kind::Generation,
+                "interrupting" => Kind::Interrupt,
+                "requires_action" => Kind::RequiresActionTimeout,
+                _ => Kind::Abandon,
+            }
+        };
+        // A finished task with nothing new to do (e.g. an abandon that lost a race) is not
+        // restarted on a duplicate event.
+        if unchanged && kind != Kind::Generation {
+            self.last = Some(event);
+            return true;
+        }
+        self.spawn_task(kind, event.history_version);
+        self.last = Some(event);
+        true
+    }
+
+    fn spawn_task(&mut self, kind: Kind, history_version: i64) {
+        let token = self.token.child();
+        let ctx = TaskCtx {
+            shared: self.shared.clone(),
+            chat_id: self.chat_id,
+            runner_id: self.runner_id,
+            history_version,
+            token: token.clone(),
+            hint: self.hint.clone(),
+            runner: self.state.clone(),
+        };
+        let task = tokio::spawn(async move {
+            let chat_id = ctx.chat_id;
+            let result = match kind {
+                Kind::Generation => generation::run(ctx).await,
+                Kind::Interrupt => interrupt::run(ctx).await,
+                Kind::RequiresActionTimeout => requires_action_timeout(ctx).await,
+                Kind::Abandon => abandon(ctx).await,
+            };
+            match result {
+                Ok(()) => {}
+                Err(TaskExit::Cancelled(cause)) => {
+                    tracing::debug!(%chat_id, ?kind, %cause, "chat task cancelled");
+                }
+                Err(TaskExit::Fenced(why)) => {
+                    tracing::debug!(%chat_id, ?kind, %why, "chat task fenced out");
+                }
+                Err(TaskExit::Store(err)) => {
+                    tracing::error!(%chat_id, ?kind, error = %crate::error_chain(&err), "chat task failed");
+                }
+            }
+        });
+        self.active = Some(Active { token, task });
+    }
+}
+
+/// Sleeps until the dynamic tool calls' deadline, then cancels them (fenced).
+async fn requires_action_timeout(t: TaskCtx) -> Result<(), TaskExit> {
+    let chat = t.infra(|| t.shared.deps.store.chat(t.chat_id)).await?;
+    if let Some(deadline) = chat.requires_action_deadline_at {
+        let now = t.database_now().await;
+        if let Ok(wait) = (deadline - now).to_std() {
+            t.sleep(wait).await?;
+        }
+    }
+    t.apply(Change::CancelRequiresAction, None).await?;
+    Ok(())
+}
+
+/// Lets go of a chat that needs no owner (waiting, error, archived).
+async fn abandon(t: TaskCtx) -> Result<(), TaskExit> {
+    let mut fence = t.fence(None);
+    fence.history_version = None;
+    let store = &t.shared.deps.store;
+    let applied = t
+        .infra(|| store.apply(t.chat_id, Change::Abandon, Some(fence)))
+        .await?;
+    let _ = t.hint.send(ChatUpdate::from_chat(&applied.chat));
+    Ok(())
+}

@@ -1,0 +1,829 @@
+//! The chat engine end to end (issue 8): real PostgreSQL, the provider emulator, the local
+//! workspace backend with real agents, and one or two engines (worker ids) on one database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatd::builds::StoreProvisioner;
+use chatd::engine::{Engine, EngineConfig, EngineDeps};
+use chatd::resolver::{ResolverSettings, StoreConnector};
+use chatd_e2e::workspaces::{Harness, eventually};
+use chatretry::{Jitter, RetryPolicy, SilenceTimeout};
+use chatstate::{BusyBehavior, ChatStatus};
+use chatstore::postgres::{PgPubsub, PgStore, PoolConfig};
+use chatstore::types::{Chat, Message, MessagePart, NewChat, NewMessage, Role};
+use chatstore::workspace::WorkspaceStore;
+use chatstore::{Change, Store, StoreConfig};
+use chattest::emulator::{Emulator, FaultKind, FaultPoint, Match, ScriptPart, Turn};
+use serde_json::Value;
+use uuid::Uuid;
+
+fn store_config() -> StoreConfig {
+    StoreConfig {
+        lease_stale_after: Duration::from_secs(2),
+        ..StoreConfig::default()
+    }
+}
+
+/// Short intervals so leases lapse in seconds and retries wait milliseconds.
+fn config() -> EngineConfig {
+    let mut config = EngineConfig {
+        acquire_interval: Duration::from_millis(500),
+        heartbeat_interval: Duration::from_millis(300),
+        lease_stale_after: Duration::from_secs(2),
+        heartbeat_cleanup_interval: Duration::from_secs(1),
+        runner_sync_interval: Duration::from_millis(500),
+        stream_silence_timeout: SilenceTimeout::new(Duration::from_secs(1)).unwrap(),
+        retry: RetryPolicy {
+            initial_delay: Duration::from_millis(400),
+            max_delay: Duration::from_secs(2),
+            jitter: Jitter::None,
+            ..RetryPolicy::default()
+        },
+        shutdown_grace: Duration::from_secs(2),
+        resolver: ResolverSettings {
+            dial_timeout: Duration::from_secs(2),
+            dial_validation_delay: Duration::from_millis(500),
+            agent_disconnected_recovery_threshold: Duration::from_secs(4),
+            agent_inactive_timeout: Duration::from_secs(2),
+            ..ResolverSettings::default()
+        },
+        ..EngineConfig::default()
+    };
+    config.tools.agent_inactive_timeout = Duration::from_secs(2);
+    config.tools.waits.safety_poll = Duration::from_millis(500);
+    config
+}
+
+fn deps(store: Arc<PgStore>, pubsub: PgPubsub) -> EngineDeps {
+    EngineDeps {
+        store: store.clone(),
+        pubsub: Arc::new(pubsub),
+        provisioner: Some(Arc::new(StoreProvisioner::new(store.clone()))),
+        connector: Some(Arc::new(StoreConnector::new(
+            store.clone(),
+            Duration::from_secs(2),
+        ))),
+        dialer: Some(Arc::new(StoreConnector::new(store, Duration::from_secs(2)))),
+    }
+}
+
+/// A database, the emulator playing `turns`, a default model pointing at it, and a store with
+/// short leases.
+struct Run {
+    h: Harness,
+    emulator: Emulator,
+    store: Arc<PgStore>,
+    model: Uuid,
+}
+
+impl Run {
+    async fn new(h: Harness, turns: Vec<Turn>) -> Self {
+        let emulator = Emulator::start(turns).await.unwrap();
+        let provider = h
+            .store
+            .create_provider("anthropic", "", &emulator.base_url())
+            .await
+            .unwrap();
+        let model = h
+            .store
+            .create_model_config(h.organization, provider, "claude-test", 200_000, true)
+            .await
+            .unwrap();
+        let store = Arc::new(PgStore::new(h.db.pool.clone(), store_config()));
+        Self {
+            h,
+            emulator,
+            store,
+            model,
+        }
+    }
+
+    async fn engine(&self) -> Engine {
+        self.engine_with(config()).await
+    }
+
+    async fn engine_with(&self, config: EngineConfig) -> Engine {
+        Engine::start(deps(self.store.clone(), self.h.pubsub.clone()), config).await
+    }
+
+    async fn chat(&self, text: &str) -> Uuid {
+        self.store
+            .create_chat(NewChat {
+                organization_id: self.h.organization,
+                owner_id: self.h.user,
+                model_config_id: self.model,
+                content: vec![MessagePart::text(text)],
+                title: None,
+                system_prompt: None,
+                workspace_id: None,
+                reasoning_effort: None,
+                labels: Default::default(),
+                dynamic_tools: None,
+            })
+            .await
+            .unwrap()
+            .chat
+            .id
+    }
+
+    async fn read(&self, chat: Uuid) -> Chat {
+        self.store.chat(chat).await.unwrap()
+    }
+
+    async fn wait(&self, chat: Uuid, what: &str, check: impl Fn(&Chat) -> bool) -> Chat {
+        eventually(what, || async {
+            let c = self.read(chat).await;
+            check(&c).then_some(c)
+        })
+        .await
+    }
+
+    /// Waits until the turn is over (waiting or error).
+    async fn settled(&self, chat: Uuid) -> Chat {
+        self.wait(chat, "the turn to end", |c| {
+            matches!(c.status, ChatStatus::Waiting | ChatStatus::Error)
+        })
+        .await
+    }
+
+    async fn history(&self, chat: Uuid) -> Vec<Message> {
+        self.store.history(chat, false).await.unwrap()
+    }
+
+    async fn finish(self) {
+        drop(self.emulator);
+        self.h.finish().await;
+    }
+}
+
+fn text_of(m: &Message) -> String {
+    m.content
+        .iter()
+        .filter_map(|p| match p {
+            MessagePart::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn results_of(m: &Message) -> Vec<(String, Value, bool)> {
+    m.content
+        .iter()
+        .filter_map(|p| match p {
+            MessagePart::ToolResult {
+                tool_call_id,
+                result,
+                is_error,
+                ..
+            } => Some((tool_call_id.clone(), result.clone(), *is_error)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn roles(history: &[Message]) -> Vec<Role> {
+    history.iter().map(|m| m.role).collect()
+}
+
+fn reply(text: &str) -> Turn {
+    Turn::with(vec![ScriptPart::text(text)])
+}
+
+fn call(id: &str, name: &str, args: Value) -> Turn {
+    Turn::with(vec![ScriptPart::tool_call(id, name, args.to_string())])
+}
+
+fn after(turn: Turn, result_contains: &str) -> Turn {
+    turn.when(Match::LastToolResultContains(result_contains.into()))
+}
+
+/// Many small text deltas, `pacing` apart.
+fn slow_reply(text: &str, pacing: Duration) -> Turn {
+    let mut turn = Turn::with(vec![ScriptPart::Text {
+        text: text.into(),
+        chunk: 3,
+    }]);
+    turn.pacing = pacing;
+    turn
+}
+
+#[tokio::test]
+async fn a_full_turn_creates_a_workspace_runs_a_command_and_answers() {
+    let h = Harness::start().await;
+    let template = h.template("name = \"plain\"", Vec::new()).await;
+    let run = Run::new(
+        h,
+        vec![
+            Turn::with(vec![
+                ScriptPart::text("Creating a workspace."),
+                ScriptPart::tool_call(
+                    "c1",
+                    "create_workspace",
+                    serde_json::json!({"template_id": template.to_string(), "name": "dev"})
+                        .to_string(),
+                ),
+            ]),
+            after(
+                call(
+                    "c2",
+                    "execute",
+                    serde_json::json!({"command": "echo hi > f && cat f"}),
+                ),
+                "ada/dev",
+            ),
+            after(reply("The file says hi."), "hi"),
+        ],
+    )
+    .await;
+    let engine = run.engine().await;
+    let chat = run.chat("create a workspace and write hi to f").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    assert_eq!(done.worker_id, None, "an idle chat is abandoned");
+
+    let history = run.history(chat).await;
+    assert_eq!(
+        roles(&history),
+        [
+            Role::User,
+            Role::Assistant,
+            Role::Tool,
+            Role::Assistant,
+            Role::Tool,
+            Role::Assistant
+        ]
+    );
+    assert_eq!(text_of(&history[1]), "Creating a workspace.");
+    let created = &results_of(&history[2])[0];
+    assert_eq!(created.0, "c1");
+    assert_eq!(created.1["created"], true, "{}", created.1);
+    let executed = &results_of(&history[4])[0];
+    assert_eq!(executed.0, "c2");
+    assert!(!executed.2);
+    assert_eq!(executed.1["output"], "hi\n", "{}", executed.1);
+    assert_eq!(executed.1["exit_code"], 0);
+    assert_eq!(text_of(&history[5]), "The file says hi.");
+    // Usage is recorded on assistant rows.
+    assert!(history[5].usage.is_some_and(|u| u.output_tokens > 0));
+
+    let workspace = done.workspace_id.expect("the chat is bound");
+    let file = run.h.home(workspace).join("f");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "hi\n");
+    // The model saw the tools and the results in order.
+    let requests = run.emulator.requests();
+    assert_eq!(requests.len(), 3);
+    let tools: Vec<&str> = requests[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(tools.contains(&"execute") && tools.contains(&"create_workspace"));
+
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+/// A fault on the first call of a chat, and what its recorded retry says.
+struct FaultCase {
+    name: &'static str,
+    fault: Turn,
+    kind: &'static str,
+}
+
+fn fault_cases() -> Vec<FaultCase> {
+    let overloaded =
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    let text = || {
+        Turn::with(vec![ScriptPart::Text {
+            text: "partial output that must not be committed".into(),
+            chunk: 5,
+        }])
+    };
+    vec![
+        FaultCase {
+            name: "529",
+            fault: reply("x").fault(
+                FaultPoint::BeforeHeaders,
+                FaultKind::Status {
+                    status: 529,
+                    headers: Vec::new(),
+                    body: overloaded.into(),
+                },
+            ),
+            kind: "overloaded",
+        },
+        FaultCase {
+            name: "429 with retry-after",
+            fault: reply("x").fault(
+                FaultPoint::BeforeHeaders,
+                FaultKind::Status {
+                    status: 429,
+                    headers: vec![("retry-after".into(), "1".into())],
+                    body: r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#.into(),
+                },
+            ),
+            kind: "rate_limit",
+        },
+        FaultCase {
+            name: "reset mid-stream",
+            fault: text().fault(FaultPoint::AfterEvents(3), FaultKind::RstStream(2)),
+            kind: "timeout",
+        },
+        FaultCase {
+            name: "stall",
+            fault: text().fault(
+                FaultPoint::AfterEvents(3),
+                FaultKind::Stall(Duration::from_secs(5)),
+            ),
+            kind: "stream_silence_timeout",
+        },
+        FaultCase {
+            name: "in-stream overloaded error",
+            fault: text().fault(
+                FaultPoint::AfterEvents(3),
+                FaultKind::StreamError {
+                    code: "overloaded_error".into(),
+                    message: "Overloaded".into(),
+                },
+            ),
+            kind: "overloaded",
+        },
+    ]
+}
+
+#[tokio::test]
+async fn provider_faults_are_retried_with_a_recorded_retry_state_and_the_turn_completes() {
+    let run = Run::new(Harness::bare().await, Vec::new()).await;
+    let engine = run.engine().await;
+    for case in fault_cases() {
+        run.emulator.push(case.fault);
+        run.emulator.push(reply("recovered"));
+        let before = run.emulator.requests().len();
+        let chat = run.chat(case.name).await;
+        let retrying = run
+            .wait(chat, "a recorded retry", |c| c.retry_state.is_some())
+            .await;
+        let state = retrying.retry_state.unwrap();
+        assert_eq!(state["kind"], case.kind, "{}: {state}", case.name);
+        assert_eq!(state["attempt"], 1, "{}", case.name);
+        assert_eq!(state["retry_status"], "retrying");
+        assert_eq!(state["max_attempts"], 25);
+        if case.name == "429 with retry-after" {
+            assert_eq!(state["delay_ms"], 1000, "{state}");
+            assert_eq!(state["delay_source"], "retry_after_header");
+        } else {
+            assert_eq!(state["delay_ms"], 400, "{}: {state}", case.name);
+            assert_eq!(state["delay_source"], "backoff");
+        }
+        let done = run.settled(chat).await;
+        assert_eq!(
+            done.status,
+            ChatStatus::Waiting,
+            "{}: {:?}",
+            case.name,
+            done.last_error
+        );
+        assert_eq!(
+            done.retry_state, None,
+            "a new attempt clears the retry state"
+        );
+        let history = run.history(chat).await;
+        assert_eq!(
+            roles(&history),
+            [Role::User, Role::Assistant],
+            "{}",
+            case.name
+        );
+        assert_eq!(text_of(&history[1]), "recovered", "{}", case.name);
+        assert_eq!(run.emulator.requests().len() - before, 2, "{}", case.name);
+    }
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn auth_and_context_length_errors_finish_in_error_without_a_retry() {
+    let run = Run::new(Harness::bare().await, Vec::new()).await;
+    let engine = run.engine().await;
+    let cases = [
+        (
+            401,
+            r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
+            "auth",
+        ),
+        (
+            400,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 250000 tokens > 200000 maximum"}}"#,
+            "config",
+        ),
+    ];
+    for (status, body, kind) in cases {
+        run.emulator.push(reply("x").fault(
+            FaultPoint::BeforeHeaders,
+            FaultKind::Status {
+                status,
+                headers: Vec::new(),
+                body: body.into(),
+            },
+        ));
+        let before = run.emulator.requests().len();
+        let chat = run.chat("hello").await;
+        let done = run.settled(chat).await;
+        assert_eq!(done.status, ChatStatus::Error);
+        let error = done.last_error.unwrap();
+        assert_eq!(error["kind"], kind, "{error}");
+        assert_eq!(error["status_code"], status, "{error}");
+        assert_eq!(error["retry_status"], "terminal");
+        assert_eq!(error["attempts"], 1);
+        assert_eq!(error["provider"], "anthropic");
+        assert!(!error["message"].as_str().unwrap().is_empty());
+        if status == 400 {
+            assert_eq!(error["sub_reason"], "context_window_exceeded", "{error}");
+        }
+        assert_eq!(run.emulator.requests().len() - before, 1, "no retry");
+        assert_eq!(roles(&run.history(chat).await), [Role::User]);
+    }
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+/// Waits until the idempotency ledger holds the call (it is in flight).
+async fn dispatched(run: &Run, chat: Uuid, call: &str) {
+    eventually("the call to be dispatched", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM chat_tool_executions WHERE chat_id = $1 AND tool_call_id = $2",
+        )
+        .bind(chat)
+        .bind(call)
+        .fetch_one(&run.h.db.pool)
+        .await
+        .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
+}
+
+/// Waits until the chat's current episode holds at least `n` parts.
+async fn parts_streamed(run: &Run, engine: &Engine, chat: Uuid, n: usize) {
+    eventually("parts to stream", || async {
+        let c = run.read(chat).await;
+        let key = chatd::parts::EpisodeKey {
+            chat_id: chat,
+            history_version: c.history_version,
+            generation_attempt: c.generation_attempt,
+        };
+        (engine.parts().parts(&key).len() >= n).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_interrupt_mid_stream_commits_the_partial_text_and_a_busy_interrupt_runs_the_new_message()
+ {
+    let full = "one two three four five six seven eight nine ten eleven twelve";
+    let run = Run::new(
+        Harness::bare().await,
+        vec![slow_reply(full, Duration::from_millis(100))],
+    )
+    .await;
+    let engine = run.engine().await;
+
+    // Stop.
+    let chat = run.chat("count slowly").await;
+    parts_streamed(&run, &engine, chat, 3).await;
+    run.store
+        .apply(chat, Change::Interrupt, None)
+        .await
+        .unwrap();
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting);
+    assert_eq!(done.last_error, None);
+    let history = run.history(chat).await;
+    assert_eq!(roles(&history), [Role::User, Role::Assistant]);
+    let partial = text_of(&history[1]);
+    assert!(
+        !partial.is_empty() && partial.len() < full.len(),
+        "{partial:?}"
+    );
+    assert!(full.starts_with(&partial));
+
+    // A message sent with busy behaviour `interrupt`.
+    run.emulator
+        .push(slow_reply(full, Duration::from_millis(100)));
+    run.emulator
+        .push(reply("answer two").when(Match::LastUserTextContains("second".into())));
+    let chat = run.chat("count slowly again").await;
+    parts_streamed(&run, &engine, chat, 3).await;
+    run.store
+        .apply(
+            chat,
+            Change::SendMessage {
+                message: NewMessage::user(run.h.user, vec![MessagePart::text("second")]),
+                busy: BusyBehavior::Interrupt,
+                reasoning_effort: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let done = run
+        .wait(chat, "the second answer", |c| {
+            c.status == ChatStatus::Waiting && c.history_version > 0
+        })
+        .await;
+    assert_eq!(done.last_error, None);
+    let history = run.history(chat).await;
+    assert_eq!(
+        roles(&history),
+        [Role::User, Role::Assistant, Role::User, Role::Assistant]
+    );
+    assert!(full.starts_with(&text_of(&history[1])));
+    assert_eq!(text_of(&history[2]), "second");
+    assert_eq!(text_of(&history[3]), "answer two");
+
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn an_interrupt_mid_tool_answers_the_running_call_with_the_interruption_text() {
+    let h = Harness::start().await;
+    let template = h.template("name = \"plain\"", Vec::new()).await;
+    let run = Run::new(
+        h,
+        vec![
+            call(
+                "c1",
+                "create_workspace",
+                serde_json::json!({"template_id": template.to_string()}),
+            ),
+            after(
+                call(
+                    "c2",
+                    "execute",
+                    serde_json::json!({"command": "sleep 20", "timeout": "60s"}),
+                ),
+                "created",
+            ),
+        ],
+    )
+    .await;
+    let engine = run.engine().await;
+    let chat = run.chat("sleep").await;
+    // The execute call is in flight once the ledger has it.
+    dispatched(&run, chat, "c2").await;
+    run.store
+        .apply(chat, Change::Interrupt, None)
+        .await
+        .unwrap();
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting);
+    let history = run.history(chat).await;
+    assert_eq!(
+        roles(&history),
+        [
+            Role::User,
+            Role::Assistant,
+            Role::Tool,
+            Role::Assistant,
+            Role::Tool
+        ]
+    );
+    let results = results_of(&history[4]);
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].0, "c2");
+    assert_eq!(
+        results[0].1,
+        "tool call was interrupted before it produced a result"
+    );
+    assert!(results[0].2);
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_stale_owners_commit_after_a_takeover_is_rejected_and_leaves_no_trace() {
+    let run = Run::new(
+        Harness::bare().await,
+        vec![
+            slow_reply("from the stale owner", Duration::from_millis(150)),
+            reply("from the new owner"),
+        ],
+    )
+    .await;
+    // Owner A renews its leases too rarely to notice it lost one before its stream ends.
+    let a = run
+        .engine_with(EngineConfig {
+            heartbeat_interval: Duration::from_secs(600),
+            ..config()
+        })
+        .await;
+    let chat = run.chat("who answers?").await;
+    parts_streamed(&run, &a, chat, 2).await;
+    // A's lease lapses (as if its heartbeats had stopped); B takes the chat over.
+    sqlx::query("DELETE FROM chat_heartbeats WHERE chat_id = $1")
+        .bind(chat)
+        .execute(&run.h.db.pool)
+        .await
+        .unwrap();
+    let b = run.engine().await;
+    let done = run
+        .wait(chat, "B's answer", |c| c.status == ChatStatus::Waiting)
+        .await;
+    assert_eq!(done.last_error, None);
+    // A's stream ends after B committed; its commit is fenced out.
+    eventually("A's stream to end", || async {
+        (run.emulator.frame_times().len() >= 10).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let history = run.history(chat).await;
+    assert_eq!(roles(&history), [Role::User, Role::Assistant]);
+    assert_eq!(text_of(&history[1]), "from the new owner");
+    assert_eq!(run.read(chat).await.snapshot_version, done.snapshot_version);
+    a.shutdown().await;
+    b.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_crashed_owner_is_taken_over_and_a_replayed_execute_does_not_run_twice() {
+    let h = Harness::start().await;
+    let template = h.template("name = \"plain\"", Vec::new()).await;
+    let run = Run::new(
+        h,
+        vec![
+            call(
+                "c1",
+                "create_workspace",
+                serde_json::json!({"template_id": template.to_string()}),
+            ),
+            after(
+                call(
+                    "c2",
+                    "execute",
+                    serde_json::json!({
+                        "command": "echo run >> count && sleep 4 && echo finished-command",
+                        "timeout": "60s"
+                    }),
+                ),
+                "created",
+            ),
+            after(reply("all done"), "finished-command"),
+        ],
+    )
+    .await;
+
+    // Owner A lives in its own runtime, with its own connections, so it can crash.
+    let crashing = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = run.h.db.url.clone();
+    let (started, worker_a) = tokio::sync::oneshot::channel();
+    crashing.spawn(async move {
+        let pool = chatstore::postgres::connect(&url, &PoolConfig::default())
+            .await
+            .unwrap();
+        let store = Arc::new(PgStore::new(pool.clone(), store_config()));
+        let (pubsub, _listener) = PgPubsub::start(&pool).await.unwrap();
+        let engine = Engine::start(deps(store, pubsub), config()).await;
+        let _ = started.send(engine.worker_id());
+        std::future::pending::<()>().await;
+    });
+    let worker_a = worker_a.await.unwrap();
+    let chat = run.chat("count once").await;
+    dispatched(&run, chat, "c2").await;
+    assert_eq!(run.read(chat).await.worker_id, Some(worker_a));
+    // Crash: no abandon, no more heartbeats.
+    crashing.shutdown_background();
+
+    let b = run.engine().await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let history = run.history(chat).await;
+    assert_eq!(
+        roles(&history),
+        [
+            Role::User,
+            Role::Assistant,
+            Role::Tool,
+            Role::Assistant,
+            Role::Tool,
+            Role::Assistant
+        ]
+    );
+    let executed = &results_of(&history[4])[0];
+    assert!(
+        executed.1["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("finished-command")),
+        "{}",
+        executed.1
+    );
+    assert_eq!(text_of(&history[5]), "all done");
+    let workspace = done.workspace_id.unwrap();
+    let count = std::fs::read_to_string(run.h.home(workspace).join("count")).unwrap();
+    assert_eq!(count, "run\n", "the command ran exactly once");
+    b.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_dead_agent_gets_the_dial_timeout_text_then_the_restart_text_and_recovers() {
+    let h = Harness::start().await;
+    let template = h.template("name = \"plain\"", Vec::new()).await;
+    let execute = |id: &str| call(id, "execute", serde_json::json!({"command": "echo alive"}));
+    let transient = "may still be reachable";
+    let run = Run::new(
+        h,
+        vec![
+            call(
+                "c1",
+                "create_workspace",
+                serde_json::json!({"template_id": template.to_string()}),
+            ),
+            after(reply("ready"), "created"),
+        ],
+    )
+    .await;
+    let engine = run.engine().await;
+    let chat = run.chat("make a workspace").await;
+    let ready = run.settled(chat).await;
+    assert_eq!(ready.status, ChatStatus::Waiting, "{:?}", ready.last_error);
+    let workspace = ready.workspace_id.unwrap();
+
+    // The agent dies.
+    let pid = run.h.backend().agent_pid(workspace).unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    // While it has been down for less than the threshold the model hears the transient text
+    // and tries again; after the threshold, the stop-then-start text; it follows it.
+    run.emulator.push(execute("c2"));
+    for i in 3..12 {
+        run.emulator
+            .push(after(execute(&format!("c{i}")), transient));
+    }
+    run.emulator.push(after(
+        call("s1", "stop_workspace", serde_json::json!({})),
+        "To recover, call stop_workspace",
+    ));
+    run.emulator.push(after(
+        call("s2", "start_workspace", serde_json::json!({})),
+        "\"stopped\":true",
+    ));
+    run.emulator.push(after(execute("e1"), "\"started\":true"));
+    run.emulator.push(after(reply("recovered"), "alive"));
+    run.store
+        .apply(
+            chat,
+            Change::SendMessage {
+                message: NewMessage::user(run.h.user, vec![MessagePart::text("run it")]),
+                busy: BusyBehavior::Queue,
+                reasoning_effort: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let done = run
+        .wait(chat, "the recovered answer", |c| {
+            c.status != ChatStatus::Running
+        })
+        .await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let history = run.history(chat).await;
+    let results: Vec<(String, Value, bool)> = history.iter().flat_map(results_of).collect();
+    let texts: Vec<String> = results
+        .iter()
+        .map(|(_, v, _)| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+        .collect();
+    assert!(
+        texts[1].contains(transient),
+        "first call after the crash: {}",
+        texts[1]
+    );
+    let restart = texts
+        .iter()
+        .position(|t| t.contains("To recover, call stop_workspace"))
+        .expect("the restart text");
+    assert!(texts[1..restart].iter().all(|t| t.contains(transient)));
+    assert!(
+        texts[restart].starts_with("workspace agent has been disconnected for at least 4 seconds"),
+        "{}",
+        texts[restart]
+    );
+    let last = results.last().unwrap();
+    assert_eq!(last.0, "e1");
+    assert_eq!(last.1["output"], "alive\n", "{}", last.1);
+    assert_eq!(text_of(history.last().unwrap()), "recovered");
+    engine.shutdown().await;
+    run.finish().await;
+}
