@@ -827,3 +827,78 @@ async fn a_dead_agent_gets_the_dial_timeout_text_then_the_restart_text_and_recov
     engine.shutdown().await;
     run.finish().await;
 }
+
+fn unavailable() -> Turn {
+    reply("x").fault(
+        FaultPoint::BeforeHeaders,
+        FaultKind::Status {
+            status: 503,
+            headers: Vec::new(),
+            body: "upstream unavailable".into(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_attempt_cap_with_an_exhausted_error() {
+    let run = Run::new(
+        Harness::bare().await,
+        vec![unavailable(), unavailable(), unavailable(), reply("never")],
+    )
+    .await;
+    let mut config = config();
+    config.retry.max_attempts = 3;
+    config.retry.initial_delay = Duration::from_millis(50);
+    let engine = run.engine_with(config).await;
+    let chat = run.chat("hello").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Error);
+    let error = done.last_error.unwrap();
+    assert_eq!(error["retry_status"], "exhausted", "{error}");
+    assert_eq!(error["attempts"], 3);
+    assert_eq!(error["status_code"], 503);
+    assert_eq!(run.emulator.requests().len(), 3, "three calls, no more");
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_hands_the_chat_off_and_the_next_owner_honours_a_pending_retry() {
+    let run = Run::new(
+        Harness::bare().await,
+        vec![unavailable(), reply("from the next owner")],
+    )
+    .await;
+    let mut slow_retry = config();
+    slow_retry.retry.initial_delay = Duration::from_secs(3);
+    let a = run.engine_with(slow_retry.clone()).await;
+    let chat = run.chat("hand off").await;
+    let retrying = run
+        .wait(chat, "a scheduled retry", |c| c.retry_state.is_some())
+        .await;
+    a.shutdown().await;
+    let handed = run.read(chat).await;
+    assert_eq!(
+        handed.status,
+        ChatStatus::Running,
+        "shutdown changes no status"
+    );
+    assert_eq!(handed.worker_id, None, "the chat is abandoned at once");
+    assert_eq!(handed.last_error, None, "shutdown writes no error");
+    assert_eq!(handed.retry_state, retrying.retry_state);
+
+    let b = run.engine_with(slow_retry).await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    assert_eq!(text_of(&run.history(chat).await[1]), "from the next owner");
+    // The new owner waited for the recorded retry time, not less.
+    let requests = run.emulator.requests();
+    assert_eq!(requests.len(), 2);
+    let retrying_at = chatd::engine::payload::retrying_at(&retrying.retry_state.unwrap()).unwrap();
+    // The answer is committed after the call, which may not start before the retry time (both
+    // on the database clock); without the wait it would land right after the hand-off.
+    let answered = run.history(chat).await[1].created_at;
+    assert!(answered >= retrying_at, "{answered} < {retrying_at}");
+    b.shutdown().await;
+    run.finish().await;
+}

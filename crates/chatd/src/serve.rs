@@ -135,6 +135,12 @@ pub async fn serve(
         _ => None,
     };
 
+    // The chat engine runs wherever there is a database: it owns the runnable chats it acquires.
+    let engine = match &pool {
+        Some(pool) => Some(start_engine(pool, local_url(addr), config.shutdown_grace).await?),
+        None => None,
+    };
+
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = Server::builder()
         .add_service(health_service)
@@ -163,9 +169,15 @@ pub async fn serve(
             provisioner.stop(config.shutdown_grace).await;
         }
     };
-    let (served, ()) = tokio::join!(
+    let engine_stopped = async {
+        if let Some(engine) = engine {
+            engine.shutdown().await;
+        }
+    };
+    let (served, (), ()) = tokio::join!(
         tokio::time::timeout(config.shutdown_grace, &mut server),
-        provisioner_stopped
+        provisioner_stopped,
+        engine_stopped
     );
     match served {
         Ok(result) => result.map_err(ChatdError::Serve)?,
@@ -173,6 +185,34 @@ pub async fn serve(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Starts the chat engine over the database: the store, its notifications, the workspace
+/// provisioner front and agent dialling for the tools.
+async fn start_engine(
+    pool: &chatstore::postgres::PgPool,
+    relay_address: String,
+    shutdown_grace: Duration,
+) -> Result<crate::engine::Engine, ChatdError> {
+    use crate::engine::{Engine, EngineConfig, EngineDeps};
+    use crate::resolver::StoreConnector;
+
+    let store = Arc::new(PgStore::new(pool.clone(), StoreConfig::default()));
+    let (pubsub, _listener) = PgPubsub::start(pool).await?;
+    let config = EngineConfig {
+        relay_address,
+        shutdown_grace,
+        ..EngineConfig::default()
+    };
+    let connector = Arc::new(StoreConnector::new(store.clone(), Duration::from_secs(5)));
+    let deps = EngineDeps {
+        store: store.clone(),
+        pubsub: Arc::new(pubsub),
+        provisioner: Some(Arc::new(crate::builds::StoreProvisioner::new(store))),
+        connector: Some(connector.clone()),
+        dialer: Some(connector),
+    };
+    Ok(Engine::start(deps, config).await)
 }
 
 /// SIGINT and SIGTERM handlers, installed before the server starts so an early signal is not

@@ -287,6 +287,23 @@ struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     /// When each stream frame was handed to the socket, for latency measurements.
     frame_times: Mutex<Vec<std::time::Instant>>,
+    /// Marked frames: when each frame holding a `⟦token⟧` marker was written, and the token.
+    marks: Mutex<Vec<(std::time::Instant, String)>>,
+}
+
+/// Opens a marker in scripted text: a frame holding `⟦token⟧` is logged with its write time.
+pub const MARK_OPEN: &str = "⟦";
+/// Closes a marker.
+pub const MARK_CLOSE: &str = "⟧";
+
+fn record_mark(shared: &Shared, frame: &str) {
+    let Some(start) = frame.find(MARK_OPEN) else {
+        return;
+    };
+    let rest = &frame[start + MARK_OPEN.len()..];
+    if let Some(end) = rest.find(MARK_CLOSE) {
+        lock(&shared.marks).push((std::time::Instant::now(), rest[..end].to_owned()));
+    }
 }
 
 /// A running emulator. Dropping it stops the server.
@@ -354,8 +371,13 @@ impl Emulator {
         lock(&self.shared.requests).clone()
     }
 
-    /// When each stream frame so far was written to its socket (in order), for measuring the
-    /// latency from the wire to a client's parts.
+    /// The marked frames written so far (see [`MARK_OPEN`]): write time and token, for
+    /// measuring the latency from the wire to a client's parts.
+    pub fn marks(&self) -> Vec<(std::time::Instant, String)> {
+        lock(&self.shared.marks).clone()
+    }
+
+    /// When each stream frame so far was written to its socket (in order).
     pub fn frame_times(&self) -> Vec<std::time::Instant> {
         lock(&self.shared.frame_times).clone()
     }
@@ -738,6 +760,7 @@ async fn serve_http1(socket: &mut TcpStream, shared: &Shared) -> std::io::Result
                 socket.write_all(frame.as_bytes()).await?;
                 socket.flush().await?;
                 lock(&shared.frame_times).push(std::time::Instant::now());
+                record_mark(shared, &frame);
             }
             Step::Fault(kind) => match kind {
                 FaultKind::Stall(d) => tokio::time::sleep(d).await,
@@ -866,7 +889,10 @@ async fn serve_h2_stream(
             tokio::time::sleep(turn.pacing).await;
         }
         match step {
-            Step::Frame(frame) => stream.send_data(Bytes::from(frame), false)?,
+            Step::Frame(frame) => {
+                record_mark(shared, &frame);
+                stream.send_data(Bytes::from(frame), false)?;
+            }
             Step::Fault(kind) => match kind {
                 FaultKind::Stall(d) => tokio::time::sleep(d).await,
                 FaultKind::StreamError { code, message } => {
