@@ -604,7 +604,7 @@ async fn an_interrupt_mid_tool_answers_the_running_call_with_the_interruption_te
 }
 
 #[tokio::test]
-async fn a_stale_owners_commit_after_a_takeover_is_rejected_and_leaves_no_trace() {
+async fn a_stale_owner_is_fenced_out_after_a_takeover_and_leaves_no_trace() {
     let run = Run::new(
         Harness::bare().await,
         vec![
@@ -633,12 +633,12 @@ async fn a_stale_owners_commit_after_a_takeover_is_rejected_and_leaves_no_trace(
         .wait(chat, "B's answer", |c| c.status == ChatStatus::Waiting)
         .await;
     assert_eq!(done.last_error, None);
-    // A's stream ends after B committed; its commit is fenced out.
-    eventually("A's stream to end", || async {
-        (run.emulator.frame_times().len() >= 10).then_some(())
+    // A learns it lost the chat (B's acquisition is published) and stops its runner, cancelling
+    // its stale task; whatever it still had in flight is fenced out.
+    eventually("A to let go", || async {
+        a.owned_chats().is_empty().then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let history = run.history(chat).await;
     assert_eq!(roles(&history), [Role::User, Role::Assistant]);
     assert_eq!(text_of(&history[1]), "from the new owner");
