@@ -19,8 +19,23 @@ pub trait Pubsub: Send + Sync {
     fn subscribe(&self, topic: Topic) -> Subscription;
 }
 
-/// Notifications buffered per topic; a subscriber further behind gets a `Resync`.
-const TOPIC_BUFFER: usize = 256;
+/// Notifications buffered on a process-wide topic (every ownership hint, every job change); a
+/// subscriber further behind gets a `Resync`.
+const SHARED_TOPIC_BUFFER: usize = 256;
+/// Notifications buffered on the topic of one chat, job or agent. There is one such topic per
+/// active chat and a broadcast channel allocates its slots up front, so this stays small: a
+/// subscriber that falls behind a handful of changes of one entity re-reads it anyway.
+const ENTITY_TOPIC_BUFFER: usize = 16;
+
+impl Topic {
+    /// How many notifications the topic buffers per subscriber.
+    fn buffer(self) -> usize {
+        match self {
+            Topic::Ownership | Topic::Jobs => SHARED_TOPIC_BUFFER,
+            Topic::Chat(_) | Topic::Job(_) | Topic::Agent(_) => ENTITY_TOPIC_BUFFER,
+        }
+    }
+}
 
 /// The in-process fan-out of notifications by topic, shared by every subscriber of a process.
 #[derive(Debug, Clone, Default)]
@@ -54,7 +69,7 @@ impl Pubsub for Hub {
         let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
         let sender = topics
             .entry(topic)
-            .or_insert_with(|| broadcast::channel(TOPIC_BUFFER).0);
+            .or_insert_with(|| broadcast::channel(topic.buffer()).0);
         Subscription {
             receiver: sender.subscribe(),
         }
@@ -217,12 +232,18 @@ mod tests {
         assert_eq!(ownership.recv().await, Some(hint(1)));
 
         // A subscriber that falls more than the buffer behind is told to resync.
-        for n in 0..(TOPIC_BUFFER as i64 + 10) {
+        for n in 0..(SHARED_TOPIC_BUFFER as i64 + 10) {
             hub.deliver(Topic::Ownership, hint(n));
         }
         assert_eq!(ownership.recv().await, Some(Notification::Resync));
 
         hub.resync_all();
+        assert_eq!(chat.recv().await, Some(Notification::Resync));
+
+        // The topic of one chat buffers less than the shared ones.
+        for n in 0..(ENTITY_TOPIC_BUFFER as i64 + 1) {
+            hub.deliver(Topic::Chat(Uuid::nil()), hint(n));
+        }
         assert_eq!(chat.recv().await, Some(Notification::Resync));
     }
 }

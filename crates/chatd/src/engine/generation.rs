@@ -187,7 +187,7 @@ async fn start_step(t: &TaskCtx) -> Result<(i64, EpisodeKey), TaskExit> {
 
 fn publish(t: &TaskCtx, key: &EpisodeKey, part: LivePart) {
     // A full or closed episode only loses the live preview; the commit carries everything.
-    let _ = t.shared.parts.add_part(key, part);
+    let _ = t.shared.parts.add_part(key, part.into());
 }
 
 async fn generate(

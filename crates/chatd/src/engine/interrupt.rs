@@ -34,7 +34,7 @@ pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {
     let now = chrono::Utc::now();
     let mut acc = Accumulator::default();
     for part in t.shared.parts.parts(&key) {
-        acc.take(&part, now);
+        acc.take(&part.to_live(), now);
     }
     let rows = step::prompt_rows(&snapshot.history);
     let committed = step::pending_calls(&rows);

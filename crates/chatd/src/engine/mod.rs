@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use crate::parts::{PartBuffer, PartBufferConfig};
 use crate::resolver::{AgentConnector, ResolverSettings};
-use step::LivePart;
+use step::BufferedPart;
 
 pub use worker::Engine;
 
@@ -157,7 +157,7 @@ pub(crate) struct Shared {
     pub(crate) deps: EngineDeps,
     pub(crate) config: EngineConfig,
     pub(crate) worker_id: Uuid,
-    pub(crate) parts: PartBuffer<LivePart>,
+    pub(crate) parts: PartBuffer<BufferedPart>,
     pub(crate) models: models::ModelClients,
     pub(crate) tools: HashMap<&'static str, Arc<dyn Tool>>,
     pub(crate) tool_settings: Arc<ToolSettings>,

@@ -30,10 +30,75 @@ pub struct LivePart {
     pub args_delta: Option<String>,
 }
 
-impl PartSize for LivePart {
+/// A live part as the part buffer keeps it. Most parts of a reply are text or reasoning
+/// deltas of a few characters, so those are stored as a bare string (24 bytes plus the text
+/// instead of a 144-byte [`LivePart`] plus the text); everything else is boxed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BufferedPart {
+    /// An assistant text delta.
+    Text(Box<str>),
+    /// An assistant reasoning delta without metadata, and when it was seen.
+    Reasoning(Box<str>, DateTime<Utc>),
+    /// Any other part.
+    Other(Box<LivePart>),
+}
+
+impl BufferedPart {
+    /// The part as streamed.
+    pub fn to_live(&self) -> LivePart {
+        let assistant = |part| LivePart {
+            role: Role::Assistant,
+            part,
+            args_delta: None,
+        };
+        match self {
+            Self::Text(text) => assistant(MessagePart::text(text.to_string())),
+            Self::Reasoning(text, at) => assistant(MessagePart::Reasoning {
+                text: text.to_string(),
+                created_at: Some(*at),
+                completed_at: None,
+                provider_metadata: None,
+            }),
+            Self::Other(live) => (**live).clone(),
+        }
+    }
+}
+
+impl From<LivePart> for BufferedPart {
+    fn from(live: LivePart) -> Self {
+        match live {
+            LivePart {
+                role: Role::Assistant,
+                part: MessagePart::Text { text },
+                args_delta: None,
+            } => Self::Text(text.into_boxed_str()),
+            LivePart {
+                role: Role::Assistant,
+                part:
+                    MessagePart::Reasoning {
+                        text,
+                        created_at: Some(at),
+                        completed_at: None,
+                        provider_metadata: None,
+                    },
+                args_delta: None,
+            } => Self::Reasoning(text.into_boxed_str(), at),
+            other => Self::Other(Box::new(other)),
+        }
+    }
+}
+
+impl PartSize for BufferedPart {
     fn json_len(&self) -> usize {
-        serde_json::to_vec(&self.part).map_or(0, |v| v.len())
-            + self.args_delta.as_ref().map_or(0, String::len)
+        // `{"type":"text","text":"…"}` and the like; escapes are not counted.
+        match self {
+            Self::Text(text) => 25 + text.len(),
+            Self::Reasoning(text, _) => 70 + text.len(),
+            Self::Other(live) => {
+                serde_json::to_vec(&live.part).map_or(0, |v| v.len())
+                    + live.args_delta.as_ref().map_or(0, String::len)
+            }
+        }
     }
 }
 
@@ -499,6 +564,58 @@ mod tests {
 
     use super::*;
 
+    /// A reply with reasoning, text and one tool call.
+    fn sample_stream() -> Vec<StreamPart> {
+        vec![
+            StreamPart::ReasoningDelta("think".into()),
+            StreamPart::ReasoningSignature("sig".into()),
+            StreamPart::TextDelta("Hel".into()),
+            StreamPart::TextDelta("lo".into()),
+            StreamPart::ToolCallStart {
+                id: "c1".into(),
+                name: "execute".into(),
+            },
+            StreamPart::ToolCallArgsDelta {
+                id: "c1".into(),
+                delta: "{\"command\":".into(),
+            },
+            StreamPart::ToolCallEnd {
+                id: "c1".into(),
+                name: "execute".into(),
+                args: "{\"command\":\"ls\"}".into(),
+            },
+            StreamPart::Finish(FinishReason::ToolCalls),
+        ]
+    }
+
+    #[test]
+    fn buffered_parts_give_back_what_was_streamed() {
+        let now = Utc::now();
+        let mut acc = Accumulator::default();
+        let stream = sample_stream();
+        let lives: Vec<LivePart> = stream
+            .iter()
+            .filter_map(|p| acc.on_stream(p, now))
+            .collect();
+        let buffered: Vec<BufferedPart> = lives.iter().cloned().map(BufferedPart::from).collect();
+        assert!(matches!(buffered[0], BufferedPart::Reasoning(..)));
+        assert!(
+            matches!(buffered[1], BufferedPart::Other(_)),
+            "metadata is kept whole"
+        );
+        assert!(matches!(buffered[2], BufferedPart::Text(_)));
+        assert!(
+            matches!(buffered[5], BufferedPart::Other(_)),
+            "argument deltas are kept whole"
+        );
+        let back: Vec<LivePart> = buffered.iter().map(BufferedPart::to_live).collect();
+        assert_eq!(back, lives);
+        assert!(std::mem::size_of::<BufferedPart>() <= 32);
+        let text = BufferedPart::Text("hello".into());
+        let exact = serde_json::to_vec(&text.to_live().part).unwrap().len();
+        assert!(text.json_len() >= exact, "{} < {exact}", text.json_len());
+    }
+
     fn row(id: i64, role: Role, content: Vec<MessagePart>) -> Message {
         Message {
             id,
@@ -618,26 +735,7 @@ mod tests {
     fn streamed_parts_accumulate_into_one_assistant_message() {
         let mut acc = Accumulator::default();
         let now = Utc::now();
-        for part in [
-            StreamPart::ReasoningDelta("think".into()),
-            StreamPart::ReasoningSignature("sig".into()),
-            StreamPart::TextDelta("Hel".into()),
-            StreamPart::TextDelta("lo".into()),
-            StreamPart::ToolCallStart {
-                id: "c1".into(),
-                name: "execute".into(),
-            },
-            StreamPart::ToolCallArgsDelta {
-                id: "c1".into(),
-                delta: "{\"command\":".into(),
-            },
-            StreamPart::ToolCallEnd {
-                id: "c1".into(),
-                name: "execute".into(),
-                args: "{\"command\":\"ls\"}".into(),
-            },
-            StreamPart::Finish(FinishReason::ToolCalls),
-        ] {
+        for part in sample_stream() {
             acc.on_stream(&part, now);
         }
         let content = acc.assistant_content(now);

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::runner::{self, RunnerHandle};
-use super::step::LivePart;
+use super::step::BufferedPart;
 use super::{EngineConfig, EngineDeps, Shared, models};
 use crate::parts::PartBuffer;
 
@@ -108,7 +108,7 @@ impl Engine {
     }
 
     /// The live part buffer (the stream loop and the relay read it).
-    pub fn parts(&self) -> &PartBuffer<LivePart> {
+    pub fn parts(&self) -> &PartBuffer<BufferedPart> {
         &self.shared.parts
     }
 
