@@ -17,4 +17,7 @@ mod error;
 mod store;
 
 pub use error::StoreError;
-pub use store::{Applied, Change, ChatSnapshot, Store, StoreConfig, ToolResultInput};
+pub use store::{
+    Applied, Change, ChatCursor, ChatListQuery, ChatMetadata, ChatSnapshot, MessagePage, Store,
+    StoreConfig, ToolResultInput,
+};

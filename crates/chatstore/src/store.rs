@@ -1,5 +1,6 @@
 //! The `Store` trait: every read and write the rest of chatd makes, backend-neutral.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -291,4 +292,112 @@ pub trait Store: Send + Sync {
 
     /// Deletes ledger rows dispatched longer than `older_than` ago; returns how many.
     async fn purge_tool_executions(&self, older_than: Duration) -> Result<u64, StoreError>;
+
+    /// One page of a user's chats (spec/engine.md §16 `ListChats`), pinned first (highest
+    /// `pin_order`), then most recently updated, then by id; `query.limit` rows at most.
+    async fn list_chats(&self, query: &ChatListQuery) -> Result<Vec<Chat>, StoreError>;
+
+    /// A page of a chat's visible history (not deleted, not model-only), in ascending id order,
+    /// and whether more rows lie beyond it in the page's direction.
+    async fn messages_page(
+        &self,
+        chat_id: Uuid,
+        page: &MessagePage,
+    ) -> Result<(Vec<Message>, bool), StoreError>;
+
+    /// Writes the metadata a user may change directly (title, pin order, labels); a metadata
+    /// write like [`Store::bind_workspace`], but it bumps `updated_at`. Returns the chat.
+    async fn update_chat_metadata(
+        &self,
+        chat_id: Uuid,
+        metadata: &ChatMetadata,
+    ) -> Result<Chat, StoreError>;
+
+    /// Removes the chat's workspace binding (workspace, build and agent). A metadata write.
+    async fn unbind_workspace(&self, chat_id: Uuid) -> Result<Chat, StoreError>;
+}
+
+/// Which chats [`Store::list_chats`] returns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChatListQuery {
+    /// Whose chats.
+    pub owner_id: Uuid,
+    /// Only this organization's.
+    pub organization_id: Option<Uuid>,
+    /// Archived chats (true) or the others (false).
+    pub archived: bool,
+    /// Only chats carrying all of these labels with these values.
+    pub labels: BTreeMap<String, String>,
+    /// Case-insensitive substring of the title (empty = any).
+    pub title_query: String,
+    /// Start after this position (from the previous page's last chat).
+    pub after: Option<ChatCursor>,
+    /// Most chats to return.
+    pub limit: i64,
+}
+
+/// A position in the chat listing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatCursor {
+    /// The chat's pin order.
+    pub pin_order: i32,
+    /// Its `updated_at`, in microseconds since the Unix epoch (the database's precision).
+    pub updated_at_micros: i64,
+    /// Its id.
+    pub id: Uuid,
+}
+
+impl ChatCursor {
+    /// The position of `chat`.
+    pub fn of(chat: &Chat) -> Self {
+        Self {
+            pin_order: chat.pin_order,
+            updated_at_micros: chat.updated_at.timestamp_micros(),
+            id: chat.id,
+        }
+    }
+
+    /// The cursor as an opaque page token.
+    pub fn encode(&self) -> String {
+        format!(
+            "c1.{}.{}.{}",
+            self.pin_order,
+            self.updated_at_micros,
+            self.id.simple()
+        )
+    }
+
+    /// Reads a page token written by [`ChatCursor::encode`]; `None` when it is not one.
+    pub fn decode(token: &str) -> Option<Self> {
+        let mut fields = token.strip_prefix("c1.")?.split('.');
+        let cursor = Self {
+            pin_order: fields.next()?.parse().ok()?,
+            updated_at_micros: fields.next()?.parse().ok()?,
+            id: Uuid::try_parse(fields.next()?).ok()?,
+        };
+        fields.next().is_none().then_some(cursor)
+    }
+}
+
+/// Which history rows [`Store::messages_page`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessagePage {
+    /// Only rows with a lower id.
+    pub before_id: Option<i64>,
+    /// Only rows with a higher id. With `after_id` the page runs forwards from it; otherwise it
+    /// runs backwards from `before_id` (or from the newest row).
+    pub after_id: Option<i64>,
+    /// Most rows to return.
+    pub limit: i64,
+}
+
+/// Metadata a user writes directly; `None` leaves a field alone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChatMetadata {
+    /// New title.
+    pub title: Option<String>,
+    /// New pin order (0 unpins).
+    pub pin_order: Option<i32>,
+    /// New labels, replacing the old ones.
+    pub labels: Option<BTreeMap<String, String>>,
 }

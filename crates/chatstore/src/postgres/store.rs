@@ -15,7 +15,10 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::pubsub::{ChatUpdate, OWNERSHIP_CHANNEL, UPDATE_CHANNEL};
-use crate::store::{Applied, Change, ChatSnapshot, Store, StoreConfig, ToolResultInput};
+use crate::store::{
+    Applied, Change, ChatListQuery, ChatMetadata, ChatSnapshot, MessagePage, Store, StoreConfig,
+    ToolResultInput,
+};
 use crate::types::{
     Chat, Fence, Message, MessagePart, NewChat, NewMessage, QueuedMessage, Role, ToolExecution,
     ToolExecutionState, Usage, Visibility,
@@ -966,6 +969,150 @@ impl Store for PgStore {
         .await?
         .rows_affected())
     }
+
+    async fn list_chats(&self, query: &ChatListQuery) -> Result<Vec<Chat>, StoreError> {
+        let labels = serde_json::to_value(&query.labels).map_err(|source| StoreError::Corrupt {
+            what: "labels",
+            source,
+        })?;
+        let after = query.after;
+        let after_updated = after
+            .map(|c| {
+                DateTime::from_timestamp_micros(c.updated_at_micros).ok_or_else(|| {
+                    StoreError::InvalidInput("the page token is out of range".into())
+                })
+            })
+            .transpose()?;
+        let rows: Vec<ChatRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            chat_columns!(),
+            " FROM chats
+              WHERE owner_id = $1
+                AND ($2::uuid IS NULL OR organization_id = $2)
+                AND archived = $3
+                AND labels @> $4
+                AND ($5 = '' OR title ILIKE '%' || $5 || '%' ESCAPE '\\')
+                AND ($6::integer IS NULL OR (pin_order, updated_at, id) < ($6, $7, $8))
+              ORDER BY pin_order DESC, updated_at DESC, id DESC
+              LIMIT $9"
+        ))
+        .bind(query.owner_id)
+        .bind(query.organization_id)
+        .bind(query.archived)
+        .bind(labels)
+        .bind(like_escape(&query.title_query))
+        .bind(after.map(|c| c.pin_order))
+        .bind(after_updated)
+        .bind(after.map(|c| c.id))
+        .bind(query.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(ChatRow::decode).collect()
+    }
+
+    async fn messages_page(
+        &self,
+        chat_id: Uuid,
+        page: &MessagePage,
+    ) -> Result<(Vec<Message>, bool), StoreError> {
+        let forwards = page.after_id.is_some();
+        let sql = if forwards {
+            concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM chat_messages
+                  WHERE chat_id = $1 AND NOT deleted AND visibility <> 'model'
+                    AND ($2::bigint IS NULL OR id < $2) AND ($3::bigint IS NULL OR id > $3)
+                  ORDER BY id LIMIT $4"
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM chat_messages
+                  WHERE chat_id = $1 AND NOT deleted AND visibility <> 'model'
+                    AND ($2::bigint IS NULL OR id < $2) AND ($3::bigint IS NULL OR id > $3)
+                  ORDER BY id DESC LIMIT $4"
+            )
+        };
+        let rows: Vec<MessageRow> = sqlx::query_as(sql)
+            .bind(chat_id)
+            .bind(page.before_id)
+            .bind(page.after_id)
+            .bind(page.limit.saturating_add(1))
+            .fetch_all(&self.pool)
+            .await?;
+        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > page.limit;
+        let mut messages = rows
+            .into_iter()
+            .take(usize::try_from(page.limit).unwrap_or(0))
+            .map(MessageRow::decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        if !forwards {
+            messages.reverse();
+        }
+        Ok((messages, more))
+    }
+
+    async fn update_chat_metadata(
+        &self,
+        chat_id: Uuid,
+        metadata: &ChatMetadata,
+    ) -> Result<Chat, StoreError> {
+        let labels = metadata
+            .labels
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|source| StoreError::Corrupt {
+                what: "labels",
+                source,
+            })?;
+        let mut conn = self.pool.acquire().await?;
+        let updated = sqlx::query(
+            "UPDATE chats SET title = COALESCE($2, title), pin_order = COALESCE($3, pin_order),
+                              labels = COALESCE($4, labels), updated_at = now()
+              WHERE id = $1",
+        )
+        .bind(chat_id)
+        .bind(metadata.title.as_deref())
+        .bind(metadata.pin_order)
+        .bind(labels)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::ChatNotFound(chat_id));
+        }
+        fetch_chat(&mut conn, chat_id).await
+    }
+
+    async fn unbind_workspace(&self, chat_id: Uuid) -> Result<Chat, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let updated = sqlx::query(
+            "UPDATE chats SET workspace_id = NULL, build_id = NULL, agent_id = NULL WHERE id = $1",
+        )
+        .bind(chat_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::ChatNotFound(chat_id));
+        }
+        fetch_chat(&mut conn, chat_id).await
+    }
+}
+
+/// `text` with the `LIKE` wildcards escaped (escape character `\`).
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[derive(Debug, FromRow)]
@@ -1223,41 +1370,47 @@ async fn fetch_chat(conn: &mut PgConnection, id: Uuid) -> Result<Chat, StoreErro
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    let row = row.ok_or(StoreError::ChatNotFound(id))?;
-    Ok(Chat {
-        id: row.id,
-        organization_id: row.organization_id,
-        owner_id: row.owner_id,
-        workspace_id: row.workspace_id,
-        build_id: row.build_id,
-        agent_id: row.agent_id,
-        title: row.title,
-        labels: serde_json::from_value(row.labels).map_err(|source| StoreError::Corrupt {
-            what: "labels",
-            source,
-        })?,
-        pin_order: row.pin_order,
-        dynamic_tools: row.dynamic_tools,
-        system_prompt: row.system_prompt,
-        last_model_config_id: row.last_model_config_id,
-        last_reasoning_effort: row.last_reasoning_effort,
-        status: ChatStatus::parse(&row.status),
-        archived: row.archived,
-        last_error: row.last_error,
-        requires_action_deadline_at: row.requires_action_deadline_at,
-        compaction_requested_at: row.compaction_requested_at,
-        retry_state: row.retry_state,
-        retry_window_started_at: row.retry_window_started_at,
-        worker_id: row.worker_id,
-        runner_id: row.runner_id,
-        snapshot_version: row.snapshot_version,
-        history_version: row.history_version,
-        queue_version: row.queue_version,
-        generation_attempt: row.generation_attempt,
-        retry_state_version: row.retry_state_version,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    })
+    row.ok_or(StoreError::ChatNotFound(id))?.decode()
+}
+
+impl ChatRow {
+    fn decode(self) -> Result<Chat, StoreError> {
+        let row = self;
+        Ok(Chat {
+            id: row.id,
+            organization_id: row.organization_id,
+            owner_id: row.owner_id,
+            workspace_id: row.workspace_id,
+            build_id: row.build_id,
+            agent_id: row.agent_id,
+            title: row.title,
+            labels: serde_json::from_value(row.labels).map_err(|source| StoreError::Corrupt {
+                what: "labels",
+                source,
+            })?,
+            pin_order: row.pin_order,
+            dynamic_tools: row.dynamic_tools,
+            system_prompt: row.system_prompt,
+            last_model_config_id: row.last_model_config_id,
+            last_reasoning_effort: row.last_reasoning_effort,
+            status: ChatStatus::parse(&row.status),
+            archived: row.archived,
+            last_error: row.last_error,
+            requires_action_deadline_at: row.requires_action_deadline_at,
+            compaction_requested_at: row.compaction_requested_at,
+            retry_state: row.retry_state,
+            retry_window_started_at: row.retry_window_started_at,
+            worker_id: row.worker_id,
+            runner_id: row.runner_id,
+            snapshot_version: row.snapshot_version,
+            history_version: row.history_version,
+            queue_version: row.queue_version,
+            generation_attempt: row.generation_attempt,
+            retry_state_version: row.retry_state_version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
 }
 
 #[derive(Debug, FromRow)]

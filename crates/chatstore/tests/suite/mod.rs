@@ -1,4 +1,5 @@
 mod jobs;
+mod listing;
 mod model_check;
 mod ownership;
 mod pubsub;
