@@ -1,8 +1,15 @@
 //! Reading credentials from requests and mapping store failures to statuses, shared by the
 //! services.
 
+use chatstate::TransitionError;
 use chatstore::StoreError;
-use tonic::{Request, Status};
+use chatstore::workspace::{Caller, WorkspaceStore};
+use tonic::{Code, Request, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+use uuid::Uuid;
+
+/// The `domain` of every `google.rpc.ErrorInfo` chatd sends.
+pub const ERROR_DOMAIN: &str = "chatd.dev";
 
 /// The token of `authorization: Bearer <token>`; `what` names it in the error ("API token",
 /// "agent token").
@@ -18,14 +25,242 @@ pub(crate) fn bearer<'r, T>(request: &'r Request<T>, what: &str) -> Result<&'r s
         })
 }
 
-/// A store failure as a status: bad input is the caller's, anything else is ours and logged.
+/// The caller of a user API, from `authorization: Bearer <API token>`.
+pub(crate) async fn caller<T>(
+    store: &dyn WorkspaceStore,
+    request: &Request<T>,
+) -> Result<Caller, Status> {
+    let token = bearer(request, "API token")?;
+    store
+        .authenticate(token)
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| Status::unauthenticated("unknown, revoked or expired API token"))
+}
+
+/// A request field that must be a UUID.
+pub(crate) fn parse_id(field: &str, value: &str) -> Result<Uuid, Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    Uuid::try_parse(value)
+        .map_err(|_| Status::invalid_argument(format!("{field} {value:?} is not a UUID")))
+}
+
+/// An optional request field that must be a UUID when set (an empty string counts as unset).
+pub(crate) fn parse_optional_id(field: &str, value: Option<&str>) -> Result<Option<Uuid>, Status> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) => parse_id(field, v).map(Some),
+    }
+}
+
+/// A status with a `google.rpc.ErrorInfo` naming the machine-readable `reason`.
+pub(crate) fn with_reason(code: Code, message: impl Into<String>, reason: &str) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new()),
+    )
+}
+
+/// A store failure as a status (spec/engine.md §16): what the caller asked for that does not
+/// exist → NOT_FOUND, a transition the state machine refuses → FAILED_PRECONDITION, bad input →
+/// INVALID_ARGUMENT, a full queue → RESOURCE_EXHAUSTED; anything else is ours, logged, and
+/// UNAVAILABLE with a `RetryInfo`.
 pub(crate) fn store_status(err: StoreError) -> Status {
     match err {
-        StoreError::InvalidInput(message) => Status::invalid_argument(message),
-        StoreError::Conflict(message) => Status::already_exists(message),
+        StoreError::ChatNotFound(id) => with_reason(
+            Code::NotFound,
+            format!("chat {id} not found"),
+            "CHAT_NOT_FOUND",
+        ),
+        StoreError::MessageNotFound(id) => with_reason(
+            Code::NotFound,
+            format!("message {id} not found in this chat"),
+            "MESSAGE_NOT_FOUND",
+        ),
+        StoreError::QueuedMessageNotFound(id) => with_reason(
+            Code::NotFound,
+            format!("queued message {id} not found in this chat"),
+            "QUEUED_MESSAGE_NOT_FOUND",
+        ),
+        StoreError::MessageNotUser(id) => with_reason(
+            Code::InvalidArgument,
+            format!("message {id} is not a user message; only user messages can be edited"),
+            "MESSAGE_NOT_USER",
+        ),
+        StoreError::NoDefaultModelConfig => with_reason(
+            Code::FailedPrecondition,
+            "the organization has no usable model configuration: an admin must create one \
+             (chatctl admin model create), or pass model_config_id",
+            "NO_DEFAULT_MODEL_CONFIG",
+        ),
+        StoreError::Transition(t) => transition_status(t),
+        StoreError::InvalidInput(message) => {
+            with_reason(Code::InvalidArgument, message, "INVALID_INPUT")
+        }
+        StoreError::Conflict(message) => with_reason(Code::AlreadyExists, message, "CONFLICT"),
         other => {
             tracing::error!(error = %other, "store call failed");
-            Status::unavailable("the control plane's database is unavailable; retry")
+            let mut details =
+                ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
+            details.set_error_info(
+                "DATABASE_UNAVAILABLE",
+                ERROR_DOMAIN,
+                std::collections::HashMap::new(),
+            );
+            Status::with_error_details(
+                Code::Unavailable,
+                "the control plane's database is unavailable; retry",
+                details,
+            )
         }
+    }
+}
+
+fn transition_status(t: TransitionError) -> Status {
+    match t {
+        TransitionError::ChatNotFound => {
+            with_reason(Code::NotFound, "chat not found", "CHAT_NOT_FOUND")
+        }
+        TransitionError::MessageQueueFull { max } => with_reason(
+            Code::ResourceExhausted,
+            format!(
+                "the chat's queue is full ({max} messages): wait for the running turn, or delete \
+                 a queued message"
+            ),
+            "MESSAGE_QUEUE_FULL",
+        ),
+        TransitionError::InvalidState => with_reason(
+            Code::FailedPrecondition,
+            "the chat is in an invalid state; call ReconcileInvalidChat first",
+            "INVALID_STATE",
+        ),
+        TransitionError::TransitionNotAllowed { from, transition } => with_reason(
+            Code::FailedPrecondition,
+            format!(
+                "{transition:?} is not allowed while the chat is {}",
+                describe(from)
+            ),
+            "TRANSITION_NOT_ALLOWED",
+        ),
+        TransitionError::NoPendingDynamicCalls => with_reason(
+            Code::FailedPrecondition,
+            "no client-executed tool calls are pending",
+            "NO_PENDING_DYNAMIC_CALLS",
+        ),
+        TransitionError::NotOwned => with_reason(
+            Code::FailedPrecondition,
+            "the chat is not owned by any worker",
+            "NOT_OWNED",
+        ),
+    }
+}
+
+/// A chat state in words: `running with queued messages`, `archived and waiting`.
+fn describe(state: chatstate::ExecState) -> String {
+    let Some(status) = state.status() else {
+        return "in an invalid state".to_owned();
+    };
+    let mut text = match status {
+        chatstate::ChatStatus::RequiresAction => "waiting for client tool results".to_owned(),
+        chatstate::ChatStatus::Error => "in error".to_owned(),
+        other => other.as_str().to_owned(),
+    };
+    if state.is_archived() {
+        text = format!("archived and {text}");
+    }
+    if state.has_queue() {
+        text.push_str(" with queued messages");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_to_the_spec_codes() {
+        let id = Uuid::nil();
+        let cases = [
+            (
+                StoreError::ChatNotFound(id),
+                Code::NotFound,
+                "CHAT_NOT_FOUND",
+            ),
+            (
+                StoreError::MessageNotFound(1),
+                Code::NotFound,
+                "MESSAGE_NOT_FOUND",
+            ),
+            (
+                StoreError::MessageNotUser(1),
+                Code::InvalidArgument,
+                "MESSAGE_NOT_USER",
+            ),
+            (
+                StoreError::NoDefaultModelConfig,
+                Code::FailedPrecondition,
+                "NO_DEFAULT_MODEL_CONFIG",
+            ),
+            (
+                StoreError::Transition(TransitionError::MessageQueueFull { max: 20 }),
+                Code::ResourceExhausted,
+                "MESSAGE_QUEUE_FULL",
+            ),
+            (
+                StoreError::InvalidInput("empty".into()),
+                Code::InvalidArgument,
+                "INVALID_INPUT",
+            ),
+            (
+                StoreError::FenceMismatch("x"),
+                Code::Unavailable,
+                "DATABASE_UNAVAILABLE",
+            ),
+        ];
+        for (err, code, reason) in cases {
+            let status = store_status(err);
+            assert_eq!(status.code(), code, "{status:?}");
+            let info = status.get_details_error_info().expect("an ErrorInfo");
+            assert_eq!(info.reason, reason);
+            assert_eq!(info.domain, ERROR_DOMAIN);
+        }
+        let unavailable = store_status(StoreError::FenceMismatch("x"));
+        assert!(unavailable.get_details_retry_info().is_some());
+    }
+
+    #[test]
+    fn refused_transitions_say_the_state_in_words() {
+        let status = store_status(StoreError::Transition(
+            TransitionError::TransitionNotAllowed {
+                from: chatstate::ExecState::XE1,
+                transition: chatstate::Transition::Interrupt,
+            },
+        ));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(
+            status.message(),
+            "Interrupt is not allowed while the chat is archived and in error with queued messages"
+        );
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert_eq!(
+            parse_id("chat_id", "").unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        let bad = parse_id("chat_id", "nope").unwrap_err();
+        assert_eq!(bad.message(), "chat_id \"nope\" is not a UUID");
+        assert_eq!(parse_optional_id("workspace_id", Some("")).unwrap(), None);
+        assert!(parse_optional_id("workspace_id", None).unwrap().is_none());
+        let id = Uuid::new_v4();
+        assert_eq!(
+            parse_optional_id("workspace_id", Some(&id.to_string())).unwrap(),
+            Some(id)
+        );
     }
 }

@@ -2,19 +2,22 @@
 //!
 //! Today this crate holds the command line ([`cli`]), the server ([`serve`]): a tonic server with
 //! `grpc.health.v1` and gRPC server reflection (v1) that shuts down cleanly on a signal and, with
-//! a database, serves the workspace agents' API ([`agentapi`]) and template pushes
-//! ([`templates`]), runs the provisioner ([`provision`]) and the chat engine ([`engine`]: the
-//! worker, its runners and their tasks, with the workspace-connection [`resolver`] and the live
-//! [`parts`] buffer); and [`migrate`]. The chat services, the stream loop and the part relay
-//! land here with issue 9; the rules they follow live in the policy crates, not in this one.
+//! a database, serves the chat API ([`chats`]), the workspace agents' API ([`agentapi`]) and
+//! template pushes ([`templates`]), runs the provisioner ([`provision`]) and the chat engine
+//! ([`engine`]: the worker, its runners and their tasks, with the workspace-connection
+//! [`resolver`] and the live [`parts`] buffer); and [`migrate`]. Authentication and the mapping
+//! of store errors to gRPC statuses live in [`auth`]. The stream loop and the part relay land
+//! here next (issue 9); the rules they follow live in the policy crates, not in this one.
 //!
 //! The daemon is the top of the layer stack: it may depend on every chatd crate, and no chatd
 //! crate may depend on it.
 
 pub mod agentapi;
-mod auth;
+pub mod auth;
 pub mod builds;
+pub mod chats;
 pub mod cli;
+mod convert;
 pub mod engine;
 mod error;
 pub mod parts;

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::ChatdError;
 use crate::agentapi::AgentApi;
+use crate::chats::Chats;
 use crate::templates::Templates;
 
 /// What `chatd serve` needs to run.
@@ -55,7 +56,11 @@ const ALWAYS_SERVED: &[&str] = &[
 ];
 
 /// Services served when a database is configured.
-const DATABASE_SERVED: &[&str] = &["chatd.v1.AgentApiService", "chatd.v1.TemplateService"];
+const DATABASE_SERVED: &[&str] = &[
+    "chatd.v1.AgentApiService",
+    "chatd.v1.ChatService",
+    "chatd.v1.TemplateService",
+];
 
 /// The address agents on this machine use to reach a listener bound to `addr`.
 fn local_url(addr: SocketAddr) -> String {
@@ -122,7 +127,16 @@ pub async fn serve(
     let agent_api = workspace_store
         .clone()
         .map(|store| AgentApi::new(store, config.agent_heartbeat_interval).into_server());
-    let templates = workspace_store.map(|store| Templates::new(store).into_server());
+    let templates = workspace_store
+        .clone()
+        .map(|store| Templates::new(store).into_server());
+    let chats = pool
+        .as_ref()
+        .zip(workspace_store)
+        .map(|(pool, workspaces)| {
+            let store = Arc::new(PgStore::new(pool.clone(), StoreConfig::default()));
+            Chats::new(store, workspaces).into_server()
+        });
     let provisioner = match (&pool, &config.provisioner) {
         (Some(pool), Some(settings)) => {
             let (pubsub, _listener) = PgPubsub::start(pool).await?;
@@ -147,6 +161,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_optional_service(agent_api)
         .add_optional_service(templates)
+        .add_optional_service(chats)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             // A dropped sender also means "stop".
             let _ = stop_rx.await;

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::template_service_server::{TemplateService, TemplateServiceServer};
-use chatstore::workspace::{Caller, Job, Template, TemplateVersion, WorkspaceStore};
+use chatstore::workspace::{Job, Template, TemplateVersion, WorkspaceStore};
 use provisioner::template::{self, Manifest};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::auth::{bearer, store_status};
+use crate::auth::{caller, store_status};
+use crate::convert::timestamp;
 
 /// The template service over a workspace store.
 #[derive(Clone)]
@@ -35,26 +36,6 @@ impl Templates {
     pub fn into_server(self) -> TemplateServiceServer<Self> {
         TemplateServiceServer::new(self)
             .max_decoding_message_size(template::MAX_TEMPLATE_BYTES + 1024 * 1024)
-    }
-}
-
-/// The caller of a user API, from `authorization: Bearer <API token>`.
-pub(crate) async fn caller<T>(
-    store: &dyn WorkspaceStore,
-    request: &Request<T>,
-) -> Result<Caller, Status> {
-    let token = bearer(request, "API token")?;
-    store
-        .authenticate(token)
-        .await
-        .map_err(store_status)?
-        .ok_or_else(|| Status::unauthenticated("unknown, revoked or expired API token"))
-}
-
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> chatproto::prost_types::Timestamp {
-    chatproto::prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

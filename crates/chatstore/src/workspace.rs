@@ -452,6 +452,8 @@ pub struct Caller {
     pub role: String,
     /// The key used.
     pub key_id: Uuid,
+    /// The organizations the user belongs to, oldest membership first.
+    pub organizations: Vec<Uuid>,
 }
 
 /// A model configuration (spec/engine.md §8.7).

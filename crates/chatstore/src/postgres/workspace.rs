@@ -593,15 +593,18 @@ impl WorkspaceStore for PgStore {
         else {
             return Ok(None);
         };
-        let row: Option<(Uuid, Uuid, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT k.id, u.id, u.role, k.secret_hash FROM api_keys k JOIN users u ON u.id = k.user_id
+        let row: Option<(Uuid, Uuid, String, Vec<u8>, Vec<Uuid>)> = sqlx::query_as(
+            "SELECT k.id, u.id, u.role, k.secret_hash,
+                    ARRAY(SELECT m.organization_id FROM organization_members m
+                           WHERE m.user_id = u.id ORDER BY m.created_at, m.organization_id)
+               FROM api_keys k JOIN users u ON u.id = k.user_id
               WHERE k.prefix = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())
                 AND NOT u.suspended",
         )
         .bind(prefix)
         .fetch_optional(self.pool())
         .await?;
-        let Some((key_id, user_id, role, hash)) = row else {
+        let Some((key_id, user_id, role, hash, organizations)) = row else {
             return Ok(None);
         };
         if !same_hash(&hash, &secret_hash(secret)) {
@@ -615,6 +618,7 @@ impl WorkspaceStore for PgStore {
             user_id,
             role,
             key_id,
+            organizations,
         }))
     }
 

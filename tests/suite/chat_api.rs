@@ -1,0 +1,426 @@
+//! The chat API of a real `chatd serve` process: a turn driven through gRPC, authorization
+//! (another user's chat does not exist for them), and bad input answered with the right status.
+
+use std::time::Duration;
+
+use chatd_e2e::Daemon;
+use chatd_e2e::workspaces::{Harness, eventually};
+use chatproto::chatd::v1 as pb;
+use chatproto::chatd::v1::chat_service_client::ChatServiceClient;
+use chatstore::workspace::WorkspaceStore as _;
+use chattest::emulator::{Emulator, ScriptPart, Turn};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+/// A daemon over the harness's database (no provisioner), and its address.
+async fn daemon(h: &Harness) -> Daemon {
+    let data_dir = h.data_dir.0.display().to_string();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &h.db.url,
+        "--data-dir",
+        &data_dir,
+        "--provisioner-workers",
+        "0",
+    ];
+    Daemon::start(&args, &[]).await.unwrap()
+}
+
+/// A chat client sending `token`.
+struct Client {
+    inner: ChatServiceClient<Channel>,
+    token: String,
+}
+
+impl Client {
+    async fn new(daemon: &Daemon, token: &str) -> Self {
+        Self {
+            inner: ChatServiceClient::new(super::serve::channel(daemon).await),
+            token: token.to_owned(),
+        }
+    }
+
+    fn req<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let value = MetadataValue::try_from(format!("Bearer {}", self.token)).unwrap();
+        request.metadata_mut().insert("authorization", value);
+        request
+    }
+
+    async fn create(&mut self, text: &str) -> Result<pb::Chat, tonic::Status> {
+        let request = self.req(pb::CreateChatRequest {
+            content: vec![input(text)],
+            ..Default::default()
+        });
+        self.inner
+            .create_chat(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn get(&mut self, chat_id: &str) -> Result<pb::Chat, tonic::Status> {
+        let request = self.req(pb::GetChatRequest {
+            chat_id: chat_id.to_owned(),
+        });
+        self.inner.get_chat(request).await.map(|r| r.into_inner())
+    }
+
+    async fn send(
+        &mut self,
+        chat_id: &str,
+        text: &str,
+    ) -> Result<pb::SendMessageResponse, tonic::Status> {
+        let request = self.req(pb::SendMessageRequest {
+            chat_id: chat_id.to_owned(),
+            content: vec![input(text)],
+            ..Default::default()
+        });
+        self.inner
+            .send_message(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn messages(&mut self, chat_id: &str) -> Result<pb::ListMessagesResponse, tonic::Status> {
+        let request = self.req(pb::ListMessagesRequest {
+            chat_id: chat_id.to_owned(),
+            ..Default::default()
+        });
+        self.inner
+            .list_messages(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn interrupt(&mut self, chat_id: &str) -> Result<pb::Chat, tonic::Status> {
+        let request = self.req(pb::InterruptChatRequest {
+            chat_id: chat_id.to_owned(),
+        });
+        self.inner
+            .interrupt_chat(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn archive(&mut self, chat_id: &str, archived: bool) -> Result<pb::Chat, tonic::Status> {
+        let request = self.req(pb::UpdateChatRequest {
+            chat_id: chat_id.to_owned(),
+            archived: Some(archived),
+            ..Default::default()
+        });
+        self.inner
+            .update_chat(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn list(&mut self) -> Result<pb::ListChatsResponse, tonic::Status> {
+        let request = self.req(pb::ListChatsRequest::default());
+        self.inner.list_chats(request).await.map(|r| r.into_inner())
+    }
+
+    /// Waits until the chat has `status`.
+    async fn until(&mut self, chat_id: &str, status: pb::ChatStatus) -> pb::Chat {
+        eventually(&format!("chat {chat_id} to be {status:?}"), || {
+            let mut me = Client {
+                inner: self.inner.clone(),
+                token: self.token.clone(),
+            };
+            async move {
+                let chat = me.get(chat_id).await.unwrap();
+                (chat.status() == status).then_some(chat)
+            }
+        })
+        .await
+    }
+}
+
+fn input(text: &str) -> pb::ChatInputPart {
+    pb::ChatInputPart {
+        part: Some(pb::chat_input_part::Part::Text(pb::TextPart {
+            text: text.to_owned(),
+        })),
+    }
+}
+
+fn texts(messages: &pb::ListMessagesResponse) -> Vec<(pb::ChatMessageRole, String)> {
+    messages
+        .messages
+        .iter()
+        .map(|m| {
+            let text = m
+                .content
+                .iter()
+                .filter_map(|p| match &p.part {
+                    Some(pb::chat_message_part::Part::Text(t)) => Some(t.text.as_str()),
+                    _ => None,
+                })
+                .collect::<String>();
+            (m.role(), text)
+        })
+        .collect()
+}
+
+/// A provider row pointing at the emulator and the organization's default model on it.
+async fn model(h: &Harness, emulator: &Emulator) {
+    let provider = h
+        .store
+        .create_provider("anthropic", "", &emulator.base_url())
+        .await
+        .unwrap();
+    h.store
+        .create_model_config(h.organization, provider, "claude-test", 200_000, true)
+        .await
+        .unwrap();
+}
+
+fn reply(text: &str) -> Turn {
+    Turn::with(vec![ScriptPart::Text {
+        text: text.to_owned(),
+        chunk: 4,
+    }])
+}
+
+fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, says: &str) {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(says),
+        "{:?} does not say {says:?}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn a_chat_runs_through_the_api_and_lists_and_archives() {
+    let h = Harness::bare().await;
+    let emulator = Emulator::start(vec![
+        reply("Hello from the model."),
+        reply("Second answer."),
+    ])
+    .await
+    .unwrap();
+    model(&h, &emulator).await;
+    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let daemon = daemon(&h).await;
+    let mut client = Client::new(&daemon, &key.token).await;
+
+    let chat = client.create("say hello").await.unwrap();
+    assert_eq!(chat.title, "New Chat");
+    assert_eq!(chat.organization_id, h.organization.to_string());
+    client.until(&chat.id, pb::ChatStatus::Waiting).await;
+    let history = client.messages(&chat.id).await.unwrap();
+    assert_eq!(
+        texts(&history),
+        [
+            (pb::ChatMessageRole::User, "say hello".to_owned()),
+            (
+                pb::ChatMessageRole::Assistant,
+                "Hello from the model.".to_owned()
+            ),
+        ],
+        "{}",
+        daemon.log()
+    );
+    assert!(history.messages[1].usage.is_some());
+
+    // A second message runs a second turn.
+    let sent = client.send(&chat.id, "again").await.unwrap();
+    assert!(!sent.queued);
+    assert_eq!(
+        sent.message.as_ref().map(|m| m.role()),
+        Some(pb::ChatMessageRole::User)
+    );
+    client.until(&chat.id, pb::ChatStatus::Waiting).await;
+    let history = client.messages(&chat.id).await.unwrap();
+    assert_eq!(history.messages.len(), 4);
+    assert_eq!(texts(&history)[3].1, "Second answer.");
+
+    // Listing, archiving, unarchiving.
+    let listed = client.list().await.unwrap();
+    assert_eq!(listed.chats.len(), 1);
+    assert!(listed.next_page_token.is_empty());
+    let archived = client.archive(&chat.id, true).await.unwrap();
+    assert!(archived.archived);
+    assert!(client.list().await.unwrap().chats.is_empty());
+    assert_status(
+        client.send(&chat.id, "hello?").await,
+        Code::FailedPrecondition,
+        "archived",
+    );
+    assert!(!client.archive(&chat.id, false).await.unwrap().archived);
+    assert_eq!(emulator.requests().len(), 2);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn another_users_chat_does_not_exist_for_them_and_bad_tokens_are_refused() {
+    let h = Harness::bare().await;
+    let emulator = Emulator::start(vec![reply("Hi.")]).await.unwrap();
+    model(&h, &emulator).await;
+    let ada = h.store.create_api_key(h.user, "ada", None).await.unwrap();
+    let bob_id = h
+        .store
+        .create_user("bob", "member", h.organization)
+        .await
+        .unwrap();
+    let bob = h.store.create_api_key(bob_id, "bob", None).await.unwrap();
+    let daemon = daemon(&h).await;
+    let mut ada = Client::new(&daemon, &ada.token).await;
+    let mut bob = Client::new(&daemon, &bob.token).await;
+
+    let chat = ada.create("mine").await.unwrap();
+    ada.until(&chat.id, pb::ChatStatus::Waiting).await;
+    let hidden = format!("chat {} not found", chat.id);
+    assert_status(bob.get(&chat.id).await, Code::NotFound, &hidden);
+    assert_status(bob.messages(&chat.id).await, Code::NotFound, &hidden);
+    assert_status(bob.send(&chat.id, "hi").await, Code::NotFound, &hidden);
+    assert_status(bob.interrupt(&chat.id).await, Code::NotFound, &hidden);
+    assert_status(bob.archive(&chat.id, true).await, Code::NotFound, &hidden);
+    assert!(bob.list().await.unwrap().chats.is_empty());
+    // An id that exists answers exactly like one that does not.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_status(
+        bob.get(&unknown).await,
+        Code::NotFound,
+        &format!("chat {unknown} not found"),
+    );
+
+    // Bad, missing and agent tokens.
+    let mut stranger = Client::new(&daemon, "chatd_nope_nope").await;
+    assert_status(stranger.list().await, Code::Unauthenticated, "unknown");
+    let mut anonymous = ChatServiceClient::new(super::serve::channel(&daemon).await);
+    let missing = anonymous
+        .list_chats(pb::ListChatsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    assert!(
+        missing.message().contains("authorization: Bearer"),
+        "{missing:?}"
+    );
+    let mut agent = Client::new(&daemon, &format!("agent-{}", uuid::Uuid::new_v4())).await;
+    assert_status(
+        agent.get(&chat.id).await,
+        Code::Unauthenticated,
+        "API token",
+    );
+
+    // Ada still sees her chat, untouched.
+    let history = ada.messages(&chat.id).await.unwrap();
+    assert_eq!(history.messages.len(), 2);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_right_status_and_the_daemon_keeps_serving() {
+    let h = Harness::bare().await;
+    // The first turn streams slowly, so the chat stays busy while the queue fills.
+    let mut slow = reply("slow reply that takes a while");
+    slow.pacing = Duration::from_millis(400);
+    let emulator = Emulator::start(vec![slow]).await.unwrap();
+    model(&h, &emulator).await;
+    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let daemon = daemon(&h).await;
+    let mut client = Client::new(&daemon, &key.token).await;
+
+    assert_status(
+        client.get("not-a-uuid").await,
+        Code::InvalidArgument,
+        "\"not-a-uuid\" is not a UUID",
+    );
+    assert_status(
+        client.get("").await,
+        Code::InvalidArgument,
+        "chat_id is required",
+    );
+    assert_status(client.create("   ").await, Code::InvalidArgument, "empty");
+    let no_parts = client.req(pb::CreateChatRequest::default());
+    assert_status(
+        client.inner.create_chat(no_parts).await,
+        Code::InvalidArgument,
+        "empty",
+    );
+    let unknown_model = client.req(pb::CreateChatRequest {
+        content: vec![input("hi")],
+        model_config_id: Some(uuid::Uuid::new_v4().to_string()),
+        ..Default::default()
+    });
+    assert_status(
+        client.inner.create_chat(unknown_model).await,
+        Code::NotFound,
+        "model configuration",
+    );
+    let other_org = client.req(pb::CreateChatRequest {
+        content: vec![input("hi")],
+        organization_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    });
+    assert_status(
+        client.inner.create_chat(other_org).await,
+        Code::NotFound,
+        "organization",
+    );
+
+    let chat = client.create("start").await.unwrap();
+    // Over the store's 1 MiB cap, under the transport's limit: the store's precise refusal.
+    let big = "x".repeat(1024 * 1024 + 1);
+    assert_status(
+        client.send(&chat.id, &big).await,
+        Code::InvalidArgument,
+        "the limit is 1048576 bytes",
+    );
+    // Over the transport's limit.
+    let huge = "x".repeat(3 * 1024 * 1024);
+    let status = client.send(&chat.id, &huge).await.unwrap_err();
+    assert!(
+        matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange),
+        "{status:?}"
+    );
+    // A forbidden transition: archiving a busy chat.
+    assert_status(
+        client.archive(&chat.id, true).await,
+        Code::FailedPrecondition,
+        "running",
+    );
+    // The queue holds 20 messages; the 21st is refused.
+    for n in 0..20 {
+        let sent = client.send(&chat.id, &format!("queued {n}")).await.unwrap();
+        assert!(sent.queued, "message {n} was not queued");
+        assert!(sent.queued_message.is_some());
+    }
+    assert_status(
+        client.send(&chat.id, "one too many").await,
+        Code::ResourceExhausted,
+        "queue is full",
+    );
+    let listed = client.messages(&chat.id).await.unwrap();
+    assert_eq!(listed.queued_messages.len(), 20);
+    let status = client.interrupt(&chat.id).await.unwrap().status();
+    assert!(
+        matches!(
+            status,
+            pb::ChatStatus::Interrupting | pb::ChatStatus::Running
+        ),
+        "{status:?}"
+    );
+    assert_status(
+        client
+            .inner
+            .compact_chat(client.req(pb::CompactChatRequest {
+                chat_id: chat.id.clone(),
+            }))
+            .await,
+        Code::Unimplemented,
+        "compaction",
+    );
+
+    // Still serving.
+    assert_eq!(client.get(&chat.id).await.unwrap().id, chat.id);
+    drop(emulator);
+    h.finish().await;
+}
