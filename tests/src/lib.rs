@@ -123,6 +123,7 @@ pub struct Daemon {
     child: Child,
     addr: String,
     log: Arc<Mutex<String>>,
+    data_dir: workspaces::tempdir::Dir,
 }
 
 impl Daemon {
@@ -131,9 +132,12 @@ impl Daemon {
     pub async fn start(args: &[&str], env: &[(&str, &str)]) -> Result<Self, E2eError> {
         const STARTUP: Duration = Duration::from_secs(30);
         let binary = workspace_binary("chatd")?;
+        let data_dir = workspaces::tempdir::Dir::create();
         let mut cmd = Command::new(binary);
         cmd.args(args)
             .env("CHATD_LOG", "info")
+            // A data dir of its own (removed with the daemon), so nothing lands in the user's.
+            .env("CHATD_DATA_DIR", &data_dir.0)
             // No provisioner unless a test asks for one (flags win over the environment), so
             // daemons never write workspaces into the user's data dir.
             .env("CHATD_PROVISIONER_WORKERS", "0")
@@ -170,12 +174,22 @@ impl Daemon {
         });
 
         match tokio::time::timeout(STARTUP, addr_rx).await {
-            Ok(Ok(addr)) => Ok(Self { child, addr, log }),
+            Ok(Ok(addr)) => Ok(Self {
+                child,
+                addr,
+                log,
+                data_dir,
+            }),
             _ => Err(E2eError::NoAddress {
                 timeout: STARTUP,
                 log: snapshot(&log),
             }),
         }
+    }
+
+    /// The data dir the daemon was given through `CHATD_DATA_DIR` (a `--data-dir` flag wins).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir.0
     }
 
     /// The `ip:port` the daemon listens on.

@@ -424,3 +424,46 @@ async fn bad_input_gets_the_right_status_and_the_daemon_keeps_serving() {
     drop(emulator);
     h.finish().await;
 }
+
+#[tokio::test]
+async fn the_first_start_creates_an_admin_whose_token_file_only_its_owner_can_read() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let db = chatstore::testing::TestDatabase::create().await.unwrap();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db.url,
+    ];
+    let daemon = Daemon::start(&args, &[]).await.unwrap();
+    let path = daemon.data_dir().join("admin-token");
+    let log = daemon.log();
+    assert!(log.contains("created the first admin"), "{log}");
+    assert!(log.contains(&path.display().to_string()), "{log}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let token = std::fs::read_to_string(&path).unwrap();
+
+    // The token works at once: a chat in the default organization needs only a model.
+    let mut admin = Client::new(&daemon, token.trim()).await;
+    assert!(admin.list().await.unwrap().chats.is_empty());
+    assert_status(
+        admin.create("hi").await,
+        Code::FailedPrecondition,
+        "no usable model configuration",
+    );
+
+    // Later starts leave the users alone.
+    let again = Daemon::start(&args, &[]).await.unwrap();
+    assert!(!again.log().contains("created the first admin"));
+    assert!(!again.data_dir().join("admin-token").exists());
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+    drop((daemon, again));
+    db.drop_database().await.unwrap();
+}

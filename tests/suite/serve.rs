@@ -133,6 +133,7 @@ async fn help_documents_every_flag_with_its_environment_variable() {
         ("--listen", "CHATD_LISTEN"),
         ("--shutdown-grace", "CHATD_SHUTDOWN_GRACE"),
         ("--log-filter", "CHATD_LOG"),
+        ("--no-bootstrap-admin", "CHATD_NO_BOOTSTRAP_ADMIN"),
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
         assert!(help.contains(env), "{env} missing from:\n{help}");

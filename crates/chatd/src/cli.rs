@@ -165,6 +165,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CHATD_NO_MIGRATE")]
     pub no_migrate: bool,
 
+    /// Do not create the first admin on an empty database. By default, a database without any
+    /// user gets organization `default` and admin `admin`, whose API token is written to
+    /// `<data-dir>/admin-token` (readable only by its owner).
+    #[arg(long, env = "CHATD_NO_BOOTSTRAP_ADMIN")]
+    pub no_bootstrap_admin: bool,
+
     /// Connection settings.
     #[command(flatten)]
     pub connect: DatabaseConnectArgs,

@@ -56,6 +56,13 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                     connect_timeout: args.connect.database_connect_timeout,
                 }),
                 agent_heartbeat_interval: args.provisioner.agent_heartbeat_interval,
+                admin_token_file: (!args.no_bootstrap_admin).then(|| {
+                    args.provisioner
+                        .data_dir
+                        .clone()
+                        .unwrap_or_else(chatd::provision::default_data_dir)
+                        .join("admin-token")
+                }),
                 provisioner: (args.provisioner_workers > 0).then(|| {
                     args.provisioner
                         .settings(usize::from(args.provisioner_workers))

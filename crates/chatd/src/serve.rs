@@ -33,6 +33,9 @@ pub struct ServeConfig {
     pub database: Option<DatabaseConfig>,
     /// The heartbeat interval the agent API gives agents.
     pub agent_heartbeat_interval: Duration,
+    /// Where the first admin's API token goes when the database has no user yet; `None` = do
+    /// not create one.
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// The embedded provisioner; `None` = jobs are run by a separate `chatd provisioner`.
     pub provisioner: Option<crate::provision::ProvisionerSettings>,
 }
@@ -89,6 +92,13 @@ pub async fn serve(
             let pool = crate::connect_database(&db.url, db.connect_timeout).await?;
             if db.migrate {
                 crate::apply_migrations(&pool).await?;
+            }
+            if let Some(path) = &config.admin_token_file
+                && let Err(err) = bootstrap_admin(&pool, path).await
+            {
+                // Not fatal: e.g. with --no-migrate the schema may not exist yet; the next start
+                // tries again (it acts only while the database has no user).
+                warn!(error = %err, path = %path.display(), "cannot create the first admin");
             }
             Some(pool)
         }
@@ -200,6 +210,48 @@ pub async fn serve(
     }
     info!("stopped");
     Ok(())
+}
+
+/// On a database without users: creates organization `default` with admin `admin` and writes
+/// the admin's API token to `path` (mode 0600), so a newcomer can use the API at once.
+async fn bootstrap_admin(
+    pool: &chatstore::postgres::PgPool,
+    path: &std::path::Path,
+) -> Result<(), ChatdError> {
+    let store = PgStore::new(pool.clone(), StoreConfig::default());
+    let Some(created) = store.bootstrap_admin("default", "admin").await? else {
+        return Ok(());
+    };
+    write_secret(path, &format!("{}\n", created.key.token)).map_err(|source| {
+        ChatdError::DataDir {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    info!(
+        path = %path.display(),
+        organization_id = %created.organization_id,
+        "created the first admin (user `admin` in organization `default`); its API token is in the file at `path`"
+    );
+    Ok(())
+}
+
+/// Writes `text` to a file only its owner can read, creating its directory.
+fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: tighten it.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }
 
 /// Starts the chat engine over the database: the store, its notifications, the workspace

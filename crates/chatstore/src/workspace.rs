@@ -443,6 +443,17 @@ pub struct NewApiKey {
     pub token: String,
 }
 
+/// What [`WorkspaceStore::bootstrap_admin`] created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrapped {
+    /// The organization.
+    pub organization_id: Uuid,
+    /// The admin.
+    pub user_id: Uuid,
+    /// The admin's token.
+    pub key: NewApiKey,
+}
+
 /// Who an API token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -538,6 +549,14 @@ pub trait WorkspaceStore: Send + Sync {
         name: &str,
         lifetime: Option<Duration>,
     ) -> Result<NewApiKey, StoreError>;
+    /// First start: on a database without any user, creates the organization, an admin user in
+    /// it and an API token for them, atomically and once across concurrent callers. `None` when
+    /// a user already exists.
+    async fn bootstrap_admin(
+        &self,
+        organization: &str,
+        username: &str,
+    ) -> Result<Option<Bootstrapped>, StoreError>;
     /// The caller a token belongs to; `None` for an unknown, revoked or expired token or a
     /// suspended user.
     async fn authenticate(&self, token: &str) -> Result<Option<Caller>, StoreError>;

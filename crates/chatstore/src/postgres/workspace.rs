@@ -12,10 +12,10 @@ use super::PgStore;
 use crate::StoreError;
 use crate::pubsub::{AGENT_CHANNEL, AgentUpdate, JOB_CHANNEL, JobUpdate};
 use crate::workspace::{
-    Agent, AgentLifecycle, AgentManifest, AgentReport, AgentTimes, Build, Caller, Job, JobStatus,
-    MAX_AGENT_LOG_BYTES, ModelConfig, NewApiKey, NewTemplateVersion, PushedVersion, Template,
-    TemplateListing, TemplateParameter, TemplatePreset, TemplateSettings, TemplateVersion,
-    Workspace, WorkspaceStore, WorkspaceTransition, token_hash,
+    Agent, AgentLifecycle, AgentManifest, AgentReport, AgentTimes, Bootstrapped, Build, Caller,
+    Job, JobStatus, MAX_AGENT_LOG_BYTES, ModelConfig, NewApiKey, NewTemplateVersion, PushedVersion,
+    Template, TemplateListing, TemplateParameter, TemplatePreset, TemplateSettings,
+    TemplateVersion, Workspace, WorkspaceStore, WorkspaceTransition, token_hash,
 };
 
 macro_rules! job_columns {
@@ -356,6 +356,33 @@ struct ParameterRow {
     validation_error: String,
 }
 
+/// Inserts an API token for a user. Both parts of the token come from the OS's random source
+/// (UUID v4); only a hash of the secret is stored.
+async fn insert_api_key(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    name: &str,
+    lifetime: Option<Duration>,
+) -> Result<NewApiKey, StoreError> {
+    let prefix = Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO api_keys (user_id, name, prefix, secret_hash, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING id",
+    )
+    .bind(user_id)
+    .bind(name)
+    .bind(&prefix)
+    .bind(secret_hash(&secret))
+    .bind(lifetime.map(|l| l.as_secs_f64()))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(NewApiKey {
+        id,
+        token: format!("chatd_{prefix}_{secret}"),
+    })
+}
+
 #[async_trait]
 impl WorkspaceStore for PgStore {
     async fn template(&self, id: Uuid) -> Result<Template, StoreError> {
@@ -568,24 +595,51 @@ impl WorkspaceStore for PgStore {
         name: &str,
         lifetime: Option<Duration>,
     ) -> Result<NewApiKey, StoreError> {
-        // Both parts come from the OS's random source (UUID v4).
-        let prefix = Uuid::new_v4().simple().to_string()[..10].to_owned();
-        let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
-        let id: Uuid = sqlx::query_scalar(
-            "INSERT INTO api_keys (user_id, name, prefix, secret_hash, expires_at)
-             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING id",
+        let mut conn = self.pool().acquire().await?;
+        insert_api_key(&mut conn, user_id, name, lifetime).await
+    }
+
+    async fn bootstrap_admin(
+        &self,
+        organization: &str,
+        username: &str,
+    ) -> Result<Option<Bootstrapped>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // One bootstrap at a time across replicas; the second sees the first's user.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('chatd_bootstrap_admin'))")
+            .execute(&mut *tx)
+            .await?;
+        let any_user: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
+            .fetch_one(&mut *tx)
+            .await?;
+        if any_user {
+            return Ok(None);
+        }
+        let organization_id: Uuid = sqlx::query_scalar(
+            "INSERT INTO organizations (name) VALUES ($1)
+             ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
         )
-        .bind(user_id)
-        .bind(name)
-        .bind(&prefix)
-        .bind(secret_hash(&secret))
-        .bind(lifetime.map(|l| l.as_secs_f64()))
-        .fetch_one(self.pool())
+        .bind(organization)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(NewApiKey {
-            id,
-            token: format!("chatd_{prefix}_{secret}"),
-        })
+        let user_id: Uuid = sqlx::query_scalar(
+            "INSERT INTO users (username, role) VALUES ($1, 'admin') RETURNING id",
+        )
+        .bind(username)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO organization_members (organization_id, user_id) VALUES ($1, $2)")
+            .bind(organization_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let key = insert_api_key(&mut tx, user_id, "bootstrap", None).await?;
+        tx.commit().await?;
+        Ok(Some(Bootstrapped {
+            organization_id,
+            user_id,
+            key,
+        }))
     }
 
     async fn authenticate(&self, token: &str) -> Result<Option<Caller>, StoreError> {
