@@ -131,22 +131,21 @@ pub async fn serve(
     }
     let reflection = reflection.build_v1().map_err(ChatdError::Reflection)?;
 
-    let workspace_store = pool.as_ref().map(|pool| {
-        Arc::new(PgStore::new(pool.clone(), StoreConfig::default())) as Arc<dyn WorkspaceStore>
-    });
-    let agent_api = workspace_store
-        .clone()
-        .map(|store| AgentApi::new(store, config.agent_heartbeat_interval).into_server());
-    let templates = workspace_store
-        .clone()
-        .map(|store| Templates::new(store).into_server());
-    let chats = pool
+    // One store serves every API: chats, workspaces, tokens and agents live in the same database.
+    let store = pool
         .as_ref()
-        .zip(workspace_store)
-        .map(|(pool, workspaces)| {
-            let store = Arc::new(PgStore::new(pool.clone(), StoreConfig::default()));
-            Chats::new(store, workspaces).into_server()
-        });
+        .map(|pool| Arc::new(PgStore::new(pool.clone(), StoreConfig::default())));
+    let agent_api = store.clone().map(|store| {
+        AgentApi::new(
+            store as Arc<dyn WorkspaceStore>,
+            config.agent_heartbeat_interval,
+        )
+        .into_server()
+    });
+    let templates = store
+        .clone()
+        .map(|store| Templates::new(store as Arc<dyn WorkspaceStore>).into_server());
+    let chats = store.map(|store| Chats::new(store.clone(), store).into_server());
     let provisioner = match (&pool, &config.provisioner) {
         (Some(pool), Some(settings)) => {
             let (pubsub, _listener) = PgPubsub::start(pool).await?;
