@@ -8,5 +8,6 @@ mod engine;
 mod migrate;
 mod resolver;
 mod serve;
+mod streams;
 mod tool_waits;
 mod workspaces;

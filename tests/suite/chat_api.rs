@@ -14,9 +14,14 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 /// A daemon over the harness's database (no provisioner), and its address.
-async fn daemon(h: &Harness) -> Daemon {
+pub(super) async fn daemon(h: &Harness) -> Daemon {
+    daemon_with(h, &[]).await
+}
+
+/// A daemon over the harness's database (no provisioner) with extra flags.
+pub(super) async fn daemon_with(h: &Harness, extra: &[&str]) -> Daemon {
     let data_dir = h.data_dir.0.display().to_string();
-    let args = [
+    let mut args = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -27,31 +32,32 @@ async fn daemon(h: &Harness) -> Daemon {
         "--provisioner-workers",
         "0",
     ];
+    args.extend_from_slice(extra);
     Daemon::start(&args, &[]).await.unwrap()
 }
 
 /// A chat client sending `token`.
-struct Client {
-    inner: ChatServiceClient<Channel>,
+pub(super) struct Client {
+    pub(super) inner: ChatServiceClient<Channel>,
     token: String,
 }
 
 impl Client {
-    async fn new(daemon: &Daemon, token: &str) -> Self {
+    pub(super) async fn new(daemon: &Daemon, token: &str) -> Self {
         Self {
             inner: ChatServiceClient::new(super::serve::channel(daemon).await),
             token: token.to_owned(),
         }
     }
 
-    fn req<T>(&self, message: T) -> tonic::Request<T> {
+    pub(super) fn req<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         let value = MetadataValue::try_from(format!("Bearer {}", self.token)).unwrap();
         request.metadata_mut().insert("authorization", value);
         request
     }
 
-    async fn create(&mut self, text: &str) -> Result<pb::Chat, tonic::Status> {
+    pub(super) async fn create(&mut self, text: &str) -> Result<pb::Chat, tonic::Status> {
         let request = self.req(pb::CreateChatRequest {
             content: vec![input(text)],
             ..Default::default()
@@ -62,14 +68,14 @@ impl Client {
             .map(|r| r.into_inner())
     }
 
-    async fn get(&mut self, chat_id: &str) -> Result<pb::Chat, tonic::Status> {
+    pub(super) async fn get(&mut self, chat_id: &str) -> Result<pb::Chat, tonic::Status> {
         let request = self.req(pb::GetChatRequest {
             chat_id: chat_id.to_owned(),
         });
         self.inner.get_chat(request).await.map(|r| r.into_inner())
     }
 
-    async fn send(
+    pub(super) async fn send(
         &mut self,
         chat_id: &str,
         text: &str,
@@ -85,7 +91,10 @@ impl Client {
             .map(|r| r.into_inner())
     }
 
-    async fn messages(&mut self, chat_id: &str) -> Result<pb::ListMessagesResponse, tonic::Status> {
+    pub(super) async fn messages(
+        &mut self,
+        chat_id: &str,
+    ) -> Result<pb::ListMessagesResponse, tonic::Status> {
         let request = self.req(pb::ListMessagesRequest {
             chat_id: chat_id.to_owned(),
             ..Default::default()
@@ -124,7 +133,7 @@ impl Client {
     }
 
     /// Waits until the chat has `status`.
-    async fn until(&mut self, chat_id: &str, status: pb::ChatStatus) -> pb::Chat {
+    pub(super) async fn until(&mut self, chat_id: &str, status: pb::ChatStatus) -> pb::Chat {
         eventually(&format!("chat {chat_id} to be {status:?}"), || {
             let mut me = Client {
                 inner: self.inner.clone(),
@@ -139,7 +148,7 @@ impl Client {
     }
 }
 
-fn input(text: &str) -> pb::ChatInputPart {
+pub(super) fn input(text: &str) -> pb::ChatInputPart {
     pb::ChatInputPart {
         part: Some(pb::chat_input_part::Part::Text(pb::TextPart {
             text: text.to_owned(),
@@ -166,7 +175,7 @@ fn texts(messages: &pb::ListMessagesResponse) -> Vec<(pb::ChatMessageRole, Strin
 }
 
 /// A provider row pointing at the emulator and the organization's default model on it.
-async fn model(h: &Harness, emulator: &Emulator) {
+pub(super) async fn model(h: &Harness, emulator: &Emulator) {
     let provider = h
         .store
         .create_provider("anthropic", "", &emulator.base_url())
@@ -178,14 +187,18 @@ async fn model(h: &Harness, emulator: &Emulator) {
         .unwrap();
 }
 
-fn reply(text: &str) -> Turn {
+pub(super) fn reply(text: &str) -> Turn {
     Turn::with(vec![ScriptPart::Text {
         text: text.to_owned(),
         chunk: 4,
     }])
 }
 
-fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, says: &str) {
+pub(super) fn assert_status(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    code: Code,
+    says: &str,
+) {
     let status = result.expect_err("the call must fail");
     assert_eq!(status.code(), code, "{status:?}");
     assert!(
@@ -281,6 +294,7 @@ async fn another_users_chat_does_not_exist_for_them_and_bad_tokens_are_refused()
     assert_status(bob.send(&chat.id, "hi").await, Code::NotFound, &hidden);
     assert_status(bob.interrupt(&chat.id).await, Code::NotFound, &hidden);
     assert_status(bob.archive(&chat.id, true).await, Code::NotFound, &hidden);
+    assert_status(bob.stream(&chat.id, None).await, Code::NotFound, &hidden);
     assert!(bob.list().await.unwrap().chats.is_empty());
     // An id that exists answers exactly like one that does not.
     let unknown = uuid::Uuid::new_v4().to_string();
@@ -293,6 +307,11 @@ async fn another_users_chat_does_not_exist_for_them_and_bad_tokens_are_refused()
     // Bad, missing and agent tokens.
     let mut stranger = Client::new(&daemon, "chatd_nope_nope").await;
     assert_status(stranger.list().await, Code::Unauthenticated, "unknown");
+    assert_status(
+        stranger.stream(&chat.id, None).await,
+        Code::Unauthenticated,
+        "unknown",
+    );
     let mut anonymous = ChatServiceClient::new(super::serve::channel(&daemon).await);
     let missing = anonymous
         .list_chats(pb::ListChatsRequest::default())
@@ -417,6 +436,16 @@ async fn bad_input_gets_the_right_status_and_the_daemon_keeps_serving() {
             .await,
         Code::Unimplemented,
         "compaction",
+    );
+    assert_status(
+        client.stream("not-a-uuid", None).await,
+        Code::InvalidArgument,
+        "not a UUID",
+    );
+    assert_status(
+        client.stream(&chat.id, Some(-1)).await,
+        Code::InvalidArgument,
+        "negative",
     );
 
     // Still serving.

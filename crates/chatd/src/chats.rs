@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::auth::{caller, parse_id, parse_optional_id, store_status, with_reason};
 use crate::convert;
+use crate::stream::{ChatEvents, Streams};
 
 /// Default and largest page sizes of the list calls.
 const DEFAULT_PAGE: i64 = 50;
@@ -41,6 +42,7 @@ const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 pub struct Chats {
     store: Arc<dyn Store>,
     workspaces: Arc<dyn WorkspaceStore>,
+    streams: Streams,
 }
 
 impl std::fmt::Debug for Chats {
@@ -51,9 +53,18 @@ impl std::fmt::Debug for Chats {
 
 impl Chats {
     /// The service over the chat store and the workspace store (users, tokens, workspaces,
-    /// model configurations); in the daemon both are the same PostgreSQL store.
-    pub fn new(store: Arc<dyn Store>, workspaces: Arc<dyn WorkspaceStore>) -> Self {
-        Self { store, workspaces }
+    /// model configurations; in the daemon both are the same PostgreSQL store), with `streams`
+    /// serving `StreamChat`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        workspaces: Arc<dyn WorkspaceStore>,
+        streams: Streams,
+    ) -> Self {
+        Self {
+            store,
+            workspaces,
+            streams,
+        }
     }
 
     /// The tonic server.
@@ -696,14 +707,23 @@ impl ChatService for Chats {
             .await
     }
 
-    type StreamChatStream =
-        tokio_stream::wrappers::ReceiverStream<Result<pb::StreamChatResponse, Status>>;
+    type StreamChatStream = ChatEvents;
 
     async fn stream_chat(
         &self,
-        _request: Request<pb::StreamChatRequest>,
+        request: Request<pb::StreamChatRequest>,
     ) -> Result<Response<Self::StreamChatStream>, Status> {
-        Err(unimplemented("StreamChat"))
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        if let Some(after) = request.after_id
+            && after < 0
+        {
+            return Err(Status::invalid_argument(format!(
+                "after_id {after} is negative; message ids start at 1"
+            )));
+        }
+        let chat = self.owned_chat(&caller, &request.chat_id).await?;
+        Ok(Response::new(self.streams.open(chat.id, request.after_id)))
     }
 
     type WatchChatsStream =

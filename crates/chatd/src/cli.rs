@@ -174,6 +174,61 @@ pub struct ServeArgs {
     /// Connection settings.
     #[command(flatten)]
     pub connect: DatabaseConnectArgs,
+
+    /// Timing of the chat engine and streams.
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+/// Timing knobs of the chat engine and of chat streams (spec/engine.md §18). The defaults are
+/// the spec's; tests shrink them.
+#[derive(Debug, Clone, Args)]
+pub struct TimingArgs {
+    /// How often a replica looks for chats to run without being notified.
+    #[arg(long, env = "CHATD_ACQUIRE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub acquire_interval: Duration,
+
+    /// How often a replica renews the leases of the chats it runs (and its relay address).
+    #[arg(long, env = "CHATD_HEARTBEAT_INTERVAL", default_value = "9s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// How old a lease may get before another replica takes the chat over (after a crash);
+    /// must be longer than the heartbeat interval. Every replica must use the same value.
+    #[arg(long, env = "CHATD_LEASE_STALE_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub lease_stale_after: Duration,
+
+    /// How often an open chat stream re-checks the database without being notified.
+    #[arg(long, env = "CHATD_STREAM_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub stream_poll_interval: Duration,
+}
+
+impl TimingArgs {
+    /// The timings, checked against each other.
+    pub fn timing(&self) -> Result<crate::Timing, String> {
+        for (flag, value) in [
+            ("--acquire-interval", self.acquire_interval),
+            ("--heartbeat-interval", self.heartbeat_interval),
+            ("--stream-poll-interval", self.stream_poll_interval),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{flag} must be longer than zero"));
+            }
+        }
+        if self.lease_stale_after <= self.heartbeat_interval {
+            return Err(format!(
+                "--lease-stale-after ({}) must be longer than --heartbeat-interval ({}), or every \
+                 lease would go stale between two heartbeats",
+                humantime::format_duration(self.lease_stale_after),
+                humantime::format_duration(self.heartbeat_interval)
+            ));
+        }
+        Ok(crate::Timing {
+            acquire_interval: self.acquire_interval,
+            heartbeat_interval: self.heartbeat_interval,
+            lease_stale_after: self.lease_stale_after,
+            stream_poll_interval: self.stream_poll_interval,
+        })
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -205,6 +260,30 @@ mod tests {
     fn a_bad_duration_is_a_clear_error() {
         let err = Cli::try_parse_from(["chatd", "serve", "--shutdown-grace", "soon"]).unwrap_err();
         assert!(err.to_string().contains("expected e.g. `10s`"), "{err}");
+    }
+
+    #[test]
+    fn timings_default_to_the_spec_and_are_checked_against_each_other() {
+        let parse = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(["chatd", "serve"].iter().chain(extra)).unwrap();
+            let Command::Serve(args) = cli.command else {
+                panic!("expected serve");
+            };
+            args.timing.timing()
+        };
+        assert_eq!(parse(&[]).unwrap(), crate::Timing::default());
+        let err = parse(&["--heartbeat-interval", "30s"]).unwrap_err();
+        assert!(
+            err.contains("--lease-stale-after (30s) must be longer"),
+            "{err}"
+        );
+        let err = parse(&["--stream-poll-interval", "0s"]).unwrap_err();
+        assert!(
+            err.contains("--stream-poll-interval must be longer than zero"),
+            "{err}"
+        );
+        let fast = parse(&["--lease-stale-after", "3s", "--heartbeat-interval", "1s"]).unwrap();
+        assert_eq!(fast.lease_stale_after, Duration::from_secs(3));
     }
 
     #[test]

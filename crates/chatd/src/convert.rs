@@ -9,6 +9,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tonic::Status;
 
+use crate::engine::step::LivePart;
+use crate::parts::EpisodeKey;
+
 /// A timestamp on the wire.
 pub(crate) fn timestamp(t: DateTime<Utc>) -> Timestamp {
     Timestamp {
@@ -179,6 +182,23 @@ pub(crate) fn part(p: &MessagePart) -> pb::ChatMessagePart {
     pb::ChatMessagePart { part: Some(part) }
 }
 
+/// A live part of an episode as a stream event (spec/engine.md §15.1 `message_part`).
+pub(crate) fn live_part(live: &LivePart, key: &EpisodeKey, seq: u64) -> pb::ChatMessagePartEvent {
+    let mut wire = part(&live.part);
+    if let (Some(delta), Some(pb::chat_message_part::Part::ToolCall(call))) =
+        (&live.args_delta, wire.part.as_mut())
+    {
+        call.args_delta.clone_from(delta);
+    }
+    pb::ChatMessagePartEvent {
+        role: role(live.role).into(),
+        part: Some(wire),
+        history_version: key.history_version,
+        generation_attempt: key.generation_attempt,
+        seq: i64::try_from(seq).unwrap_or(i64::MAX),
+    }
+}
+
 /// A stored `ChatError` JSON (spec/chaterror.md §13) on the wire.
 pub(crate) fn chat_error(v: &Value) -> pb::ChatError {
     pb::ChatError {
@@ -209,10 +229,6 @@ pub(crate) fn chat_error(v: &Value) -> pb::ChatError {
 }
 
 /// A stored `retry_state` JSON (spec/chatretry.md §8) on the wire.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "StreamChat's `retry` event is its user, next")
-)]
 pub(crate) fn retry_event(v: &Value) -> pb::RetryEvent {
     pb::RetryEvent {
         attempt: uint(v, "attempt"),

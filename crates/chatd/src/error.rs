@@ -36,6 +36,9 @@ pub enum ChatdError {
         "--control-plane-url is required: the provisioner runs apart from the daemon's agent API"
     )]
     NoControlPlaneUrl,
+    /// The configuration is inconsistent (e.g. timings that contradict each other).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
     /// Installing the signal handlers failed.
     #[error("cannot install signal handlers")]
     Signals(#[source] io::Error),

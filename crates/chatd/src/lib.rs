@@ -22,12 +22,14 @@ pub mod engine;
 mod error;
 pub mod parts;
 pub mod provision;
+pub mod relay;
 pub mod resolver;
 mod serve;
+pub mod stream;
 pub mod templates;
 
 pub use error::ChatdError;
-pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, serve};
+pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, Timing, serve};
 
 /// `chatd migrate`: applies every pending migration to the database at `url`, waiting up to
 /// `connect_timeout` for the database to answer.

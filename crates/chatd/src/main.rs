@@ -46,8 +46,13 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), chatd::ChatdError> {
     match command {
         Command::Serve(args) => {
+            let timing = args
+                .timing
+                .timing()
+                .map_err(chatd::ChatdError::InvalidConfig)?;
             let signals = ShutdownSignals::install()?;
             let config = ServeConfig {
+                timing,
                 listen: args.listen,
                 shutdown_grace: args.shutdown_grace,
                 database: args.database_url.map(|url| DatabaseConfig {

@@ -322,6 +322,13 @@ impl<P: Clone> PartSubscription<P> {
             }
         }
     }
+
+    /// The next part if one is buffered already, without waiting (to batch what is ready).
+    pub fn try_next(&mut self) -> Option<(u64, P)> {
+        let part = self.episode.lock().list.get(self.next).cloned()?;
+        self.next += 1;
+        Some((self.next as u64, part))
+    }
 }
 
 /// Why [`forward`] stopped.
@@ -386,7 +393,8 @@ mod tests {
         assert_eq!(b.add_part(&key(1), "b".into()), Ok(2));
         let mut sub = b.subscribe(key(1));
         assert_eq!(sub.next().await, Some((1, "a".into())));
-        assert_eq!(sub.next().await, Some((2, "b".into())));
+        assert_eq!(sub.try_next(), Some((2, "b".into())), "buffered: no wait");
+        assert_eq!(sub.try_next(), None, "nothing more yet");
         let live = tokio::spawn(async move {
             let mut got = Vec::new();
             while let Some(p) = sub.next().await {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chatstore::StoreConfig;
 use chatstore::postgres::{PgPubsub, PgStore};
+use chatstore::pubsub::Pubsub;
 use chatstore::workspace::WorkspaceStore;
 
 use tokio::net::TcpListener;
@@ -19,6 +20,9 @@ use tracing::{info, warn};
 use crate::ChatdError;
 use crate::agentapi::AgentApi;
 use crate::chats::Chats;
+use crate::engine::{Engine, EngineConfig};
+use crate::relay::{PartSource, PartsRelay, RELAY_SECRET};
+use crate::stream::{StreamConfig, Streams};
 use crate::templates::Templates;
 
 /// What `chatd serve` needs to run.
@@ -38,6 +42,33 @@ pub struct ServeConfig {
     pub admin_token_file: Option<std::path::PathBuf>,
     /// The embedded provisioner; `None` = jobs are run by a separate `chatd provisioner`.
     pub provisioner: Option<crate::provision::ProvisionerSettings>,
+    /// Timing of the engine and the streams.
+    pub timing: Timing,
+}
+
+/// Timing knobs of `chatd serve` (spec/engine.md §18); the defaults are the spec's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// `worker.acquire_interval` (30 s).
+    pub acquire_interval: Duration,
+    /// `worker.heartbeat_interval` (9 s).
+    pub heartbeat_interval: Duration,
+    /// `worker.lease_stale_after` (30 s).
+    pub lease_stale_after: Duration,
+    /// `stream.sync_poll_interval` (10 s).
+    pub stream_poll_interval: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        Self {
+            acquire_interval: engine.acquire_interval,
+            heartbeat_interval: engine.heartbeat_interval,
+            lease_stale_after: engine.lease_stale_after,
+            stream_poll_interval: StreamConfig::default().sync_poll_interval,
+        }
+    }
 }
 
 /// The daemon's database settings.
@@ -134,7 +165,7 @@ pub async fn serve(
     // One store serves every API: chats, workspaces, tokens and agents live in the same database.
     let store = pool
         .as_ref()
-        .map(|pool| Arc::new(PgStore::new(pool.clone(), StoreConfig::default())));
+        .map(|pool| Arc::new(PgStore::new(pool.clone(), store_config(&config.timing))));
     let agent_api = store.clone().map(|store| {
         AgentApi::new(
             store as Arc<dyn WorkspaceStore>,
@@ -145,7 +176,6 @@ pub async fn serve(
     let templates = store
         .clone()
         .map(|store| Templates::new(store as Arc<dyn WorkspaceStore>).into_server());
-    let chats = store.map(|store| Chats::new(store.clone(), store).into_server());
     let provisioner = match (&pool, &config.provisioner) {
         (Some(pool), Some(settings)) => {
             let (pubsub, _listener) = PgPubsub::start(pool).await?;
@@ -159,10 +189,47 @@ pub async fn serve(
     };
 
     // The chat engine runs wherever there is a database: it owns the runnable chats it acquires.
-    let engine = match &pool {
-        Some(pool) => Some(start_engine(pool, local_url(addr), config.shutdown_grace).await?),
-        None => None,
-    };
+    // Streams read the same notifications and the engine's live parts (or, through the relay,
+    // another replica's).
+    let mut engine = None;
+    let mut chats = None;
+    let mut relay = None;
+    if let (Some(pool), Some(store)) = (&pool, &store) {
+        let (pubsub, _listener) = PgPubsub::start(pool).await?;
+        let pubsub: Arc<dyn Pubsub> = Arc::new(pubsub);
+        let engine_config = EngineConfig {
+            relay_address: local_url(addr),
+            shutdown_grace: config.shutdown_grace,
+            acquire_interval: config.timing.acquire_interval,
+            heartbeat_interval: config.timing.heartbeat_interval,
+            lease_stale_after: config.timing.lease_stale_after,
+            ..EngineConfig::default()
+        };
+        let started = start_engine(store.clone(), pubsub.clone(), engine_config).await;
+        let secret = store.cluster_secret(RELAY_SECRET).await?;
+        let streams = StreamConfig {
+            sync_poll_interval: config.timing.stream_poll_interval,
+            ..StreamConfig::default()
+        };
+        relay = Some(
+            PartsRelay::new(
+                started.parts().clone(),
+                secret.clone(),
+                streams.subscriber_timeout,
+            )
+            .into_server(),
+        );
+        let source = PartSource::new(
+            started.worker_id(),
+            started.parts().clone(),
+            store.clone(),
+            secret,
+            config.timing.lease_stale_after,
+        );
+        let streams = Streams::new(store.clone(), pubsub, source, streams);
+        chats = Some(Chats::new(store.clone(), store.clone(), streams).into_server());
+        engine = Some(started);
+    }
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = Server::builder()
@@ -171,6 +238,7 @@ pub async fn serve(
         .add_optional_service(agent_api)
         .add_optional_service(templates)
         .add_optional_service(chats)
+        .add_optional_service(relay)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             // A dropped sender also means "stop".
             let _ = stop_rx.await;
@@ -209,6 +277,14 @@ pub async fn serve(
     }
     info!("stopped");
     Ok(())
+}
+
+/// The store's settings under these timings.
+fn store_config(timing: &Timing) -> StoreConfig {
+    StoreConfig {
+        lease_stale_after: timing.lease_stale_after,
+        ..StoreConfig::default()
+    }
 }
 
 /// On a database without users: creates organization `default` with admin `admin` and writes
@@ -253,32 +329,25 @@ fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-/// Starts the chat engine over the database: the store, its notifications, the workspace
+/// Starts the chat engine over the store and its notifications, with the workspace
 /// provisioner front and agent dialling for the tools.
 async fn start_engine(
-    pool: &chatstore::postgres::PgPool,
-    relay_address: String,
-    shutdown_grace: Duration,
-) -> Result<crate::engine::Engine, ChatdError> {
-    use crate::engine::{Engine, EngineConfig, EngineDeps};
+    store: Arc<PgStore>,
+    pubsub: Arc<dyn Pubsub>,
+    config: EngineConfig,
+) -> Engine {
+    use crate::engine::EngineDeps;
     use crate::resolver::StoreConnector;
 
-    let store = Arc::new(PgStore::new(pool.clone(), StoreConfig::default()));
-    let (pubsub, _listener) = PgPubsub::start(pool).await?;
-    let config = EngineConfig {
-        relay_address,
-        shutdown_grace,
-        ..EngineConfig::default()
-    };
     let connector = Arc::new(StoreConnector::new(store.clone(), Duration::from_secs(5)));
     let deps = EngineDeps {
         store: store.clone(),
-        pubsub: Arc::new(pubsub),
+        pubsub,
         provisioner: Some(Arc::new(crate::builds::StoreProvisioner::new(store))),
         connector: Some(connector.clone()),
         dialer: Some(connector),
     };
-    Ok(Engine::start(deps, config).await)
+    Engine::start(deps, config).await
 }
 
 /// SIGINT and SIGTERM handlers, installed before the server starts so an early signal is not

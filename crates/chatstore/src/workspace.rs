@@ -736,6 +736,9 @@ pub trait WorkspaceStore: Send + Sync {
         worker_id: Uuid,
         stale_after: Duration,
     ) -> Result<Option<String>, StoreError>;
+    /// The deployment-wide secret called `name`, created from the OS's random source by the
+    /// first caller; every replica on the database reads the same one.
+    async fn cluster_secret(&self, name: &str) -> Result<String, StoreError>;
 }
 
 #[cfg(test)]

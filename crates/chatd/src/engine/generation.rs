@@ -3,7 +3,6 @@
 //! commit it. Failures of a model call follow spec/chatretry.md §7: classify, then finish with
 //! a terminal error, or record the retry and try again in the same task after the delay.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,7 +32,7 @@ pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {
         check_fence(&t, &chat)?;
         wait_for_pending_retry(&t, &chat).await?;
 
-        let dynamic = dynamic_tool_names(&chat);
+        let dynamic = step::dynamic_tool_names(&chat);
         match step::decide(
             &snapshot.history,
             &dynamic,
@@ -95,19 +94,6 @@ async fn wait_for_pending_retry(t: &TaskCtx, chat: &Chat) -> Result<(), TaskExit
         t.sleep(wait).await?;
     }
     Ok(())
-}
-
-fn dynamic_tool_names(chat: &Chat) -> HashSet<String> {
-    chat.dynamic_tools
-        .as_ref()
-        .and_then(|v| v.as_array())
-        .map(|tools| {
-            tools
-                .iter()
-                .filter_map(|t| t.get("name")?.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The chat's model configuration; a chat without one finishes with a `config` error and

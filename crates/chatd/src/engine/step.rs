@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chatmodel::{AssistantPart, ModelMessage, StreamPart, ToolResult as ModelToolResult};
-use chatstore::types::{Message, MessagePart, NewMessage, Role, Visibility};
+use chatstore::types::{Chat, Message, MessagePart, NewMessage, Role, Visibility};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -176,6 +176,30 @@ pub fn pending_calls(rows: &[&Message]) -> Vec<PendingCall> {
             }),
             _ => None,
         })
+        .collect()
+}
+
+/// The names of the chat's client-executed (dynamic) tools.
+pub fn dynamic_tool_names(chat: &Chat) -> HashSet<String> {
+    chat.dynamic_tools
+        .as_ref()
+        .and_then(|v| v.as_array())
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| t.get("name")?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The dynamic tool calls the client must answer: pending calls of the prompt's last
+/// assistant message whose tool is one of the chat's dynamic tools.
+pub fn pending_dynamic_calls(chat: &Chat, history: &[Message]) -> Vec<PendingCall> {
+    let dynamic = dynamic_tool_names(chat);
+    pending_calls(&prompt_rows(history))
+        .into_iter()
+        .filter(|c| dynamic.contains(&c.name))
         .collect()
 }
 

@@ -1516,4 +1516,24 @@ impl WorkspaceStore for PgStore {
         .fetch_optional(self.pool())
         .await?)
     }
+
+    async fn cluster_secret(&self, name: &str) -> Result<String, StoreError> {
+        let candidate = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+        // The insert loses quietly to a secret that exists or is being created concurrently;
+        // the select then reads the winner.
+        sqlx::query(
+            "INSERT INTO chatd_cluster_secrets (name, secret) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(&candidate)
+        .execute(self.pool())
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM chatd_cluster_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
 }

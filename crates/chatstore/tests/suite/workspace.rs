@@ -930,3 +930,21 @@ async fn the_tool_ledger_records_a_call_once_and_returns_it_on_replay() {
     );
     s.finish().await;
 }
+
+#[tokio::test]
+async fn every_replica_reads_the_same_cluster_secret() {
+    let s = Seeded::new().await;
+    let a = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let b = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let (first, second) = tokio::join!(a.cluster_secret("relay"), b.cluster_secret("relay"));
+    let first = first.unwrap();
+    assert_eq!(first, second.unwrap(), "concurrent creators agree");
+    assert!(first.len() >= 64, "{first:?}");
+    assert_eq!(a.cluster_secret("relay").await.unwrap(), first, "stable");
+    assert_ne!(
+        a.cluster_secret("other").await.unwrap(),
+        first,
+        "one per name"
+    );
+    s.finish().await;
+}

@@ -1,0 +1,303 @@
+//! `StreamChat` of real `chatd serve` processes: the live reply and the committed state of a
+//! chat as a client sees them, resuming with `after_id`, and the part relay
+//! between two replicas on one database, including a replica killed mid-turn.
+
+use std::time::Duration;
+
+use chatd_e2e::Daemon;
+use chatd_e2e::workspaces::{Harness, eventually};
+use chatproto::chatd::v1 as pb;
+use chatstore::Store as _;
+use chatstore::workspace::WorkspaceStore as _;
+use chattest::emulator::{Emulator, ScriptPart, Turn};
+use nix::sys::signal::Signal;
+use tonic::Streaming;
+
+use super::chat_api::{Client, daemon, daemon_with, model, reply};
+
+/// How long a test waits for the next stream response.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Timings short enough for a takeover within a test.
+const FAST: &[&str] = &[
+    "--acquire-interval",
+    "500ms",
+    "--heartbeat-interval",
+    "500ms",
+    "--lease-stale-after",
+    "2s",
+    "--stream-poll-interval",
+    "1s",
+];
+
+/// A reply streamed slowly: `chunks` text deltas of four characters, `pacing` apart.
+fn slow_reply(chunks: usize, pacing: Duration) -> (Turn, String) {
+    let text: String = (0..chunks).map(|i| format!("w{i:02} ")).collect();
+    let mut turn = Turn::with(vec![ScriptPart::Text {
+        text: text.clone(),
+        chunk: 4,
+    }]);
+    turn.pacing = pacing;
+    (turn, text)
+}
+
+/// What a client knows from the events it applied, checked as it goes: parts of an episode
+/// arrive with `seq` 1, 2, 3… after its `preview_reset`.
+#[derive(Debug, Default)]
+struct View {
+    events: Vec<pb::ChatStreamEvent>,
+    /// Committed messages, by id.
+    messages: std::collections::BTreeMap<i64, pb::ChatMessage>,
+    status: Option<pb::ChatStatus>,
+    /// Text of the live parts since the last `preview_reset`.
+    preview: String,
+    /// Last `seq` seen in the current episode.
+    seq: i64,
+    /// Every preview text completed by a reset or a committed message.
+    parts_seen: usize,
+}
+
+impl View {
+    fn apply(&mut self, event: pb::ChatStreamEvent) {
+        match event.r#type() {
+            pb::ChatStreamEventType::Message => {
+                let message = event.message.clone().unwrap();
+                self.messages.insert(message.id, message);
+            }
+            pb::ChatStreamEventType::Status => self.status = Some(event.status()),
+            pb::ChatStreamEventType::PreviewReset => {
+                self.preview.clear();
+                self.seq = 0;
+            }
+            pb::ChatStreamEventType::HistoryReset => self.messages.clear(),
+            pb::ChatStreamEventType::MessagePart => {
+                let part = event.message_part.clone().unwrap();
+                assert_eq!(part.seq, self.seq + 1, "parts are contiguous: {part:?}");
+                self.seq = part.seq;
+                self.parts_seen += 1;
+                if let Some(pb::chat_message_part::Part::Text(t)) = part.part.and_then(|p| p.part) {
+                    self.preview.push_str(&t.text);
+                }
+            }
+            _ => {}
+        }
+        self.events.push(event);
+    }
+
+    /// Applies responses until `done` holds.
+    async fn follow(
+        &mut self,
+        stream: &mut Streaming<pb::StreamChatResponse>,
+        what: &str,
+        done: impl Fn(&View) -> bool,
+    ) {
+        while !done(self) {
+            let response = tokio::time::timeout(PATIENCE, stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}; saw {:#?}", self.events))
+                .unwrap_or_else(|s| panic!("stream failed waiting for {what}: {s:?}"))
+                .unwrap_or_else(|| panic!("stream ended waiting for {what}"));
+            for event in response.events {
+                self.apply(event);
+            }
+        }
+    }
+
+    fn assistant_texts(&self) -> Vec<String> {
+        self.messages
+            .values()
+            .filter(|m| m.role() == pb::ChatMessageRole::Assistant)
+            .map(text)
+            .collect()
+    }
+
+    fn count(&self, kind: pb::ChatStreamEventType) -> usize {
+        self.events.iter().filter(|e| e.r#type() == kind).count()
+    }
+}
+
+fn text(message: &pb::ChatMessage) -> String {
+    message
+        .content
+        .iter()
+        .filter_map(|p| match &p.part {
+            Some(pb::chat_message_part::Part::Text(t)) => Some(t.text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Client {
+    pub(super) async fn stream(
+        &mut self,
+        chat_id: &str,
+        after_id: Option<i64>,
+    ) -> Result<Streaming<pb::StreamChatResponse>, tonic::Status> {
+        let request = self.req(pb::StreamChatRequest {
+            chat_id: chat_id.to_owned(),
+            after_id,
+        });
+        self.inner
+            .stream_chat(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+#[tokio::test]
+async fn a_client_sees_the_reply_live_then_committed_and_can_resume() {
+    let h = Harness::bare().await;
+    let (first, first_text) = slow_reply(12, Duration::from_millis(60));
+    let emulator = Emulator::start(vec![first, reply("Second.")])
+        .await
+        .unwrap();
+    model(&h, &emulator).await;
+    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let daemon = daemon(&h).await;
+    let mut client = Client::new(&daemon, &key.token).await;
+
+    let chat = client.create("stream me").await.unwrap();
+    let mut stream = client.stream(&chat.id, None).await.unwrap();
+    let mut view = View::default();
+    view.follow(&mut stream, "the first reply", |v| {
+        v.status == Some(pb::ChatStatus::Waiting) && v.assistant_texts().len() == 1
+    })
+    .await;
+    // The bootstrap state came first: the user's message and a status.
+    let first_batch_kinds: Vec<_> = view.events.iter().take(2).map(|e| e.r#type()).collect();
+    assert_eq!(
+        first_batch_kinds,
+        [
+            pb::ChatStreamEventType::Message,
+            pb::ChatStreamEventType::Status
+        ],
+        "{:#?}",
+        view.events
+    );
+    assert_eq!(view.assistant_texts(), [first_text.as_str()]);
+    // The whole reply streamed live before it was committed, part by part.
+    assert!(
+        view.parts_seen >= 12,
+        "{} parts: {:#?}",
+        view.parts_seen,
+        view.events
+    );
+    let streamed: String = view
+        .events
+        .iter()
+        .filter_map(|e| e.message_part.as_ref())
+        .filter_map(|p| match p.part.as_ref()?.part.as_ref()? {
+            pb::chat_message_part::Part::Text(t) => Some(t.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed, first_text);
+    assert!(view.count(pb::ChatStreamEventType::PreviewReset) >= 1);
+
+    // A second turn on the same stream.
+    client.send(&chat.id, "again").await.unwrap();
+    view.follow(&mut stream, "the second reply", |v| {
+        v.status == Some(pb::ChatStatus::Waiting) && v.assistant_texts().len() == 2
+    })
+    .await;
+    assert_eq!(view.assistant_texts()[1], "Second.");
+
+    // Resuming after the last message: no message is sent again, the status is.
+    let last = *view.messages.keys().last().unwrap();
+    let mut resumed = client.stream(&chat.id, Some(last)).await.unwrap();
+    let response = tokio::time::timeout(PATIENCE, resumed.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let kinds: Vec<_> = response.events.iter().map(|e| e.r#type()).collect();
+    assert!(
+        !kinds.contains(&pb::ChatStreamEventType::Message),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&pb::ChatStreamEventType::Status),
+        "{kinds:?}"
+    );
+    // From the one before: exactly the last message.
+    let mut resumed = client.stream(&chat.id, Some(last - 1)).await.unwrap();
+    let response = resumed.message().await.unwrap().unwrap();
+    let ids: Vec<i64> = response
+        .events
+        .iter()
+        .filter_map(|e| e.message.as_ref().map(|m| m.id))
+        .collect();
+    assert_eq!(ids, [last]);
+    h.finish().await;
+}
+
+/// Waits until a replica runs an attempt of the chat; that replica's worker id.
+async fn owner(h: &Harness, chat_id: &str) -> uuid::Uuid {
+    let id = uuid::Uuid::parse_str(chat_id).unwrap();
+    eventually("the chat to have an owner", || async {
+        let chat = h.store.chat(id).await.unwrap();
+        chat.worker_id.filter(|_| chat.generation_attempt > 0)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_on_another_replica_sees_the_reply_and_the_takeover_after_a_crash() {
+    let h = Harness::bare().await;
+    // The first attempt streams for a long time; the takeover's attempt answers at once.
+    let (first, _) = slow_reply(200, Duration::from_millis(50));
+    let emulator = Emulator::start(vec![first, reply("Recovered after the crash.")])
+        .await
+        .unwrap();
+    model(&h, &emulator).await;
+    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+
+    // Replica A runs the chat: it is alone when the chat is created.
+    let a = daemon_with(&h, FAST).await;
+    let mut through_a = Client::new(&a, &key.token).await;
+    let chat = through_a.create("run on A").await.unwrap();
+    let runner = owner(&h, &chat.id).await;
+
+    // Replica B serves the client.
+    let b: Daemon = daemon_with(&h, FAST).await;
+    let mut through_b = Client::new(&b, &key.token).await;
+    let mut stream = through_b.stream(&chat.id, None).await.unwrap();
+    let mut view = View::default();
+    view.follow(&mut stream, "live parts relayed from replica A", |v| {
+        v.parts_seen >= 5
+    })
+    .await;
+    assert_eq!(
+        h.store
+            .chat(uuid::Uuid::parse_str(&chat.id).unwrap())
+            .await
+            .unwrap()
+            .worker_id,
+        Some(runner),
+        "A still runs the chat"
+    );
+    assert!(view.preview.starts_with("w00 w01 "), "{:?}", view.preview);
+
+    // A dies mid-turn; B takes the chat over and the client, still on B, sees the turn end.
+    a.stop(Signal::SIGKILL, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let resets_before = view.count(pb::ChatStreamEventType::PreviewReset);
+    view.follow(&mut stream, "the turn to finish on replica B", |v| {
+        v.status == Some(pb::ChatStatus::Waiting) && v.assistant_texts().len() == 1
+    })
+    .await;
+    assert_eq!(view.assistant_texts(), ["Recovered after the crash."]);
+    assert!(
+        view.count(pb::ChatStreamEventType::PreviewReset) > resets_before,
+        "the new attempt reset the preview"
+    );
+    let after = h
+        .store
+        .chat(uuid::Uuid::parse_str(&chat.id).unwrap())
+        .await
+        .unwrap();
+    assert_ne!(after.worker_id, Some(runner));
+    assert_eq!(emulator.requests().len(), 2, "{}", b.log());
+    h.finish().await;
+}
