@@ -301,3 +301,139 @@ async fn a_client_on_another_replica_sees_the_reply_and_the_takeover_after_a_cra
     assert_eq!(emulator.requests().len(), 2, "{}", b.log());
     h.finish().await;
 }
+
+/// Reads watch events until `done` holds for the ones gathered so far.
+async fn watch_until(
+    watch: &mut Streaming<pb::WatchChatsResponse>,
+    seen: &mut Vec<pb::WatchChatsResponse>,
+    what: &str,
+    done: impl Fn(&[pb::WatchChatsResponse]) -> bool,
+) {
+    while !done(seen) {
+        let event = tokio::time::timeout(PATIENCE, watch.message())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}; saw {seen:#?}"))
+            .unwrap_or_else(|s| panic!("watch failed waiting for {what}: {s:?}"))
+            .unwrap_or_else(|| panic!("watch ended waiting for {what}"));
+        seen.push(event);
+    }
+}
+
+fn has(
+    seen: &[pb::WatchChatsResponse],
+    kind: pb::ChatWatchEventKind,
+    status: pb::ChatStatus,
+) -> bool {
+    seen.iter()
+        .any(|e| e.kind() == kind && e.chat.as_ref().is_some_and(|c| c.status() == status))
+}
+
+#[tokio::test]
+async fn a_watch_reports_new_chats_status_and_title_changes_and_dynamic_calls_of_its_owner_only() {
+    let h = Harness::bare().await;
+    let call = Turn::with(vec![ScriptPart::ToolCall {
+        id: "call-1".into(),
+        name: "ask_user".into(),
+        args: r#"{"question":"which colour?"}"#.into(),
+        chunk: 8,
+    }]);
+    let emulator = Emulator::start(vec![reply("Hello."), call]).await.unwrap();
+    model(&h, &emulator).await;
+    let ada_key = h.store.create_api_key(h.user, "ada", None).await.unwrap();
+    let bob_id = h
+        .store
+        .create_user("bob", "member", h.organization)
+        .await
+        .unwrap();
+    let bob_key = h.store.create_api_key(bob_id, "bob", None).await.unwrap();
+    let daemon = daemon(&h).await;
+    let mut ada = Client::new(&daemon, &ada_key.token).await;
+    let mut bob = Client::new(&daemon, &bob_key.token).await;
+    let mut ada_watch = ada
+        .inner
+        .watch_chats(ada.req(pb::WatchChatsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bob_watch = bob
+        .inner
+        .watch_chats(bob.req(pb::WatchChatsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A new chat runs one turn.
+    let chat = ada.create("hello").await.unwrap();
+    let mut seen = Vec::new();
+    watch_until(&mut ada_watch, &mut seen, "created, then waiting", |s| {
+        s.first()
+            .is_some_and(|e| e.kind() == pb::ChatWatchEventKind::Created)
+            && has(
+                s,
+                pb::ChatWatchEventKind::StatusChange,
+                pb::ChatStatus::Waiting,
+            )
+    })
+    .await;
+    assert!(seen.iter().all(|e| e.chat.as_ref().unwrap().id == chat.id));
+
+    // A rename.
+    let renamed = ada
+        .inner
+        .update_chat(ada.req(pb::UpdateChatRequest {
+            chat_id: chat.id.clone(),
+            title: Some("Colours".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renamed.title, "Colours");
+    watch_until(&mut ada_watch, &mut seen, "the title change", |s| {
+        s.iter().any(|e| {
+            e.kind() == pb::ChatWatchEventKind::TitleChange
+                && e.chat.as_ref().unwrap().title == "Colours"
+        })
+    })
+    .await;
+
+    // A chat with a client-executed tool that the model calls.
+    let request = ada.req(pb::CreateChatRequest {
+        content: vec![super::chat_api::input("ask me")],
+        dynamic_tools: vec![pb::DynamicTool {
+            name: "ask_user".into(),
+            description: "Ask the user a question.".into(),
+            input_schema: None,
+        }],
+        ..Default::default()
+    });
+    let waiting = ada.inner.create_chat(request).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    watch_until(&mut ada_watch, &mut seen, "the action required", |s| {
+        s.iter()
+            .any(|e| e.kind() == pb::ChatWatchEventKind::ActionRequired)
+    })
+    .await;
+    let action = seen
+        .iter()
+        .find(|e| e.kind() == pb::ChatWatchEventKind::ActionRequired)
+        .unwrap();
+    assert_eq!(action.chat.as_ref().unwrap().id, waiting.id);
+    assert_eq!(
+        action.chat.as_ref().unwrap().status(),
+        pb::ChatStatus::RequiresAction
+    );
+    assert_eq!(action.tool_calls.len(), 1, "{action:?}");
+    assert_eq!(action.tool_calls[0].tool_call_id, "call-1");
+    assert_eq!(action.tool_calls[0].tool_name, "ask_user");
+    assert_eq!(action.tool_calls[0].args, r#"{"question":"which colour?"}"#);
+
+    // Bob heard nothing of Ada's chats.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), bob_watch.message())
+            .await
+            .is_err(),
+        "another user's watch stays quiet"
+    );
+    h.finish().await;
+}

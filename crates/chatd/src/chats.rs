@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::auth::{caller, parse_id, parse_optional_id, store_status, with_reason};
 use crate::convert;
 use crate::stream::{ChatEvents, Streams};
+use crate::watch::{WatchEvents, Watches};
 
 /// Default and largest page sizes of the list calls.
 const DEFAULT_PAGE: i64 = 50;
@@ -43,6 +44,7 @@ pub struct Chats {
     store: Arc<dyn Store>,
     workspaces: Arc<dyn WorkspaceStore>,
     streams: Streams,
+    watches: Watches,
 }
 
 impl std::fmt::Debug for Chats {
@@ -54,16 +56,18 @@ impl std::fmt::Debug for Chats {
 impl Chats {
     /// The service over the chat store and the workspace store (users, tokens, workspaces,
     /// model configurations; in the daemon both are the same PostgreSQL store), with `streams`
-    /// serving `StreamChat`.
+    /// serving `StreamChat` and `watches` serving `WatchChats`.
     pub fn new(
         store: Arc<dyn Store>,
         workspaces: Arc<dyn WorkspaceStore>,
         streams: Streams,
+        watches: Watches,
     ) -> Self {
         Self {
             store,
             workspaces,
             streams,
+            watches,
         }
     }
 
@@ -726,14 +730,18 @@ impl ChatService for Chats {
         Ok(Response::new(self.streams.open(chat.id, request.after_id)))
     }
 
-    type WatchChatsStream =
-        tokio_stream::wrappers::ReceiverStream<Result<pb::WatchChatsResponse, Status>>;
+    type WatchChatsStream = WatchEvents;
 
     async fn watch_chats(
         &self,
-        _request: Request<pb::WatchChatsRequest>,
+        request: Request<pb::WatchChatsRequest>,
     ) -> Result<Response<Self::WatchChatsStream>, Status> {
-        Err(unimplemented("WatchChats"))
+        let caller = self.caller(&request).await?;
+        let requested = &request.get_ref().organization_id;
+        let organization_id = parse_optional_id("organization_id", Some(requested))?;
+        Ok(Response::new(
+            self.watches.open(caller.user_id, organization_id),
+        ))
     }
 }
 

@@ -27,6 +27,7 @@ pub mod resolver;
 mod serve;
 pub mod stream;
 pub mod templates;
+pub mod watch;
 
 pub use error::ChatdError;
 pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, Timing, serve};

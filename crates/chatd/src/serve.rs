@@ -24,6 +24,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::relay::{PartSource, PartsRelay, RELAY_SECRET};
 use crate::stream::{StreamConfig, Streams};
 use crate::templates::Templates;
+use crate::watch::Watches;
 
 /// What `chatd serve` needs to run.
 #[derive(Debug, Clone)]
@@ -226,8 +227,14 @@ pub async fn serve(
             secret,
             config.timing.lease_stale_after,
         );
+        let watches = Watches::new(
+            store.clone(),
+            pubsub.clone(),
+            streams.sync_poll_interval,
+            streams.subscriber_timeout,
+        );
         let streams = Streams::new(store.clone(), pubsub, source, streams);
-        chats = Some(Chats::new(store.clone(), store.clone(), streams).into_server());
+        chats = Some(Chats::new(store.clone(), store.clone(), streams, watches).into_server());
         engine = Some(started);
     }
 

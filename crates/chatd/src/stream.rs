@@ -16,7 +16,7 @@ use std::time::Duration;
 use chatproto::chatd::v1 as pb;
 use chatstate::ChatStatus;
 use chatstore::pubsub::{ChatUpdate, Notification, Pubsub, Subscription, Topic};
-use chatstore::types::{Chat, Visibility};
+use chatstore::types::{Chat, Message, Visibility};
 use chatstore::{ChatSnapshot, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -262,14 +262,10 @@ impl Loop {
             return Ok(());
         }
         let response = pb::StreamChatResponse { events };
-        match tokio::time::timeout(self.config.subscriber_timeout, self.tx.send(Ok(response))).await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => {
-                warn!(chat_id = %self.chat_id, "a chat stream client took nothing for too long; cutting it off");
-                Err(End::Gone)
-            }
+        if deliver(&self.tx, response, self.config.subscriber_timeout).await {
+            Ok(())
+        } else {
+            Err(End::Gone)
         }
     }
 
@@ -398,7 +394,9 @@ impl Loop {
         {
             local.action_history = chat.history_version;
             events.push(pb::ChatStreamEvent {
-                action_required: Some(action_required(chat, snapshot)),
+                action_required: Some(pb::ActionRequired {
+                    tool_calls: action_calls(chat, &snapshot.history),
+                }),
                 ..event(pb::ChatStreamEventType::ActionRequired, id)
             });
         }
@@ -447,6 +445,23 @@ impl Loop {
     }
 }
 
+/// Sends one response to a streaming client; false when the client went away or did not take
+/// it within `timeout` (then it is cut off: a stuck client never holds anything up).
+pub(crate) async fn deliver<T>(
+    tx: &mpsc::Sender<Result<T, Status>>,
+    response: T,
+    timeout: Duration,
+) -> bool {
+    match tokio::time::timeout(timeout, tx.send(Ok(response))).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            warn!("a streaming client took nothing for {timeout:?}; cutting it off");
+            false
+        }
+    }
+}
+
 /// An event of `kind` without payload.
 fn event(kind: pb::ChatStreamEventType, chat_id: Uuid) -> pb::ChatStreamEvent {
     pb::ChatStreamEvent {
@@ -456,16 +471,14 @@ fn event(kind: pb::ChatStreamEventType, chat_id: Uuid) -> pb::ChatStreamEvent {
     }
 }
 
-/// The dynamic calls a `requires_action` chat waits for.
-pub(crate) fn action_required(chat: &Chat, snapshot: &ChatSnapshot) -> pb::ActionRequired {
-    pb::ActionRequired {
-        tool_calls: pending_dynamic_calls(chat, &snapshot.history)
-            .into_iter()
-            .map(|call| pb::ActionRequiredToolCall {
-                tool_call_id: call.id,
-                tool_name: call.name,
-                args: call.args,
-            })
-            .collect(),
-    }
+/// The dynamic calls a `requires_action` chat waits for, on the wire.
+pub(crate) fn action_calls(chat: &Chat, history: &[Message]) -> Vec<pb::ActionRequiredToolCall> {
+    pending_dynamic_calls(chat, history)
+        .into_iter()
+        .map(|call| pb::ActionRequiredToolCall {
+            tool_call_id: call.id,
+            tool_name: call.name,
+            args: call.args,
+        })
+        .collect()
 }

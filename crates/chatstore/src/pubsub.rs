@@ -31,7 +31,7 @@ impl Topic {
     /// How many notifications the topic buffers per subscriber.
     fn buffer(self) -> usize {
         match self {
-            Topic::Ownership | Topic::Jobs => SHARED_TOPIC_BUFFER,
+            Topic::Ownership | Topic::Jobs | Topic::Owner(_) => SHARED_TOPIC_BUFFER,
             Topic::Chat(_) | Topic::Job(_) | Topic::Agent(_) => ENTITY_TOPIC_BUFFER,
         }
     }
@@ -147,6 +147,10 @@ pub struct ChatUpdate {
     pub status: String,
     /// Archived.
     pub archived: bool,
+    /// The chat's owner (routes the update to [`Topic::Owner`]); absent in payloads of older
+    /// replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<Uuid>,
 }
 
 impl ChatUpdate {
@@ -163,6 +167,7 @@ impl ChatUpdate {
             generation_attempt: chat.generation_attempt,
             status: chat.status.as_str().to_owned(),
             archived: chat.archived,
+            owner_id: Some(chat.owner_id),
         }
     }
 
@@ -210,6 +215,9 @@ pub enum Topic {
     Jobs,
     /// Changes of one agent.
     Agent(Uuid),
+    /// Updates of every chat of one user (logical `chat:owner:{owner_id}`, what `WatchChats`
+    /// listens to).
+    Owner(Uuid),
 }
 
 #[cfg(test)]

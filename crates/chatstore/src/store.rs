@@ -306,7 +306,8 @@ pub trait Store: Send + Sync {
     ) -> Result<(Vec<Message>, bool), StoreError>;
 
     /// Writes the metadata a user may change directly (title, pin order, labels); a metadata
-    /// write like [`Store::bind_workspace`], but it bumps `updated_at`. Returns the chat.
+    /// write like [`Store::bind_workspace`], but it bumps `updated_at` and publishes a chat
+    /// update at the unchanged snapshot (for watchers of the owner). Returns the chat.
     async fn update_chat_metadata(
         &self,
         chat_id: Uuid,

@@ -69,10 +69,18 @@ impl PgPubsub {
     fn route(&self, channel: &str, payload: &str) {
         match channel {
             UPDATE_CHANNEL => match serde_json::from_str::<ChatUpdate>(payload) {
-                Ok(update) => self.hub.deliver(
-                    Topic::Chat(update.chat_id),
-                    Notification::ChatUpdate(update),
-                ),
+                Ok(update) => {
+                    if let Some(owner) = update.owner_id {
+                        self.hub.deliver(
+                            Topic::Owner(owner),
+                            Notification::ChatUpdate(update.clone()),
+                        );
+                    }
+                    self.hub.deliver(
+                        Topic::Chat(update.chat_id),
+                        Notification::ChatUpdate(update),
+                    );
+                }
                 Err(err) => debug!(error = %err, "ignoring a malformed chat update"),
             },
             OWNERSHIP_CHANNEL => match serde_json::from_str::<OwnershipHint>(payload) {

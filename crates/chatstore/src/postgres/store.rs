@@ -1084,7 +1084,15 @@ impl Store for PgStore {
         if updated == 0 {
             return Err(StoreError::ChatNotFound(chat_id));
         }
-        fetch_chat(&mut conn, chat_id).await
+        let chat = fetch_chat(&mut conn, chat_id).await?;
+        // Watchers learn of title changes from this; every other receiver sees a snapshot it
+        // has already and ignores it.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(UPDATE_CHANNEL)
+            .bind(ChatUpdate::from_chat(&chat).to_payload())
+            .execute(&mut *conn)
+            .await?;
+        Ok(chat)
     }
 
     async fn unbind_workspace(&self, chat_id: Uuid) -> Result<Chat, StoreError> {

@@ -101,6 +101,47 @@ async fn an_unowned_runnable_chat_sends_an_ownership_hint() {
 }
 
 #[tokio::test]
+async fn an_owner_hears_of_every_chat_of_theirs_including_title_changes() {
+    let s = Seeded::new().await;
+    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    let (hub, task) = PgPubsub::start(s.pool()).await.unwrap();
+    let mut mine = hub.subscribe(Topic::Owner(s.user));
+    let mut someone_elses = hub.subscribe(Topic::Owner(uuid::Uuid::new_v4()));
+    let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
+    match next_update(&mut mine).await {
+        Notification::ChatUpdate(update) => {
+            assert_eq!(update.chat_id, chat.id);
+            assert_eq!(update.owner_id, Some(s.user));
+        }
+        other => panic!("expected a chat update, got {other:?}"),
+    }
+    let metadata = chatstore::ChatMetadata {
+        title: Some("Renamed".into()),
+        ..Default::default()
+    };
+    let renamed = store
+        .update_chat_metadata(chat.id, &metadata)
+        .await
+        .unwrap();
+    // A metadata write announces the chat at its current snapshot.
+    match next_update(&mut mine).await {
+        Notification::ChatUpdate(update) => {
+            assert_eq!(update.chat_id, chat.id);
+            assert_eq!(update.snapshot_version, renamed.snapshot_version);
+        }
+        other => panic!("expected a chat update, got {other:?}"),
+    }
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), someone_elses.recv())
+            .await
+            .is_err(),
+        "another user's topic stays quiet"
+    );
+    task.abort();
+    s.finish().await;
+}
+
+#[tokio::test]
 async fn a_killed_listener_connection_resyncs_and_later_notifications_arrive() {
     let s = Seeded::new().await;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
