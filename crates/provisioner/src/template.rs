@@ -307,13 +307,43 @@ impl TemplateDir {
             path: manifest_path.clone(),
             source,
         })?;
-        let mut manifest = Manifest::parse(&text).map_err(|message| TemplateError::Syntax {
+        let manifest = Manifest::parse(&text).map_err(|message| TemplateError::Syntax {
             path: manifest_path,
             message,
         })?;
         let mut files = Vec::new();
         collect_files(dir, dir, &mut files)?;
         files.retain(|f| f.path != MANIFEST_FILE);
+        Self::assemble(manifest, files)
+    }
+
+    /// A template directory sent as files (a client that uploads the directory as it is):
+    /// `template.toml` among them is the manifest, the rest are the files. Validated like
+    /// [`TemplateDir::load`].
+    pub fn from_files(mut files: Vec<TemplateFile>) -> Result<Self, TemplateError> {
+        let syntax = |message: String| TemplateError::Syntax {
+            path: PathBuf::from(MANIFEST_FILE),
+            message,
+        };
+        let position = files
+            .iter()
+            .position(|f| f.path == MANIFEST_FILE)
+            .ok_or_else(|| {
+                TemplateError::Invalid(vec![format!(
+                    "the template has no {MANIFEST_FILE} (send it among the files, or send a manifest)"
+                )])
+            })?;
+        let text = String::from_utf8(files.remove(position).content)
+            .map_err(|_| syntax("the manifest is not UTF-8 text".into()))?;
+        let manifest = Manifest::parse(&text).map_err(syntax)?;
+        Self::assemble(manifest, files)
+    }
+
+    /// Orders the files, takes the README as the manifest's when it has none, and validates.
+    fn assemble(
+        mut manifest: Manifest,
+        mut files: Vec<TemplateFile>,
+    ) -> Result<Self, TemplateError> {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         if manifest.readme.is_empty()
             && let Some(readme) = files.iter().find(|f| f.path == "README.md")
@@ -1131,5 +1161,34 @@ parameters = { n = "4" }
         assert_eq!(template.manifest.name, "shell");
         assert!(!template.manifest.agent.startup_script.is_empty());
         assert!(template.files.iter().any(|f| f.path == "README.md"));
+    }
+
+    #[test]
+    fn a_directory_sent_as_files_reads_like_the_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/templates/shell");
+        let loaded = TemplateDir::load(&dir).unwrap();
+        let mut files = loaded.files.clone();
+        files.push(TemplateFile {
+            path: MANIFEST_FILE.into(),
+            content: std::fs::read(dir.join(MANIFEST_FILE)).unwrap(),
+            mode: 0o644,
+        });
+        files.reverse();
+        assert_eq!(TemplateDir::from_files(files).unwrap(), loaded);
+
+        let missing = TemplateDir::from_files(loaded.files.clone()).unwrap_err();
+        assert!(
+            missing.to_string().contains("has no template.toml"),
+            "{missing}"
+        );
+        let broken = vec![TemplateFile {
+            path: MANIFEST_FILE.into(),
+            content: b"name = [".to_vec(),
+            mode: 0o644,
+        }];
+        assert!(matches!(
+            TemplateDir::from_files(broken),
+            Err(TemplateError::Syntax { .. })
+        ));
     }
 }
