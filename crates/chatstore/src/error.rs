@@ -52,6 +52,12 @@ pub enum StoreError {
     /// The write collides with an existing row (e.g. a workspace name already in use).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// What the call names does not exist (the text says what).
+    #[error("{0}")]
+    NotFound(String),
+    /// The call is not allowed in the current state (e.g. deleting a template still in use).
+    #[error("{0}")]
+    Precondition(String),
 }
 
 impl StoreError {

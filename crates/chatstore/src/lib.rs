@@ -7,6 +7,7 @@
 //!
 //! [`testing::TestDatabase`] gives tests of this and other crates a fresh, migrated database.
 
+pub mod admin;
 pub mod postgres;
 pub mod pubsub;
 pub mod testing;

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::admin::{
+    ApiToken, ModelConfigChanges, ModelConfigRecord, NewModelConfig, NewUser, NewestFirstCursor,
+    Organization, User, UserChanges, UserListQuery,
+};
 
 /// Derived provisioner job status (spec/engine.md §8.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
@@ -146,8 +150,56 @@ pub struct Build {
     pub initiator_id: Option<Uuid>,
     /// Parameter values `[{name, value}]`.
     pub parameters: serde_json::Value,
+    /// Why it was requested: `initiator`, `chat` or `autostop`.
+    pub reason: String,
     /// Created.
     pub created_at: DateTime<Utc>,
+}
+
+/// A workspace as listings show it: with its owner's and template's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceListing {
+    /// The workspace.
+    pub workspace: Workspace,
+    /// The owner's username.
+    pub owner_name: String,
+    /// The template's name.
+    pub template_name: String,
+    /// When the workspace or its builds last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which workspaces [`WorkspaceStore::list_workspaces`] returns, newest first. Deleted
+/// workspaces are never listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorkspaceListQuery {
+    /// Only workspaces of these organizations (an empty list matches nothing).
+    pub organization_ids: Vec<Uuid>,
+    /// Only this owner's workspaces.
+    pub owner_id: Option<Uuid>,
+    /// Only workspaces built from this template.
+    pub template_id: Option<Uuid>,
+    /// Case-insensitive substring of the name; empty = all.
+    pub name_query: String,
+    /// Only workspaces after this position (the previous page's last).
+    pub after: Option<crate::admin::NewestFirstCursor>,
+    /// Most workspaces to return.
+    pub limit: i64,
+}
+
+/// One line of a provisioner job's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLog {
+    /// Id, increasing within the job.
+    pub id: i64,
+    /// When the line was written.
+    pub created_at: DateTime<Utc>,
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// The build step.
+    pub stage: String,
+    /// The text.
+    pub output: String,
 }
 
 /// A workspace agent.
@@ -265,6 +317,12 @@ pub struct Template {
     pub chat_enabled: bool,
     /// Default workspace TTL, milliseconds; 0 = none.
     pub default_ttl_ms: i64,
+    /// Who created it.
+    pub created_by: Option<Uuid>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Settings or active version last changed.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A template in a listing, with the number of distinct owners of its live workspaces.
@@ -285,6 +343,8 @@ pub struct TemplateVersion {
     pub template_id: Uuid,
     /// Name.
     pub name: String,
+    /// Description of the change, given at push time.
+    pub message: String,
     /// README.
     pub readme: String,
     /// Import job.
@@ -293,8 +353,12 @@ pub struct TemplateVersion {
     pub has_external_agent: bool,
     /// Manifest.
     pub manifest: serde_json::Value,
-    /// Files.
+    /// Files (`null` when read by [`WorkspaceStore::list_template_versions`]).
     pub files: serde_json::Value,
+    /// Who pushed it.
+    pub created_by: Option<Uuid>,
+    /// Pushed.
+    pub created_at: DateTime<Utc>,
     /// Parameters in display order.
     pub parameters: Vec<TemplateParameter>,
     /// Presets with their ids.
@@ -312,6 +376,12 @@ pub struct TemplateSettings {
     pub deprecated: Option<String>,
     /// Make this version active (must belong to the template).
     pub active_version_id: Option<Uuid>,
+    /// Display name (empty = use the name).
+    pub display_name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Default workspace TTL, milliseconds (0 = none).
+    pub default_ttl_ms: Option<i64>,
 }
 
 /// A named set of parameter values of a template version.
@@ -739,6 +809,127 @@ pub trait WorkspaceStore: Send + Sync {
     /// The deployment-wide secret called `name`, created from the OS's random source by the
     /// first caller; every replica on the database reads the same one.
     async fn cluster_secret(&self, name: &str) -> Result<String, StoreError>;
+
+    // Administration (chatd.v1.AdminService).
+
+    /// Creates an organization; a name in use is [`StoreError::Conflict`].
+    async fn add_organization(
+        &self,
+        name: &str,
+        display_name: &str,
+    ) -> Result<Organization, StoreError>;
+    /// Reads an organization; `None` when it does not exist.
+    async fn organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError>;
+    /// Organizations by name, then id: all of them, or only those in `only`; after the name
+    /// `after_name` (the previous page's last).
+    async fn list_organizations(
+        &self,
+        only: Option<&[Uuid]>,
+        after_name: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Organization>, StoreError>;
+    /// Creates a user with memberships in one transaction. A username or email in use is
+    /// [`StoreError::Conflict`]; an unknown organization is [`StoreError::NotFound`].
+    async fn add_user(&self, user: &NewUser) -> Result<User, StoreError>;
+    /// Reads a user with their memberships; `None` when they do not exist.
+    async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+    /// Users by username.
+    async fn list_users(&self, query: &UserListQuery) -> Result<Vec<User>, StoreError>;
+    /// Changes a user (memberships are replaced when given) in one transaction. An unknown user
+    /// or organization is [`StoreError::NotFound`]; an email in use is [`StoreError::Conflict`].
+    async fn update_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError>;
+    /// Creates a named API token for a user and returns its plaintext (once) with its metadata.
+    /// A name used by another of the user's valid tokens is [`StoreError::Conflict`]; an
+    /// unknown user is [`StoreError::NotFound`].
+    async fn issue_api_token(
+        &self,
+        user_id: Uuid,
+        name: &str,
+        lifetime: Option<Duration>,
+    ) -> Result<(NewApiKey, ApiToken), StoreError>;
+    /// A token's metadata (revoked ones too); `None` when it does not exist.
+    async fn api_token(&self, id: Uuid) -> Result<Option<ApiToken>, StoreError>;
+    /// A user's non-revoked tokens, newest first, after `after`.
+    async fn list_api_tokens(
+        &self,
+        user_id: Uuid,
+        after: Option<NewestFirstCursor>,
+        limit: i64,
+    ) -> Result<Vec<ApiToken>, StoreError>;
+    /// Creates a model configuration with its own provider row. It becomes the organization's
+    /// default when asked, or when it is enabled and the organization has none; the previous
+    /// default stops being it in the same transaction. An unknown organization is
+    /// [`StoreError::NotFound`]; a disabled default or an unknown provider kind
+    /// [`StoreError::InvalidInput`].
+    async fn add_model_config(
+        &self,
+        config: &NewModelConfig,
+    ) -> Result<ModelConfigRecord, StoreError>;
+    /// Reads a non-deleted model configuration; `None` when there is none.
+    async fn model_config(&self, id: Uuid) -> Result<Option<ModelConfigRecord>, StoreError>;
+    /// An organization's non-deleted model configurations (only enabled ones with
+    /// `enabled_only`): the default first, then by display name (the model when it has none),
+    /// then id; skipping `offset`.
+    async fn list_model_configs(
+        &self,
+        organization_id: Uuid,
+        enabled_only: bool,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<ModelConfigRecord>, StoreError>;
+    /// Changes a model configuration. Provider settings are copied to a new provider row (rows
+    /// may be shared). Disabling the default clears `is_default`; making a disabled
+    /// configuration the default is [`StoreError::Precondition`]; a missing or deleted one
+    /// [`StoreError::NotFound`].
+    async fn update_model_config(
+        &self,
+        id: Uuid,
+        changes: &ModelConfigChanges,
+    ) -> Result<ModelConfigRecord, StoreError>;
+    /// Soft-deletes a model configuration (a deleted default leaves the organization without
+    /// one); a missing or already deleted one is [`StoreError::NotFound`].
+    async fn delete_model_config(&self, id: Uuid) -> Result<(), StoreError>;
+
+    // Templates and workspaces (chatd.v1.TemplateService, WorkspaceService).
+
+    /// The non-deleted templates of `organization_ids` (deprecated ones included) whose name
+    /// contains `name_query` (case-insensitive), by name then id, after `after` (the previous
+    /// page's last name and id), each with its active developers.
+    async fn list_organization_templates(
+        &self,
+        organization_ids: &[Uuid],
+        name_query: &str,
+        after: Option<(String, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<TemplateListing>, StoreError>;
+    /// Distinct owners of the template's non-deleted workspaces.
+    async fn active_developers(&self, template_id: Uuid) -> Result<i64, StoreError>;
+    /// A template's versions, newest first, after `after`, each with its parameters and presets
+    /// but without its files (`files` is `null`).
+    async fn list_template_versions(
+        &self,
+        template_id: Uuid,
+        after: Option<NewestFirstCursor>,
+        limit: i64,
+    ) -> Result<Vec<TemplateVersion>, StoreError>;
+    /// Soft-deletes a template, freeing its name. [`StoreError::Precondition`] while
+    /// non-deleted workspaces use it; [`StoreError::NotFound`] when it does not exist.
+    async fn delete_template(&self, id: Uuid) -> Result<Template, StoreError>;
+    /// Workspaces with their owner's and template's names, newest first.
+    async fn list_workspaces(
+        &self,
+        query: &WorkspaceListQuery,
+    ) -> Result<Vec<WorkspaceListing>, StoreError>;
+    /// One workspace (deleted ones too) with its owner's and template's names; `None` when it
+    /// does not exist.
+    async fn workspace_listing(&self, id: Uuid) -> Result<Option<WorkspaceListing>, StoreError>;
+    /// A job's log lines with an id above `after_id`, in id order, at most `limit`.
+    async fn job_logs(
+        &self,
+        job_id: Uuid,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<JobLog>, StoreError>;
 }
 
 #[cfg(test)]

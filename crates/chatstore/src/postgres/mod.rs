@@ -1,5 +1,6 @@
 //! The PostgreSQL backend: connection pool, migrations, the store and LISTEN/NOTIFY pubsub.
 
+mod admin;
 mod pubsub;
 mod store;
 mod workspace;

@@ -9,13 +9,19 @@ use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
 use super::PgStore;
+use super::admin::{self, like_pattern};
 use crate::StoreError;
+use crate::admin::{
+    ApiToken, ModelConfigChanges, ModelConfigRecord, NewModelConfig, NewUser, NewestFirstCursor,
+    Organization, User, UserChanges, UserListQuery,
+};
 use crate::pubsub::{AGENT_CHANNEL, AgentUpdate, JOB_CHANNEL, JobUpdate};
 use crate::workspace::{
     Agent, AgentLifecycle, AgentManifest, AgentReport, AgentTimes, Bootstrapped, Build, Caller,
-    Job, JobStatus, MAX_AGENT_LOG_BYTES, ModelConfig, NewApiKey, NewTemplateVersion, PushedVersion,
-    Template, TemplateListing, TemplateParameter, TemplatePreset, TemplateSettings,
-    TemplateVersion, Workspace, WorkspaceStore, WorkspaceTransition, token_hash,
+    Job, JobLog, JobStatus, MAX_AGENT_LOG_BYTES, ModelConfig, NewApiKey, NewTemplateVersion,
+    PushedVersion, Template, TemplateListing, TemplateParameter, TemplatePreset, TemplateSettings,
+    TemplateVersion, Workspace, WorkspaceListQuery, WorkspaceListing, WorkspaceStore,
+    WorkspaceTransition, token_hash,
 };
 
 macro_rules! job_columns {
@@ -56,7 +62,8 @@ fn agent_from(r: AgentRow) -> Agent {
 
 macro_rules! build_columns {
     () => {
-        "id, workspace_id, build_number, transition, job_id, template_version_id, initiator_id, parameters, created_at"
+        "id, workspace_id, build_number, transition, job_id, template_version_id, initiator_id, parameters, reason,
+         created_at"
     };
 }
 
@@ -105,6 +112,7 @@ struct BuildRow {
     template_version_id: Uuid,
     initiator_id: Option<Uuid>,
     parameters: serde_json::Value,
+    reason: String,
     created_at: DateTime<Utc>,
 }
 
@@ -119,6 +127,7 @@ impl From<BuildRow> for Build {
             template_version_id: r.template_version_id,
             initiator_id: r.initiator_id,
             parameters: r.parameters,
+            reason: r.reason,
             created_at: r.created_at,
         }
     }
@@ -301,7 +310,7 @@ struct ModelConfigRow {
 macro_rules! template_columns {
     () => {
         "id, organization_id, name, display_name, description, deleted, deprecated, active_version_id,
-         require_active_version, chat_enabled, default_ttl_ms"
+         require_active_version, chat_enabled, default_ttl_ms, created_by, created_at, updated_at"
     };
 }
 
@@ -318,6 +327,9 @@ struct TemplateRow {
     require_active_version: bool,
     chat_enabled: bool,
     default_ttl_ms: i64,
+    created_by: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
 }
 
 impl From<TemplateRow> for Template {
@@ -334,6 +346,9 @@ impl From<TemplateRow> for Template {
             require_active_version: r.require_active_version,
             chat_enabled: r.chat_enabled,
             default_ttl_ms: r.default_ttl_ms,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
         }
     }
 }
@@ -358,7 +373,7 @@ struct ParameterRow {
 
 /// Inserts an API token for a user. Both parts of the token come from the OS's random source
 /// (UUID v4); only a hash of the secret is stored.
-async fn insert_api_key(
+pub(super) async fn insert_api_key(
     conn: &mut PgConnection,
     user_id: Uuid,
     name: &str,
@@ -376,11 +391,156 @@ async fn insert_api_key(
     .bind(secret_hash(&secret))
     .bind(lifetime.map(|l| l.as_secs_f64()))
     .fetch_one(&mut *conn)
-    .await?;
+    .await
+    .map_err(|err| match &err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            StoreError::Conflict(format!("the user already has a valid token named {name:?}"))
+        }
+        _ => StoreError::Query(err),
+    })?;
     Ok(NewApiKey {
         id,
         token: format!("chatd_{prefix}_{secret}"),
     })
+}
+
+#[derive(Debug, FromRow)]
+struct TemplateCountRow {
+    #[sqlx(flatten)]
+    template: TemplateRow,
+    active_developers: i64,
+}
+
+macro_rules! workspace_listing_columns {
+    () => {
+        "w.id, w.owner_id, w.organization_id, w.template_id, w.name, w.deleted, w.ttl_ms, w.created_at,
+         GREATEST(w.updated_at, (SELECT max(b.created_at) FROM workspace_builds b WHERE b.workspace_id = w.id))
+             AS updated_at,
+         u.username AS owner_name, t.name AS template_name
+           FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN templates t ON t.id = w.template_id"
+    };
+}
+
+#[derive(Debug, FromRow)]
+struct WorkspaceListingRow {
+    #[sqlx(flatten)]
+    workspace: WorkspaceRow,
+    updated_at: DateTime<Utc>,
+    owner_name: String,
+    template_name: String,
+}
+
+impl From<WorkspaceListingRow> for WorkspaceListing {
+    fn from(r: WorkspaceListingRow) -> Self {
+        Self {
+            workspace: workspace_from(r.workspace),
+            owner_name: r.owner_name,
+            template_name: r.template_name,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, FromRow)]
+struct VersionRow {
+    id: Uuid,
+    template_id: Uuid,
+    name: String,
+    message: String,
+    readme: String,
+    job_id: Uuid,
+    has_external_agent: bool,
+    manifest: serde_json::Value,
+    files: serde_json::Value,
+    created_by: Option<Uuid>,
+    created_at: DateTime<Utc>,
+}
+
+/// Reads a template version with its parameters and presets (and its files when `files`) on
+/// `conn`; `None` when it does not exist.
+async fn read_template_version(
+    conn: &mut PgConnection,
+    id: Uuid,
+    files: bool,
+) -> Result<Option<TemplateVersion>, StoreError> {
+    let row: Option<VersionRow> = sqlx::query_as(
+        "SELECT id, template_id, name, message, readme, job_id, has_external_agent, manifest,
+                    CASE WHEN $2 THEN files ELSE 'null'::jsonb END AS files, created_by, created_at
+               FROM template_versions WHERE id = $1",
+    )
+    .bind(id)
+    .bind(files)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(v) = row else {
+        return Ok(None);
+    };
+    let parameters: Vec<ParameterRow> = sqlx::query_as(
+            "SELECT name, display_name, description, type AS kind, mutable, default_value, options, display_order,
+                    form_type, ephemeral, validation_regex, validation_min, validation_max, validation_error
+               FROM template_version_parameters WHERE template_version_id = $1 ORDER BY display_order, name",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let preset_rows: Vec<(Uuid, String, bool, String)> = sqlx::query_as(
+        "SELECT id, name, is_default, description FROM template_version_presets
+              WHERE template_version_id = $1 ORDER BY name",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut presets = Vec::new();
+    for (preset_id, preset_name, is_default, description) in preset_rows {
+        let values: Vec<(String, String)> = sqlx::query_as(
+                "SELECT name, value FROM template_version_preset_parameters WHERE preset_id = $1 ORDER BY name",
+            )
+            .bind(preset_id)
+            .fetch_all(&mut *conn)
+            .await?;
+        presets.push((
+            preset_id,
+            TemplatePreset {
+                name: preset_name,
+                is_default,
+                description,
+                parameters: values,
+            },
+        ));
+    }
+    Ok(Some(TemplateVersion {
+        id: v.id,
+        template_id: v.template_id,
+        name: v.name,
+        message: v.message,
+        readme: v.readme,
+        job_id: v.job_id,
+        has_external_agent: v.has_external_agent,
+        manifest: v.manifest,
+        files: v.files,
+        created_by: v.created_by,
+        created_at: v.created_at,
+        parameters: parameters
+            .into_iter()
+            .map(|p| TemplateParameter {
+                name: p.name,
+                display_name: p.display_name,
+                description: p.description,
+                kind: p.kind,
+                mutable: p.mutable,
+                default_value: p.default_value,
+                options: p.options,
+                display_order: p.display_order,
+                form_type: p.form_type,
+                ephemeral: p.ephemeral,
+                validation_regex: p.validation_regex,
+                validation_min: p.validation_min,
+                validation_max: p.validation_max,
+                validation_error: p.validation_error,
+            })
+            .collect(),
+        presets,
+    }))
 }
 
 #[async_trait]
@@ -403,13 +563,7 @@ impl WorkspaceStore for PgStore {
         organization_id: Uuid,
         name_query: &str,
     ) -> Result<Vec<TemplateListing>, StoreError> {
-        let pattern = format!(
-            "%{}%",
-            name_query
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let pattern = like_pattern(name_query);
         let rows: Vec<TemplateRow> = sqlx::query_as(concat!(
             "SELECT ",
             template_columns!(),
@@ -464,88 +618,9 @@ impl WorkspaceStore for PgStore {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let row: Option<(
-            Uuid,
-            Uuid,
-            String,
-            String,
-            Uuid,
-            bool,
-            serde_json::Value,
-            serde_json::Value,
-        )> = sqlx::query_as(
-            "SELECT id, template_id, name, readme, job_id, has_external_agent, manifest, files
-               FROM template_versions WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (id, template_id, name, readme, job_id, has_external_agent, manifest, files) = row
-            .ok_or_else(|| StoreError::InvalidInput(format!("template version {id} not found")))?;
-        let parameters: Vec<ParameterRow> = sqlx::query_as(
-            "SELECT name, display_name, description, type AS kind, mutable, default_value, options, display_order,
-                    form_type, ephemeral, validation_regex, validation_min, validation_max, validation_error
-               FROM template_version_parameters WHERE template_version_id = $1 ORDER BY display_order, name",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let preset_rows: Vec<(Uuid, String, bool, String)> = sqlx::query_as(
-            "SELECT id, name, is_default, description FROM template_version_presets
-              WHERE template_version_id = $1 ORDER BY name",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut presets = Vec::new();
-        for (preset_id, preset_name, is_default, description) in preset_rows {
-            let values: Vec<(String, String)> = sqlx::query_as(
-                "SELECT name, value FROM template_version_preset_parameters WHERE preset_id = $1 ORDER BY name",
-            )
-            .bind(preset_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            presets.push((
-                preset_id,
-                TemplatePreset {
-                    name: preset_name,
-                    is_default,
-                    description,
-                    parameters: values,
-                },
-            ));
-        }
+        let version = read_template_version(&mut tx, id, true).await?;
         tx.commit().await?;
-        Ok(TemplateVersion {
-            id,
-            template_id,
-            name,
-            readme,
-            job_id,
-            has_external_agent,
-            manifest,
-            files,
-            parameters: parameters
-                .into_iter()
-                .map(|p| TemplateParameter {
-                    name: p.name,
-                    display_name: p.display_name,
-                    description: p.description,
-                    kind: p.kind,
-                    mutable: p.mutable,
-                    default_value: p.default_value,
-                    options: p.options,
-                    display_order: p.display_order,
-                    form_type: p.form_type,
-                    ephemeral: p.ephemeral,
-                    validation_regex: p.validation_regex,
-                    validation_min: p.validation_min,
-                    validation_max: p.validation_max,
-                    validation_error: p.validation_error,
-                })
-                .collect(),
-            presets,
-        })
+        version.ok_or_else(|| StoreError::InvalidInput(format!("template version {id} not found")))
     }
 
     async fn update_template(
@@ -573,6 +648,9 @@ impl WorkspaceStore for PgStore {
                     chat_enabled = COALESCE($3, chat_enabled),
                     deprecated = COALESCE($4, deprecated),
                     active_version_id = COALESCE($5, active_version_id),
+                    display_name = COALESCE($6, display_name),
+                    description = COALESCE($7, description),
+                    default_ttl_ms = COALESCE($8, default_ttl_ms),
                     updated_at = now()
               WHERE id = $1
               RETURNING ",
@@ -583,6 +661,9 @@ impl WorkspaceStore for PgStore {
         .bind(settings.chat_enabled)
         .bind(&settings.deprecated)
         .bind(settings.active_version_id)
+        .bind(&settings.display_name)
+        .bind(&settings.description)
+        .bind(settings.default_ttl_ms)
         .fetch_optional(self.pool())
         .await?;
         row.map(Template::from)
@@ -664,7 +745,11 @@ impl WorkspaceStore for PgStore {
         if !same_hash(&hash, &secret_hash(secret)) {
             return Ok(None);
         }
-        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1")
+        // At most once a minute: a busy token does not write on every call.
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = now()
+              WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+        )
             .bind(key_id)
             .execute(self.pool())
             .await?;
@@ -690,18 +775,7 @@ impl WorkspaceStore for PgStore {
         api_key_ref: &str,
         base_url: &str,
     ) -> Result<Uuid, StoreError> {
-        sqlx::query_scalar("INSERT INTO chat_providers (provider, api_key_ref, base_url) VALUES ($1, $2, $3) RETURNING id")
-            .bind(kind)
-            .bind(api_key_ref)
-            .bind(base_url)
-            .fetch_one(self.pool())
-            .await
-            .map_err(|err| match &err {
-                sqlx::Error::Database(db) if db.code().as_deref() == Some("23514") => {
-                    StoreError::InvalidInput(format!("unknown provider kind {kind:?}"))
-                }
-                _ => StoreError::Query(err),
-            })
+        admin::create_provider(self.pool(), kind, api_key_ref, base_url).await
     }
 
     async fn create_model_config(
@@ -774,12 +848,7 @@ impl WorkspaceStore for PgStore {
     }
 
     async fn create_organization(&self, name: &str) -> Result<Uuid, StoreError> {
-        Ok(
-            sqlx::query_scalar("INSERT INTO organizations (name) VALUES ($1) RETURNING id")
-                .bind(name)
-                .fetch_one(self.pool())
-                .await?,
-        )
+        Ok(admin::add_organization(self.pool(), name, "").await?.id)
     }
 
     async fn create_user(
@@ -1535,5 +1604,271 @@ impl WorkspaceStore for PgStore {
                 .fetch_one(self.pool())
                 .await?,
         )
+    }
+
+    async fn add_organization(
+        &self,
+        name: &str,
+        display_name: &str,
+    ) -> Result<Organization, StoreError> {
+        admin::add_organization(self.pool(), name, display_name).await
+    }
+
+    async fn organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError> {
+        admin::organization(self.pool(), id).await
+    }
+
+    async fn list_organizations(
+        &self,
+        only: Option<&[Uuid]>,
+        after_name: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Organization>, StoreError> {
+        admin::list_organizations(self.pool(), only, after_name, limit).await
+    }
+
+    async fn add_user(&self, user: &NewUser) -> Result<User, StoreError> {
+        admin::add_user(self.pool(), user).await
+    }
+
+    async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        admin::user(self.pool(), id).await
+    }
+
+    async fn list_users(&self, query: &UserListQuery) -> Result<Vec<User>, StoreError> {
+        admin::list_users(self.pool(), query).await
+    }
+
+    async fn update_user(&self, id: Uuid, changes: &UserChanges) -> Result<User, StoreError> {
+        admin::update_user(self.pool(), id, changes).await
+    }
+
+    async fn issue_api_token(
+        &self,
+        user_id: Uuid,
+        name: &str,
+        lifetime: Option<Duration>,
+    ) -> Result<(NewApiKey, ApiToken), StoreError> {
+        admin::issue_api_token(self.pool(), user_id, name, lifetime).await
+    }
+
+    async fn api_token(&self, id: Uuid) -> Result<Option<ApiToken>, StoreError> {
+        admin::api_token(self.pool(), id).await
+    }
+
+    async fn list_api_tokens(
+        &self,
+        user_id: Uuid,
+        after: Option<NewestFirstCursor>,
+        limit: i64,
+    ) -> Result<Vec<ApiToken>, StoreError> {
+        admin::list_api_tokens(self.pool(), user_id, after, limit).await
+    }
+
+    async fn add_model_config(
+        &self,
+        config: &NewModelConfig,
+    ) -> Result<ModelConfigRecord, StoreError> {
+        admin::add_model_config(self.pool(), config).await
+    }
+
+    async fn model_config(&self, id: Uuid) -> Result<Option<ModelConfigRecord>, StoreError> {
+        admin::model_config(self.pool(), id).await
+    }
+
+    async fn list_model_configs(
+        &self,
+        organization_id: Uuid,
+        enabled_only: bool,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<ModelConfigRecord>, StoreError> {
+        admin::list_model_configs(self.pool(), organization_id, enabled_only, offset, limit).await
+    }
+
+    async fn update_model_config(
+        &self,
+        id: Uuid,
+        changes: &ModelConfigChanges,
+    ) -> Result<ModelConfigRecord, StoreError> {
+        admin::update_model_config(self.pool(), id, changes).await
+    }
+
+    async fn delete_model_config(&self, id: Uuid) -> Result<(), StoreError> {
+        admin::delete_model_config(self.pool(), id).await
+    }
+
+    async fn list_organization_templates(
+        &self,
+        organization_ids: &[Uuid],
+        name_query: &str,
+        after: Option<(String, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<TemplateListing>, StoreError> {
+        let (after_name, after_id) = after.unzip();
+        let rows: Vec<(TemplateRow, i64)> = sqlx::query_as::<_, TemplateCountRow>(concat!(
+            "SELECT ",
+            template_columns!(),
+            ", (SELECT count(DISTINCT w.owner_id) FROM workspaces w
+                 WHERE w.template_id = t.id AND NOT w.deleted) AS active_developers
+               FROM templates t
+              WHERE organization_id = ANY($1) AND NOT deleted AND name ILIKE $2
+                AND ($3::text IS NULL OR (name, id) > ($3, $4))
+              ORDER BY name, id LIMIT $5"
+        ))
+        .bind(organization_ids)
+        .bind(like_pattern(name_query.trim()))
+        .bind(after_name)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?
+        .into_iter()
+        .map(|r| (r.template, r.active_developers))
+        .collect();
+        Ok(rows
+            .into_iter()
+            .map(|(template, active_developers)| TemplateListing {
+                template: template.into(),
+                active_developers,
+            })
+            .collect())
+    }
+
+    async fn active_developers(&self, template_id: Uuid) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(DISTINCT owner_id) FROM workspaces WHERE template_id = $1 AND NOT deleted",
+        )
+        .bind(template_id)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    async fn list_template_versions(
+        &self,
+        template_id: Uuid,
+        after: Option<NewestFirstCursor>,
+        limit: i64,
+    ) -> Result<Vec<TemplateVersion>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM template_versions
+              WHERE template_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+              ORDER BY created_at DESC, id DESC LIMIT $4",
+        )
+        .bind(template_id)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut versions = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(version) = read_template_version(&mut tx, id, false).await? {
+                versions.push(version);
+            }
+        }
+        tx.commit().await?;
+        Ok(versions)
+    }
+
+    async fn delete_template(&self, id: Uuid) -> Result<Template, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let found: Option<bool> =
+            sqlx::query_scalar("SELECT deleted FROM templates WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if found.is_none() {
+            return Err(StoreError::NotFound(format!("template {id} not found")));
+        }
+        let in_use: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workspaces WHERE template_id = $1 AND NOT deleted",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if in_use > 0 {
+            return Err(StoreError::Precondition(format!(
+                "template {id} is used by {in_use} workspace(s); delete them first"
+            )));
+        }
+        let row: TemplateRow = sqlx::query_as(concat!(
+            "UPDATE templates SET deleted = true, updated_at = now() WHERE id = $1 RETURNING ",
+            template_columns!()
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    async fn list_workspaces(
+        &self,
+        query: &WorkspaceListQuery,
+    ) -> Result<Vec<WorkspaceListing>, StoreError> {
+        let rows: Vec<WorkspaceListingRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            workspace_listing_columns!(),
+            " WHERE NOT w.deleted AND w.organization_id = ANY($1)
+                AND ($2::uuid IS NULL OR w.owner_id = $2)
+                AND ($3::uuid IS NULL OR w.template_id = $3)
+                AND w.name ILIKE $4
+                AND ($5::timestamptz IS NULL OR (w.created_at, w.id) < ($5, $6))
+              ORDER BY w.created_at DESC, w.id DESC LIMIT $7"
+        ))
+        .bind(&query.organization_ids)
+        .bind(query.owner_id)
+        .bind(query.template_id)
+        .bind(like_pattern(query.name_query.trim()))
+        .bind(query.after.map(|(at, _)| at))
+        .bind(query.after.map(|(_, id)| id))
+        .bind(query.limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(WorkspaceListing::from).collect())
+    }
+
+    async fn workspace_listing(&self, id: Uuid) -> Result<Option<WorkspaceListing>, StoreError> {
+        let row: Option<WorkspaceListingRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            workspace_listing_columns!(),
+            " WHERE w.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(WorkspaceListing::from))
+    }
+
+    async fn job_logs(
+        &self,
+        job_id: Uuid,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<JobLog>, StoreError> {
+        let rows: Vec<(i64, DateTime<Utc>, String, String, String)> = sqlx::query_as(
+            "SELECT id, created_at, level, stage, output FROM provisioner_job_logs
+              WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, created_at, level, stage, output)| JobLog {
+                id,
+                created_at,
+                level,
+                stage,
+                output,
+            })
+            .collect())
     }
 }

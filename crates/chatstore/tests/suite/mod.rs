@@ -1,3 +1,4 @@
+mod admin;
 mod jobs;
 mod listing;
 mod model_check;

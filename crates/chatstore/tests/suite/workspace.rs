@@ -21,7 +21,7 @@ async fn recv(sub: &mut chatstore::pubsub::Subscription) -> Notification {
         .unwrap()
 }
 
-fn version(s: &Seeded, name: &str, activate: bool) -> NewTemplateVersion {
+pub(super) fn version(s: &Seeded, name: &str, activate: bool) -> NewTemplateVersion {
     NewTemplateVersion {
         organization_id: s.org,
         template_name: name.into(),
@@ -50,7 +50,7 @@ fn version(s: &Seeded, name: &str, activate: bool) -> NewTemplateVersion {
 }
 
 /// The template `shell` imported, and a workspace `dev` created from it with its first build.
-async fn started_workspace(s: &Seeded, store: &PgStore) -> (Workspace, Build) {
+pub(super) async fn started_workspace(s: &Seeded, store: &PgStore) -> (Workspace, Build) {
     let template = store
         .push_template_version(version(s, "shell", false))
         .await
@@ -408,7 +408,7 @@ async fn templates_read_back_with_parameters_presets_and_settings() {
                 require_active_version: Some(true),
                 chat_enabled: Some(false),
                 deprecated: Some("use shell2".into()),
-                active_version_id: None,
+                ..Default::default()
             },
         )
         .await
