@@ -38,6 +38,20 @@ pub(crate) async fn caller<T>(
         .ok_or_else(|| Status::unauthenticated("unknown, revoked or expired API token"))
 }
 
+/// PERMISSION_DENIED unless the caller is an admin; `what` says what needs the role
+/// ("creating users").
+pub(crate) fn require_admin(caller: &Caller, what: &str) -> Result<(), Status> {
+    if caller.role == "admin" {
+        Ok(())
+    } else {
+        Err(with_reason(
+            Code::PermissionDenied,
+            format!("{what} needs the admin role"),
+            "ADMIN_REQUIRED",
+        ))
+    }
+}
+
 /// A request field that must be a UUID.
 pub(crate) fn parse_id(field: &str, value: &str) -> Result<Uuid, Status> {
     if value.is_empty() {
@@ -101,6 +115,10 @@ pub(crate) fn store_status(err: StoreError) -> Status {
             with_reason(Code::InvalidArgument, message, "INVALID_INPUT")
         }
         StoreError::Conflict(message) => with_reason(Code::AlreadyExists, message, "CONFLICT"),
+        StoreError::NotFound(message) => with_reason(Code::NotFound, message, "NOT_FOUND"),
+        StoreError::Precondition(message) => {
+            with_reason(Code::FailedPrecondition, message, "FAILED_PRECONDITION")
+        }
         other => {
             tracing::error!(error = %other, "store call failed");
             let mut details =
@@ -214,6 +232,16 @@ mod tests {
                 StoreError::InvalidInput("empty".into()),
                 Code::InvalidArgument,
                 "INVALID_INPUT",
+            ),
+            (
+                StoreError::NotFound("user x not found".into()),
+                Code::NotFound,
+                "NOT_FOUND",
+            ),
+            (
+                StoreError::Precondition("in use".into()),
+                Code::FailedPrecondition,
+                "FAILED_PRECONDITION",
             ),
             (
                 StoreError::FenceMismatch("x"),

@@ -1,7 +1,7 @@
 //! chatd's [`WorkspaceProvisioner`]: the control plane's front for workspace builds. It checks a
 //! request against the template version the build will use (presets, parameters and their
 //! validation, immutable parameters, name collisions) and records the build in the store, where
-//! the provisioner workers take it. The chat tools use it today; the `WorkspaceService` will too.
+//! the provisioner workers take it. The chat tools and the `WorkspaceService` use it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -67,6 +67,33 @@ impl StoreProvisioner {
             .latest_build(workspace_id)
             .await?
             .ok_or_else(|| ProvisionError::Other(format!("workspace {workspace_id} has no build")))
+    }
+
+    /// Requests a `delete` build of the owner's workspace (with the latest build's parameters);
+    /// the workspace is marked deleted when the build succeeds. The chat tools cannot delete
+    /// workspaces; `WorkspaceService.DeleteWorkspace` can.
+    pub async fn delete_workspace(
+        &self,
+        owner_id: Uuid,
+        workspace_id: Uuid,
+    ) -> Result<Build, ProvisionError> {
+        self.transition(owner_id, workspace_id, WorkspaceTransition::Delete)
+            .await
+    }
+
+    /// A stop or delete build of the owner's workspace with the latest build's parameters.
+    async fn transition(
+        &self,
+        owner_id: Uuid,
+        workspace_id: Uuid,
+        transition: WorkspaceTransition,
+    ) -> Result<Build, ProvisionError> {
+        self.owned(owner_id, workspace_id).await?;
+        let latest = self.latest(workspace_id).await?;
+        Ok(self
+            .store
+            .new_build(workspace_id, transition, Some(owner_id), latest.parameters)
+            .await?)
     }
 
     async fn owned(&self, owner_id: Uuid, workspace_id: Uuid) -> Result<Workspace, ProvisionError> {
@@ -205,16 +232,7 @@ impl WorkspaceProvisioner for StoreProvisioner {
         owner_id: Uuid,
         workspace_id: Uuid,
     ) -> Result<Build, ProvisionError> {
-        self.owned(owner_id, workspace_id).await?;
-        let latest = self.latest(workspace_id).await?;
-        Ok(self
-            .store
-            .new_build(
-                workspace_id,
-                WorkspaceTransition::Stop,
-                Some(owner_id),
-                latest.parameters,
-            )
-            .await?)
+        self.transition(owner_id, workspace_id, WorkspaceTransition::Stop)
+            .await
     }
 }

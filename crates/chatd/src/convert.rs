@@ -4,10 +4,17 @@
 use chatproto::chatd::v1 as pb;
 use chatproto::prost_types::{self, Timestamp};
 use chatstate::ChatStatus;
+use chatstore::admin::{ApiToken, ModelConfigRecord, Organization, User};
 use chatstore::types::{Chat, Message, MessagePart, QueuedMessage, Role, Usage};
+use chatstore::workspace::{
+    Agent, Build, Job, JobLog, JobStatus, Template, TemplateVersion, WorkspaceListing,
+    WorkspaceTransition,
+};
 use chrono::{DateTime, Utc};
+use provisioner::template::Manifest;
 use serde_json::Value;
 use tonic::Status;
+use uuid::Uuid;
 
 use crate::engine::step::LivePart;
 use crate::parts::EpisodeKey;
@@ -377,6 +384,324 @@ pub(crate) fn input(parts: &[pb::ChatInputPart], what: &str) -> Result<Vec<Messa
     Ok(content)
 }
 
+/// A provider kind's wire string (`openai-compat`) as the proto enum.
+pub(crate) fn provider_kind(wire: &str) -> pb::ProviderKind {
+    pb::ProviderKind::from_str_name(&format!(
+        "PROVIDER_KIND_{}",
+        wire.to_ascii_uppercase().replace('-', "_")
+    ))
+    .unwrap_or(pb::ProviderKind::Unspecified)
+}
+
+/// A proto provider kind as its wire string; `None` for unspecified.
+pub(crate) fn provider_wire(kind: pb::ProviderKind) -> Option<String> {
+    let name = kind.as_str_name().strip_prefix("PROVIDER_KIND_")?;
+    (kind != pb::ProviderKind::Unspecified).then(|| name.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// A user role's wire string as the proto enum.
+pub(crate) fn user_role(role: &str) -> pb::UserRole {
+    match role {
+        "admin" => pb::UserRole::Admin,
+        "member" => pb::UserRole::Member,
+        _ => pb::UserRole::Unspecified,
+    }
+}
+
+/// An organization.
+pub(crate) fn organization(o: &Organization) -> pb::Organization {
+    pb::Organization {
+        id: o.id.to_string(),
+        name: o.name.clone(),
+        display_name: o.display_name.clone(),
+        created_at: Some(timestamp(o.created_at)),
+        updated_at: Some(timestamp(o.updated_at)),
+    }
+}
+
+/// A user.
+pub(crate) fn user(u: &User) -> pb::User {
+    pb::User {
+        id: u.id.to_string(),
+        username: u.username.clone(),
+        email: u.email.clone(),
+        name: u.name.clone(),
+        role: user_role(&u.role).into(),
+        organization_ids: u.organization_ids.iter().map(Uuid::to_string).collect(),
+        suspended: u.suspended,
+        created_at: Some(timestamp(u.created_at)),
+        updated_at: Some(timestamp(u.updated_at)),
+        last_seen_at: u.last_seen_at.map(timestamp),
+    }
+}
+
+/// An API token's metadata.
+pub(crate) fn api_token(t: &ApiToken) -> pb::ApiToken {
+    pb::ApiToken {
+        id: t.id.to_string(),
+        user_id: t.user_id.to_string(),
+        name: t.name.clone(),
+        prefix: t.prefix.clone(),
+        created_at: Some(timestamp(t.created_at)),
+        expires_at: t.expires_at.map(timestamp),
+        last_used_at: t.last_used_at.map(timestamp),
+        revoked_at: t.revoked_at.map(timestamp),
+    }
+}
+
+/// A model configuration; `api_key_ref` only for admins.
+pub(crate) fn model_config(c: &ModelConfigRecord, show_key_ref: bool) -> pb::ModelConfig {
+    pb::ModelConfig {
+        id: c.id.to_string(),
+        organization_id: c.organization_id.to_string(),
+        provider: provider_kind(&c.provider).into(),
+        model: c.model.clone(),
+        display_name: c.display_name.clone(),
+        base_url: c.base_url.clone(),
+        api_key_ref: if show_key_ref {
+            c.api_key_ref.clone()
+        } else {
+            String::new()
+        },
+        context_limit: c.context_limit,
+        compression_threshold: c.compression_threshold,
+        max_output_tokens: c.max_output_tokens,
+        temperature: c.temperature,
+        enabled: c.enabled,
+        is_default: c.is_default,
+        options: json_struct(&c.options),
+        created_at: Some(timestamp(c.created_at)),
+        updated_at: Some(timestamp(c.updated_at)),
+    }
+}
+
+/// Milliseconds as a proto duration; `None` for 0 or less.
+pub(crate) fn duration_ms(ms: i64) -> Option<prost_types::Duration> {
+    u64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .and_then(|ms| std::time::Duration::from_millis(ms).try_into().ok())
+}
+
+/// A template with its active developers.
+pub(crate) fn template(t: &Template, active_developers: i64) -> pb::Template {
+    pb::Template {
+        id: t.id.to_string(),
+        organization_id: t.organization_id.to_string(),
+        name: t.name.clone(),
+        display_name: t.display_name.clone(),
+        description: t.description.clone(),
+        active_version_id: t
+            .active_version_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        deprecation_message: t.deprecated.clone(),
+        require_active_version: t.require_active_version,
+        chat_enabled: t.chat_enabled,
+        deleted: t.deleted,
+        default_ttl: duration_ms(t.default_ttl_ms),
+        active_developers: i32::try_from(active_developers).unwrap_or(i32::MAX),
+        created_by_id: t.created_by.map(|id| id.to_string()).unwrap_or_default(),
+        created_at: Some(timestamp(t.created_at)),
+        updated_at: Some(timestamp(t.updated_at)),
+    }
+}
+
+/// A provisioner job status.
+pub(crate) fn job_status(s: JobStatus) -> pb::ProvisionerJobStatus {
+    match s {
+        JobStatus::Pending => pb::ProvisionerJobStatus::Pending,
+        JobStatus::Running => pb::ProvisionerJobStatus::Running,
+        JobStatus::Succeeded => pb::ProvisionerJobStatus::Succeeded,
+        JobStatus::Canceling => pb::ProvisionerJobStatus::Canceling,
+        JobStatus::Canceled => pb::ProvisionerJobStatus::Canceled,
+        JobStatus::Failed => pb::ProvisionerJobStatus::Failed,
+        JobStatus::Unknown => pb::ProvisionerJobStatus::Unknown,
+    }
+}
+
+/// A provisioner job.
+pub(crate) fn job(j: &Job) -> pb::ProvisionerJob {
+    pb::ProvisionerJob {
+        id: j.id.to_string(),
+        r#type: match j.kind.as_str() {
+            "workspace_build" => pb::ProvisionerJobType::WorkspaceBuild,
+            "template_version_import" => pb::ProvisionerJobType::TemplateVersionImport,
+            _ => pb::ProvisionerJobType::Unspecified,
+        }
+        .into(),
+        status: job_status(j.status).into(),
+        created_at: Some(timestamp(j.created_at)),
+        started_at: j.started_at.map(timestamp),
+        canceled_at: j.canceled_at.map(timestamp),
+        completed_at: j.completed_at.map(timestamp),
+        error: j.error.clone(),
+        error_code: j.error_code.clone(),
+    }
+}
+
+/// A template version with its parameters and presets as its manifest declares them and its
+/// import job.
+pub(crate) fn template_version(
+    v: &TemplateVersion,
+    manifest: &Manifest,
+    job: &Job,
+    active: bool,
+) -> pb::TemplateVersion {
+    let wire = manifest.to_proto();
+    pb::TemplateVersion {
+        id: v.id.to_string(),
+        template_id: v.template_id.to_string(),
+        name: v.name.clone(),
+        message: v.message.clone(),
+        readme: v.readme.clone(),
+        has_external_agent: v.has_external_agent,
+        agent: wire.agent,
+        parameters: wire.parameters,
+        presets: v
+            .presets
+            .iter()
+            .zip(wire.presets)
+            .map(|((id, _), preset)| pb::TemplatePreset {
+                id: id.to_string(),
+                ..preset
+            })
+            .collect(),
+        job: Some(self::job(job)),
+        active,
+        created_by_id: v.created_by.map(|id| id.to_string()).unwrap_or_default(),
+        created_at: Some(timestamp(v.created_at)),
+    }
+}
+
+/// A workspace agent with its connection status at `now`.
+pub(crate) fn agent(
+    a: &Agent,
+    now: DateTime<Utc>,
+    inactive_timeout: std::time::Duration,
+    externally_managed: bool,
+) -> pb::WorkspaceAgent {
+    use chatstore::workspace::{AgentLifecycle as L, ConnectionStatus as C, connection_status};
+    let (status, disconnected_at) = match connection_status(&a.times, now, inactive_timeout) {
+        C::Connecting => (pb::AgentConnectionStatus::Connecting, None),
+        C::Connected => (pb::AgentConnectionStatus::Connected, None),
+        C::Disconnected { at } => (pb::AgentConnectionStatus::Disconnected, Some(timestamp(at))),
+        C::Timeout => (pb::AgentConnectionStatus::Timeout, None),
+    };
+    let lifecycle = match a.lifecycle {
+        L::Created => pb::WorkspaceAgentLifecycle::Created,
+        L::Starting => pb::WorkspaceAgentLifecycle::Starting,
+        L::StartTimeout => pb::WorkspaceAgentLifecycle::StartTimeout,
+        L::StartError => pb::WorkspaceAgentLifecycle::StartError,
+        L::Ready => pb::WorkspaceAgentLifecycle::Ready,
+        L::ShuttingDown => pb::WorkspaceAgentLifecycle::ShuttingDown,
+        L::ShutdownTimeout => pb::WorkspaceAgentLifecycle::ShutdownTimeout,
+        L::ShutdownError => pb::WorkspaceAgentLifecycle::ShutdownError,
+        L::Off => pb::WorkspaceAgentLifecycle::Off,
+    };
+    pb::WorkspaceAgent {
+        id: a.id.to_string(),
+        name: a.name.clone(),
+        parent_id: a.parent_id.map(|id| id.to_string()),
+        display_order: a.display_order,
+        lifecycle_state: lifecycle.into(),
+        connection_status: status.into(),
+        created_at: Some(timestamp(a.times.created_at)),
+        first_connected_at: a.times.first_connected_at.map(timestamp),
+        last_connected_at: a.times.last_connected_at.map(timestamp),
+        disconnected_at,
+        connection_timeout: u64::try_from(a.times.connection_timeout_seconds)
+            .ok()
+            .filter(|s| *s > 0)
+            .and_then(|s| std::time::Duration::from_secs(s).try_into().ok()),
+        directory: a.directory.clone(),
+        expanded_directory: a.expanded_directory.clone(),
+        externally_managed,
+        ..Default::default()
+    }
+}
+
+/// A build with its job and agents.
+pub(crate) fn build(b: &Build, job: &Job, agents: Vec<pb::WorkspaceAgent>) -> pb::WorkspaceBuild {
+    let parameters = b
+        .parameters
+        .as_array()
+        .map(|values| {
+            values
+                .iter()
+                .map(|v| pb::ParameterValue {
+                    name: text(v, "name"),
+                    value: text(v, "value"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pb::WorkspaceBuild {
+        id: b.id.to_string(),
+        workspace_id: b.workspace_id.to_string(),
+        build_number: b.build_number,
+        transition: match b.transition {
+            WorkspaceTransition::Start => pb::WorkspaceTransition::Start,
+            WorkspaceTransition::Stop => pb::WorkspaceTransition::Stop,
+            WorkspaceTransition::Delete => pb::WorkspaceTransition::Delete,
+        }
+        .into(),
+        template_version_id: b.template_version_id.to_string(),
+        initiator_id: b.initiator_id.map(|id| id.to_string()).unwrap_or_default(),
+        reason: match b.reason.as_str() {
+            "initiator" => pb::WorkspaceBuildReason::Initiator,
+            "chat" => pb::WorkspaceBuildReason::Chat,
+            "autostop" => pb::WorkspaceBuildReason::Autostop,
+            _ => pb::WorkspaceBuildReason::Unspecified,
+        }
+        .into(),
+        parameters,
+        job: Some(self::job(job)),
+        agents,
+        created_at: Some(timestamp(b.created_at)),
+    }
+}
+
+/// A workspace with its latest build.
+pub(crate) fn workspace(
+    w: &WorkspaceListing,
+    latest_build: Option<pb::WorkspaceBuild>,
+) -> pb::Workspace {
+    pb::Workspace {
+        id: w.workspace.id.to_string(),
+        organization_id: w.workspace.organization_id.to_string(),
+        owner_id: w.workspace.owner_id.to_string(),
+        owner_name: w.owner_name.clone(),
+        template_id: w.workspace.template_id.to_string(),
+        template_name: w.template_name.clone(),
+        name: w.workspace.name.clone(),
+        deleted: w.workspace.deleted,
+        ttl: w.workspace.ttl_ms.and_then(duration_ms),
+        latest_build,
+        created_at: Some(timestamp(w.workspace.created_at)),
+        updated_at: Some(timestamp(w.updated_at)),
+    }
+}
+
+/// A build log line.
+pub(crate) fn build_log(l: &JobLog) -> pb::BuildLog {
+    let level = match l.level.as_str() {
+        "trace" => pb::LogLevel::Trace,
+        "debug" => pb::LogLevel::Debug,
+        "info" => pb::LogLevel::Info,
+        "warn" => pb::LogLevel::Warn,
+        "error" => pb::LogLevel::Error,
+        _ => pb::LogLevel::Unspecified,
+    };
+    pb::BuildLog {
+        id: l.id,
+        created_at: Some(timestamp(l.created_at)),
+        level: level.into(),
+        stage: l.stage.clone(),
+        output: l.output.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -417,6 +742,26 @@ mod tests {
         assert_eq!(r.delay_source(), pb::RetryDelaySource::RetryAfterHeader);
         assert_eq!(r.retrying_at.map(|t| t.nanos), Some(250_000_000));
         assert!(r.parked);
+    }
+
+    #[test]
+    fn provider_kinds_round_trip_through_their_wire_strings() {
+        for wire in [
+            "anthropic",
+            "openai",
+            "openai-compat",
+            "azure",
+            "bedrock",
+            "google",
+            "openrouter",
+            "vercel",
+        ] {
+            let kind = provider_kind(wire);
+            assert_ne!(kind, pb::ProviderKind::Unspecified, "{wire}");
+            assert_eq!(provider_wire(kind).as_deref(), Some(wire));
+        }
+        assert_eq!(provider_kind("nope"), pb::ProviderKind::Unspecified);
+        assert_eq!(provider_wire(pb::ProviderKind::Unspecified), None);
     }
 
     #[test]

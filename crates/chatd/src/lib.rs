@@ -2,8 +2,8 @@
 //!
 //! Today this crate holds the command line ([`cli`]), the server ([`serve`]): a tonic server with
 //! `grpc.health.v1` and gRPC server reflection (v1) that shuts down cleanly on a signal and, with
-//! a database, serves the chat API ([`chats`]), the workspace agents' API ([`agentapi`]) and
-//! template pushes ([`templates`]), runs the provisioner ([`provision`]) and the chat engine
+//! a database, serves the chat API ([`chats`]), the workspace agents' API ([`agentapi`]),
+//! templates ([`templates`]), workspaces ([`workspaces`]) and administration ([`admin`]), runs the provisioner ([`provision`]) and the chat engine
 //! ([`engine`]: the worker, its runners and their tasks, with the workspace-connection
 //! [`resolver`] and the live [`parts`] buffer); and [`migrate`]. Authentication and the mapping
 //! of store errors to gRPC statuses live in [`auth`]. The stream loop and the part relay land
@@ -12,6 +12,7 @@
 //! The daemon is the top of the layer stack: it may depend on every chatd crate, and no chatd
 //! crate may depend on it.
 
+pub mod admin;
 pub mod agentapi;
 pub mod auth;
 pub mod builds;
@@ -20,6 +21,7 @@ pub mod cli;
 mod convert;
 pub mod engine;
 mod error;
+mod paging;
 pub mod parts;
 pub mod provision;
 pub mod relay;
@@ -28,6 +30,7 @@ mod serve;
 pub mod stream;
 pub mod templates;
 pub mod watch;
+pub mod workspaces;
 
 pub use error::ChatdError;
 pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, Timing, serve};

@@ -18,6 +18,7 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::ChatdError;
+use crate::admin::Admin;
 use crate::agentapi::AgentApi;
 use crate::chats::Chats;
 use crate::engine::{Engine, EngineConfig};
@@ -25,6 +26,7 @@ use crate::relay::{PartSource, PartsRelay, RELAY_SECRET};
 use crate::stream::{StreamConfig, Streams};
 use crate::templates::Templates;
 use crate::watch::Watches;
+use crate::workspaces::{Workspaces, WorkspacesConfig};
 
 /// What `chatd serve` needs to run.
 #[derive(Debug, Clone)]
@@ -92,9 +94,11 @@ const ALWAYS_SERVED: &[&str] = &[
 
 /// Services served when a database is configured.
 const DATABASE_SERVED: &[&str] = &[
+    "chatd.v1.AdminService",
     "chatd.v1.AgentApiService",
     "chatd.v1.ChatService",
     "chatd.v1.TemplateService",
+    "chatd.v1.WorkspaceService",
 ];
 
 /// The address agents on this machine use to reach a listener bound to `addr`.
@@ -177,6 +181,9 @@ pub async fn serve(
     let templates = store
         .clone()
         .map(|store| Templates::new(store as Arc<dyn WorkspaceStore>).into_server());
+    let admin = store
+        .clone()
+        .map(|store| Admin::new(store as Arc<dyn WorkspaceStore>).into_server());
     let provisioner = match (&pool, &config.provisioner) {
         (Some(pool), Some(settings)) => {
             let (pubsub, _listener) = PgPubsub::start(pool).await?;
@@ -195,6 +202,7 @@ pub async fn serve(
     let mut engine = None;
     let mut chats = None;
     let mut relay = None;
+    let mut workspaces = None;
     if let (Some(pool), Some(store)) = (&pool, &store) {
         let (pubsub, _listener) = PgPubsub::start(pool).await?;
         let pubsub: Arc<dyn Pubsub> = Arc::new(pubsub);
@@ -233,6 +241,17 @@ pub async fn serve(
             streams.sync_poll_interval,
             streams.subscriber_timeout,
         );
+        workspaces = Some(
+            Workspaces::new(
+                store.clone(),
+                pubsub.clone(),
+                WorkspacesConfig {
+                    subscriber_timeout: streams.subscriber_timeout,
+                    ..WorkspacesConfig::default()
+                },
+            )
+            .into_server(),
+        );
         let streams = Streams::new(store.clone(), pubsub, source, streams);
         chats = Some(Chats::new(store.clone(), store.clone(), streams, watches).into_server());
         engine = Some(started);
@@ -244,6 +263,8 @@ pub async fn serve(
         .add_service(reflection)
         .add_optional_service(agent_api)
         .add_optional_service(templates)
+        .add_optional_service(admin)
+        .add_optional_service(workspaces)
         .add_optional_service(chats)
         .add_optional_service(relay)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
