@@ -308,4 +308,34 @@ pub struct UserFilter {
 pub enum ModelCommand {
     /// List model configurations.
     Ls(OrgArg),
+    /// Add a model configuration (the organization's first one becomes its default).
+    Create(CreateModelArgs),
+}
+
+/// Flags of `chatctl admin model create`.
+#[derive(Debug, Args)]
+pub struct CreateModelArgs {
+    /// The provider's API: `anthropic`, `openai` or `openai-compat` (any OpenAI-compatible
+    /// server; give `--base-url`).
+    #[arg(long, value_parser = ["anthropic", "openai", "openai-compat"])]
+    pub provider: String,
+    /// The provider's model id, e.g. `claude-sonnet-4-5` or `gpt-4.1`.
+    #[arg(long)]
+    pub model: String,
+    /// Where the API key comes from: `env:NAME` (the daemon's environment) or `file:PATH`. The
+    /// key itself is never sent to or stored by chatd.
+    #[arg(long, default_value = "")]
+    pub api_key_ref: String,
+    /// The provider's base URL (default: its public endpoint).
+    #[arg(long, default_value = "")]
+    pub base_url: String,
+    /// The model's context window, in tokens.
+    #[arg(long, default_value_t = 200_000)]
+    pub context_limit: i64,
+    /// Make it the organization's default.
+    #[arg(long)]
+    pub default: bool,
+    /// The organization (default: your only one).
+    #[arg(long)]
+    pub org: Option<String>,
 }

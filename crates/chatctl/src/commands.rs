@@ -684,10 +684,37 @@ async fn admin(conn: &Conn, out: Out, command: AdminCommand) -> Result<(), CtlEr
                 format!("revoked {}", args.id)
             })
         }
+        AdminCommand::Model(ModelCommand::Create(args)) => {
+            let organization_id = organization(conn, args.org.as_deref()).await?;
+            let provider = match args.provider.as_str() {
+                "anthropic" => pb::ProviderKind::Anthropic,
+                "openai" => pb::ProviderKind::Openai,
+                _ => pb::ProviderKind::OpenaiCompat,
+            };
+            let created = admin
+                .create_model_config(conn.req(pb::CreateModelConfigRequest {
+                    organization_id,
+                    provider: provider.into(),
+                    model: args.model,
+                    base_url: args.base_url,
+                    api_key_ref: args.api_key_ref,
+                    context_limit: args.context_limit,
+                    is_default: args.default,
+                    ..Default::default()
+                }))
+                .await?
+                .into_inner();
+            out.show(&created, "chatd.v1.ModelConfig", || {
+                format!(
+                    "created model configuration {} ({})",
+                    created.model, created.id
+                )
+            })
+        }
         AdminCommand::Model(ModelCommand::Ls(args)) => {
             let listed = admin
                 .list_model_configs(conn.req(pb::ListModelConfigsRequest {
-                    organization_id: args.org.unwrap_or_default(),
+                    organization_id: organization(conn, args.org.as_deref()).await?,
                     ..Default::default()
                 }))
                 .await?
