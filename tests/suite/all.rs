@@ -4,6 +4,7 @@
 
 mod chat_api;
 mod chat_tools;
+mod chatctl;
 mod engine;
 mod migrate;
 mod resolver;

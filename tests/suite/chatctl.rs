@@ -1,0 +1,315 @@
+//! `chatctl` against a real `chatd serve` (with its provisioner and the local backend): a
+//! newcomer's path from login to a finished turn that built a workspace and wrote a file, and
+//! the documented exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use chatd_e2e::workspaces::{Harness, eventually, free_port, tempdir};
+use chatd_e2e::{Daemon, workspace_binary};
+use chatstore::Store as _;
+use chatstore::workspace::WorkspaceStore as _;
+use chattest::emulator::{Emulator, Match, ScriptPart, Turn};
+use uuid::Uuid;
+
+/// A home for chatctl: its own config file and `HOME`, nothing from the environment.
+struct Ctl {
+    dir: tempdir::Dir,
+}
+
+impl Ctl {
+    fn new() -> Self {
+        Self {
+            dir: tempdir::Dir::create(),
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.0.join("config.toml")
+    }
+
+    /// Runs `chatctl <args>` with `env` added.
+    async fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let binary = workspace_binary("chatctl").unwrap();
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.args(args)
+            .env_remove("CHATCTL_SERVER")
+            .env_remove("CHATCTL_TOKEN")
+            .env("CHATCTL_CONFIG", self.config())
+            .env("HOME", &self.dir.0)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        cmd.output().await.unwrap()
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[]).await
+    }
+
+    /// Runs and expects success; its stdout.
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert!(
+            out.status.success(),
+            "chatctl {args:?} failed ({:?}):\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A daemon with the embedded provisioner over the harness's database.
+async fn daemon_with_provisioner(h: &mut Harness) -> Daemon {
+    let listen = format!("127.0.0.1:{}", free_port());
+    h.url = format!("http://{listen}");
+    let wsagent = workspace_binary("wsagent").unwrap();
+    let data_dir = h.data_dir.0.display().to_string();
+    let args = [
+        "serve",
+        "--listen",
+        &listen,
+        "--database-url",
+        &h.db.url,
+        "--data-dir",
+        &data_dir,
+        "--agent-binary",
+        wsagent.to_str().unwrap(),
+        "--agent-heartbeat-interval",
+        "200ms",
+        "--provisioner-poll-interval",
+        "1s",
+        "--provisioner-workers",
+        "1",
+    ];
+    Daemon::start(&args, &[]).await.unwrap()
+}
+
+fn example_template() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/shell")
+}
+
+#[tokio::test]
+async fn a_newcomer_logs_in_pushes_the_example_and_a_chat_builds_a_workspace_and_writes_a_file() {
+    let mut h = Harness::bare().await;
+    let key = h
+        .store
+        .create_api_key(h.user, "newcomer", None)
+        .await
+        .unwrap();
+    let daemon = daemon_with_provisioner(&mut h).await;
+    let ctl = Ctl::new();
+    let token_file = ctl.dir.0.join("token");
+    std::fs::write(&token_file, format!("{}\n", key.token)).unwrap();
+
+    // Log in: the token is checked, then saved for the next commands.
+    let url = daemon.url();
+    let out = ctl
+        .ok(&[
+            "login",
+            "--to",
+            &url,
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ])
+        .await;
+    assert!(out.contains("Logged in") && out.contains("ada"), "{out}");
+    assert!(ctl.ok(&["whoami"]).await.contains("ada (admin"));
+
+    // Push the example template; wait for its import.
+    let example = example_template();
+    let pushed = ctl
+        .ok(&["--json", "template", "push", example.to_str().unwrap()])
+        .await;
+    let pushed: serde_json::Value = serde_json::from_str(&pushed).unwrap();
+    let template_id = pushed["template"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(pushed["template"]["name"], "shell");
+    let template = Uuid::parse_str(&template_id).unwrap();
+    eventually("the template's import", || async {
+        h.store
+            .template(template)
+            .await
+            .unwrap()
+            .active_version_id
+            .map(|_| ())
+    })
+    .await;
+    let listed = ctl.ok(&["template", "ls"]).await;
+    assert!(
+        listed.contains(&template_id) && listed.contains("shell"),
+        "{listed}"
+    );
+
+    // A scripted model: create a workspace, write the file, answer.
+    let emulator = Emulator::start(vec![
+        Turn::with(vec![
+            ScriptPart::text("I will create a workspace."),
+            ScriptPart::tool_call(
+                "c1",
+                "create_workspace",
+                serde_json::json!({"template_id": template_id, "name": "dev"}).to_string(),
+            ),
+        ]),
+        Turn::with(vec![ScriptPart::tool_call(
+            "c2",
+            "execute",
+            serde_json::json!({"command": "echo hello > hello.txt && cat hello.txt"}).to_string(),
+        )])
+        .when(Match::LastToolResultContains("ada/dev".into())),
+        Turn::with(vec![ScriptPart::text("Done: hello.txt says hello.")])
+            .when(Match::LastToolResultContains("hello".into())),
+    ])
+    .await
+    .unwrap();
+    let base_url = emulator.base_url();
+    let created = ctl
+        .ok(&[
+            "admin",
+            "model",
+            "create",
+            "--provider",
+            "anthropic",
+            "--model",
+            "claude-test",
+            "--base-url",
+            &base_url,
+            "--default",
+        ])
+        .await;
+    assert!(
+        created.contains("created model configuration claude-test"),
+        "{created}"
+    );
+    assert!(
+        ctl.ok(&["admin", "model", "ls"])
+            .await
+            .contains("claude-test  (default)")
+    );
+
+    let out = ctl
+        .ok(&[
+            "chat",
+            "new",
+            "--attach",
+            "create a workspace and write hello to hello.txt",
+        ])
+        .await;
+    let chat_id = out.lines().next().unwrap().trim().to_owned();
+    for expected in [
+        "I will create a workspace.",
+        "→ create_workspace(",
+        "← create_workspace: ok",
+        "→ execute(",
+        "← execute: ok",
+        "Done: hello.txt says hello.",
+    ] {
+        assert!(
+            out.contains(expected),
+            "{expected:?} missing from:\n{out}\n{}",
+            daemon.log()
+        );
+    }
+    let chat = h
+        .store
+        .chat(Uuid::parse_str(&chat_id).unwrap())
+        .await
+        .unwrap();
+    let workspace = chat
+        .workspace_id
+        .expect("the chat is bound to its workspace");
+    assert_eq!(
+        std::fs::read_to_string(h.home(workspace).join("hello.txt")).unwrap(),
+        "hello\n"
+    );
+
+    // The chat and the workspace are listed; the transcript reads back.
+    let chats = ctl.ok(&["chat", "ls"]).await;
+    assert!(
+        chats.contains(&chat_id) && chats.contains("waiting"),
+        "{chats}"
+    );
+    let shown = ctl.ok(&["chat", "show", &chat_id]).await;
+    assert!(
+        shown.contains("> create a workspace and write hello to hello.txt")
+            && shown.contains("Done: hello.txt says hello."),
+        "{shown}"
+    );
+    let workspaces = ctl.ok(&["workspace", "ls"]).await;
+    assert!(
+        workspaces.contains(&workspace.to_string()) && workspaces.contains("dev"),
+        "{workspaces}"
+    );
+    drop(emulator);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn exit_codes_say_what_went_wrong() {
+    let h = Harness::bare().await;
+    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let daemon = super::chat_api::daemon(&h).await;
+    let ctl = Ctl::new();
+    let url = daemon.url();
+
+    // Not logged in.
+    let out = ctl.run(&["chat", "ls"]).await;
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("chatctl login"), "{}", stderr(&out));
+    // Bad usage.
+    assert_eq!(code(&ctl.run(&["chat", "frobnicate"]).await), 2);
+    // A token the server refuses.
+    let out = ctl
+        .run_with(
+            &["chat", "ls"],
+            &[
+                ("CHATCTL_SERVER", &url),
+                ("CHATCTL_TOKEN", "chatd_nope_nope"),
+            ],
+        )
+        .await;
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let env = [
+        ("CHATCTL_SERVER", url.as_str()),
+        ("CHATCTL_TOKEN", key.token.as_str()),
+    ];
+    // Something that does not exist.
+    let missing = Uuid::new_v4().to_string();
+    let out = ctl.run_with(&["chat", "show", &missing], &env).await;
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    // A refused request.
+    let out = ctl.run_with(&["chat", "show", "not-a-uuid"], &env).await;
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    // A server that is not there.
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let out = ctl
+        .run_with(
+            &["chat", "ls"],
+            &[("CHATCTL_SERVER", &gone), ("CHATCTL_TOKEN", "x")],
+        )
+        .await;
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    // A template directory that is not one.
+    let out = ctl
+        .run_with(&["template", "push", h.data_dir.0.to_str().unwrap()], &env)
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no template.toml"),
+        "{}",
+        stderr(&out)
+    );
+    h.finish().await;
+}
