@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic where it fails
 
+mod admin_api;
 mod chat_api;
 mod chat_tools;
 mod chatctl;
