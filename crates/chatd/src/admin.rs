@@ -15,7 +15,10 @@ use chatstore::workspace::{Caller, WorkspaceStore, valid_name};
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
-use crate::auth::{caller, parse_id, parse_optional_id, require_admin, store_status, with_reason};
+use crate::auth::{
+    caller, check_len, not_found, parse_id, parse_optional_id, require_admin, store_status,
+    with_reason,
+};
 use crate::convert;
 use crate::paging::{
     finish_page, name_token, offset_token, page_size, parse_name_token, parse_offset_token,
@@ -81,29 +84,11 @@ impl Admin {
 }
 
 fn user_not_found(id: Uuid) -> Status {
-    with_reason(
-        Code::NotFound,
-        format!("user {id} not found"),
-        "USER_NOT_FOUND",
-    )
+    not_found("user", id, "USER_NOT_FOUND")
 }
 
 fn model_config_not_found(id: Uuid) -> Status {
-    with_reason(
-        Code::NotFound,
-        format!("model configuration {id} not found"),
-        "MODEL_CONFIG_NOT_FOUND",
-    )
-}
-
-/// A field of at most `max` characters.
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), Status> {
-    if value.chars().count() > max {
-        return Err(Status::invalid_argument(format!(
-            "{field} is longer than {max} characters"
-        )));
-    }
-    Ok(())
+    not_found("model configuration", id, "MODEL_CONFIG_NOT_FOUND")
 }
 
 /// A username or organization name: 1–32 ASCII letters and digits in runs separated by single
@@ -466,11 +451,7 @@ impl AdminService for Admin {
             Some(token) if token.user_id == caller.user_id || caller.role == "admin" => {}
             // Another user's token does not exist for a member.
             _ => {
-                return Err(with_reason(
-                    Code::NotFound,
-                    format!("API token {id} not found"),
-                    "API_TOKEN_NOT_FOUND",
-                ));
+                return Err(not_found("API token", id, "API_TOKEN_NOT_FOUND"));
             }
         }
         self.store.revoke_api_key(id).await.map_err(store_status)?;
@@ -526,9 +507,9 @@ impl AdminService for Admin {
         let r = request.into_inner();
         let organization_id = parse_id("organization_id", &r.organization_id)?;
         if !caller.organizations.contains(&organization_id) {
-            return Err(with_reason(
-                Code::NotFound,
-                format!("organization {organization_id} not found"),
+            return Err(not_found(
+                "organization",
+                organization_id,
                 "ORGANIZATION_NOT_FOUND",
             ));
         }

@@ -52,6 +52,22 @@ pub(crate) fn require_admin(caller: &Caller, what: &str) -> Result<(), Status> {
     }
 }
 
+/// NOT_FOUND saying `<what> <id> not found`, with the ErrorInfo `reason`. Also the answer for
+/// what the caller may not see, so it never reveals that something exists.
+pub(crate) fn not_found(what: &str, id: impl std::fmt::Display, reason: &str) -> Status {
+    with_reason(Code::NotFound, format!("{what} {id} not found"), reason)
+}
+
+/// INVALID_ARGUMENT unless the text field has at most `max` characters.
+pub(crate) fn check_len(field: &str, value: &str, max: usize) -> Result<(), Status> {
+    if value.chars().count() > max {
+        return Err(Status::invalid_argument(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
+
 /// A request field that must be a UUID.
 pub(crate) fn parse_id(field: &str, value: &str) -> Result<Uuid, Status> {
     if value.is_empty() {

@@ -15,7 +15,10 @@ use provisioner::template::{self, Manifest};
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
-use crate::auth::{caller, parse_id, parse_optional_id, require_admin, store_status, with_reason};
+use crate::auth::{
+    caller, check_len, not_found, parse_id, parse_optional_id, require_admin, store_status,
+    with_reason,
+};
 use crate::convert;
 use crate::paging::{finish_page, page_size, parse_name_token, parse_time_token};
 
@@ -50,29 +53,11 @@ const MAX_DESCRIPTION_CHARS: usize = 4096;
 const MAX_DEPRECATION_CHARS: usize = 1024;
 
 fn template_not_found(id: Uuid) -> Status {
-    with_reason(
-        Code::NotFound,
-        format!("template {id} not found"),
-        "TEMPLATE_NOT_FOUND",
-    )
+    not_found("template", id, "TEMPLATE_NOT_FOUND")
 }
 
 fn version_not_found(id: Uuid) -> Status {
-    with_reason(
-        Code::NotFound,
-        format!("template version {id} not found"),
-        "TEMPLATE_VERSION_NOT_FOUND",
-    )
-}
-
-/// A text field of at most `max` characters.
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), Status> {
-    if value.chars().count() > max {
-        return Err(Status::invalid_argument(format!(
-            "{field} is longer than {max} characters"
-        )));
-    }
-    Ok(())
+    not_found("template version", id, "TEMPLATE_VERSION_NOT_FOUND")
 }
 
 impl Templates {
@@ -123,9 +108,9 @@ impl TemplateService for Templates {
         let r = request.into_inner();
         let organization_id = parse_id("organization_id", &r.organization_id)?;
         if !caller.organizations.contains(&organization_id) {
-            return Err(with_reason(
-                Code::NotFound,
-                format!("organization {organization_id} not found"),
+            return Err(not_found(
+                "organization",
+                organization_id,
                 "ORGANIZATION_NOT_FOUND",
             ));
         }
@@ -184,11 +169,7 @@ impl TemplateService for Templates {
         let organizations = match parse_optional_id("organization_id", Some(&r.organization_id))? {
             Some(id) if caller.organizations.contains(&id) => vec![id],
             Some(id) => {
-                return Err(with_reason(
-                    Code::NotFound,
-                    format!("organization {id} not found"),
-                    "ORGANIZATION_NOT_FOUND",
-                ));
+                return Err(not_found("organization", id, "ORGANIZATION_NOT_FOUND"));
             }
             None => caller.organizations.clone(),
         };
@@ -338,13 +319,13 @@ impl TemplateService for Templates {
         let r = request.into_inner();
         let id = parse_id("template_id", &r.template_id)?;
         if let Some(name) = &r.display_name {
-            check_text("display_name", name, MAX_DISPLAY_NAME_CHARS)?;
+            check_len("display_name", name, MAX_DISPLAY_NAME_CHARS)?;
         }
         if let Some(description) = &r.description {
-            check_text("description", description, MAX_DESCRIPTION_CHARS)?;
+            check_len("description", description, MAX_DESCRIPTION_CHARS)?;
         }
         if let Some(message) = &r.deprecation_message {
-            check_text("deprecation_message", message, MAX_DEPRECATION_CHARS)?;
+            check_len("deprecation_message", message, MAX_DEPRECATION_CHARS)?;
         }
         let default_ttl_ms = r
             .default_ttl

@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
-use crate::auth::{caller, parse_id, parse_optional_id, store_status, with_reason};
+use crate::auth::{caller, not_found, parse_id, parse_optional_id, store_status, with_reason};
 use crate::builds::StoreProvisioner;
 use crate::convert;
 use crate::paging::{finish_page, page_size, parse_time_token, time_token};
@@ -75,19 +75,11 @@ impl std::fmt::Debug for Workspaces {
 pub type BuildLogStream = ReceiverStream<Result<pb::StreamBuildLogsResponse, Status>>;
 
 fn workspace_not_found(id: Uuid) -> Status {
-    with_reason(
-        Code::NotFound,
-        format!("workspace {id} not found"),
-        "WORKSPACE_NOT_FOUND",
-    )
+    not_found("workspace", id, "WORKSPACE_NOT_FOUND")
 }
 
 fn organization_not_found(id: Uuid) -> Status {
-    with_reason(
-        Code::NotFound,
-        format!("organization {id} not found"),
-        "ORGANIZATION_NOT_FOUND",
-    )
+    not_found("organization", id, "ORGANIZATION_NOT_FOUND")
 }
 
 fn precondition(message: impl Into<String>, reason: &str) -> Status {
@@ -494,13 +486,7 @@ impl WorkspaceService for Workspaces {
         if r.after_id < 0 {
             return Err(Status::invalid_argument("after_id must not be negative"));
         }
-        let build_not_found = || {
-            with_reason(
-                Code::NotFound,
-                format!("build {build_id} not found"),
-                "BUILD_NOT_FOUND",
-            )
-        };
+        let build_not_found = || not_found("build", build_id, "BUILD_NOT_FOUND");
         let build = match self.store.build(build_id).await {
             Ok(build) => build,
             // A missing build is `InvalidInput` in the workspace store.
