@@ -22,12 +22,10 @@ use uuid::Uuid;
 
 use crate::auth::{caller, parse_id, parse_optional_id, store_status, with_reason};
 use crate::convert;
+use crate::paging::page_size;
 use crate::stream::{ChatEvents, Streams};
 use crate::watch::{WatchEvents, Watches};
 
-/// Default and largest page sizes of the list calls.
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 200;
 /// Limits on what a client may attach to a chat.
 const MAX_TITLE_CHARS: usize = 200;
 const MAX_SYSTEM_PROMPT_BYTES: usize = 64 * 1024;
@@ -194,16 +192,6 @@ fn organization(caller: &Caller, requested: &str) -> Result<Uuid, Status> {
                 many.len()
             ))),
         },
-    }
-}
-
-fn page_size(requested: i32) -> Result<i64, Status> {
-    match i64::from(requested) {
-        n if n < 0 => Err(Status::invalid_argument(format!(
-            "page_size {n} is negative"
-        ))),
-        0 => Ok(DEFAULT_PAGE),
-        n => Ok(n.min(MAX_PAGE)),
     }
 }
 

@@ -44,11 +44,45 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How long dialling another replica may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The deployment's relay secret, read from the database on first use (so a daemon started
+/// before its schema exists, `--no-migrate`, still starts) and kept. Cheap to clone.
+#[derive(Clone)]
+pub struct RelaySecret {
+    store: Arc<dyn WorkspaceStore>,
+    cell: Arc<tokio::sync::OnceCell<Arc<str>>>,
+}
+
+impl std::fmt::Debug for RelaySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelaySecret").finish_non_exhaustive()
+    }
+}
+
+impl RelaySecret {
+    /// The secret named [`RELAY_SECRET`] in `store`.
+    pub fn new(store: Arc<dyn WorkspaceStore>) -> Self {
+        Self {
+            store,
+            cell: Arc::default(),
+        }
+    }
+
+    /// The secret; an error when the database cannot say (tried again on the next call).
+    pub async fn get(&self) -> Result<Arc<str>, chatstore::StoreError> {
+        self.cell
+            .get_or_try_init(|| async {
+                self.store.cluster_secret(RELAY_SECRET).await.map(Arc::from)
+            })
+            .await
+            .cloned()
+    }
+}
+
 /// `ChatPartsRelay`: streams the episodes of this replica's part buffer to other replicas.
 #[derive(Debug, Clone)]
 pub struct PartsRelay {
     parts: PartBuffer<BufferedPart>,
-    secret: Arc<str>,
+    secret: RelaySecret,
     subscriber_timeout: Duration,
 }
 
@@ -58,12 +92,12 @@ impl PartsRelay {
     /// A consumer that does not take a batch within `subscriber_timeout` is cut off.
     pub fn new(
         parts: PartBuffer<BufferedPart>,
-        secret: impl Into<Arc<str>>,
+        secret: RelaySecret,
         subscriber_timeout: Duration,
     ) -> Self {
         Self {
             parts,
-            secret: secret.into(),
+            secret,
             subscriber_timeout,
         }
     }
@@ -83,7 +117,11 @@ impl ChatPartsRelay for PartsRelay {
         request: Request<Streaming<pb::StreamPartsRequest>>,
     ) -> Result<Response<Self::StreamPartsStream>, Status> {
         let presented = bearer(&request, "relay secret")?;
-        if !constant_time_eq(presented.as_bytes(), self.secret.as_bytes()) {
+        let secret =
+            self.secret.get().await.map_err(|err| {
+                Status::unavailable(format!("cannot read the relay secret: {err}"))
+            })?;
+        if !constant_time_eq(presented.as_bytes(), secret.as_bytes()) {
             return Err(Status::unauthenticated("wrong relay secret"));
         }
         let (tx, rx) = mpsc::channel(4);
@@ -219,7 +257,7 @@ pub struct PartSource {
     worker_id: Uuid,
     parts: PartBuffer<BufferedPart>,
     workspaces: Arc<dyn WorkspaceStore>,
-    secret: Arc<str>,
+    secret: RelaySecret,
     stale_after: Duration,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
@@ -240,14 +278,14 @@ impl PartSource {
         worker_id: Uuid,
         parts: PartBuffer<BufferedPart>,
         workspaces: Arc<dyn WorkspaceStore>,
-        secret: impl Into<Arc<str>>,
+        secret: RelaySecret,
         stale_after: Duration,
     ) -> Self {
         Self {
             worker_id,
             parts,
             workspaces,
-            secret: secret.into(),
+            secret,
             stale_after,
             channels: Arc::default(),
         }
@@ -446,7 +484,8 @@ async fn relay_once(
     // Cannot fail: the receiver is right here.
     let _ = control_tx.try_send(control(*episode.borrow_and_update()));
     let mut request = Request::new(ReceiverStream::new(control_rx));
-    let value = format!("Bearer {}", source.secret)
+    let secret = source.secret.get().await.map_err(|err| err.to_string())?;
+    let value = format!("Bearer {secret}")
         .parse()
         .map_err(|_| "the relay secret is not a valid header value".to_owned())?;
     request.metadata_mut().insert("authorization", value);

@@ -22,7 +22,7 @@ use crate::admin::Admin;
 use crate::agentapi::AgentApi;
 use crate::chats::Chats;
 use crate::engine::{Engine, EngineConfig};
-use crate::relay::{PartSource, PartsRelay, RELAY_SECRET};
+use crate::relay::{PartSource, PartsRelay, RelaySecret};
 use crate::stream::{StreamConfig, Streams};
 use crate::templates::Templates;
 use crate::watch::Watches;
@@ -215,7 +215,7 @@ pub async fn serve(
             ..EngineConfig::default()
         };
         let started = start_engine(store.clone(), pubsub.clone(), engine_config).await;
-        let secret = store.cluster_secret(RELAY_SECRET).await?;
+        let secret = RelaySecret::new(store.clone());
         let streams = StreamConfig {
             sync_poll_interval: config.timing.stream_poll_interval,
             ..StreamConfig::default()
