@@ -325,25 +325,20 @@ async fn attach(
         }))
         .await?
         .into_inner();
-    let mut view = render::Attach::new(std::io::stdout());
+    // With --json the events are printed as they are; the view then only tracks the state.
+    let text: Box<dyn std::io::Write> = if out.json {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let mut view = render::Attach::new(text);
     let mut first = true;
     while let Some(response) = stream.message().await? {
         for event in &response.events {
             if out.json {
                 json::print(event, "chatd.v1.ChatStreamEvent")?;
             }
-            let shown = if out.json {
-                // Track the state without writing text.
-                let mut quiet = render::Attach::new(std::io::sink());
-                quiet.status = view.status;
-                quiet.event(event).map_err(CtlError::Output)?;
-                view.status = quiet.status;
-                view.error = quiet.error.or(view.error.take());
-                Ok(())
-            } else {
-                view.event(event)
-            };
-            shown.map_err(CtlError::Output)?;
+            view.event(event).map_err(CtlError::Output)?;
         }
         // The first response is the initial state: a chat idle then has nothing to follow.
         if !follow && view.idle() && (first || !response.events.is_empty()) {
