@@ -6,6 +6,7 @@ mod admin_api;
 mod chat_api;
 mod chat_tools;
 mod chatctl;
+mod config;
 mod engine;
 mod migrate;
 mod resolver;

@@ -134,6 +134,11 @@ async fn help_documents_every_flag_with_its_environment_variable() {
         ("--shutdown-grace", "CHATD_SHUTDOWN_GRACE"),
         ("--log-filter", "CHATD_LOG"),
         ("--no-bootstrap-admin", "CHATD_NO_BOOTSTRAP_ADMIN"),
+        ("--config", "CHATD_CONFIG"),
+        ("--anthropic-api-key-ref", "CHATD_ANTHROPIC_API_KEY_REF"),
+        ("--openai-api-key-ref", "CHATD_OPENAI_API_KEY_REF"),
+        ("--openai-compat-base-url", "CHATD_OPENAI_COMPAT_BASE_URL"),
+        ("--models-organization", "CHATD_MODELS_ORGANIZATION"),
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
         assert!(help.contains(env), "{env} missing from:\n{help}");

@@ -26,7 +26,7 @@ use crate::paging::{
 };
 
 /// Limits on what an administrator may store.
-const MAX_DISPLAY_NAME_CHARS: usize = 64;
+pub(crate) const MAX_DISPLAY_NAME_CHARS: usize = 64;
 const MAX_FULL_NAME_CHARS: usize = 128;
 const MAX_EMAIL_CHARS: usize = 254;
 const MAX_TOKEN_NAME_CHARS: usize = 64;
@@ -34,7 +34,7 @@ const MAX_MODEL_CHARS: usize = 256;
 const MAX_URL_CHARS: usize = 2048;
 const MAX_KEY_REF_CHARS: usize = 1024;
 /// The auto-compaction threshold of a new configuration that names none.
-const DEFAULT_COMPRESSION_THRESHOLD: i32 = 70;
+pub(crate) const DEFAULT_COMPRESSION_THRESHOLD: i32 = 70;
 
 /// The admin service over a workspace store (users, tokens, organizations and model
 /// configurations live there).
@@ -151,7 +151,7 @@ fn provider(value: i32) -> Result<String, Status> {
         .ok_or_else(|| Status::invalid_argument("provider must be specified"))
 }
 
-fn check_model(model: &str) -> Result<String, Status> {
+pub(crate) fn check_model(model: &str) -> Result<String, Status> {
     let model = model.trim();
     if model.is_empty() {
         return Err(Status::invalid_argument("model must not be blank"));
@@ -160,7 +160,7 @@ fn check_model(model: &str) -> Result<String, Status> {
     Ok(model.to_owned())
 }
 
-fn check_base_url(url: &str) -> Result<String, Status> {
+pub(crate) fn check_base_url(url: &str) -> Result<String, Status> {
     let url = url.trim();
     check_len("base_url", url, MAX_URL_CHARS)?;
     if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
@@ -172,7 +172,7 @@ fn check_base_url(url: &str) -> Result<String, Status> {
 }
 
 /// `env:<NAME>` or `file:<path>` (or empty): a reference, never a key.
-fn check_key_ref(value: &str) -> Result<String, Status> {
+pub(crate) fn check_key_ref(value: &str) -> Result<String, Status> {
     let value = value.trim();
     check_len("api_key_ref", value, MAX_KEY_REF_CHARS)?;
     let valid = value.is_empty()
@@ -190,7 +190,7 @@ fn check_key_ref(value: &str) -> Result<String, Status> {
 }
 
 /// The providers that have no public endpoint need a base URL.
-fn check_provider_url(provider: &str, base_url: &str) -> Result<(), Status> {
+pub(crate) fn check_provider_url(provider: &str, base_url: &str) -> Result<(), Status> {
     if base_url.is_empty() && matches!(provider, "openai-compat" | "azure") {
         return Err(Status::invalid_argument(format!(
             "base_url is required for provider {provider}"
@@ -199,7 +199,7 @@ fn check_provider_url(provider: &str, base_url: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn check_context_limit(limit: i64) -> Result<i64, Status> {
+pub(crate) fn check_context_limit(limit: i64) -> Result<i64, Status> {
     if limit <= 0 {
         return Err(Status::invalid_argument("context_limit must be > 0"));
     }

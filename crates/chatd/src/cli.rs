@@ -1,11 +1,14 @@
-//! The `chatd` command line. Every flag can also be set through a `CHATD_*` environment variable;
-//! a flag given on the command line wins over the environment.
+//! The `chatd` command line. Every flag can also be set through a `CHATD_*` environment variable
+//! or a key of the configuration file (`--config`, see [`crate::config`]); the command line wins
+//! over the environment, which wins over the file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::seed::{ModelSeed, ModelSeeding, SeedProvider};
 
 /// chatd: a self-hosted control plane for AI coding agents.
 #[derive(Debug, Parser)]
@@ -16,6 +19,13 @@ pub struct Cli {
     #[arg(long, env = "CHATD_LOG", default_value = "info", global = true)]
     pub log_filter: String,
 
+    /// A TOML file of settings. Its keys are the long flags of the subcommand without the
+    /// dashes (`listen = "127.0.0.1:7420"`, `database-url = "postgres://…"`, `no-migrate =
+    /// true`, lists as arrays); `chatd serve` also reads `[[model]]` tables (see the README).
+    /// A flag or `CHATD_*` variable wins over the file.
+    #[arg(long, env = "CHATD_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -25,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: serve the gRPC API until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations (`migrations/postgres/`) and exit.
     Migrate(MigrateArgs),
     /// Run only the provisioner (workspace build jobs on the local backend), apart from the
@@ -178,6 +188,150 @@ pub struct ServeArgs {
     /// Timing of the chat engine and streams.
     #[command(flatten)]
     pub timing: TimingArgs,
+
+    /// Model providers seeded into model configurations at start.
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+
+    /// The `[[model]]` tables of the configuration file (not a flag).
+    #[arg(skip)]
+    pub file_models: Vec<ModelSeed>,
+}
+
+impl ServeArgs {
+    /// Every model to seed: the provider flags' first, then the configuration file's.
+    pub fn model_seeding(&self) -> ModelSeeding {
+        let mut seeds = self.providers.seeds();
+        seeds.extend(self.file_models.iter().cloned());
+        ModelSeeding {
+            organization: self.providers.models_organization.clone(),
+            seeds,
+        }
+    }
+}
+
+/// Model providers. A provider whose API key reference (or, for an OpenAI-compatible server,
+/// base URL) is given has its models added to the organization's model configurations at every
+/// start, unless there already (then only the key reference is updated). API keys are never
+/// flags: give a reference, `env:NAME` (chatd's environment) or `file:PATH`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Model providers")]
+pub struct ProviderArgs {
+    /// Where the Anthropic API key comes from (`env:ANTHROPIC_API_KEY`, `file:/run/secrets/…`);
+    /// seeds the `--anthropic-models`.
+    #[arg(long, env = "CHATD_ANTHROPIC_API_KEY_REF", value_name = "REF")]
+    pub anthropic_api_key_ref: Option<String>,
+
+    /// Anthropic models to seed, comma-separated.
+    #[arg(
+        long,
+        env = "CHATD_ANTHROPIC_MODELS",
+        value_delimiter = ',',
+        default_value = "claude-sonnet-4-5"
+    )]
+    pub anthropic_models: Vec<String>,
+
+    /// Anthropic's base URL (default: its public endpoint).
+    #[arg(long, env = "CHATD_ANTHROPIC_BASE_URL", value_name = "URL")]
+    pub anthropic_base_url: Option<String>,
+
+    /// Where the OpenAI API key comes from (`env:OPENAI_API_KEY`, `file:…`); seeds the
+    /// `--openai-models`.
+    #[arg(long, env = "CHATD_OPENAI_API_KEY_REF", value_name = "REF")]
+    pub openai_api_key_ref: Option<String>,
+
+    /// OpenAI models to seed, comma-separated.
+    #[arg(
+        long,
+        env = "CHATD_OPENAI_MODELS",
+        value_delimiter = ',',
+        default_value = "gpt-4.1"
+    )]
+    pub openai_models: Vec<String>,
+
+    /// OpenAI's base URL (default: its public endpoint).
+    #[arg(long, env = "CHATD_OPENAI_BASE_URL", value_name = "URL")]
+    pub openai_base_url: Option<String>,
+
+    /// Base URL of an OpenAI-compatible server (vLLM, Ollama, LiteLLM, …), e.g.
+    /// `http://127.0.0.1:8000/v1`; seeds the `--openai-compat-models`.
+    #[arg(
+        long,
+        env = "CHATD_OPENAI_COMPAT_BASE_URL",
+        value_name = "URL",
+        requires = "openai_compat_models"
+    )]
+    pub openai_compat_base_url: Option<String>,
+
+    /// Where the OpenAI-compatible server's API key comes from; none when not given.
+    #[arg(long, env = "CHATD_OPENAI_COMPAT_API_KEY_REF", value_name = "REF")]
+    pub openai_compat_api_key_ref: Option<String>,
+
+    /// The OpenAI-compatible server's models to seed, comma-separated (required with
+    /// `--openai-compat-base-url`).
+    #[arg(
+        long,
+        env = "CHATD_OPENAI_COMPAT_MODELS",
+        value_delimiter = ',',
+        requires = "openai_compat_base_url"
+    )]
+    pub openai_compat_models: Vec<String>,
+
+    /// The organization seeded models belong to (the first start creates `default`).
+    #[arg(
+        long,
+        env = "CHATD_MODELS_ORGANIZATION",
+        default_value = "default",
+        value_name = "NAME"
+    )]
+    pub models_organization: String,
+}
+
+impl ProviderArgs {
+    /// The models these flags name, in flag order.
+    pub fn seeds(&self) -> Vec<ModelSeed> {
+        let providers = [
+            (
+                SeedProvider::Anthropic,
+                self.anthropic_api_key_ref.as_ref(),
+                &self.anthropic_models,
+                self.anthropic_base_url.as_ref(),
+                self.anthropic_api_key_ref.as_ref(),
+            ),
+            (
+                SeedProvider::Openai,
+                self.openai_api_key_ref.as_ref(),
+                &self.openai_models,
+                self.openai_base_url.as_ref(),
+                self.openai_api_key_ref.as_ref(),
+            ),
+            (
+                SeedProvider::OpenaiCompat,
+                self.openai_compat_base_url.as_ref(),
+                &self.openai_compat_models,
+                self.openai_compat_base_url.as_ref(),
+                self.openai_compat_api_key_ref.as_ref(),
+            ),
+        ];
+        let mut seeds = Vec::new();
+        for (provider, enabled_by, models, base_url, key_ref) in providers {
+            if enabled_by.is_none() {
+                continue;
+            }
+            for model in models.iter().filter(|m| !m.trim().is_empty()) {
+                seeds.push(ModelSeed {
+                    provider,
+                    model: model.trim().to_owned(),
+                    display_name: String::new(),
+                    base_url: base_url.cloned().unwrap_or_default(),
+                    api_key_ref: key_ref.cloned().unwrap_or_default(),
+                    context_limit: None,
+                    default: false,
+                });
+            }
+        }
+        seeds
+    }
 }
 
 /// Timing knobs of the chat engine and of chat streams (spec/engine.md §18). The defaults are
@@ -284,6 +438,53 @@ mod tests {
         );
         let fast = parse(&["--lease-stale-after", "3s", "--heartbeat-interval", "1s"]).unwrap();
         assert_eq!(fast.lease_stale_after, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn provider_flags_seed_their_models_only_when_configured() {
+        let seeds = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(["chatd", "serve"].iter().chain(extra)).unwrap();
+            let Command::Serve(args) = cli.command else {
+                panic!("expected serve");
+            };
+            args.model_seeding().seeds
+        };
+        assert!(seeds(&[]).is_empty(), "no credentials, no models");
+        let seeded = seeds(&[
+            "--openai-api-key-ref",
+            "env:OPENAI_API_KEY",
+            "--openai-compat-base-url",
+            "http://127.0.0.1:8000/v1",
+            "--openai-compat-models",
+            "qwen,llama",
+        ]);
+        let summary: Vec<(&str, &str, &str, &str)> = seeded
+            .iter()
+            .map(|s| {
+                (
+                    s.provider.kind(),
+                    s.model.as_str(),
+                    s.base_url.as_str(),
+                    s.api_key_ref.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("openai", "gpt-4.1", "", "env:OPENAI_API_KEY"),
+                ("openai-compat", "qwen", "http://127.0.0.1:8000/v1", ""),
+                ("openai-compat", "llama", "http://127.0.0.1:8000/v1", "")
+            ]
+        );
+        let err = Cli::try_parse_from([
+            "chatd",
+            "serve",
+            "--openai-compat-base-url",
+            "http://127.0.0.1:8000/v1",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--openai-compat-models"), "{err}");
     }
 
     #[test]

@@ -3,14 +3,20 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use chatd::cli::{Cli, Command};
+use chatd::cli::Command;
 use chatd::{DatabaseConfig, ServeConfig, ShutdownSignals};
-use clap::Parser as _;
 use tracing::error;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match chatd::config::parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(chatd::config::ConfigError::Cli(err)) => err.exit(),
+        Err(err) => {
+            eprintln!("chatd: {}", chatd::error_chain(&err));
+            return ExitCode::from(2);
+        }
+    };
     let filter = match EnvFilter::try_new(&cli.log_filter) {
         Ok(filter) => filter,
         Err(err) => {
@@ -53,6 +59,7 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
             let signals = ShutdownSignals::install()?;
             let config = ServeConfig {
                 timing,
+                models: args.model_seeding(),
                 listen: args.listen,
                 shutdown_grace: args.shutdown_grace,
                 database: args.database_url.map(|url| DatabaseConfig {

@@ -47,6 +47,8 @@ pub struct ServeConfig {
     pub provisioner: Option<crate::provision::ProvisionerSettings>,
     /// Timing of the engine and the streams.
     pub timing: Timing,
+    /// Model configurations to seed at start (needs a database).
+    pub models: crate::seed::ModelSeeding,
 }
 
 /// Timing knobs of `chatd serve` (spec/engine.md §18); the defaults are the spec's.
@@ -122,6 +124,7 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ChatdError> {
+    config.models.check()?;
     // The database comes first: the daemon reports SERVING only once its schema is current.
     let pool = match &config.database {
         Some(db) => {
@@ -135,6 +138,11 @@ pub async fn serve(
                 // Not fatal: e.g. with --no-migrate the schema may not exist yet; the next start
                 // tries again (it acts only while the database has no user).
                 warn!(error = %err, path = %path.display(), "cannot create the first admin");
+            }
+            let store = PgStore::new(pool.clone(), StoreConfig::default());
+            if let Err(err) = config.models.apply(&store).await {
+                // Not fatal either, for the same reason; the next start tries again.
+                warn!(error = %crate::error_chain(&err), "cannot seed the configured models");
             }
             Some(pool)
         }

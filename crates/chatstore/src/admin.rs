@@ -184,6 +184,27 @@ pub struct NewModelConfig {
     pub options: serde_json::Value,
 }
 
+/// What [`WorkspaceStore::seed_model_config`](crate::workspace::WorkspaceStore::seed_model_config)
+/// did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seeded {
+    /// No configuration had the seed's provider, model and base URL: this one was added.
+    Created(ModelConfigRecord),
+    /// One had them, with another API key reference, which now is the seed's.
+    KeyChanged(ModelConfigRecord),
+    /// One had them and the same key reference: nothing changed.
+    Unchanged(ModelConfigRecord),
+}
+
+impl Seeded {
+    /// The configuration, whatever happened to it.
+    pub fn record(&self) -> &ModelConfigRecord {
+        match self {
+            Self::Created(r) | Self::KeyChanged(r) | Self::Unchanged(r) => r,
+        }
+    }
+}
+
 /// Changes to a model configuration; `None` leaves a field as it is.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelConfigChanges {

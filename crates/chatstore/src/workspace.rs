@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::admin::{
     ApiToken, ModelConfigChanges, ModelConfigRecord, NewModelConfig, NewUser, NewestFirstCursor,
-    Organization, User, UserChanges, UserListQuery,
+    Organization, Seeded, User, UserChanges, UserListQuery,
 };
 
 /// Derived provisioner job status (spec/engine.md §8.6).
@@ -865,6 +865,13 @@ pub trait WorkspaceStore: Send + Sync {
         &self,
         config: &NewModelConfig,
     ) -> Result<ModelConfigRecord, StoreError>;
+    /// Makes sure the organization has a configuration with `config`'s provider, model and base
+    /// URL (how operators seed models from the daemon's configuration). A missing one is added
+    /// as by [`add_model_config`](Self::add_model_config); an existing one only takes the API
+    /// key reference (its other settings are the administrators'). Seeders of one organization
+    /// run one at a time, so replicas starting together add one configuration, not two. An
+    /// unknown organization is [`StoreError::NotFound`].
+    async fn seed_model_config(&self, config: &NewModelConfig) -> Result<Seeded, StoreError>;
     /// Reads a non-deleted model configuration; `None` when there is none.
     async fn model_config(&self, id: Uuid) -> Result<Option<ModelConfigRecord>, StoreError>;
     /// An organization's non-deleted model configurations (only enabled ones with

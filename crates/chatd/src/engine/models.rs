@@ -82,7 +82,7 @@ impl ModelClients {
 }
 
 /// Resolves an API key reference: empty = no key, `env:NAME`, `file:PATH`.
-fn read_key(reference: &str) -> Result<Option<String>, ()> {
+pub(crate) fn read_key(reference: &str) -> Result<Option<String>, ()> {
     if reference.is_empty() {
         return Ok(None);
     }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::admin::{
     ApiToken, ModelConfigChanges, ModelConfigRecord, NewModelConfig, NewUser, NewestFirstCursor,
-    Organization, User, UserChanges, UserListQuery,
+    Organization, Seeded, User, UserChanges, UserListQuery,
 };
 use crate::workspace::NewApiKey;
 
@@ -551,25 +551,40 @@ pub(super) async fn add_model_config(
     pool: &PgPool,
     c: &NewModelConfig,
 ) -> Result<ModelConfigRecord, StoreError> {
+    check_new_default(c)?;
+    let mut tx = pool.begin().await?;
+    lock_organization(&mut tx, c.organization_id).await?;
+    let created = insert_model_config(&mut tx, c).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+fn check_new_default(c: &NewModelConfig) -> Result<(), StoreError> {
     if c.is_default && !c.enabled {
         return Err(StoreError::InvalidInput(
             "a disabled model configuration cannot be the default".into(),
         ));
     }
-    let mut tx = pool.begin().await?;
-    lock_organization(&mut tx, c.organization_id).await?;
+    Ok(())
+}
+
+/// Inserts a configuration with its own provider row; the caller holds the organization's lock.
+async fn insert_model_config(
+    conn: &mut PgConnection,
+    c: &NewModelConfig,
+) -> Result<ModelConfigRecord, StoreError> {
     let has_default: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM chat_model_configs
                          WHERE organization_id = $1 AND is_default AND NOT deleted)",
     )
     .bind(c.organization_id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     let is_default = c.enabled && (c.is_default || !has_default);
-    let provider_id = insert_provider(&mut tx, &c.provider, &c.api_key_ref, &c.base_url).await?;
+    let provider_id = insert_provider(conn, &c.provider, &c.api_key_ref, &c.base_url).await?;
     let id = Uuid::new_v4();
     if is_default {
-        clear_default(&mut tx, c.organization_id, id).await?;
+        clear_default(conn, c.organization_id, id).await?;
     }
     sqlx::query(
         "INSERT INTO chat_model_configs
@@ -589,12 +604,67 @@ pub(super) async fn add_model_config(
     .bind(c.max_output_tokens)
     .bind(c.temperature)
     .bind(&c.options)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
     .map_err(model_config_check)?;
-    let created = read_model_config(&mut tx, id).await?;
+    existing_model_config(conn, id).await
+}
+
+/// A configuration that must exist (it was just found or written in this transaction).
+async fn existing_model_config(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<ModelConfigRecord, StoreError> {
+    read_model_config(conn, id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("model configuration {id} not found")))
+}
+
+pub(super) async fn seed_model_config(
+    pool: &PgPool,
+    c: &NewModelConfig,
+) -> Result<Seeded, StoreError> {
+    check_new_default(c)?;
+    let mut tx = pool.begin().await?;
+    // The organization's lock serialises seeders: replicas starting together add one row.
+    lock_organization(&mut tx, c.organization_id).await?;
+    let existing: Option<Uuid> = sqlx::query_scalar(
+        "SELECT m.id FROM chat_model_configs m
+           JOIN chat_providers p ON p.id = m.provider_id
+          WHERE m.organization_id = $1 AND NOT m.deleted
+            AND p.provider = $2 AND m.model = $3 AND p.base_url = $4
+          ORDER BY m.created_at, m.id
+          LIMIT 1",
+    )
+    .bind(c.organization_id)
+    .bind(&c.provider)
+    .bind(&c.model)
+    .bind(&c.base_url)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let seeded = match existing {
+        None => Seeded::Created(insert_model_config(&mut tx, c).await?),
+        Some(id) => {
+            let current = existing_model_config(&mut tx, id).await?;
+            if current.api_key_ref == c.api_key_ref {
+                Seeded::Unchanged(current)
+            } else {
+                // Only the key reference follows the seed; everything else is the admins'.
+                let provider_id =
+                    insert_provider(&mut tx, &c.provider, &c.api_key_ref, &c.base_url).await?;
+                sqlx::query(
+                    "UPDATE chat_model_configs SET provider_id = $2, updated_at = now() WHERE id = $1",
+                )
+                .bind(id)
+                .bind(provider_id)
+                .execute(&mut *tx)
+                .await?;
+                Seeded::KeyChanged(existing_model_config(&mut tx, id).await?)
+            }
+        }
+    };
     tx.commit().await?;
-    created.ok_or_else(|| StoreError::NotFound(format!("model configuration {id} not found")))
+    Ok(seeded)
 }
 
 pub(super) async fn model_config(

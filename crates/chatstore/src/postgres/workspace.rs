@@ -13,7 +13,7 @@ use super::admin::{self, like_pattern};
 use crate::StoreError;
 use crate::admin::{
     ApiToken, ModelConfigChanges, ModelConfigRecord, NewModelConfig, NewUser, NewestFirstCursor,
-    Organization, User, UserChanges, UserListQuery,
+    Organization, Seeded, User, UserChanges, UserListQuery,
 };
 use crate::pubsub::{AGENT_CHANNEL, AgentUpdate, JOB_CHANNEL, JobUpdate};
 use crate::workspace::{
@@ -1670,6 +1670,10 @@ impl WorkspaceStore for PgStore {
         config: &NewModelConfig,
     ) -> Result<ModelConfigRecord, StoreError> {
         admin::add_model_config(self.pool(), config).await
+    }
+
+    async fn seed_model_config(&self, config: &NewModelConfig) -> Result<Seeded, StoreError> {
+        admin::seed_model_config(self.pool(), config).await
     }
 
     async fn model_config(&self, id: Uuid) -> Result<Option<ModelConfigRecord>, StoreError> {

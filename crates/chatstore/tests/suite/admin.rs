@@ -443,6 +443,99 @@ async fn model_configs_keep_one_enabled_default() {
 }
 
 #[tokio::test]
+async fn seeding_adds_a_model_once_and_follows_only_its_key_reference() {
+    use chatstore::admin::Seeded as Seed;
+    let s = Seeded::new().await;
+    let store = store(&s);
+    let before = store
+        .list_model_configs(s.org, false, 0, 100)
+        .await
+        .unwrap()
+        .len();
+    let seed = NewModelConfig {
+        provider: "openai-compat".into(),
+        base_url: "http://127.0.0.1:9/v1".into(),
+        api_key_ref: String::new(),
+        ..model(&s, "local")
+    };
+
+    // Replicas starting together: one configuration, whoever wins.
+    let (a, b) = tokio::join!(
+        store.seed_model_config(&seed),
+        store.seed_model_config(&seed)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.record().id, b.record().id);
+    let created = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Seed::Created(_)))
+        .count();
+    assert_eq!(created, 1, "{a:?} {b:?}");
+    let id = a.record().id;
+    assert_eq!(
+        store
+            .list_model_configs(s.org, false, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        before + 1
+    );
+
+    // The administrators' changes stay; a new key reference is taken.
+    store
+        .update_model_config(
+            id,
+            &ModelConfigChanges {
+                display_name: Some("Local".into()),
+                context_limit: Some(32_768),
+                ..ModelConfigChanges::default()
+            },
+        )
+        .await
+        .unwrap();
+    let again = store.seed_model_config(&seed).await.unwrap();
+    assert!(matches!(again, Seed::Unchanged(_)), "{again:?}");
+    let rotated = store
+        .seed_model_config(&NewModelConfig {
+            api_key_ref: "file:/run/secrets/local".into(),
+            ..seed.clone()
+        })
+        .await
+        .unwrap();
+    let Seed::KeyChanged(record) = rotated else {
+        panic!("expected a key change, got {rotated:?}");
+    };
+    assert_eq!(
+        (
+            record.id,
+            record.display_name.as_str(),
+            record.context_limit,
+            record.api_key_ref.as_str()
+        ),
+        (id, "Local", 32_768, "file:/run/secrets/local")
+    );
+
+    // Another base URL is another model; an unknown organization is NOT_FOUND.
+    let other = store
+        .seed_model_config(&NewModelConfig {
+            base_url: "http://127.0.0.1:10/v1".into(),
+            ..seed.clone()
+        })
+        .await
+        .unwrap();
+    assert!(matches!(other, Seed::Created(_)), "{other:?}");
+    let missing = store
+        .seed_model_config(&NewModelConfig {
+            organization_id: Uuid::new_v4(),
+            ..seed
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
+    s.finish().await;
+}
+
+#[tokio::test]
 async fn template_and_workspace_listings_for_the_api() {
     let s = Seeded::new().await;
     let store = store(&s);

@@ -1,0 +1,147 @@
+//! `chatd serve` configured through a TOML file and provider flags: the models it names are
+//! seeded into the organization once, turns use them with the referenced key, the environment
+//! wins over the file, and a bad file stops the start with a message that names it.
+
+use std::time::Duration;
+
+use chatd_e2e::workspace_binary;
+use chatd_e2e::workspaces::Harness;
+use chatproto::chatd::v1 as pb;
+use chatstore::workspace::WorkspaceStore as _;
+use chattest::emulator::Emulator;
+use nix::sys::signal::Signal;
+
+use super::chat_api::{Client, reply};
+
+/// `(provider, model, is_default)` of the organization's model configurations.
+async fn models(h: &Harness) -> Vec<(String, String, bool)> {
+    let mut rows: Vec<(String, String, bool)> = h
+        .store
+        .list_model_configs(h.organization, false, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.provider, c.model, c.is_default))
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn a_config_file_seeds_models_once_and_turns_use_the_referenced_key() {
+    let h = Harness::bare().await;
+    let emulator = Emulator::start(vec![reply("Seeded and answering.")])
+        .await
+        .unwrap();
+    let config = h.data_dir.0.join("chatd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            # What an operator writes once.
+            shutdown-grace = "2s"
+            models-organization = "acme"
+            openai-compat-base-url = "{emu}/v1"
+            openai-compat-models = ["compat-model"]
+
+            [[model]]
+            provider = "anthropic"
+            model = "claude-seeded"
+            base-url = "{emu}"
+            api-key-ref = "env:E2E_ANTHROPIC_KEY"
+            default = true
+            "#,
+            emu = emulator.base_url()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let start = |env: Vec<(&'static str, &'static str)>| {
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &h.db.url,
+            "--config",
+            &config,
+        ];
+        async move { chatd_e2e::Daemon::start(&args, &env).await.unwrap() }
+    };
+
+    let daemon = start(vec![("E2E_ANTHROPIC_KEY", "sk-e2e-seeded")]).await;
+    assert_eq!(
+        models(&h).await,
+        [
+            ("anthropic".into(), "claude-seeded".into(), true),
+            ("openai-compat".into(), "compat-model".into(), false),
+        ],
+        "{}",
+        daemon.log()
+    );
+    // A chat that names no model gets the seeded default, called with the referenced key.
+    let mut client = Client::new(&daemon, &key.token).await;
+    let chat = client.create("hello").await.unwrap();
+    client.until(&chat.id, pb::ChatStatus::Waiting).await;
+    let requests = emulator.requests();
+    assert_eq!(requests.len(), 1, "{}", daemon.log());
+    assert_eq!(requests[0].path, "/v1/messages");
+    assert_eq!(requests[0].header("x-api-key"), Some("sk-e2e-seeded"));
+    assert_eq!(requests[0].body["model"], "claude-seeded");
+    daemon
+        .stop(Signal::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // A restart seeds nothing new. The environment wins over the file: pointed at an
+    // organization that does not exist, the daemon says so and serves anyway.
+    let daemon = start(vec![("CHATD_MODELS_ORGANIZATION", "nowhere")]).await;
+    assert!(
+        daemon
+            .log()
+            .contains("cannot seed models: no such organization"),
+        "{}",
+        daemon.log()
+    );
+    drop(daemon);
+    let daemon = start(vec![]).await;
+    assert_eq!(models(&h).await.len(), 2, "{}", daemon.log());
+    assert!(
+        daemon.log().contains("already configured"),
+        "{}",
+        daemon.log()
+    );
+    drop(daemon);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_bad_config_file_stops_the_start_and_names_the_file_and_key() {
+    let dir = chatd_e2e::workspaces::tempdir::Dir::create();
+    let chatd = workspace_binary("chatd").unwrap();
+    for (text, says) in [
+        ("listen-on = \"127.0.0.1:0\"\n", "unknown key `listen-on`"),
+        ("shutdown-grace = \"soon\"\n", "--shutdown-grace"),
+        (
+            "[[model]]\nprovider = \"openai-compat\"\nmodel = \"m\"\n",
+            "base_url is required for provider openai-compat",
+        ),
+    ] {
+        let path = dir.0.join("chatd.toml");
+        std::fs::write(&path, text).unwrap();
+        let output = tokio::process::Command::new(&chatd)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "{text} was accepted");
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(log.contains(says), "{text}: {log}");
+        assert!(
+            log.contains("chatd.toml") || log.contains("invalid configuration"),
+            "{text}: {log}"
+        );
+    }
+}
