@@ -9,6 +9,7 @@ mod chatctl;
 mod config;
 mod engine;
 mod migrate;
+mod python_client;
 mod resolver;
 mod serve;
 mod streams;

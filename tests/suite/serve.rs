@@ -64,10 +64,12 @@ async fn serve_answers_health_and_reflection_and_exits_cleanly_on_sigterm() {
         services.contains(&"grpc.health.v1.Health".to_owned()),
         "{services:?}"
     );
-    assert!(
-        services.contains(&"grpc.reflection.v1.ServerReflection".to_owned()),
-        "{services:?}"
-    );
+    for reflection in [
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(services.contains(&reflection.to_owned()), "{services:?}");
+    }
     // Services that are not implemented yet must not be advertised.
     assert!(
         !services.iter().any(|s| s.starts_with("chatd.v1.")),

@@ -1,7 +1,7 @@
 //! The chatd daemon: the process that serves chatd's gRPC API.
 //!
 //! Today this crate holds the command line ([`cli`]), the server ([`serve`]): a tonic server with
-//! `grpc.health.v1` and gRPC server reflection (v1) that shuts down cleanly on a signal and, with
+//! `grpc.health.v1` and gRPC server reflection (v1 and v1alpha) that shuts down cleanly on a signal and, with
 //! a database, serves the chat API ([`chats`]), the workspace agents' API ([`agentapi`]),
 //! templates ([`templates`]), workspaces ([`workspaces`]) and administration ([`admin`]), runs the provisioner ([`provision`]) and the chat engine
 //! ([`engine`]: the worker, its runners and their tasks, with the workspace-connection

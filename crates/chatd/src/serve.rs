@@ -92,6 +92,7 @@ pub struct DatabaseConfig {
 const ALWAYS_SERVED: &[&str] = &[
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
 ];
 
 /// Services served when a database is configured.
@@ -164,16 +165,26 @@ pub async fn serve(
         .set_service_status("", ServingStatus::Serving)
         .await;
 
-    let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(chatproto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    let served = ALWAYS_SERVED
+    // Reflection in both versions: v1 for current tools, v1alpha for the many clients that
+    // still speak only it (Python's grpcio-reflection, older grpcurl).
+    let served: Vec<&str> = ALWAYS_SERVED
         .iter()
-        .chain(pool.as_ref().map_or(&[][..], |_| DATABASE_SERVED));
-    for name in served {
-        reflection = reflection.with_service_name(*name);
-    }
-    let reflection = reflection.build_v1().map_err(ChatdError::Reflection)?;
+        .chain(pool.as_ref().map_or(&[][..], |_| DATABASE_SERVED))
+        .copied()
+        .collect();
+    let reflection = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(chatproto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for name in &served {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    let reflection_v1 = reflection().build_v1().map_err(ChatdError::Reflection)?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(ChatdError::Reflection)?;
 
     // One store serves every API: chats, workspaces, tokens and agents live in the same database.
     let store = pool
@@ -268,7 +279,8 @@ pub async fn serve(
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_optional_service(agent_api)
         .add_optional_service(templates)
         .add_optional_service(admin)

@@ -7,3 +7,25 @@
 //! frames) at a chosen point, and records every request.
 
 pub mod emulator;
+
+/// The Python interpreter of the tests that drive chatd from Python (the official provider SDKs,
+/// a `grpcio` client): `CHATD_SDK_PYTHON` when set, else the venv `scripts/test` creates at
+/// `target/sdk-venv` with `anthropic`, `openai`, `grpcio`, `grpcio-reflection` and `protobuf`.
+///
+/// # Panics
+/// When neither exists, with a message that says how to get one: these tests are part of the
+/// suite and must not pass by being skipped.
+pub fn python() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("CHATD_SDK_PYTHON") {
+        return path.into();
+    }
+    let venv =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/sdk-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the Python test packages are not installed: run scripts/test (it creates \
+         target/sdk-venv) or set CHATD_SDK_PYTHON to an interpreter that has anthropic, openai, \
+         grpcio, grpcio-reflection and protobuf"
+    );
+    venv
+}

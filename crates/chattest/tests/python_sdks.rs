@@ -1,7 +1,7 @@
 //! Conformance: the official Python SDKs (`anthropic`, `openai` from PyPI) parse every scripted
 //! turn the emulator sends, and see its faults as the errors they expect. `scripts/test`
 //! installs the SDKs into `target/sdk-venv`; `CHATD_SDK_PYTHON` may point at another
-//! interpreter that has them.
+//! interpreter that has them (see [`chattest::python`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
 
@@ -10,22 +10,9 @@ use std::path::PathBuf;
 use chattest::emulator::{Emulator, FaultKind, FaultPoint, ScriptPart, Turn};
 use serde_json::Value;
 
-fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHATD_SDK_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/sdk-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the Python SDKs are not installed: run scripts/test (it creates target/sdk-venv with \
-         `anthropic` and `openai`) or set CHATD_SDK_PYTHON to an interpreter that has them"
-    );
-    venv
-}
-
 async fn run_sdks(emulator: &Emulator, scenarios: &[&str]) -> Vec<Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk_conformance.py");
-    let output = tokio::process::Command::new(python())
+    let output = tokio::process::Command::new(chattest::python())
         .arg(script)
         .arg(emulator.base_url())
         .args(scenarios)
