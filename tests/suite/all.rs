@@ -8,6 +8,7 @@ mod chat_tools;
 mod chatctl;
 mod config;
 mod engine;
+mod metrics;
 mod migrate;
 mod python_client;
 mod resolver;

@@ -137,6 +137,7 @@ async fn help_documents_every_flag_with_its_environment_variable() {
         ("--log-filter", "CHATD_LOG"),
         ("--no-bootstrap-admin", "CHATD_NO_BOOTSTRAP_ADMIN"),
         ("--config", "CHATD_CONFIG"),
+        ("--metrics-listen", "CHATD_METRICS_LISTEN"),
         ("--anthropic-api-key-ref", "CHATD_ANTHROPIC_API_KEY_REF"),
         ("--openai-api-key-ref", "CHATD_OPENAI_API_KEY_REF"),
         ("--openai-compat-base-url", "CHATD_OPENAI_COMPAT_BASE_URL"),

@@ -151,6 +151,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CHATD_LISTEN", default_value = "127.0.0.1:7420")]
     pub listen: SocketAddr,
 
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g. `127.0.0.1:9464`; port 0
+    /// picks a free port (logged as `metrics_at=`). Off when not given.
+    #[arg(long, env = "CHATD_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// How long in-flight calls and open streams may take to finish after SIGINT or SIGTERM
     /// before the daemon closes them and exits (e.g. `10s`, `1m`).
     #[arg(long, env = "CHATD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]

@@ -22,6 +22,7 @@ pub mod config;
 mod convert;
 pub mod engine;
 mod error;
+pub mod metrics;
 mod paging;
 pub mod parts;
 pub mod provision;

@@ -60,6 +60,7 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
             let config = ServeConfig {
                 timing,
                 models: args.model_seeding(),
+                metrics_listen: args.metrics_listen,
                 listen: args.listen,
                 shutdown_grace: args.shutdown_grace,
                 database: args.database_url.map(|url| DatabaseConfig {

@@ -125,12 +125,15 @@ impl ChatPartsRelay for PartsRelay {
             return Err(Status::unauthenticated("wrong relay secret"));
         }
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(serve_call(
-            self.parts.clone(),
-            request.into_inner(),
-            tx,
-            self.subscriber_timeout,
-        ));
+        crate::metrics::spawn_stream(
+            "relay",
+            serve_call(
+                self.parts.clone(),
+                request.into_inner(),
+                tx,
+                self.subscriber_timeout,
+            ),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

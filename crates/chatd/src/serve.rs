@@ -49,6 +49,8 @@ pub struct ServeConfig {
     pub timing: Timing,
     /// Model configurations to seed at start (needs a database).
     pub models: crate::seed::ModelSeeding,
+    /// Where to serve Prometheus metrics; `None` = nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Timing knobs of `chatd serve` (spec/engine.md §18); the defaults are the spec's.
@@ -147,6 +149,10 @@ pub async fn serve(
             }
             Some(pool)
         }
+        None => None,
+    };
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(crate::metrics::serve_metrics(addr).await?),
         None => None,
     };
     let listener = TcpListener::bind(config.listen)
@@ -319,6 +325,9 @@ pub async fn serve(
         provisioner_stopped,
         engine_stopped
     );
+    if let Some(metrics) = metrics {
+        metrics.stop().await;
+    }
     match served {
         Ok(result) => result.map_err(ChatdError::Serve)?,
         Err(_) => warn!("grace period over; closing the remaining calls"),

@@ -107,7 +107,7 @@ impl Streams {
             relay,
             tx,
         };
-        tokio::spawn(stream.run(updates, parts));
+        crate::metrics::spawn_stream("chat", stream.run(updates, parts));
         ReceiverStream::new(rx)
     }
 }

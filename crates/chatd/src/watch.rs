@@ -82,7 +82,7 @@ impl Watches {
             tx,
             subscriber_timeout: self.subscriber_timeout,
         };
-        tokio::spawn(watch.run(updates, self.poll_interval));
+        crate::metrics::spawn_stream("watch", watch.run(updates, self.poll_interval));
         ReceiverStream::new(rx)
     }
 }

@@ -364,6 +364,7 @@ async fn on_failure(
     let c = classify(err.as_ref(), &ctx).with_provider(provider);
     let (err, c) = normalize_attempt_error(err, c, &ctx);
     let c = c.with_provider(provider);
+    crate::metrics::classified(provider, c.source.as_str());
     if !c.retryable {
         finish_error(t, &c, RetryStatus::Terminal, attempt, Some(attempt)).await?;
         return Ok(Outcome::Committed);
@@ -424,6 +425,11 @@ async fn on_failure(
         Some(attempt),
     )
     .await?;
+    let kind = event
+        .classification
+        .kind
+        .map_or("unknown", ErrorKind::as_str);
+    crate::metrics::retried(kind, provider);
     t.sleep(delay).await?;
     Ok(Outcome::RetryScheduled)
 }
@@ -461,7 +467,9 @@ async fn execute_tools(
                 return ToolResult::error(format!("Tool not found: {}", call.name));
             };
             parts.tool_started(key, &call.id);
+            let started = std::time::Instant::now();
             let result = tool.call(&ctx, &call.args).await;
+            crate::metrics::tool_finished(&call.name, result.is_error, started.elapsed());
             parts.tool_finished(key, &call.id);
             result
         }));

@@ -39,6 +39,7 @@ use chattool::{Tool, ToolSettings};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::metrics::TurnOutcome;
 use crate::parts::{PartBuffer, PartBufferConfig};
 use crate::resolver::{AgentConnector, ResolverSettings};
 use step::BufferedPart;
@@ -206,6 +207,15 @@ impl TaskCtx {
                     .apply(self.chat_id, change.clone(), Some(fence))
             })
             .await?;
+        let ended = match change {
+            Change::FinishTurn => Some(TurnOutcome::Completed),
+            Change::FinishError { .. } => Some(TurnOutcome::Error),
+            Change::FinishInterruption { .. } => Some(TurnOutcome::Interrupted),
+            _ => None,
+        };
+        if let Some(outcome) = ended {
+            crate::metrics::turn_finished(outcome);
+        }
         let _ = self.hint.send(ChatUpdate::from_chat(&applied.chat));
         Ok(applied)
     }

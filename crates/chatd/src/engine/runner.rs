@@ -77,7 +77,11 @@ pub(crate) fn spawn(
         last: None,
         active: None,
     };
-    let task = tokio::spawn(runner.run(rx));
+    let live = crate::metrics::Live::runner();
+    let task = tokio::spawn(async move {
+        let _live = live;
+        runner.run(rx).await;
+    });
     RunnerHandle {
         runner_id,
         events,

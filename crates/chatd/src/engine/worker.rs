@@ -207,6 +207,10 @@ async fn acquisition_pass(shared: &Arc<Shared>, root: &CancelToken) {
             match store.acquire(chat_id, shared.worker_id, runner_id).await {
                 Ok(Some(chat)) => {
                     acquired += 1;
+                    let lag = (chrono::Utc::now() - chat.updated_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    crate::metrics::acquired(lag);
                     tracing::info!(%chat_id, %runner_id, status = %chat.status, "acquired chat");
                     let handle = runner::spawn(shared.clone(), chat_id, runner_id, root);
                     let _ = handle.events.send(ChatUpdate::from_chat(&chat));
