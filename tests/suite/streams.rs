@@ -437,3 +437,53 @@ async fn a_watch_reports_new_chats_status_and_title_changes_and_dynamic_calls_of
     );
     h.finish().await;
 }
+
+/// Reads a stream until it fails, and returns the status it failed with.
+async fn end_status<T>(stream: &mut Streaming<T>, what: &str) -> tonic::Status {
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.message()).await {
+            Err(_) => panic!("{what} did not end"),
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => panic!("{what} ended without a status"),
+            Ok(Err(status)) => return status,
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_with_unavailable_instead_of_waiting_out_the_grace() {
+    let h = Harness::bare().await;
+    let emulator = Emulator::start(vec![reply("Hello.")]).await.unwrap();
+    model(&h, &emulator).await;
+    let key = h.store.create_api_key(h.user, "ada", None).await.unwrap();
+    // A grace far longer than the test may take: only draining lets the daemon exit in time.
+    let daemon = daemon_with(&h, &["--shutdown-grace", "120s"]).await;
+    let mut client = Client::new(&daemon, &key.token).await;
+    let chat = client.create("hi").await.unwrap();
+    client.until(&chat.id, pb::ChatStatus::Waiting).await;
+
+    let mut stream = client.stream(&chat.id, None).await.unwrap();
+    let bootstrap = tokio::time::timeout(PATIENCE, stream.message()).await;
+    assert!(matches!(bootstrap, Ok(Ok(Some(_)))), "{bootstrap:?}");
+    let request = client.req(pb::WatchChatsRequest::default());
+    let mut watch = client
+        .inner
+        .watch_chats(request)
+        .await
+        .unwrap()
+        .into_inner();
+
+    let log = daemon.log();
+    let (stopped, chat_end, watch_end) = tokio::join!(
+        daemon.stop(Signal::SIGTERM, Duration::from_secs(60)),
+        end_status(&mut stream, "the chat stream"),
+        end_status(&mut watch, "the watch"),
+    );
+    let status = stopped.unwrap_or_else(|e| panic!("the daemon did not exit: {e}\n{log}"));
+    assert!(status.success(), "{status:?}\n{log}");
+    for end in [chat_end, watch_end] {
+        assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+        assert_eq!(end.message(), "chatd server inflight closed");
+    }
+    h.finish().await;
+}

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod builds;
 pub mod chats;
 pub mod cli;
+pub mod closing;
 pub mod config;
 mod convert;
 pub mod engine;

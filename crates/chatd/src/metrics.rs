@@ -115,18 +115,6 @@ impl Live {
     }
 }
 
-/// Spawns the task that feeds one client stream of this `kind`, counted while it runs.
-pub(crate) fn spawn_stream<F>(kind: &'static str, task: F) -> tokio::task::JoinHandle<()>
-where
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    let live = Live::stream(kind);
-    tokio::spawn(async move {
-        let _live = live;
-        task.await;
-    })
-}
-
 impl Drop for Live {
     fn drop(&mut self) {
         self.0.decrement(1.0);

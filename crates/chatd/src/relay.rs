@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::auth::{bearer, parse_id};
+use crate::closing::{Closing, spawn_client_stream};
 use crate::convert;
 use crate::engine::step::BufferedPart;
 use crate::parts::{EpisodeKey, PartBuffer, PartSubscription};
@@ -84,21 +85,25 @@ pub struct PartsRelay {
     parts: PartBuffer<BufferedPart>,
     secret: RelaySecret,
     subscriber_timeout: Duration,
+    closing: Closing,
 }
 
 impl PartsRelay {
     /// The service over this replica's buffer. `secret` is the deployment's relay secret;
     /// a caller that does not present it as `authorization: Bearer <secret>` is refused.
-    /// A consumer that does not take a batch within `subscriber_timeout` is cut off.
+    /// A consumer that does not take a batch within `subscriber_timeout` is cut off; every
+    /// call ends when `closing` fires.
     pub fn new(
         parts: PartBuffer<BufferedPart>,
         secret: RelaySecret,
         subscriber_timeout: Duration,
+        closing: Closing,
     ) -> Self {
         Self {
             parts,
             secret,
             subscriber_timeout,
+            closing,
         }
     }
 
@@ -125,15 +130,13 @@ impl ChatPartsRelay for PartsRelay {
             return Err(Status::unauthenticated("wrong relay secret"));
         }
         let (tx, rx) = mpsc::channel(4);
-        crate::metrics::spawn_stream(
-            "relay",
-            serve_call(
-                self.parts.clone(),
-                request.into_inner(),
-                tx,
-                self.subscriber_timeout,
-            ),
+        let task = serve_call(
+            self.parts.clone(),
+            request.into_inner(),
+            tx.clone(),
+            self.subscriber_timeout,
         );
+        spawn_client_stream("relay", &self.closing, tx, task);
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -21,6 +21,7 @@ use crate::ChatdError;
 use crate::admin::Admin;
 use crate::agentapi::AgentApi;
 use crate::chats::Chats;
+use crate::closing::Closer;
 use crate::engine::{Engine, EngineConfig};
 use crate::relay::{PartSource, PartsRelay, RelaySecret};
 use crate::stream::{StreamConfig, Streams};
@@ -224,6 +225,7 @@ pub async fn serve(
     // The chat engine runs wherever there is a database: it owns the runnable chats it acquires.
     // Streams read the same notifications and the engine's live parts (or, through the relay,
     // another replica's).
+    let (closer, closing) = Closer::new();
     let mut engine = None;
     let mut chats = None;
     let mut relay = None;
@@ -250,6 +252,7 @@ pub async fn serve(
                 started.parts().clone(),
                 secret.clone(),
                 streams.subscriber_timeout,
+                closing.clone(),
             )
             .into_server(),
         );
@@ -265,6 +268,7 @@ pub async fn serve(
             pubsub.clone(),
             streams.sync_poll_interval,
             streams.subscriber_timeout,
+            closing.clone(),
         );
         workspaces = Some(
             Workspaces::new(
@@ -274,10 +278,11 @@ pub async fn serve(
                     subscriber_timeout: streams.subscriber_timeout,
                     ..WorkspacesConfig::default()
                 },
+                closing.clone(),
             )
             .into_server(),
         );
-        let streams = Streams::new(store.clone(), pubsub, source, streams);
+        let streams = Streams::new(store.clone(), pubsub, source, streams, closing);
         chats = Some(Chats::new(store.clone(), store.clone(), streams, watches).into_server());
         engine = Some(started);
     }
@@ -315,10 +320,13 @@ pub async fn serve(
             provisioner.stop(config.shutdown_grace).await;
         }
     };
+    // Streams end once the engine has handed its chats off, so a client that reconnects to
+    // another replica finds the chat there (or about to be).
     let engine_stopped = async {
         if let Some(engine) = engine {
             engine.shutdown().await;
         }
+        closer.close();
     };
     let (served, (), ()) = tokio::join!(
         tokio::time::timeout(config.shutdown_grace, &mut server),

@@ -24,6 +24,7 @@ use tonic::Status;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::closing::{Closing, spawn_client_stream};
 use crate::convert;
 use crate::engine::step::pending_dynamic_calls;
 use crate::relay::{PartSource, Relay};
@@ -61,6 +62,7 @@ pub struct Streams {
     pubsub: Arc<dyn Pubsub>,
     parts: PartSource,
     config: StreamConfig,
+    closing: Closing,
 }
 
 impl std::fmt::Debug for Streams {
@@ -75,18 +77,21 @@ impl std::fmt::Debug for Streams {
 pub type ChatEvents = ReceiverStream<Result<pb::StreamChatResponse, Status>>;
 
 impl Streams {
-    /// Stream loops over the store, its notifications and the live parts of `parts`.
+    /// Stream loops over the store, its notifications and the live parts of `parts`, ended
+    /// when `closing` fires.
     pub fn new(
         store: Arc<dyn Store>,
         pubsub: Arc<dyn Pubsub>,
         parts: PartSource,
         config: StreamConfig,
+        closing: Closing,
     ) -> Self {
         Self {
             store,
             pubsub,
             parts,
             config,
+            closing,
         }
     }
 
@@ -105,9 +110,9 @@ impl Streams {
             after_id,
             local: Local::default(),
             relay,
-            tx,
+            tx: tx.clone(),
         };
-        crate::metrics::spawn_stream("chat", stream.run(updates, parts));
+        spawn_client_stream("chat", &self.closing, tx, stream.run(updates, parts));
         ReceiverStream::new(rx)
     }
 }

@@ -23,6 +23,7 @@ use tonic::Status;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::closing::{Closing, spawn_client_stream};
 use crate::convert;
 use crate::stream::{action_calls, deliver};
 
@@ -41,6 +42,7 @@ pub struct Watches {
     pubsub: Arc<dyn Pubsub>,
     poll_interval: Duration,
     subscriber_timeout: Duration,
+    closing: Closing,
 }
 
 impl std::fmt::Debug for Watches {
@@ -54,17 +56,20 @@ impl std::fmt::Debug for Watches {
 impl Watches {
     /// Watches over the store and its notifications; the listing is re-read every
     /// `poll_interval`, and a client that takes no event for `subscriber_timeout` is cut off.
+    /// Watches end when `closing` fires.
     pub fn new(
         store: Arc<dyn Store>,
         pubsub: Arc<dyn Pubsub>,
         poll_interval: Duration,
         subscriber_timeout: Duration,
+        closing: Closing,
     ) -> Self {
         Self {
             store,
             pubsub,
             poll_interval,
             subscriber_timeout,
+            closing,
         }
     }
 
@@ -79,10 +84,11 @@ impl Watches {
             owner_id,
             organization_id,
             known: HashMap::new(),
-            tx,
+            tx: tx.clone(),
             subscriber_timeout: self.subscriber_timeout,
         };
-        crate::metrics::spawn_stream("watch", watch.run(updates, self.poll_interval));
+        let task = watch.run(updates, self.poll_interval);
+        spawn_client_stream("watch", &self.closing, tx, task);
         ReceiverStream::new(rx)
     }
 }

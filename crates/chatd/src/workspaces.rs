@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::auth::{caller, not_found, parse_id, parse_optional_id, store_status, with_reason};
 use crate::builds::StoreProvisioner;
+use crate::closing::{Closing, spawn_client_stream};
 use crate::convert;
 use crate::paging::{finish_page, page_size, parse_time_token, time_token};
 
@@ -61,6 +62,7 @@ pub struct Workspaces {
     pubsub: Arc<dyn Pubsub>,
     provisioner: StoreProvisioner,
     config: WorkspacesConfig,
+    closing: Closing,
 }
 
 impl std::fmt::Debug for Workspaces {
@@ -129,17 +131,19 @@ fn parameter_values(values: &[pb::ParameterValue]) -> Result<BTreeMap<String, St
 
 impl Workspaces {
     /// The service over the store, its job notifications (for following build logs) and the
-    /// provisioner front that records builds.
+    /// provisioner front that records builds. Followed build logs end when `closing` fires.
     pub fn new(
         store: Arc<dyn WorkspaceStore>,
         pubsub: Arc<dyn Pubsub>,
         config: WorkspacesConfig,
+        closing: Closing,
     ) -> Self {
         Self {
             provisioner: StoreProvisioner::new(store.clone()),
             store,
             pubsub,
             config,
+            closing,
         }
     }
 
@@ -505,9 +509,9 @@ impl WorkspaceService for Workspaces {
             after_id: r.after_id,
             follow: r.follow,
             config: self.config,
-            tx,
+            tx: tx.clone(),
         };
-        tokio::spawn(follower.run(updates));
+        spawn_client_stream("build_logs", &self.closing, tx, follower.run(updates));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
