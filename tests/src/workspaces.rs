@@ -122,7 +122,8 @@ impl Harness {
             workspace_binary("wsagent").unwrap(),
             self.url.clone(),
         );
-        config.stop_grace = Duration::from_secs(3);
+        // The default 10 s: on a loaded machine a stopping agent needs time to report `off`.
+        config.stop_grace = Duration::from_secs(10);
         config.heartbeat_interval = HEARTBEAT;
         LocalBackend::new(self.store.clone(), config)
     }

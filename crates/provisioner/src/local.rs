@@ -35,7 +35,8 @@ pub struct LocalConfig {
     pub agent_binary: PathBuf,
     /// The agent API URL agents report to (chatd's gRPC address).
     pub control_plane_url: String,
-    /// How long a stopping agent gets between SIGTERM and SIGKILL (10 s).
+    /// How long a stopping agent gets between SIGTERM and SIGKILL (10 s). The agent gives its
+    /// own processes half of it, so it always has the rest to report `off` before the kill.
     pub stop_grace: Duration,
     /// Heartbeat interval given to agents until the control plane names one (15 s).
     pub heartbeat_interval: Duration,
@@ -252,6 +253,13 @@ impl LocalBackend {
             .env(
                 "WSAGENT_HEARTBEAT_INTERVAL",
                 humantime::format_duration(self.config.heartbeat_interval).to_string(),
+            )
+            .env(
+                "WSAGENT_SHUTDOWN_GRACE",
+                format!(
+                    "{}ms",
+                    agent_process_grace(self.config.stop_grace).as_millis()
+                ),
             )
             .current_dir(&state.directory)
             .stdin(Stdio::null())
@@ -537,4 +545,27 @@ fn start_ticks(pid: i32) -> Option<u64> {
 
 fn zombie(pid: i32) -> bool {
     proc_stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s == "Z"))
+}
+
+/// The grace an agent gives its processes at shutdown: half the backend's SIGKILL grace, so the
+/// agent's own `shutting_down → off` reports fit in the other half, even on a loaded machine.
+fn agent_process_grace(stop_grace: Duration) -> Duration {
+    stop_grace / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_gets_half_the_stop_grace_for_its_processes() {
+        assert_eq!(
+            agent_process_grace(Duration::from_secs(10)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            agent_process_grace(Duration::from_secs(3)),
+            Duration::from_millis(1500)
+        );
+    }
 }
