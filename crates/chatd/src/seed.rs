@@ -81,51 +81,10 @@ pub struct ModelSeed {
     pub default: bool,
 }
 
-/// The models to seed and where.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ModelSeeding {
-    /// The name of the organization the models are added to.
-    pub organization: String,
-    /// The models, in order.
-    pub seeds: Vec<ModelSeed>,
-}
-
-impl ModelSeeding {
-    /// Checks every seed by the rules of `CreateModelConfig`, and that no model is named twice
-    /// (two seeds of one model with different keys would fight at every start).
-    pub fn check(&self) -> Result<(), ChatdError> {
-        let invalid = |seed: &ModelSeed, why: &str| {
-            ChatdError::InvalidConfig(format!(
-                "model {:?} of provider {}: {why}",
-                seed.model,
-                seed.provider.kind()
-            ))
-        };
-        for (i, seed) in self.seeds.iter().enumerate() {
-            self.new_config(seed, uuid::Uuid::nil())
-                .map_err(|status| invalid(seed, status.message()))?;
-            let same = |other: &ModelSeed| {
-                (other.provider, other.model.trim(), other.base_url.trim())
-                    == (seed.provider, seed.model.trim(), seed.base_url.trim())
-            };
-            if self.seeds[..i].iter().any(same) {
-                return Err(invalid(seed, "configured twice"));
-            }
-        }
-        if !self.seeds.is_empty() && self.organization.trim().is_empty() {
-            return Err(ChatdError::InvalidConfig(
-                "--models-organization must name an organization".into(),
-            ));
-        }
-        Ok(())
-    }
-
+impl ModelSeed {
     /// The configuration a seed stands for in an organization.
-    fn new_config(
-        &self,
-        seed: &ModelSeed,
-        organization_id: uuid::Uuid,
-    ) -> Result<NewModelConfig, tonic::Status> {
+    fn new_config(&self, organization_id: uuid::Uuid) -> Result<NewModelConfig, tonic::Status> {
+        let seed = self;
         let base_url = check_base_url(&seed.base_url)?;
         check_provider_url(seed.provider.kind(), &base_url)?;
         let display_name = seed.display_name.trim().to_owned();
@@ -149,6 +108,46 @@ impl ModelSeeding {
             options: serde_json::Value::Object(serde_json::Map::new()),
         })
     }
+}
+
+/// The models to seed and where.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelSeeding {
+    /// The name of the organization the models are added to.
+    pub organization: String,
+    /// The models, in order.
+    pub seeds: Vec<ModelSeed>,
+}
+
+impl ModelSeeding {
+    /// Checks every seed by the rules of `CreateModelConfig`, and that no model is named twice
+    /// (two seeds of one model with different keys would fight at every start).
+    pub fn check(&self) -> Result<(), ChatdError> {
+        let invalid = |seed: &ModelSeed, why: &str| {
+            ChatdError::InvalidConfig(format!(
+                "model {:?} of provider {}: {why}",
+                seed.model,
+                seed.provider.kind()
+            ))
+        };
+        for (i, seed) in self.seeds.iter().enumerate() {
+            seed.new_config(uuid::Uuid::nil())
+                .map_err(|status| invalid(seed, status.message()))?;
+            let same = |other: &ModelSeed| {
+                (other.provider, other.model.trim(), other.base_url.trim())
+                    == (seed.provider, seed.model.trim(), seed.base_url.trim())
+            };
+            if self.seeds[..i].iter().any(same) {
+                return Err(invalid(seed, "configured twice"));
+            }
+        }
+        if !self.seeds.is_empty() && self.organization.trim().is_empty() {
+            return Err(ChatdError::InvalidConfig(
+                "--models-organization must name an organization".into(),
+            ));
+        }
+        Ok(())
+    }
 
     /// Applies the seeds. Nothing to seed does nothing; a missing organization is logged and
     /// skipped (the next start tries again). A key that cannot be read yet is only a warning:
@@ -165,8 +164,8 @@ impl ModelSeeding {
             return Ok(());
         };
         for seed in &self.seeds {
-            let config = self
-                .new_config(seed, organization_id)
+            let config = seed
+                .new_config(organization_id)
                 .map_err(|status| ChatdError::InvalidConfig(status.message().to_owned()))?;
             let seeded = store.seed_model_config(&config).await?;
             let record = seeded.record();
