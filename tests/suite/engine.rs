@@ -1,6 +1,8 @@
 //! The chat engine end to end (issue 8): real PostgreSQL, the provider emulator, the local
 //! workspace backend with real agents, and one or two engines (worker ids) on one database.
 
+use std::net::ToSocketAddrs as _;
+use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use chatstore::types::{Chat, Message, MessagePart, NewChat, NewMessage, Role};
 use chatstore::workspace::WorkspaceStore;
 use chatstore::{Change, Store, StoreConfig};
 use chattest::emulator::{Emulator, FaultKind, FaultPoint, Match, ScriptPart, Turn};
+use chattest::proxy::Proxy;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -900,5 +903,69 @@ async fn a_graceful_shutdown_hands_the_chat_off_and_the_next_owner_honours_a_pen
     let answered = run.history(chat).await[1].created_at;
     assert!(answered >= retrying_at, "{answered} < {retrying_at}");
     b.shutdown().await;
+    run.finish().await;
+}
+
+/// A commit and what follows from it are one unit. The engine's pool reaches PostgreSQL through
+/// a proxy that delays every reply while its LISTEN connection is direct, so each commit's
+/// notification arrives before the reply to its `COMMIT`: the runner sees the turn finished and
+/// cancels the task still waiting for that reply. The turn must still be counted, the retry
+/// that came before it too, and the chat handed back.
+#[tokio::test]
+async fn a_commit_whose_notification_outruns_its_reply_keeps_its_side_effects() {
+    let metrics = chatd::metrics::serve_metrics("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let overloaded = reply("never sent").fault(
+        FaultPoint::BeforeHeaders,
+        FaultKind::Status {
+            status: 529,
+            headers: Vec::new(),
+            body: r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#.into(),
+        },
+    );
+    let run = Run::new(Harness::bare().await, vec![overloaded, reply("counted")]).await;
+    let direct = sqlx::postgres::PgConnectOptions::from_str(&run.h.db.url).unwrap();
+    let upstream = format!("{}:{}", direct.get_host(), direct.get_port())
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await.unwrap();
+    proxy.set_reply_delay(Duration::from_millis(50));
+    let delayed = sqlx::postgres::PgPoolOptions::new()
+        .connect_with(direct.host("127.0.0.1").port(proxy.addr().port()))
+        .await
+        .unwrap();
+    // Every statement takes a round trip of 50 ms or more: leases of the default length.
+    let store = Arc::new(PgStore::new(delayed.clone(), StoreConfig::default()));
+    let config = EngineConfig {
+        lease_stale_after: StoreConfig::default().lease_stale_after,
+        heartbeat_interval: Duration::from_secs(3),
+        ..config()
+    };
+    let engine = Engine::start(deps(store, run.h.pubsub.clone()), config).await;
+
+    let chat = run.chat("count me").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let at = metrics.addr().to_string();
+    eventually("the turn and its retry to be counted", || async {
+        let (_, text) = super::metrics::get(&at, "/metrics").await;
+        let turns = super::metrics::value(&text, "chatd_turns_total{outcome=\"completed\"}");
+        let retries = super::metrics::value(
+            &text,
+            "chatd_retries_total{kind=\"overloaded\",provider=\"anthropic\"}",
+        );
+        (turns == Some(1.0) && retries == Some(1.0)).then_some(())
+    })
+    .await;
+    eventually("the chat to be handed back", || async {
+        let chat = run.read(chat).await;
+        (chat.worker_id.is_none() && engine.owned_chats().is_empty()).then_some(())
+    })
+    .await;
+    engine.shutdown().await;
+    delayed.close().await;
     run.finish().await;
 }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use super::chat_api::{Client, daemon_with, model, reply};
 
 /// `GET path` over plain HTTP/1.1: the status line and the body.
-async fn get(addr: &str, path: &str) -> (String, String) {
+pub(crate) async fn get(addr: &str, path: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -25,7 +25,7 @@ async fn get(addr: &str, path: &str) -> (String, String) {
 }
 
 /// The value of the series named exactly `series` (name and labels).
-fn value(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())

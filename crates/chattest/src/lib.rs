@@ -5,8 +5,12 @@
 //! plays scripted turns, injects faults (error statuses with headers, in-stream error events,
 //! RST_STREAM with a chosen code, GOAWAY, TCP resets, stalls, truncated streams, malformed
 //! frames) at a chosen point, and records every request.
+//!
+//! [`proxy::Proxy`] is a TCP proxy between a process and a real server that adds latency to the
+//! server's replies, so a test can fix an ordering that is otherwise a race.
 
 pub mod emulator;
+pub mod proxy;
 
 /// The Python interpreter of the tests that drive chatd from Python (the official provider SDKs,
 /// a `grpcio` client): `CHATD_SDK_PYTHON` when set, else the venv `scripts/test` creates at

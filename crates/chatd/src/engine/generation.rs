@@ -418,18 +418,19 @@ async fn on_failure(
         error = %event.error,
         "chat generation retrying"
     );
-    t.apply(
-        Change::RecordRetryState {
-            retry_state: payload::retry_state(&event),
-        },
-        Some(attempt),
-    )
-    .await?;
     let kind = event
         .classification
         .kind
         .map_or("unknown", ErrorKind::as_str);
-    crate::metrics::retried(kind, provider);
+    let provider = provider.to_owned();
+    t.commit(
+        Change::RecordRetryState {
+            retry_state: payload::retry_state(&event),
+        },
+        t.fence(Some(attempt)),
+        move || crate::metrics::retried(kind, &provider),
+    )
+    .await?;
     t.sleep(delay).await?;
     Ok(Outcome::RetryScheduled)
 }

@@ -191,49 +191,91 @@ impl TaskCtx {
         }
     }
 
-    /// Applies a fenced change, retrying infrastructure errors without limit (until the token
-    /// fires), and feeds the committed chat back to the runner.
+    /// Applies a fenced change as a [`commit`](Self::commit) with nothing more to do after it.
     pub(crate) async fn apply(
         &self,
         change: Change,
         attempt: Option<i64>,
     ) -> Result<Applied, TaskExit> {
-        let fence = self.fence(attempt);
-        let applied = self
-            .infra(|| {
-                self.shared
-                    .deps
-                    .store
-                    .apply(self.chat_id, change.clone(), Some(fence))
-            })
-            .await?;
-        let ended = match change {
-            Change::FinishTurn => Some(TurnOutcome::Completed),
-            Change::FinishError { .. } => Some(TurnOutcome::Error),
-            Change::FinishInterruption { .. } => Some(TurnOutcome::Interrupted),
-            _ => None,
-        };
-        if let Some(outcome) = ended {
-            crate::metrics::turn_finished(outcome);
+        self.commit(change, self.fence(attempt), || {}).await
+    }
+
+    /// Applies a fenced change and then everything that follows from it — the turn metric, the
+    /// runner's fast-path hint, `after` — as one unit that a cancellation cannot split.
+    ///
+    /// The commit's own notification can reach the runner before the reply to its `COMMIT`
+    /// reaches this task, and the runner then cancels (or shutdown aborts) the task. So the unit
+    /// runs in a task of its own: a write in flight is always awaited to its end, and a write
+    /// that committed always has its side effects (a dropped write would also make the driver
+    /// roll back a transaction the server had already committed). Between attempts the token
+    /// is checked: a cancelled task starts no new write. Database failures are retried as in
+    /// [`infra`](Self::infra).
+    pub(crate) async fn commit(
+        &self,
+        change: Change,
+        fence: Fence,
+        after: impl FnOnce() + Send + 'static,
+    ) -> Result<Applied, TaskExit> {
+        let t = self.clone();
+        let unit = tokio::spawn(async move {
+            let ended = match change {
+                Change::FinishTurn => Some(TurnOutcome::Completed),
+                Change::FinishError { .. } => Some(TurnOutcome::Error),
+                Change::FinishInterruption { .. } => Some(TurnOutcome::Interrupted),
+                _ => None,
+            };
+            let store = &t.shared.deps.store;
+            let applied = t
+                .retrying(false, || {
+                    store.apply(t.chat_id, change.clone(), Some(fence))
+                })
+                .await?;
+            if let Some(outcome) = ended {
+                crate::metrics::turn_finished(outcome);
+            }
+            after();
+            let _ = t.hint.send(ChatUpdate::from_chat(&applied.chat));
+            Ok(applied)
+        });
+        match unit.await {
+            Ok(result) => result,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // Only a runtime shutting down cancels a spawned task.
+            Err(_) => Err(TaskExit::Cancelled(CancelCause::Shutdown)),
         }
-        let _ = self.hint.send(ChatUpdate::from_chat(&applied.chat));
-        Ok(applied)
     }
 
     /// Runs a store operation, retrying database failures 100 ms → 5 s (spec/chatretry.md §9);
-    /// fence mismatches and refusals end the task.
-    pub(crate) async fn infra<T, F, Fut>(&self, mut op: F) -> Result<T, TaskExit>
+    /// fence mismatches and refusals end the task. The operation is dropped when the token
+    /// fires, so only reads go through here; writes go through [`commit`](Self::commit).
+    pub(crate) async fn infra<T, F, Fut>(&self, op: F) -> Result<T, TaskExit>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        self.retrying(true, op).await
+    }
+
+    /// The retry loop of [`infra`](Self::infra) and [`commit`](Self::commit): with
+    /// `race_token`, an operation in flight is dropped when the token fires; without, it is
+    /// awaited to its end and only the next attempt is not started.
+    async fn retrying<T, F, Fut>(&self, race_token: bool, mut op: F) -> Result<T, TaskExit>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let mut delay = self.shared.config.task_retry_initial;
         loop {
-            let result = self
-                .token
-                .run(op())
-                .await
-                .map_err(|c| TaskExit::Cancelled(c.cause.unwrap_or(CancelCause::Shutdown)))?;
+            let result = if race_token {
+                self.token
+                    .run(op())
+                    .await
+                    .map_err(|c| TaskExit::Cancelled(c.cause.unwrap_or(CancelCause::Shutdown)))?
+            } else if self.token.is_cancelled() {
+                return Err(cancelled(&self.token));
+            } else {
+                op().await
+            };
             match result {
                 Ok(value) => return Ok(value),
                 Err(StoreError::Query(err)) | Err(StoreError::Connect(err)) => {

@@ -259,10 +259,6 @@ async fn requires_action_timeout(t: TaskCtx) -> Result<(), TaskExit> {
 async fn abandon(t: TaskCtx) -> Result<(), TaskExit> {
     let mut fence = t.fence(None);
     fence.history_version = None;
-    let store = &t.shared.deps.store;
-    let applied = t
-        .infra(|| store.apply(t.chat_id, Change::Abandon, Some(fence)))
-        .await?;
-    let _ = t.hint.send(ChatUpdate::from_chat(&applied.chat));
+    t.commit(Change::Abandon, fence, || {}).await?;
     Ok(())
 }
