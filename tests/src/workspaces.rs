@@ -256,12 +256,51 @@ impl Harness {
         agents.remove(0)
     }
 
+    /// Waits for the workspace's agent to report `wanted`; on a timeout the panic shows the
+    /// agent's own log and the logs of the workspace's jobs (the backend's view), with times.
     pub async fn lifecycle(&self, workspace: Uuid, wanted: AgentLifecycle) -> Agent {
-        eventually(&format!("the agent to be {wanted:?}"), || async {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
             let agent = self.agent(workspace).await;
-            (agent.lifecycle == wanted).then_some(agent)
-        })
+            if agent.lifecycle == wanted {
+                return agent;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "timed out waiting for the agent to be {wanted:?}; it is {:?} ({:?})\n{}",
+                    agent.lifecycle,
+                    agent.times,
+                    self.diagnosis(workspace).await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The agent's log file and every job log of a workspace, for failure messages.
+    pub async fn diagnosis(&self, workspace: Uuid) -> String {
+        let agent_log = self.backend().workspace_dir(workspace).join("agent.log");
+        let agent_log = std::fs::read_to_string(&agent_log)
+            .unwrap_or_else(|e| format!("({} unreadable: {e})", agent_log.display()));
+        let jobs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT b.transition::text || ' build ' || b.build_number || ', job ' || j.id,
+                    coalesce(string_agg(l.created_at || ' ' || l.stage || ': ' || l.output, E'\n'
+                                        ORDER BY l.id), '')
+               FROM workspace_builds b
+               JOIN provisioner_jobs j ON j.id = b.job_id
+               LEFT JOIN provisioner_job_logs l ON l.job_id = j.id
+              WHERE b.workspace_id = $1
+              GROUP BY b.build_number, b.transition, j.id ORDER BY b.build_number",
+        )
+        .bind(workspace)
+        .fetch_all(&self.db.pool)
         .await
+        .unwrap_or_default();
+        let mut out = format!("--- agent.log ---\n{agent_log}");
+        for (job, logs) in jobs {
+            out.push_str(&format!("\n--- {job} ---\n{logs}"));
+        }
+        out
     }
 
     pub async fn secret(&self, workspace: Uuid) -> String {

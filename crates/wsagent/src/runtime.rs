@@ -273,13 +273,15 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         };
         set_lifecycle(&service, reporter.as_ref(), state).await;
     };
-    tokio::select! {
-        () = started => {}
-        () = &mut shutdown => {}
-        () = stopped => {}
-    }
-    // Wait for the shutdown signal, unless the control plane already told us to go.
-    if !*stop_tx.borrow() {
+    // A signal can arrive while the last lifecycle report is still in flight: `shutdown` is
+    // then complete and must not be polled again.
+    let signalled = tokio::select! {
+        () = started => false,
+        () = &mut shutdown => true,
+        () = stopped => false,
+    };
+    // Wait for the shutdown signal, unless it came already or the control plane told us to go.
+    if !signalled && !*stop_tx.borrow() {
         let mut stop_watch = stop_tx.subscribe();
         tokio::select! {
             () = &mut shutdown => {}
