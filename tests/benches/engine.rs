@@ -24,8 +24,8 @@ use chatd::engine::{Engine, EngineConfig, EngineDeps};
 use chatd::parts::EpisodeKey;
 use chatd_e2e::workspaces::{Harness, percentile};
 use chatstore::Store as _;
+use chatstore::prelude::*;
 use chatstore::types::{MessagePart, NewChat};
-use chatstore::workspace::WorkspaceStore as _;
 use chattest::emulator::{Emulator, MARK_CLOSE, MARK_OPEN, ScriptPart, Turn};
 
 const PARTS: usize = 500;

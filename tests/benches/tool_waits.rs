@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatd_e2e::workspaces::{Harness, percentile};
+use chatstore::agents::AgentLifecycle;
+use chatstore::identity::token_hash;
+use chatstore::prelude::*;
 use chatstore::pubsub::{Hub, Pubsub};
-use chatstore::workspace::{AgentLifecycle, WorkspaceStore as _, token_hash};
 use chattool::wait::{WaitSettings, Waits};
 
 const RUNS: usize = 50;

@@ -12,8 +12,9 @@
 use std::time::{Duration, Instant};
 
 use chatd_e2e::workspaces::{Harness, percentile};
+use chatstore::agents::AgentLifecycle;
+use chatstore::prelude::*;
 use chatstore::pubsub::{Notification, Pubsub as _, Topic};
-use chatstore::workspace::{AgentLifecycle, WorkspaceStore as _};
 use provisioner::template::{self, Manifest};
 
 const BUILDS: usize = 20;

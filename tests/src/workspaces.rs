@@ -12,11 +12,11 @@ use std::time::Duration;
 use chatd::agentapi::AgentApi;
 use chatproto::chatd::v1 as pb;
 use chatstore::StoreConfig;
+use chatstore::agents::{Agent, AgentLifecycle};
 use chatstore::postgres::{PgPubsub, PgStore};
+use chatstore::prelude::*;
 use chatstore::testing::TestDatabase;
-use chatstore::workspace::{
-    Agent, AgentLifecycle, Build, Job, JobStatus, WorkspaceStore, WorkspaceTransition,
-};
+use chatstore::workspaces::{Build, Job, JobStatus, WorkspaceTransition};
 use provisioner::template::{self, Manifest, TemplateDir, TemplateFile};
 use provisioner::{LocalBackend, LocalConfig, Provisioner, ProvisionerConfig};
 use tokio::sync::watch;

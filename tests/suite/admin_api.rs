@@ -13,7 +13,7 @@ use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::admin_service_client::AdminServiceClient;
 use chatproto::chatd::v1::template_service_client::TemplateServiceClient;
 use chatproto::chatd::v1::workspace_service_client::WorkspaceServiceClient;
-use chatstore::workspace::WorkspaceStore as _;
+use chatstore::prelude::*;
 use tonic::Code;
 use tonic::transport::Channel;
 use uuid::Uuid;

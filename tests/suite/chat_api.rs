@@ -7,7 +7,7 @@ use chatd_e2e::Daemon;
 use chatd_e2e::workspaces::{Harness, eventually};
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::chat_service_client::ChatServiceClient;
-use chatstore::workspace::WorkspaceStore as _;
+use chatstore::prelude::*;
 use chattest::emulator::{Emulator, ScriptPart, Turn};
 use tonic::Code;
 use tonic::metadata::MetadataValue;

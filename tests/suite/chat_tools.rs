@@ -10,8 +10,10 @@ use async_trait::async_trait;
 use chatd::builds::StoreProvisioner;
 use chatd_e2e::workspaces::{Dialer, Harness, agent_secret, eventually};
 use chatstore::Store as _;
+use chatstore::prelude::*;
+use chatstore::templates::TemplateSettings;
 use chatstore::types::{Chat, MessagePart, NewChat};
-use chatstore::workspace::{JobStatus, TemplateSettings, WorkspaceStore as _};
+use chatstore::workspaces::JobStatus;
 use chattool::conn::{Rooted, WorkspaceConn};
 use chattool::context::{NO_WORKSPACE, WorkspaceResolver};
 use chattool::lifecycle::{CreateWorkspace, StartWorkspace, StopWorkspace};
@@ -960,12 +962,12 @@ async fn create_workspace_replaces_a_workspace_whose_agent_is_dead() {
     eventually("the agent to count as disconnected", || async {
         let agent = env.h.agent(first).await;
         matches!(
-            chatstore::workspace::connection_status(
+            chatstore::agents::connection_status(
                 &agent.times,
                 chrono::Utc::now(),
                 Duration::from_secs(2)
             ),
-            chatstore::workspace::ConnectionStatus::Disconnected { .. }
+            chatstore::agents::ConnectionStatus::Disconnected { .. }
         )
         .then_some(())
     })

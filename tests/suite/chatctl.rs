@@ -8,7 +8,7 @@ use std::process::Output;
 use chatd_e2e::workspaces::{Harness, eventually, free_port, tempdir};
 use chatd_e2e::{Daemon, workspace_binary};
 use chatstore::Store as _;
-use chatstore::workspace::WorkspaceStore as _;
+use chatstore::prelude::*;
 use chattest::emulator::{Emulator, Match, ScriptPart, Turn};
 use uuid::Uuid;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chatd_e2e::workspace_binary;
 use chatd_e2e::workspaces::Harness;
 use chatproto::chatd::v1 as pb;
-use chatstore::workspace::WorkspaceStore as _;
+use chatstore::prelude::*;
 use chattest::emulator::Emulator;
 use nix::sys::signal::Signal;
 

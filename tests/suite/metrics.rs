@@ -4,7 +4,7 @@
 
 use chatd_e2e::workspaces::{Harness, eventually};
 use chatproto::chatd::v1 as pb;
-use chatstore::workspace::WorkspaceStore as _;
+use chatstore::prelude::*;
 use chattest::emulator::{Emulator, FaultKind, FaultPoint, ScriptPart, Turn};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 

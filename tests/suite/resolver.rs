@@ -22,10 +22,11 @@ use chatproto::tonic::Status;
 use chatproto::wsagent::v1 as pb;
 use chatretry::{CancelCause, CancelToken};
 use chatstore::Store as _;
+use chatstore::agents::AgentLifecycle;
+use chatstore::prelude::*;
+use chatstore::templates::NewTemplateVersion;
 use chatstore::types::{Chat, MessagePart, NewChat};
-use chatstore::workspace::{
-    AgentLifecycle, Build, NewTemplateVersion, WorkspaceStore as _, WorkspaceTransition,
-};
+use chatstore::workspaces::{Build, WorkspaceTransition};
 use chattool::conn::WorkspaceConn;
 use chattool::context::{NO_WORKSPACE, WorkspaceResolver};
 use chattool::wait::AgentDialer as _;
@@ -115,7 +116,7 @@ impl FakeConnector {
 impl AgentConnector for FakeConnector {
     async fn connect(
         &self,
-        agent: &chatstore::workspace::Agent,
+        agent: &chatstore::agents::Agent,
     ) -> Result<Arc<dyn WorkspaceConn>, String> {
         self.dialled.lock().unwrap().push(agent.id);
         if let Some((pool, sql)) = &self.before_dial {
@@ -417,7 +418,7 @@ async fn case04_the_latest_agent_is_classified_not_a_stale_external_binding() {
     f.h.store
         .update_template(
             template,
-            chatstore::workspace::TemplateSettings {
+            chatstore::templates::TemplateSettings {
                 require_active_version: Some(true),
                 ..Default::default()
             },

@@ -8,7 +8,7 @@ use chatd_e2e::Daemon;
 use chatd_e2e::workspaces::{Harness, eventually};
 use chatproto::chatd::v1 as pb;
 use chatstore::Store as _;
-use chatstore::workspace::WorkspaceStore as _;
+use chatstore::prelude::*;
 use chattest::emulator::{Emulator, ScriptPart, Turn};
 use nix::sys::signal::Signal;
 use tonic::Streaming;

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatd_e2e::workspaces::{Dialer, Harness};
+use chatstore::agents::Agent;
+use chatstore::prelude::*;
 use chatstore::pubsub::Hub;
-use chatstore::workspace::{Agent, WorkspaceStore};
 use chattool::wait::{
     AgentDialer, BuildWaitError, EXTERNAL_AGENT_NOT_CONNECTED, Phases, Readiness, WaitSettings,
     Waits,

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use chatd_e2e::workspace_binary;
 use chatd_e2e::workspaces::{Harness, eventually, free_port};
-use chatstore::workspace::{
-    AgentLifecycle, ConnectionStatus, JobStatus, WorkspaceStore, WorkspaceTransition,
-    connection_status,
-};
+use chatstore::agents::{AgentLifecycle, ConnectionStatus, connection_status};
+use chatstore::prelude::*;
+use chatstore::workspaces::{JobStatus, WorkspaceTransition};
 use provisioner::template::TemplateFile;
 
 const READY_TEMPLATE: &str = r#"

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::admin_service_server::{AdminService, AdminServiceServer};
-use chatstore::admin::{
-    ModelConfigChanges, ModelConfigRecord, NewModelConfig, NewUser, UserChanges, UserListQuery,
-};
-use chatstore::workspace::{Caller, WorkspaceStore, valid_name};
+use chatstore::identity::Caller;
+use chatstore::identity::{NewUser, UserChanges, UserListQuery};
+use chatstore::models::{ModelConfigChanges, ModelConfigRecord, NewModelConfig};
+use chatstore::prelude::*;
+use chatstore::workspaces::valid_name;
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
@@ -40,7 +41,7 @@ pub(crate) const DEFAULT_COMPRESSION_THRESHOLD: i32 = 70;
 /// configurations live there).
 #[derive(Clone)]
 pub struct Admin {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -51,7 +52,7 @@ impl std::fmt::Debug for Admin {
 
 impl Admin {
     /// The service.
-    pub fn new(store: Arc<dyn WorkspaceStore>) -> Self {
+    pub fn new(store: Arc<dyn Database>) -> Self {
         Self { store }
     }
 
@@ -74,7 +75,7 @@ impl Admin {
         }
     }
 
-    async fn existing_user(&self, id: Uuid) -> Result<chatstore::admin::User, Status> {
+    async fn existing_user(&self, id: Uuid) -> Result<chatstore::identity::User, Status> {
         self.store
             .user(id)
             .await

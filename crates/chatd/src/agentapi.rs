@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::agent_api_service_server::{AgentApiService, AgentApiServiceServer};
-use chatstore::workspace::{AgentLifecycle, AgentManifest, AgentReport, WorkspaceStore};
+use chatstore::agents::{AgentLifecycle, AgentManifest, AgentReport};
+use chatstore::prelude::*;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{bearer, store_status};
@@ -16,7 +17,7 @@ use crate::auth::{bearer, store_status};
 /// The agent API over a workspace store.
 #[derive(Clone)]
 pub struct AgentApi {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
     heartbeat_interval: Duration,
 }
 
@@ -30,7 +31,7 @@ impl std::fmt::Debug for AgentApi {
 
 impl AgentApi {
     /// The service; agents are told to heartbeat every `heartbeat_interval`.
-    pub fn new(store: Arc<dyn WorkspaceStore>, heartbeat_interval: Duration) -> Self {
+    pub fn new(store: Arc<dyn Database>, heartbeat_interval: Duration) -> Self {
         Self {
             store,
             heartbeat_interval,

@@ -3,7 +3,8 @@
 
 use chatstate::TransitionError;
 use chatstore::StoreError;
-use chatstore::workspace::{Caller, WorkspaceStore};
+use chatstore::identity::Caller;
+use chatstore::prelude::*;
 use tonic::{Code, Request, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 use uuid::Uuid;
@@ -27,7 +28,7 @@ pub(crate) fn bearer<'r, T>(request: &'r Request<T>, what: &str) -> Result<&'r s
 
 /// The caller of a user API, from `authorization: Bearer <API token>`.
 pub(crate) async fn caller<T>(
-    store: &dyn WorkspaceStore,
+    store: &dyn Database,
     request: &Request<T>,
 ) -> Result<Caller, Status> {
     let token = bearer(request, "API token")?;

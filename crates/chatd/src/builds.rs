@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chatstore::StoreError;
-use chatstore::workspace::{Build, Workspace, WorkspaceStore, WorkspaceTransition};
+use chatstore::prelude::*;
+use chatstore::workspaces::{Build, Workspace, WorkspaceTransition};
 use chattool::provision::{
     CreateRequest, ProvisionError, ResponseError, Validation, WorkspaceProvisioner,
 };
@@ -19,7 +20,7 @@ use uuid::Uuid;
 /// workers take them.
 #[derive(Clone)]
 pub struct StoreProvisioner {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
 }
 
 impl std::fmt::Debug for StoreProvisioner {
@@ -53,7 +54,7 @@ fn parameter_problems(message: &str, problems: Vec<String>) -> ProvisionError {
 
 impl StoreProvisioner {
     /// A provisioner front over the store.
-    pub fn new(store: Arc<dyn WorkspaceStore>) -> Self {
+    pub fn new(store: Arc<dyn Database>) -> Self {
         Self { store }
     }
 

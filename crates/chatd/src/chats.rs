@@ -10,8 +10,9 @@ use std::sync::Arc;
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::chat_service_server::{ChatService, ChatServiceServer};
 use chatstate::BusyBehavior;
+use chatstore::identity::Caller;
+use chatstore::prelude::*;
 use chatstore::types::{Chat, NewChat, NewMessage, Role};
-use chatstore::workspace::{Caller, WorkspaceStore};
 use chatstore::{
     Applied, Change, ChatCursor, ChatListQuery, ChatMetadata, MessagePage, Store, StoreError,
     ToolResultInput,
@@ -40,7 +41,7 @@ const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Chats {
     store: Arc<dyn Store>,
-    workspaces: Arc<dyn WorkspaceStore>,
+    workspaces: Arc<dyn Database>,
     streams: Streams,
     watches: Watches,
 }
@@ -57,7 +58,7 @@ impl Chats {
     /// serving `StreamChat` and `watches` serving `WatchChats`.
     pub fn new(
         store: Arc<dyn Store>,
-        workspaces: Arc<dyn WorkspaceStore>,
+        workspaces: Arc<dyn Database>,
         streams: Streams,
         watches: Watches,
     ) -> Self {
@@ -147,7 +148,7 @@ impl Chats {
         caller: &Caller,
         organization_id: Uuid,
         workspace_id: Uuid,
-    ) -> Result<chatstore::workspace::Workspace, Status> {
+    ) -> Result<chatstore::workspaces::Workspace, Status> {
         let not_found = || {
             with_reason(
                 Code::NotFound,

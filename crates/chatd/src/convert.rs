@@ -4,12 +4,12 @@
 use chatproto::chatd::v1 as pb;
 use chatproto::prost_types::{self, Timestamp};
 use chatstate::ChatStatus;
-use chatstore::admin::{ApiToken, ModelConfigRecord, Organization, User};
+use chatstore::agents::Agent;
+use chatstore::identity::{ApiToken, Organization, User};
+use chatstore::models::ModelConfigRecord;
+use chatstore::templates::{Template, TemplateVersion};
 use chatstore::types::{Chat, Message, MessagePart, QueuedMessage, Role, Usage};
-use chatstore::workspace::{
-    Agent, Build, Job, JobLog, JobStatus, Template, TemplateVersion, WorkspaceListing,
-    WorkspaceTransition,
-};
+use chatstore::workspaces::{Build, Job, JobLog, JobStatus, WorkspaceListing, WorkspaceTransition};
 use chrono::{DateTime, Utc};
 use provisioner::template::Manifest;
 use serde_json::Value;
@@ -581,7 +581,7 @@ pub(crate) fn agent(
     inactive_timeout: std::time::Duration,
     externally_managed: bool,
 ) -> pb::WorkspaceAgent {
-    use chatstore::workspace::{AgentLifecycle as L, ConnectionStatus as C, connection_status};
+    use chatstore::agents::{AgentLifecycle as L, ConnectionStatus as C, connection_status};
     let (status, disconnected_at) = match connection_status(&a.times, now, inactive_timeout) {
         C::Connecting => (pb::AgentConnectionStatus::Connecting, None),
         C::Connected => (pb::AgentConnectionStatus::Connected, None),

@@ -20,7 +20,7 @@ use std::time::Duration;
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::chat_parts_relay_client::ChatPartsRelayClient;
 use chatproto::chatd::v1::chat_parts_relay_server::{ChatPartsRelay, ChatPartsRelayServer};
-use chatstore::workspace::WorkspaceStore;
+use chatstore::prelude::*;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -49,7 +49,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// before its schema exists, `--no-migrate`, still starts) and kept. Cheap to clone.
 #[derive(Clone)]
 pub struct RelaySecret {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
     cell: Arc<tokio::sync::OnceCell<Arc<str>>>,
 }
 
@@ -61,7 +61,7 @@ impl std::fmt::Debug for RelaySecret {
 
 impl RelaySecret {
     /// The secret named [`RELAY_SECRET`] in `store`.
-    pub fn new(store: Arc<dyn WorkspaceStore>) -> Self {
+    pub fn new(store: Arc<dyn Database>) -> Self {
         Self {
             store,
             cell: Arc::default(),
@@ -262,7 +262,7 @@ impl<T> Drop for AbortOnDrop<T> {
 pub struct PartSource {
     worker_id: Uuid,
     parts: PartBuffer<BufferedPart>,
-    workspaces: Arc<dyn WorkspaceStore>,
+    workspaces: Arc<dyn Database>,
     secret: RelaySecret,
     stale_after: Duration,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
@@ -283,7 +283,7 @@ impl PartSource {
     pub fn new(
         worker_id: Uuid,
         parts: PartBuffer<BufferedPart>,
-        workspaces: Arc<dyn WorkspaceStore>,
+        workspaces: Arc<dyn Database>,
         secret: RelaySecret,
         stale_after: Duration,
     ) -> Self {

@@ -25,10 +25,12 @@ use chatproto::tonic::Status;
 use chatproto::wsagent::v1 as pb;
 use chatretry::{CancelCause, CancelToken};
 use chatstore::StoreError;
+use chatstore::agents::{Agent, ConnectionStatus, connection_status};
+use chatstore::prelude::*;
 use chatstore::types::Chat;
-use chatstore::workspace::{Agent, Build, ConnectionStatus, WorkspaceStore, connection_status};
+use chatstore::workspaces::Build;
 use chattool::conn::{Rooted, WorkspaceConn};
-use chattool::context::{BindingListener, NO_WORKSPACE, ToolStore, WorkspaceResolver};
+use chattool::context::{BindingListener, NO_WORKSPACE, WorkspaceResolver};
 use chattool::wait::{AgentDialer, agent_infos};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -182,7 +184,7 @@ pub trait AgentConnector: Send + Sync {
 /// Also the lifecycle tools' readiness dialer (dial, then the agent's `Health`).
 #[derive(Clone)]
 pub struct StoreConnector {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
     connect_timeout: Duration,
 }
 
@@ -200,7 +202,7 @@ pub const NO_AGENT_ADDRESS: &str = "the agent has not reported an address yet";
 impl StoreConnector {
     /// A connector reading secrets from `store`; a connection attempt fails after
     /// `connect_timeout`.
-    pub fn new(store: Arc<dyn WorkspaceStore>, connect_timeout: Duration) -> Self {
+    pub fn new(store: Arc<dyn Database>, connect_timeout: Duration) -> Self {
         Self {
             store,
             connect_timeout,
@@ -561,7 +563,7 @@ type DialFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn WorkspaceConn>, Str
 /// turn's cancellation ends a resolution with the turn's cause.
 #[derive(Clone)]
 pub struct WorkspaceConnResolver {
-    store: Arc<dyn ToolStore>,
+    store: Arc<dyn Database>,
     connector: Arc<dyn AgentConnector>,
     settings: Arc<ResolverSettings>,
     cache: Arc<AgentConnCache>,
@@ -592,7 +594,7 @@ impl WorkspaceConnResolver {
     /// A resolver over the store, dialling with `connector`, caching in the runner's `cache`,
     /// telling `on_binding` when it persists an agent binding.
     pub fn new(
-        store: Arc<dyn ToolStore>,
+        store: Arc<dyn Database>,
         connector: Arc<dyn AgentConnector>,
         settings: ResolverSettings,
         cache: Arc<AgentConnCache>,
@@ -1259,14 +1261,14 @@ mod tests {
             name: "dev".into(),
             parent_id: None,
             display_order: 0,
-            times: chatstore::workspace::AgentTimes {
+            times: chatstore::agents::AgentTimes {
                 created_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
                 first_connected_at: None,
                 last_connected_at: None,
                 disconnected_at: None,
                 connection_timeout_seconds: 0,
             },
-            lifecycle: chatstore::workspace::AgentLifecycle::Ready,
+            lifecycle: chatstore::agents::AgentLifecycle::Ready,
             directory: directory.into(),
             expanded_directory: expanded.into(),
             address: String::new(),

@@ -4,15 +4,15 @@
 //! `--openai-compat-base-url`, `[[model]]` tables of the configuration file, …) instead of
 //! calling the admin API after the first start. At every start each seed is applied to one
 //! organization (`--models-organization`, `default` unless told otherwise) through
-//! [`WorkspaceStore::seed_model_config`]: a model the organization lacks is added (the first
+//! [`ModelStore::seed_model_config`]: a model the organization lacks is added (the first
 //! becomes its default), an existing one takes only the seed's API key reference, and what
 //! administrators changed since stays as they left it. Nothing is ever removed.
 //!
 //! Seeds are validated by the same rules as `CreateModelConfig` before the daemon connects
 //! anywhere, so a typo stops the start with a clear message.
 
-use chatstore::admin::{NewModelConfig, Seeded};
-use chatstore::workspace::WorkspaceStore;
+use chatstore::models::{NewModelConfig, Seeded};
+use chatstore::prelude::*;
 use serde::Deserialize;
 use tracing::{info, warn};
 
@@ -152,7 +152,7 @@ impl ModelSeeding {
     /// Applies the seeds. Nothing to seed does nothing; a missing organization is logged and
     /// skipped (the next start tries again). A key that cannot be read yet is only a warning:
     /// the secret may be mounted later, and turns report it when it is still missing.
-    pub async fn apply(&self, store: &dyn WorkspaceStore) -> Result<(), ChatdError> {
+    pub async fn apply(&self, store: &dyn Database) -> Result<(), ChatdError> {
         if self.seeds.is_empty() {
             return Ok(());
         }
@@ -195,7 +195,7 @@ impl ModelSeeding {
 
 /// The id of the organization with this name.
 async fn organization_named(
-    store: &dyn WorkspaceStore,
+    store: &dyn Database,
     name: &str,
 ) -> Result<Option<uuid::Uuid>, ChatdError> {
     const PAGE: i64 = 100;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chatstore::StoreConfig;
 use chatstore::postgres::{PgPubsub, PgStore};
+use chatstore::prelude::*;
 use chatstore::pubsub::Pubsub;
-use chatstore::workspace::WorkspaceStore;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -198,18 +198,14 @@ pub async fn serve(
         .as_ref()
         .map(|pool| Arc::new(PgStore::new(pool.clone(), store_config(&config.timing))));
     let agent_api = store.clone().map(|store| {
-        AgentApi::new(
-            store as Arc<dyn WorkspaceStore>,
-            config.agent_heartbeat_interval,
-        )
-        .into_server()
+        AgentApi::new(store as Arc<dyn Database>, config.agent_heartbeat_interval).into_server()
     });
     let templates = store
         .clone()
-        .map(|store| Templates::new(store as Arc<dyn WorkspaceStore>).into_server());
+        .map(|store| Templates::new(store as Arc<dyn Database>).into_server());
     let admin = store
         .clone()
-        .map(|store| Admin::new(store as Arc<dyn WorkspaceStore>).into_server());
+        .map(|store| Admin::new(store as Arc<dyn Database>).into_server());
     let provisioner = match (&pool, &config.provisioner) {
         (Some(pool), Some(settings)) => {
             let (pubsub, _listener) = PgPubsub::start(pool).await?;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::template_service_server::{TemplateService, TemplateServiceServer};
 use chatstore::StoreError;
-use chatstore::workspace::{
-    Caller, JobStatus, Template, TemplateSettings, TemplateVersion, WorkspaceStore,
-};
+use chatstore::identity::Caller;
+use chatstore::prelude::*;
+use chatstore::templates::{Template, TemplateSettings, TemplateVersion};
+use chatstore::workspaces::JobStatus;
 use provisioner::template::{self, Manifest};
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
@@ -25,7 +26,7 @@ use crate::paging::{finish_page, page_size, parse_name_token, parse_time_token};
 /// The template service over a workspace store.
 #[derive(Clone)]
 pub struct Templates {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -36,7 +37,7 @@ impl std::fmt::Debug for Templates {
 
 impl Templates {
     /// The service.
-    pub fn new(store: Arc<dyn WorkspaceStore>) -> Self {
+    pub fn new(store: Arc<dyn Database>) -> Self {
         Self { store }
     }
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::workspace_service_server::{WorkspaceService, WorkspaceServiceServer};
 use chatstore::StoreError;
+use chatstore::identity::Caller;
+use chatstore::prelude::*;
 use chatstore::pubsub::{Pubsub, Subscription, Topic};
-use chatstore::workspace::{
-    Build, Caller, JobStatus, WorkspaceListQuery, WorkspaceListing, WorkspaceStore, valid_name,
-};
+use chatstore::workspaces::{Build, JobStatus, WorkspaceListQuery, WorkspaceListing, valid_name};
 use chattool::provision::{CreateRequest, ProvisionError, WorkspaceProvisioner as _};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -58,7 +58,7 @@ impl Default for WorkspacesConfig {
 /// The workspace service.
 #[derive(Clone)]
 pub struct Workspaces {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
     pubsub: Arc<dyn Pubsub>,
     provisioner: StoreProvisioner,
     config: WorkspacesConfig,
@@ -133,7 +133,7 @@ impl Workspaces {
     /// The service over the store, its job notifications (for following build logs) and the
     /// provisioner front that records builds. Followed build logs end when `closing` fires.
     pub fn new(
-        store: Arc<dyn WorkspaceStore>,
+        store: Arc<dyn Database>,
         pubsub: Arc<dyn Pubsub>,
         config: WorkspacesConfig,
         closing: Closing,
@@ -519,7 +519,7 @@ impl WorkspaceService for Workspaces {
 /// One `StreamBuildLogs` call: sends the job's logs in batches, and with `follow` keeps going
 /// until the job is terminal.
 struct LogFollower {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
     job_id: Uuid,
     after_id: i64,
     follow: bool,
@@ -587,7 +587,7 @@ impl LogFollower {
     }
 
     /// Sends one batch; false when the client is gone or too slow.
-    async fn send(&self, logs: &[chatstore::workspace::JobLog], status: JobStatus) -> bool {
+    async fn send(&self, logs: &[chatstore::workspaces::JobLog], status: JobStatus) -> bool {
         let response = pb::StreamBuildLogsResponse {
             logs: logs.iter().map(convert::build_log).collect(),
             job_status: convert::job_status(status).into(),

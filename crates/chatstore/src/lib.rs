@@ -1,24 +1,78 @@
-//! chatd's storage layer: domain types, the [`Store`] trait, and its PostgreSQL implementation
-//! with LISTEN/NOTIFY pubsub.
+//! chatd's storage layer: the domain types, one store trait per domain, and the PostgreSQL
+//! backend with LISTEN/NOTIFY pubsub.
 //!
-//! All SQL lives in [`postgres`] and in `migrations/postgres/`; the rules a transition follows
-//! come from `chatstate` (`Store::apply` asks `chatstate::plan` and writes the effects). This crate
-//! knows no gRPC and no HTTP.
+//! | Domain | Trait | Module |
+//! |---|---|---|
+//! | chats, messages, queue, ownership, tool ledger | [`Store`] | [`types`] and the crate root |
+//! | organizations, users, API tokens | [`IdentityStore`] | [`identity`] |
+//! | model configurations | [`ModelStore`] | [`models`] |
+//! | templates and versions | [`TemplateStore`] | [`templates`] |
+//! | workspaces, builds, provisioner jobs | [`WorkspaceStore`] | [`workspaces`] |
+//! | workspace agents | [`AgentStore`] | [`agents`] |
+//! | replica registry, cluster secrets, the database clock | [`ReplicaStore`] | [`replicas`] |
+//!
+//! [`Database`] is all of them, what a process that serves everything holds. A caller that
+//! needs one domain takes that domain's trait. `use chatstore::prelude::*` brings every trait
+//! into scope, so their methods can be called on a `dyn Database`.
+//!
+//! All SQL lives in the backend modules ([`postgres`]) and in `migrations/`; the rules a
+//! transition follows come from `chatstate` (`Store::apply` asks `chatstate::plan` and writes
+//! the effects). The domain types carry no backend derives: each backend maps them itself. This
+//! crate knows no gRPC and no HTTP.
 //!
 //! [`testing::TestDatabase`] gives tests of this and other crates a fresh, migrated database.
 
-pub mod admin;
+pub mod agents;
+pub mod identity;
+pub mod models;
 pub mod postgres;
 pub mod pubsub;
+pub mod replicas;
+pub mod templates;
 pub mod testing;
 pub mod types;
-pub mod workspace;
+pub mod workspaces;
 
 mod error;
+mod names;
 mod store;
 
+pub use agents::AgentStore;
 pub use error::StoreError;
+pub use identity::IdentityStore;
+pub use models::ModelStore;
+pub use names::UnknownName;
+pub use replicas::ReplicaStore;
 pub use store::{
     Applied, Change, ChatCursor, ChatListQuery, ChatMetadata, ChatSnapshot, MessagePage, Store,
     StoreConfig, ToolResultInput,
 };
+pub use templates::TemplateStore;
+pub use workspaces::WorkspaceStore;
+
+/// Every domain of the store: what a process serving the whole API holds (as
+/// `Arc<dyn Database>`). Implemented for every type that implements all the domain traits.
+pub trait Database:
+    Store + IdentityStore + ModelStore + TemplateStore + WorkspaceStore + AgentStore + ReplicaStore
+{
+}
+
+impl<T> Database for T where
+    T: Store
+        + IdentityStore
+        + ModelStore
+        + TemplateStore
+        + WorkspaceStore
+        + AgentStore
+        + ReplicaStore
+        + ?Sized
+{
+}
+
+/// Every store trait, for calling their methods on a [`Database`].
+pub mod prelude {
+    pub use crate::{
+        AgentStore, Database, IdentityStore, ModelStore, ReplicaStore, Store, TemplateStore,
+        WorkspaceStore,
+    };
+}

@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::names::stored_names;
+
 /// One part of a message's content (spec/engine.md §15.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -110,8 +112,7 @@ impl MessagePart {
 }
 
 /// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
-#[sqlx(type_name = "chat_message_role", rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Instructions to the model.
@@ -124,9 +125,10 @@ pub enum Role {
     Tool,
 }
 
+stored_names!(Role { System => "system", User => "user", Assistant => "assistant", Tool => "tool" });
+
 /// Who sees a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
-#[sqlx(type_name = "chat_message_visibility", rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     /// The UI only.
@@ -136,6 +138,8 @@ pub enum Visibility {
     /// Both.
     Both,
 }
+
+stored_names!(Visibility { User => "user", Model => "model", Both => "both" });
 
 /// Token usage of a model call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -403,3 +407,6 @@ pub struct ToolExecution {
     /// When it completed.
     pub completed_at: Option<DateTime<Utc>>,
 }
+
+/// A position in a newest-first listing: `(created_at, id)` of the previous page's last row.
+pub type NewestFirstCursor = (DateTime<Utc>, Uuid);

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use agentselect::ChatSuffix;
 use async_trait::async_trait;
-use chatstore::Store;
+use chatstore::prelude::*;
 use chatstore::pubsub::Pubsub;
 use chatstore::types::Chat;
-use chatstore::workspace::WorkspaceStore;
 use uuid::Uuid;
 
 use crate::conn::WorkspaceConn;
@@ -35,12 +34,6 @@ pub trait WorkspaceResolver: Send + Sync {
     /// ([`NO_WORKSPACE`] or a recovery sentinel).
     async fn connect(&self, chat_id: Uuid) -> Result<Arc<dyn WorkspaceConn>, String>;
 }
-
-/// The store as the tools use it: chat state (binding, the idempotency ledger) and the workspace
-/// side (templates, workspaces, builds, agents). Every type implementing both is one.
-pub trait ToolStore: Store + WorkspaceStore {}
-
-impl<T: Store + WorkspaceStore> ToolStore for T {}
 
 /// Told when a tool changed the chat's workspace binding (§2.6), and again after readiness; the
 /// engine publishes a `status_change` watch event on the owner's channel.
@@ -111,7 +104,7 @@ impl ToolSettings {
     }
 
     /// Whether chats may use the template (§2.4: the allow-list, then `chat_enabled`).
-    pub fn allows(&self, template: &chatstore::workspace::Template) -> bool {
+    pub fn allows(&self, template: &chatstore::templates::Template) -> bool {
         template.chat_enabled && self.listed(template.id)
     }
 }
@@ -137,7 +130,7 @@ pub struct ToolContext {
     /// The runner dispatching the call (recorded in the ledger).
     pub runner_id: Option<Uuid>,
     /// The store; `None` = no database.
-    pub store: Option<Arc<dyn ToolStore>>,
+    pub store: Option<Arc<dyn Database>>,
     /// Change notifications of the store (build and readiness waits).
     pub pubsub: Option<Arc<dyn Pubsub>>,
     /// Creates, starts and stops workspaces; `None` = not configured.
@@ -214,7 +207,7 @@ impl ToolContext {
 
     /// Build and readiness waits over the store and its notifications, when both are present.
     pub(crate) fn waits(&self) -> Option<Waits> {
-        let store: Arc<dyn WorkspaceStore> = self.store.clone()?;
+        let store: Arc<dyn Database> = self.store.clone()?;
         Some(Waits::new(
             store,
             self.pubsub.clone()?,

@@ -14,20 +14,19 @@
 //! ([`crate::wait::Readiness`]). Failures: `{"error", "build_id"}`, the quota result
 //! ([`quota_result`]), or the provisioner's refusal (`{"error", "detail"?, "validations"?}`).
 
+use chatstore::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use agentselect::find_chat_agent;
 use async_trait::async_trait;
-use chatstore::workspace::{
-    Build, ConnectionStatus, JobStatus, Workspace, WorkspaceTransition, connection_status,
-};
+use chatstore::agents::{ConnectionStatus, connection_status};
+use chatstore::workspaces::{Build, JobStatus, Workspace, WorkspaceTransition};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::context::ToolStore;
 use crate::provision::{CreateRequest, ProvisionError, WorkspaceProvisioner};
 use crate::templates::NOT_ALLOWED;
 use crate::tool::TypedTool;
@@ -110,7 +109,7 @@ pub fn generate_name(seed: &str) -> String {
     let base = base.trim_end_matches('-');
     let random = Uuid::new_v4().simple().to_string();
     let name = format!("{base}-{}", &random[..4]);
-    if chatstore::workspace::valid_name(&name) {
+    if chatstore::workspaces::valid_name(&name) {
         return name;
     }
     let bytes = Uuid::new_v4().into_bytes();
@@ -185,14 +184,14 @@ struct NoDial;
 
 #[async_trait]
 impl AgentDialer for NoDial {
-    async fn dial(&self, _agent: &chatstore::workspace::Agent) -> Result<(), String> {
+    async fn dial(&self, _agent: &chatstore::agents::Agent) -> Result<(), String> {
         Ok(())
     }
 }
 
 /// What the lifecycle tools need, checked up front.
 struct Services {
-    store: Arc<dyn ToolStore>,
+    store: Arc<dyn Database>,
     provisioner: Arc<dyn WorkspaceProvisioner>,
     waits: Waits,
     dialer: Arc<dyn AgentDialer>,
@@ -276,7 +275,7 @@ struct Current {
 }
 
 /// Reads the chat's bound workspace: `Ok(None)` when the chat has none.
-async fn current(store: &dyn ToolStore, chat_id: Uuid) -> Result<Option<Current>, ToolResult> {
+async fn current(store: &dyn Database, chat_id: Uuid) -> Result<Option<Current>, ToolResult> {
     let chat = store
         .chat(chat_id)
         .await
@@ -520,7 +519,7 @@ impl TypedTool for CreateWorkspace {
         let wanted = args.name.as_deref().map(str::trim).unwrap_or_default();
         let name = if wanted.is_empty() {
             generate_name(&template.name)
-        } else if chatstore::workspace::valid_name(wanted) {
+        } else if chatstore::workspaces::valid_name(wanted) {
             wanted.to_owned()
         } else {
             generate_name(wanted)
@@ -772,7 +771,10 @@ mod tests {
             ),
         ] {
             let name = generate_name(seed);
-            assert!(chatstore::workspace::valid_name(&name), "{seed:?} → {name}");
+            assert!(
+                chatstore::workspaces::valid_name(&name),
+                "{seed:?} → {name}"
+            );
             let (head, tail) = name.split_at(name.len() - 4);
             assert_eq!(
                 head,

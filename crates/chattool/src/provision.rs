@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatstore::StoreError;
-use chatstore::workspace::{Build, Workspace};
+use chatstore::workspaces::{Build, Workspace};
 use serde::Serialize;
 use uuid::Uuid;
 

@@ -9,7 +9,8 @@
 //! allowed for chats (the allow-list and `chat_enabled`).
 
 use async_trait::async_trait;
-use chatstore::workspace::{JobStatus, Template, TemplateParameter};
+use chatstore::templates::{Template, TemplateParameter};
+use chatstore::workspaces::JobStatus;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};

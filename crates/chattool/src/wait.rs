@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use agentselect::{AgentInfo, ChatSuffix, find_chat_agent};
 use async_trait::async_trait;
+use chatstore::agents::{Agent, AgentLifecycle};
+use chatstore::prelude::*;
 use chatstore::pubsub::{Pubsub, Subscription, Topic};
-use chatstore::workspace::{Agent, AgentLifecycle, JobStatus, WorkspaceStore};
+use chatstore::workspaces::JobStatus;
 use serde::Serialize;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -105,7 +107,7 @@ pub const EXTERNAL_AGENT_NOT_CONNECTED: &str = "workspace uses an externally man
 /// The waits over a store and its notifications.
 #[derive(Clone)]
 pub struct Waits {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
     pubsub: Arc<dyn Pubsub>,
     settings: WaitSettings,
 }
@@ -159,11 +161,7 @@ pub fn lifecycle_name(state: AgentLifecycle) -> &'static str {
 
 impl Waits {
     /// Waits over a store and its notifications.
-    pub fn new(
-        store: Arc<dyn WorkspaceStore>,
-        pubsub: Arc<dyn Pubsub>,
-        settings: WaitSettings,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Database>, pubsub: Arc<dyn Pubsub>, settings: WaitSettings) -> Self {
         Self {
             store,
             pubsub,

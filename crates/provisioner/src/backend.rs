@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chatstore::workspace::{Build, Job, Workspace, WorkspaceStore};
+use chatstore::prelude::*;
+use chatstore::workspaces::{Build, Job, Workspace};
 use tokio::sync::Mutex;
 
 use crate::template::{Manifest, TemplateFile};
@@ -65,7 +66,7 @@ pub struct BuildRequest {
 /// Build log lines, written to the job's logs in batches.
 #[derive(Clone)]
 pub struct BuildLogs {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
     job_id: uuid::Uuid,
     /// Lines not yet written, and when the oldest of them was added.
     pending: Arc<Mutex<(Vec<LogLine>, Option<tokio::time::Instant>)>>,
@@ -89,7 +90,7 @@ pub const LOG_DELAY: std::time::Duration = std::time::Duration::from_millis(250)
 
 impl BuildLogs {
     /// Logs of a job.
-    pub fn new(store: Arc<dyn WorkspaceStore>, job_id: uuid::Uuid) -> Self {
+    pub fn new(store: Arc<dyn Database>, job_id: uuid::Uuid) -> Self {
         Self {
             store,
             job_id,

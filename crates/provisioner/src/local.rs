@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatstore::workspace::{JobStatus, WorkspaceStore, WorkspaceTransition, token_hash};
+use chatstore::identity::token_hash;
+use chatstore::prelude::*;
+use chatstore::workspaces::{JobStatus, WorkspaceTransition};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -61,7 +63,7 @@ impl LocalConfig {
 /// The local backend.
 #[derive(Clone)]
 pub struct LocalBackend {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
     config: Arc<LocalConfig>,
 }
 
@@ -94,7 +96,7 @@ fn backend_error(what: &str, path: &Path, e: impl std::fmt::Display) -> BuildErr
 
 impl LocalBackend {
     /// A backend over a store.
-    pub fn new(store: Arc<dyn WorkspaceStore>, config: LocalConfig) -> Self {
+    pub fn new(store: Arc<dyn Database>, config: LocalConfig) -> Self {
         Self {
             store,
             config: Arc::new(config),

@@ -36,7 +36,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use chatproto::chatd::v1 as pb;
-use chatstore::workspace::{NewTemplateVersion, TemplateParameter, TemplatePreset};
+use chatstore::templates::{NewTemplateVersion, TemplateParameter, TemplatePreset};
 use serde::{Deserialize, Serialize};
 
 /// The manifest's file name.
@@ -457,7 +457,7 @@ pub fn relative_path(path: &str) -> Result<PathBuf, String> {
     Ok(clean)
 }
 
-pub use chatstore::workspace::valid_name;
+pub use chatstore::workspaces::valid_name;
 
 impl Manifest {
     /// Parses `template.toml` text (syntax and types only; see [`Manifest::problems`]).

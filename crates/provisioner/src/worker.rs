@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatstore::StoreError;
+use chatstore::prelude::*;
 use chatstore::pubsub::{Pubsub, Topic};
-use chatstore::workspace::{Job, WorkspaceStore, WorkspaceTransition};
+use chatstore::workspaces::{Job, WorkspaceTransition};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -62,7 +63,7 @@ pub struct Recovered {
 /// The provisioner.
 #[derive(Clone)]
 pub struct Provisioner {
-    store: Arc<dyn WorkspaceStore>,
+    store: Arc<dyn Database>,
     pubsub: Arc<dyn Pubsub>,
     backend: Arc<dyn Backend>,
     config: ProvisionerConfig,
@@ -86,7 +87,7 @@ enum Outcome {
 impl Provisioner {
     /// A provisioner over a store, its notifications and a backend.
     pub fn new(
-        store: Arc<dyn WorkspaceStore>,
+        store: Arc<dyn Database>,
         pubsub: Arc<dyn Pubsub>,
         backend: Arc<dyn Backend>,
         config: ProvisionerConfig,

@@ -10,8 +10,8 @@ use chaterror::{BoxError, Classification, ClassifyContext, ErrorKind, classify, 
 use chatmodel::{FinishReason, ModelRequest, StreamPart, ToolDefinition};
 use chatretry::{RetryDecision, RetryEvent, guard_silence, normalize_attempt_error};
 use chatstate::ChatStatus;
+use chatstore::models::ModelConfig;
 use chatstore::types::{Chat, Message, NewMessage, Role, Usage};
-use chatstore::workspace::ModelConfig;
 use chatstore::{Change, StoreError};
 use chattool::{ChatScope, ToolContext, ToolResult};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};

@@ -23,6 +23,7 @@ pub mod runner;
 pub mod step;
 pub mod worker;
 
+use chatstore::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,7 +33,6 @@ use chatretry::{CancelCause, CancelToken, RetryPolicy, SilenceTimeout};
 use chatstore::pubsub::{ChatUpdate, Pubsub};
 use chatstore::types::Fence;
 use chatstore::{Applied, Change, StoreError};
-use chattool::context::ToolStore;
 use chattool::provision::WorkspaceProvisioner;
 use chattool::wait::AgentDialer;
 use chattool::{Tool, ToolSettings};
@@ -122,7 +122,7 @@ impl Default for EngineConfig {
 #[derive(Clone)]
 pub struct EngineDeps {
     /// Chat state and the workspace read model.
-    pub store: Arc<dyn ToolStore>,
+    pub store: Arc<dyn Database>,
     /// Change notifications.
     pub pubsub: Arc<dyn Pubsub>,
     /// Builds workspaces for the lifecycle tools; `None` = not configured.

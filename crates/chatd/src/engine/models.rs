@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use chatmodel::ModelError;
 use chatmodel::client::{ModelClient, ProviderConfig, Timeouts, WireFormat};
-use chatstore::workspace::ModelConfig;
+use chatstore::models::ModelConfig;
 use uuid::Uuid;
 
 /// Why a model configuration cannot be used (a `config` error, never retried).

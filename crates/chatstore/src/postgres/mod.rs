@@ -1,9 +1,16 @@
-//! The PostgreSQL backend: connection pool, migrations, the store and LISTEN/NOTIFY pubsub.
+//! The PostgreSQL backend: connection pool, migrations, `PgStore` (one module per store domain)
+//! and LISTEN/NOTIFY pubsub.
 
-mod admin;
+mod agents;
+mod enums;
+mod identity;
+mod models;
 mod pubsub;
+mod replicas;
+mod sql;
 mod store;
-mod workspace;
+mod templates;
+mod workspaces;
 
 pub use pubsub::PgPubsub;
 pub use store::{CLEARED_CONTEXT_TEXT, PgStore};

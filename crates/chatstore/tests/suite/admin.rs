@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use chatstore::admin::{ModelConfigChanges, NewModelConfig, NewUser, UserChanges, UserListQuery};
+use chatstore::identity::{NewUser, UserChanges, UserListQuery};
+use chatstore::models::{ModelConfigChanges, NewModelConfig};
 use chatstore::postgres::PgStore;
-use chatstore::workspace::{WorkspaceListQuery, WorkspaceStore, WorkspaceTransition};
+use chatstore::prelude::*;
+use chatstore::workspaces::{WorkspaceListQuery, WorkspaceTransition};
 use chatstore::{StoreConfig, StoreError};
 use uuid::Uuid;
 
@@ -444,7 +446,7 @@ async fn model_configs_keep_one_enabled_default() {
 
 #[tokio::test]
 async fn seeding_adds_a_model_once_and_follows_only_its_key_reference() {
-    use chatstore::admin::Seeded as Seed;
+    use chatstore::models::Seeded as Seed;
     let s = Seeded::new().await;
     let store = store(&s);
     let before = store
@@ -548,7 +550,7 @@ async fn template_and_workspace_listings_for_the_api() {
     store
         .update_template(
             other.template_id,
-            chatstore::workspace::TemplateSettings {
+            chatstore::templates::TemplateSettings {
                 deprecated: Some("old".into()),
                 display_name: Some("Alpha".into()),
                 default_ttl_ms: Some(60_000),
@@ -738,7 +740,7 @@ trait NewTemplateVersionExt {
     fn named(self, name: &str) -> Self;
 }
 
-impl NewTemplateVersionExt for chatstore::workspace::NewTemplateVersion {
+impl NewTemplateVersionExt for chatstore::templates::NewTemplateVersion {
     fn named(mut self, name: &str) -> Self {
         self.version_name = name.into();
         self

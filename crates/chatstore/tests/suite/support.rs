@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use chatstore::postgres::PgStore;
+use chatstore::prelude::*;
 use chatstore::testing::TestDatabase;
-use chatstore::workspace::WorkspaceStore;
 use chatstore::{Store, StoreConfig};
 use sqlx::PgPool;
 use uuid::Uuid;

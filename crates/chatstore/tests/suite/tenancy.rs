@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chatstore::postgres::PgStore;
-use chatstore::workspace::WorkspaceStore;
+use chatstore::prelude::*;
 use chatstore::{StoreConfig, StoreError};
 use uuid::Uuid;
 

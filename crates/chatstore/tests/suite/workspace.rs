@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use chatstore::agents::{AgentLifecycle, ConnectionStatus, connection_status};
 use chatstore::postgres::{PgPubsub, PgStore};
+use chatstore::prelude::*;
 use chatstore::pubsub::{Notification, Pubsub as _, Topic};
-use chatstore::workspace::{
-    AgentLifecycle, Build, ConnectionStatus, JobStatus, NewTemplateVersion, TemplateParameter,
-    TemplatePreset, Workspace, WorkspaceStore, WorkspaceTransition, connection_status,
-};
+use chatstore::templates::{NewTemplateVersion, TemplateParameter, TemplatePreset};
+use chatstore::workspaces::{Build, JobStatus, Workspace, WorkspaceTransition};
 use chatstore::{StoreConfig, StoreError};
 use uuid::Uuid;
 
@@ -404,7 +404,7 @@ async fn templates_read_back_with_parameters_presets_and_settings() {
     let updated = store
         .update_template(
             pushed.template_id,
-            chatstore::workspace::TemplateSettings {
+            chatstore::templates::TemplateSettings {
                 require_active_version: Some(true),
                 chat_enabled: Some(false),
                 deprecated: Some("use shell2".into()),
@@ -423,7 +423,7 @@ async fn templates_read_back_with_parameters_presets_and_settings() {
     let err = store
         .update_template(
             pushed.template_id,
-            chatstore::workspace::TemplateSettings {
+            chatstore::templates::TemplateSettings {
                 active_version_id: Some(other.version_id),
                 ..Default::default()
             },
@@ -437,8 +437,8 @@ async fn templates_read_back_with_parameters_presets_and_settings() {
     s.finish().await;
 }
 
-fn report(address: &str) -> chatstore::workspace::AgentReport {
-    chatstore::workspace::AgentReport {
+fn report(address: &str) -> chatstore::agents::AgentReport {
+    chatstore::agents::AgentReport {
         address: address.into(),
         expanded_directory: "/home/dev".into(),
         operating_system: "linux".into(),
@@ -457,7 +457,7 @@ async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build() {
             "main-chat",
             "/home/dev",
             0,
-            &chatstore::workspace::token_hash(token),
+            &chatstore::identity::token_hash(token),
         )
         .await
         .unwrap();
@@ -575,7 +575,7 @@ async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
             .await
             .unwrap();
     }
-    let id = |listing: &[chatstore::workspace::TemplateListing], name: &str| {
+    let id = |listing: &[chatstore::templates::TemplateListing], name: &str| {
         listing
             .iter()
             .find(|l| l.template.name == name)
@@ -593,7 +593,7 @@ async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
     store
         .update_template(
             old,
-            chatstore::workspace::TemplateSettings {
+            chatstore::templates::TemplateSettings {
                 deprecated: Some("use zeta".into()),
                 ..Default::default()
             },
@@ -609,7 +609,7 @@ async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
             .unwrap();
     }
 
-    let names = |listing: Vec<chatstore::workspace::TemplateListing>| {
+    let names = |listing: Vec<chatstore::templates::TemplateListing>| {
         listing
             .into_iter()
             .map(|l| (l.template.name, l.active_developers))
@@ -689,7 +689,7 @@ async fn later_builds_keep_their_version_unless_the_template_requires_the_active
     store
         .update_template(
             workspace.template_id,
-            chatstore::workspace::TemplateSettings {
+            chatstore::templates::TemplateSettings {
                 require_active_version: Some(true),
                 ..Default::default()
             },

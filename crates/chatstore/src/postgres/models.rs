@@ -1,408 +1,14 @@
-//! The administration queries of `PgStore` (organizations, users, token metadata, model
-//! configurations); `WorkspaceStore for PgStore` delegates to these functions.
+//! Model configurations and their provider rows.
 
-use std::time::Duration;
-
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::PgStore;
+use super::sql::is_check_violation;
 use crate::StoreError;
-use crate::admin::{
-    ApiToken, ModelConfigChanges, ModelConfigRecord, NewModelConfig, NewUser, NewestFirstCursor,
-    Organization, Seeded, User, UserChanges, UserListQuery,
-};
-use crate::workspace::NewApiKey;
-
-/// `%query%` for `ILIKE … ESCAPE '\'`, with the query's own wildcards escaped.
-pub(super) fn like_pattern(query: &str) -> String {
-    format!(
-        "%{}%",
-        query
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    )
-}
-
-/// Whether `err` is a violation of a unique index.
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
-}
-
-/// Whether `err` is a violated CHECK constraint.
-fn is_check_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23514"))
-}
-
-macro_rules! organization_columns {
-    () => {
-        "id, name, display_name, created_at, updated_at"
-    };
-}
-
-#[derive(Debug, FromRow)]
-struct OrganizationRow {
-    id: Uuid,
-    name: String,
-    display_name: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl From<OrganizationRow> for Organization {
-    fn from(r: OrganizationRow) -> Self {
-        Self {
-            id: r.id,
-            name: r.name,
-            display_name: r.display_name,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
-
-pub(super) async fn add_organization(
-    pool: &PgPool,
-    name: &str,
-    display_name: &str,
-) -> Result<Organization, StoreError> {
-    let row: OrganizationRow = sqlx::query_as(concat!(
-        "INSERT INTO organizations (name, display_name) VALUES ($1, $2) RETURNING ",
-        organization_columns!()
-    ))
-    .bind(name)
-    .bind(display_name)
-    .fetch_one(pool)
-    .await
-    .map_err(|err| {
-        if is_unique_violation(&err) {
-            StoreError::Conflict(format!("an organization named {name:?} already exists"))
-        } else {
-            StoreError::Query(err)
-        }
-    })?;
-    Ok(row.into())
-}
-
-pub(super) async fn organization(
-    pool: &PgPool,
-    id: Uuid,
-) -> Result<Option<Organization>, StoreError> {
-    let row: Option<OrganizationRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        organization_columns!(),
-        " FROM organizations WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(Organization::from))
-}
-
-pub(super) async fn list_organizations(
-    pool: &PgPool,
-    only: Option<&[Uuid]>,
-    after_name: Option<&str>,
-    limit: i64,
-) -> Result<Vec<Organization>, StoreError> {
-    let rows: Vec<OrganizationRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        organization_columns!(),
-        " FROM organizations
-          WHERE ($1::uuid[] IS NULL OR id = ANY($1)) AND ($2::text IS NULL OR name > $2)
-          ORDER BY name, id LIMIT $3"
-    ))
-    .bind(only)
-    .bind(after_name)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(Organization::from).collect())
-}
-
-macro_rules! user_columns {
-    () => {
-        "u.id, u.username, u.email, u.display_name AS name, u.role, u.suspended,
-    u.created_at, u.updated_at,
-    ARRAY(SELECT m.organization_id FROM organization_members m
-           WHERE m.user_id = u.id ORDER BY m.created_at, m.organization_id) AS organization_ids,
-    (SELECT max(k.last_used_at) FROM api_keys k WHERE k.user_id = u.id) AS last_seen_at"
-    };
-}
-
-#[derive(Debug, FromRow)]
-struct UserRow {
-    id: Uuid,
-    username: String,
-    email: String,
-    name: String,
-    role: String,
-    suspended: bool,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    organization_ids: Vec<Uuid>,
-    last_seen_at: Option<DateTime<Utc>>,
-}
-
-impl From<UserRow> for User {
-    fn from(r: UserRow) -> Self {
-        Self {
-            id: r.id,
-            username: r.username,
-            email: r.email,
-            name: r.name,
-            role: r.role,
-            organization_ids: r.organization_ids,
-            suspended: r.suspended,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            last_seen_at: r.last_seen_at,
-        }
-    }
-}
-
-async fn read_user(conn: &mut PgConnection, id: Uuid) -> Result<Option<User>, StoreError> {
-    let row: Option<UserRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users u WHERE u.id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(User::from))
-}
-
-/// Replaces a user's memberships; every organization must exist.
-async fn set_memberships(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    organization_ids: &[Uuid],
-) -> Result<(), StoreError> {
-    let missing: Option<Uuid> = sqlx::query_scalar(
-        "SELECT o FROM unnest($1::uuid[]) AS o
-          WHERE NOT EXISTS (SELECT 1 FROM organizations WHERE id = o) LIMIT 1",
-    )
-    .bind(organization_ids)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(id) = missing {
-        return Err(StoreError::NotFound(format!("organization {id} not found")));
-    }
-    sqlx::query(
-        "DELETE FROM organization_members WHERE user_id = $1 AND NOT (organization_id = ANY($2))",
-    )
-    .bind(user_id)
-    .bind(organization_ids)
-    .execute(&mut *conn)
-    .await?;
-    // Kept memberships keep their age; new ones join in the order given.
-    for organization_id in organization_ids {
-        sqlx::query(
-            "INSERT INTO organization_members (organization_id, user_id, created_at)
-             VALUES ($1, $2, clock_timestamp())
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(organization_id)
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// A unique violation on `users` as the field it is about.
-fn user_conflict(err: sqlx::Error, username: &str, email: &str) -> StoreError {
-    match &err {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-            if db.constraint() == Some("users_email_idx") {
-                StoreError::Conflict(format!("the email address {email:?} is already in use"))
-            } else {
-                StoreError::Conflict(format!("the username {username:?} is already in use"))
-            }
-        }
-        _ if is_check_violation(&err) => StoreError::InvalidInput("invalid user role".into()),
-        _ => StoreError::Query(err),
-    }
-}
-
-pub(super) async fn add_user(pool: &PgPool, user: &NewUser) -> Result<User, StoreError> {
-    let mut tx = pool.begin().await?;
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO users (username, email, display_name, role) VALUES ($1, $2, $3, $4) RETURNING id",
-    )
-    .bind(&user.username)
-    .bind(&user.email)
-    .bind(&user.name)
-    .bind(&user.role)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|err| user_conflict(err, &user.username, &user.email))?;
-    set_memberships(&mut tx, id, &user.organization_ids).await?;
-    let created = read_user(&mut tx, id).await?;
-    tx.commit().await?;
-    created.ok_or_else(|| StoreError::NotFound(format!("user {id} not found")))
-}
-
-pub(super) async fn user(pool: &PgPool, id: Uuid) -> Result<Option<User>, StoreError> {
-    let mut conn = pool.acquire().await?;
-    read_user(&mut conn, id).await
-}
-
-pub(super) async fn list_users(
-    pool: &PgPool,
-    query: &UserListQuery,
-) -> Result<Vec<User>, StoreError> {
-    let rows: Vec<UserRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users u
-          WHERE ($1::uuid IS NULL OR EXISTS (SELECT 1 FROM organization_members m
-                                              WHERE m.user_id = u.id AND m.organization_id = $1))
-            AND ($2 OR NOT u.suspended)
-            AND (u.username ILIKE $3 OR u.email ILIKE $3 OR u.display_name ILIKE $3)
-            AND ($4::text IS NULL OR u.username > $4)
-          ORDER BY u.username LIMIT $5"
-    ))
-    .bind(query.organization_id)
-    .bind(query.include_suspended)
-    .bind(like_pattern(query.query.trim()))
-    .bind(query.after_username.as_deref())
-    .bind(query.limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(User::from).collect())
-}
-
-pub(super) async fn update_user(
-    pool: &PgPool,
-    id: Uuid,
-    changes: &UserChanges,
-) -> Result<User, StoreError> {
-    let mut tx = pool.begin().await?;
-    let username: Option<String> =
-        sqlx::query_scalar("SELECT username FROM users WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let username = username.ok_or_else(|| StoreError::NotFound(format!("user {id} not found")))?;
-    sqlx::query(
-        "UPDATE users SET email = COALESCE($2, email), display_name = COALESCE($3, display_name),
-                          role = COALESCE($4, role), suspended = COALESCE($5, suspended),
-                          updated_at = now()
-          WHERE id = $1",
-    )
-    .bind(id)
-    .bind(changes.email.as_deref())
-    .bind(changes.name.as_deref())
-    .bind(changes.role.as_deref())
-    .bind(changes.suspended)
-    .execute(&mut *tx)
-    .await
-    .map_err(|err| user_conflict(err, &username, changes.email.as_deref().unwrap_or_default()))?;
-    if let Some(organization_ids) = &changes.organization_ids {
-        set_memberships(&mut tx, id, organization_ids).await?;
-    }
-    let updated = read_user(&mut tx, id).await?;
-    tx.commit().await?;
-    updated.ok_or_else(|| StoreError::NotFound(format!("user {id} not found")))
-}
-
-macro_rules! token_columns {
-    () => {
-        "id, user_id, name, 'chatd_' || prefix AS prefix, created_at, expires_at, last_used_at, revoked_at"
-    };
-}
-
-#[derive(Debug, FromRow)]
-struct TokenRow {
-    id: Uuid,
-    user_id: Uuid,
-    name: String,
-    prefix: String,
-    created_at: DateTime<Utc>,
-    expires_at: Option<DateTime<Utc>>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-}
-
-impl From<TokenRow> for ApiToken {
-    fn from(r: TokenRow) -> Self {
-        Self {
-            id: r.id,
-            user_id: r.user_id,
-            name: r.name,
-            prefix: r.prefix,
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-            last_used_at: r.last_used_at,
-            revoked_at: r.revoked_at,
-        }
-    }
-}
-
-pub(super) async fn issue_api_token(
-    pool: &PgPool,
-    user_id: Uuid,
-    name: &str,
-    lifetime: Option<Duration>,
-) -> Result<(NewApiKey, ApiToken), StoreError> {
-    let mut tx = pool.begin().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !exists {
-        return Err(StoreError::NotFound(format!("user {user_id} not found")));
-    }
-    let key = super::workspace::insert_api_key(&mut tx, user_id, name, lifetime).await?;
-    let row: TokenRow = sqlx::query_as(concat!(
-        "SELECT ",
-        token_columns!(),
-        " FROM api_keys WHERE id = $1"
-    ))
-    .bind(key.id)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok((key, row.into()))
-}
-
-pub(super) async fn api_token(pool: &PgPool, id: Uuid) -> Result<Option<ApiToken>, StoreError> {
-    let row: Option<TokenRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        token_columns!(),
-        " FROM api_keys WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(ApiToken::from))
-}
-
-pub(super) async fn list_api_tokens(
-    pool: &PgPool,
-    user_id: Uuid,
-    after: Option<NewestFirstCursor>,
-    limit: i64,
-) -> Result<Vec<ApiToken>, StoreError> {
-    let rows: Vec<TokenRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        token_columns!(),
-        " FROM api_keys
-          WHERE user_id = $1 AND revoked_at IS NULL
-            AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
-          ORDER BY created_at DESC, id DESC LIMIT $4"
-    ))
-    .bind(user_id)
-    .bind(after.map(|(at, _)| at))
-    .bind(after.map(|(_, id)| id))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(ApiToken::from).collect())
-}
+use crate::models::*;
 
 macro_rules! model_config_columns {
     () => {
@@ -810,4 +416,137 @@ pub(super) async fn delete_model_config(pool: &PgPool, id: Uuid) -> Result<(), S
         )));
     }
     Ok(())
+}
+
+#[derive(Debug, FromRow)]
+struct ResolvedModelRow {
+    id: Uuid,
+    organization_id: Uuid,
+    provider_id: Uuid,
+    provider: String,
+    model: String,
+    base_url: String,
+    api_key_ref: String,
+    context_limit: i64,
+    compression_threshold: i32,
+    options: serde_json::Value,
+    is_default: bool,
+}
+
+#[async_trait]
+impl ModelStore for PgStore {
+    async fn create_provider(
+        &self,
+        kind: &str,
+        api_key_ref: &str,
+        base_url: &str,
+    ) -> Result<Uuid, StoreError> {
+        create_provider(self.pool(), kind, api_key_ref, base_url).await
+    }
+
+    async fn create_model_config(
+        &self,
+        organization_id: Uuid,
+        provider_id: Uuid,
+        model: &str,
+        context_limit: i64,
+        is_default: bool,
+    ) -> Result<Uuid, StoreError> {
+        if context_limit <= 0 {
+            return Err(StoreError::InvalidInput(
+                "context_limit must be positive".into(),
+            ));
+        }
+        let mut tx = self.pool().begin().await?;
+        if is_default {
+            sqlx::query("UPDATE chat_model_configs SET is_default = false WHERE organization_id = $1 AND is_default")
+                .bind(organization_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO chat_model_configs (organization_id, provider_id, model, context_limit, is_default)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(organization_id)
+        .bind(provider_id)
+        .bind(model)
+        .bind(context_limit)
+        .bind(is_default)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn resolve_model_config(
+        &self,
+        organization_id: Uuid,
+        preferred: Option<Uuid>,
+    ) -> Result<ModelConfig, StoreError> {
+        let row: Option<ResolvedModelRow> = sqlx::query_as(
+            "SELECT m.id, m.organization_id, m.provider_id, p.provider, m.model, p.base_url, p.api_key_ref,
+                    m.context_limit, m.compression_threshold, m.options, m.is_default
+               FROM chat_model_configs m JOIN chat_providers p ON p.id = m.provider_id
+              WHERE m.organization_id = $1 AND m.enabled AND NOT m.deleted AND p.enabled
+                AND (m.id = $2 OR m.is_default)
+              ORDER BY (m.id = $2) DESC NULLS LAST
+              LIMIT 1",
+        )
+        .bind(organization_id)
+        .bind(preferred)
+        .fetch_optional(self.pool())
+        .await?;
+        let row = row.ok_or(StoreError::NoDefaultModelConfig)?;
+        Ok(ModelConfig {
+            id: row.id,
+            organization_id: row.organization_id,
+            provider_id: row.provider_id,
+            provider: row.provider,
+            model: row.model,
+            base_url: row.base_url,
+            api_key_ref: row.api_key_ref,
+            context_limit: row.context_limit,
+            compression_threshold: row.compression_threshold,
+            options: row.options,
+            is_default: row.is_default,
+        })
+    }
+
+    async fn add_model_config(
+        &self,
+        config: &NewModelConfig,
+    ) -> Result<ModelConfigRecord, StoreError> {
+        add_model_config(self.pool(), config).await
+    }
+
+    async fn seed_model_config(&self, config: &NewModelConfig) -> Result<Seeded, StoreError> {
+        seed_model_config(self.pool(), config).await
+    }
+
+    async fn model_config(&self, id: Uuid) -> Result<Option<ModelConfigRecord>, StoreError> {
+        model_config(self.pool(), id).await
+    }
+
+    async fn list_model_configs(
+        &self,
+        organization_id: Uuid,
+        enabled_only: bool,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<ModelConfigRecord>, StoreError> {
+        list_model_configs(self.pool(), organization_id, enabled_only, offset, limit).await
+    }
+
+    async fn update_model_config(
+        &self,
+        id: Uuid,
+        changes: &ModelConfigChanges,
+    ) -> Result<ModelConfigRecord, StoreError> {
+        update_model_config(self.pool(), id, changes).await
+    }
+
+    async fn delete_model_config(&self, id: Uuid) -> Result<(), StoreError> {
+        delete_model_config(self.pool(), id).await
+    }
 }

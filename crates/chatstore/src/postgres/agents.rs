@@ -1,0 +1,372 @@
+//! Workspace agents. Agent changes a waiter cares about notify inside their transaction.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+use super::PgStore;
+use crate::StoreError;
+use crate::agents::*;
+use crate::identity::token_hash;
+use crate::pubsub::{AGENT_CHANNEL, AgentUpdate};
+
+macro_rules! agent_columns {
+    () => {
+        "a.id, a.resource_id, a.name, a.parent_id, a.display_order, a.created_at, a.first_connected_at,
+         a.last_connected_at, a.disconnected_at, a.connection_timeout_seconds, a.lifecycle_state,
+         a.directory, a.expanded_directory, a.address"
+    };
+}
+
+fn agent_from(r: AgentRow) -> Agent {
+    Agent {
+        id: r.id,
+        resource_id: r.resource_id,
+        name: r.name,
+        parent_id: r.parent_id,
+        display_order: r.display_order,
+        times: AgentTimes {
+            created_at: r.created_at,
+            first_connected_at: r.first_connected_at,
+            last_connected_at: r.last_connected_at,
+            disconnected_at: r.disconnected_at,
+            connection_timeout_seconds: r.connection_timeout_seconds,
+        },
+        lifecycle: r.lifecycle_state,
+        directory: r.directory,
+        expanded_directory: r.expanded_directory,
+        address: r.address,
+    }
+}
+
+#[derive(Debug, FromRow)]
+struct AgentRow {
+    id: Uuid,
+    resource_id: Uuid,
+    name: String,
+    parent_id: Option<Uuid>,
+    display_order: i32,
+    created_at: DateTime<Utc>,
+    first_connected_at: Option<DateTime<Utc>>,
+    last_connected_at: Option<DateTime<Utc>>,
+    disconnected_at: Option<DateTime<Utc>>,
+    connection_timeout_seconds: i32,
+    lifecycle_state: AgentLifecycle,
+    directory: String,
+    expanded_directory: String,
+    address: String,
+}
+
+async fn notify_agent(conn: &mut PgConnection, agent_id: Uuid) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(&AgentUpdate { agent_id }).unwrap_or_default();
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(AGENT_CHANNEL)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl AgentStore for PgStore {
+    async fn insert_agent(
+        &self,
+        job_id: Uuid,
+        name: &str,
+        directory: &str,
+        connection_timeout_seconds: i32,
+        auth_token_hash: &[u8],
+    ) -> Result<Uuid, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let resource: Uuid =
+            sqlx::query_scalar("INSERT INTO workspace_resources (job_id, type, name) VALUES ($1, 'chatd_local', $2) RETURNING id")
+                .bind(job_id)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        let agent: Uuid = sqlx::query_scalar(
+            "INSERT INTO workspace_agents (resource_id, name, directory, connection_timeout_seconds, auth_token_hash)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(resource)
+        .bind(name)
+        .bind(directory)
+        .bind(connection_timeout_seconds)
+        .bind(auth_token_hash)
+        .fetch_one(&mut *tx)
+        .await?;
+        notify_agent(&mut tx, agent).await?;
+        tx.commit().await?;
+        Ok(agent)
+    }
+
+    async fn build_agents(&self, build_id: Uuid) -> Result<Vec<Agent>, StoreError> {
+        let rows: Vec<AgentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM workspace_agents a
+               JOIN workspace_resources r ON r.id = a.resource_id
+               JOIN workspace_builds b ON b.job_id = r.job_id
+              WHERE b.id = $1 AND NOT a.deleted
+              ORDER BY a.display_order, a.name, a.id"
+        ))
+        .bind(build_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(agent_from).collect())
+    }
+
+    async fn agent(&self, agent_id: Uuid) -> Result<Agent, StoreError> {
+        let row: Option<AgentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM workspace_agents a WHERE a.id = $1"
+        ))
+        .bind(agent_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(agent_from)
+            .ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} not found")))
+    }
+
+    async fn agent_secret(&self, agent_id: Uuid) -> Result<String, StoreError> {
+        sqlx::query_scalar(
+            "SELECT w.control_plane_secret FROM workspace_agents a
+               JOIN workspace_resources r ON r.id = a.resource_id
+               JOIN workspace_builds b ON b.job_id = r.job_id
+               JOIN workspaces w ON w.id = b.workspace_id
+              WHERE a.id = $1",
+        )
+        .bind(agent_id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} has no workspace")))
+    }
+
+    async fn agent_is_external(&self, agent_id: Uuid) -> Result<bool, StoreError> {
+        let row: Option<(Option<bool>,)> = sqlx::query_as(
+            "SELECT v.has_external_agent FROM workspace_agents a
+               JOIN workspace_resources r ON r.id = a.resource_id
+               LEFT JOIN workspace_builds b ON b.job_id = r.job_id
+               LEFT JOIN template_versions v ON v.id = b.template_version_id
+              WHERE a.id = $1",
+        )
+        .bind(agent_id)
+        .fetch_optional(self.pool())
+        .await?;
+        let (external,) =
+            row.ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} not found")))?;
+        Ok(external.unwrap_or(false))
+    }
+
+    async fn agent_heartbeat(
+        &self,
+        agent_id: Uuid,
+        report: &AgentReport,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // Notify only when something a waiter cares about changed (first connection,
+        // reconnection, a new address), not on every routine heartbeat.
+        let changed: Option<bool> = sqlx::query_scalar(
+            "WITH before AS (SELECT first_connected_at, disconnected_at, last_connected_at, address
+                               FROM workspace_agents WHERE id = $1 FOR UPDATE)
+             UPDATE workspace_agents a
+                SET first_connected_at = COALESCE(a.first_connected_at, now()),
+                    last_connected_at = now(),
+                    address = $2,
+                    expanded_directory = CASE WHEN $3 = '' THEN a.expanded_directory ELSE $3 END,
+                    operating_system = CASE WHEN $4 = '' THEN a.operating_system ELSE $4 END
+               FROM before b
+              WHERE a.id = $1
+             RETURNING b.first_connected_at IS NULL
+                    OR (b.disconnected_at IS NOT NULL AND b.disconnected_at >= b.last_connected_at)
+                    OR b.address <> $2",
+        )
+        .bind(agent_id)
+        .bind(&report.address)
+        .bind(&report.expanded_directory)
+        .bind(&report.operating_system)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match changed {
+            None => {
+                return Err(StoreError::InvalidInput(format!(
+                    "agent {agent_id} not found"
+                )));
+            }
+            Some(true) => notify_agent(&mut tx, agent_id).await?,
+            Some(false) => {}
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn agent_manifest_by_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<AgentManifest>, StoreError> {
+        let row: Option<(
+            Uuid,
+            String,
+            Uuid,
+            String,
+            String,
+            String,
+            String,
+            i32,
+            serde_json::Value,
+            String,
+        )> = sqlx::query_as(
+            "SELECT a.id, a.name, w.id, w.name, u.username, a.directory, a.startup_script,
+                    a.startup_script_timeout_seconds, a.env, w.control_plane_secret
+               FROM workspace_agents a
+               JOIN workspace_resources r ON r.id = a.resource_id
+               JOIN workspace_builds b ON b.job_id = r.job_id
+               JOIN workspaces w ON w.id = b.workspace_id
+               JOIN users u ON u.id = w.owner_id
+              WHERE a.auth_token_hash = $1 AND NOT a.deleted AND NOT w.deleted
+                AND b.transition = 'start'
+                AND b.build_number = (SELECT max(build_number) FROM workspace_builds
+                                       WHERE workspace_id = w.id AND transition = 'start')",
+        )
+        .bind(token_hash(token))
+        .fetch_optional(self.pool())
+        .await?;
+        let Some((
+            agent_id,
+            agent_name,
+            workspace_id,
+            workspace_name,
+            owner_name,
+            directory,
+            startup_script,
+            timeout,
+            env,
+            secret,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        Ok(Some(AgentManifest {
+            agent_id,
+            agent_name,
+            workspace_id,
+            workspace_name,
+            owner_name,
+            directory,
+            startup_script,
+            startup_script_timeout_seconds: timeout,
+            env: serde_json::from_value(env).map_err(|source| StoreError::Corrupt {
+                what: "agent env",
+                source,
+            })?,
+            control_plane_secret: secret,
+        }))
+    }
+
+    async fn set_agent_startup(
+        &self,
+        agent_id: Uuid,
+        startup_script: &str,
+        timeout_seconds: i32,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let env = serde_json::to_value(env).map_err(|source| StoreError::Corrupt {
+            what: "agent env",
+            source,
+        })?;
+        sqlx::query(
+            "UPDATE workspace_agents SET startup_script = $2, startup_script_timeout_seconds = $3, env = $4 WHERE id = $1",
+        )
+        .bind(agent_id)
+        .bind(startup_script)
+        .bind(timeout_seconds)
+        .bind(env)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn append_agent_logs(
+        &self,
+        agent_id: Uuid,
+        source: &str,
+        lines: &[(String, String)],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let used: Option<i64> =
+            sqlx::query_scalar("SELECT logs_bytes FROM workspace_agents WHERE id = $1 FOR UPDATE")
+                .bind(agent_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mut used =
+            used.ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} not found")))?;
+        let mut levels = Vec::new();
+        let mut outputs = Vec::new();
+        let mut overflowed = false;
+        for (level, output) in lines {
+            let size = output.len() as i64;
+            if used + size > MAX_AGENT_LOG_BYTES {
+                overflowed = true;
+                break;
+            }
+            used += size;
+            levels.push(level.as_str());
+            outputs.push(output.as_str());
+        }
+        sqlx::query(
+            "INSERT INTO workspace_agent_logs (agent_id, source, level, output)
+             SELECT $1, $2, l, o FROM unnest($3::text[], $4::text[]) AS t(l, o)",
+        )
+        .bind(agent_id)
+        .bind(source)
+        .bind(&levels)
+        .bind(&outputs)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE workspace_agents SET logs_bytes = $2, logs_overflowed = logs_overflowed OR $3 WHERE id = $1")
+            .bind(agent_id)
+            .bind(used)
+            .bind(overflowed)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(overflowed)
+    }
+
+    async fn agent_disconnected(&self, agent_id: Uuid) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE workspace_agents SET disconnected_at = now() WHERE id = $1")
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+        notify_agent(&mut tx, agent_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_agent_lifecycle(
+        &self,
+        agent_id: Uuid,
+        state: AgentLifecycle,
+        changed_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE workspace_agents SET lifecycle_state = $2, lifecycle_changed_at = $3
+              WHERE id = $1 AND (lifecycle_changed_at IS NULL OR lifecycle_changed_at <= $3)",
+        )
+        .bind(agent_id)
+        .bind(state)
+        .bind(changed_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated > 0 {
+            notify_agent(&mut tx, agent_id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! The replica registry, cluster secrets and the database clock.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::PgStore;
+use crate::StoreError;
+use crate::replicas::ReplicaStore;
+
+#[async_trait]
+impl ReplicaStore for PgStore {
+    async fn database_now(&self) -> Result<DateTime<Utc>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT now()")
+            .fetch_one(self.pool())
+            .await?)
+    }
+
+    async fn register_worker(
+        &self,
+        worker_id: Uuid,
+        relay_address: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO chatd_workers (worker_id, relay_address, heartbeat_at) VALUES ($1, $2, now())
+             ON CONFLICT (worker_id) DO UPDATE SET relay_address = $2, heartbeat_at = now()",
+        )
+        .bind(worker_id)
+        .bind(relay_address)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn worker_address(
+        &self,
+        worker_id: Uuid,
+        stale_after: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT relay_address FROM chatd_workers
+              WHERE worker_id = $1 AND heartbeat_at > now() - make_interval(secs => $2)",
+        )
+        .bind(worker_id)
+        .bind(stale_after.as_secs_f64())
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    async fn cluster_secret(&self, name: &str) -> Result<String, StoreError> {
+        let candidate = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+        // The insert loses quietly to a secret that exists or is being created concurrently;
+        // the select then reads the winner.
+        sqlx::query(
+            "INSERT INTO chatd_cluster_secrets (name, secret) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(&candidate)
+        .execute(self.pool())
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM chatd_cluster_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+}
