@@ -13,6 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a bench prints and panics
 
+use chatstore::testing::Fixtures as _;
 use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
 use std::process::{Command, Stdio};
@@ -24,7 +25,6 @@ use chatd::engine::{Engine, EngineConfig, EngineDeps};
 use chatd::parts::EpisodeKey;
 use chatd_e2e::workspaces::{Harness, percentile};
 use chatstore::Store as _;
-use chatstore::prelude::*;
 use chatstore::types::{MessagePart, NewChat};
 use chattest::emulator::{Emulator, MARK_CLOSE, MARK_OPEN, ScriptPart, Turn};
 
@@ -165,14 +165,16 @@ async fn round(chats: usize) {
     let h = Harness::bare().await;
     let emulator = EmulatorProcess::start(chats);
     let clock = Clock::new();
-    let provider = h
-        .store
-        .create_provider("anthropic", "", &emulator.base_url)
-        .await
-        .unwrap();
     let model = h
         .store
-        .create_model_config(h.organization, provider, "bench", 200_000, true)
+        .fixture_model(
+            h.organization,
+            "anthropic",
+            &emulator.base_url,
+            "bench",
+            200_000,
+            true,
+        )
         .await
         .unwrap();
     let mut ids = Vec::with_capacity(chats);

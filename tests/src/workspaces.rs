@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // test support panics where it fails
 
+use chatstore::testing::Fixtures as _;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,9 +97,9 @@ impl Harness {
             .expect("PostgreSQL must answer at TEST_DATABASE_URL");
         let store = Arc::new(PgStore::new(db.pool.clone(), StoreConfig::default()));
         let (pubsub, notifications) = PgPubsub::start(&db.pool).await.unwrap();
-        let organization = store.create_organization("acme").await.unwrap();
+        let organization = store.fixture_organization("acme").await.unwrap();
         let user = store
-            .create_user("ada", "admin", organization)
+            .fixture_user("ada", "admin", organization)
             .await
             .unwrap();
         Self {

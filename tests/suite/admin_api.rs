@@ -4,6 +4,7 @@
 //! workspaces created, stopped and deleted through the API with their build logs streamed —
 //! every workspace read scoped to its owner.
 
+use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
 use chatd_e2e::Daemon;
@@ -13,7 +14,6 @@ use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::admin_service_client::AdminServiceClient;
 use chatproto::chatd::v1::template_service_client::TemplateServiceClient;
 use chatproto::chatd::v1::workspace_service_client::WorkspaceServiceClient;
-use chatstore::prelude::*;
 use tonic::Code;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -194,7 +194,7 @@ async fn admins_manage_users_and_tokens_and_members_stay_in_their_lane() {
     let h = Harness::bare().await;
     let key = h
         .store
-        .create_api_key(h.user, "bootstrap", None)
+        .fixture_token(h.user, "bootstrap", None)
         .await
         .unwrap();
     let daemon = daemon(&h).await;
@@ -447,15 +447,15 @@ async fn model_configs_are_created_listed_updated_and_deleted() {
     let h = Harness::bare().await;
     let key = h
         .store
-        .create_api_key(h.user, "bootstrap", None)
+        .fixture_token(h.user, "bootstrap", None)
         .await
         .unwrap();
     let bob = h
         .store
-        .create_user("bob", "member", h.organization)
+        .fixture_user("bob", "member", h.organization)
         .await
         .unwrap();
-    let bob_key = h.store.create_api_key(bob, "bob", None).await.unwrap();
+    let bob_key = h.store.fixture_token(bob, "bob", None).await.unwrap();
     let daemon = daemon(&h).await;
     let mut admin = Caller::new(&daemon, &key.token).await;
     let mut member = Caller::new(&daemon, &bob_key.token).await;
@@ -643,21 +643,21 @@ async fn templates_and_owned_workspaces_through_the_api_with_streamed_build_logs
     h.url = format!("http://{listen}");
     let key = h
         .store
-        .create_api_key(h.user, "bootstrap", None)
+        .fixture_token(h.user, "bootstrap", None)
         .await
         .unwrap();
     let bob = h
         .store
-        .create_user("bob", "member", h.organization)
+        .fixture_user("bob", "member", h.organization)
         .await
         .unwrap();
-    let bob_key = h.store.create_api_key(bob, "bob", None).await.unwrap();
+    let bob_key = h.store.fixture_token(bob, "bob", None).await.unwrap();
     let carol = h
         .store
-        .create_user("carol", "member", h.organization)
+        .fixture_user("carol", "member", h.organization)
         .await
         .unwrap();
-    let carol_key = h.store.create_api_key(carol, "carol", None).await.unwrap();
+    let carol_key = h.store.fixture_token(carol, "carol", None).await.unwrap();
     let wsagent = workspace_binary("wsagent").unwrap();
     let data_dir = h.data_dir.0.display().to_string();
     let daemon = Daemon::start(

@@ -1,13 +1,13 @@
 //! The chat API of a real `chatd serve` process: a turn driven through gRPC, authorization
 //! (another user's chat does not exist for them), and bad input answered with the right status.
 
+use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
 use chatd_e2e::Daemon;
 use chatd_e2e::workspaces::{Harness, eventually};
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::chat_service_client::ChatServiceClient;
-use chatstore::prelude::*;
 use chattest::emulator::{Emulator, ScriptPart, Turn};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -176,13 +176,15 @@ fn texts(messages: &pb::ListMessagesResponse) -> Vec<(pb::ChatMessageRole, Strin
 
 /// A provider row pointing at the emulator and the organization's default model on it.
 pub(super) async fn model(h: &Harness, emulator: &Emulator) {
-    let provider = h
-        .store
-        .create_provider("anthropic", "", &emulator.base_url())
-        .await
-        .unwrap();
     h.store
-        .create_model_config(h.organization, provider, "claude-test", 200_000, true)
+        .fixture_model(
+            h.organization,
+            "anthropic",
+            &emulator.base_url(),
+            "claude-test",
+            200_000,
+            true,
+        )
         .await
         .unwrap();
 }
@@ -218,7 +220,7 @@ async fn a_chat_runs_through_the_api_and_lists_and_archives() {
     .await
     .unwrap();
     model(&h, &emulator).await;
-    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
     let daemon = daemon(&h).await;
     let mut client = Client::new(&daemon, &key.token).await;
 
@@ -275,13 +277,13 @@ async fn another_users_chat_does_not_exist_for_them_and_bad_tokens_are_refused()
     let h = Harness::bare().await;
     let emulator = Emulator::start(vec![reply("Hi.")]).await.unwrap();
     model(&h, &emulator).await;
-    let ada = h.store.create_api_key(h.user, "ada", None).await.unwrap();
+    let ada = h.store.fixture_token(h.user, "ada", None).await.unwrap();
     let bob_id = h
         .store
-        .create_user("bob", "member", h.organization)
+        .fixture_user("bob", "member", h.organization)
         .await
         .unwrap();
-    let bob = h.store.create_api_key(bob_id, "bob", None).await.unwrap();
+    let bob = h.store.fixture_token(bob_id, "bob", None).await.unwrap();
     let daemon = daemon(&h).await;
     let mut ada = Client::new(&daemon, &ada.token).await;
     let mut bob = Client::new(&daemon, &bob.token).await;
@@ -343,7 +345,7 @@ async fn bad_input_gets_the_right_status_and_the_daemon_keeps_serving() {
     slow.pacing = Duration::from_millis(400);
     let emulator = Emulator::start(vec![slow]).await.unwrap();
     model(&h, &emulator).await;
-    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
     let daemon = daemon(&h).await;
     let mut client = Client::new(&daemon, &key.token).await;
 

@@ -2,6 +2,7 @@
 //! provisioner with the local backend, and real `wsagent` processes reached on loopback.
 //! One test per row, text and branch of spec/chattool.md §7–§8 and §10.2.
 
+use chatstore::testing::Fixtures as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -68,10 +69,9 @@ struct Env {
 
 impl Env {
     async fn new(h: Harness) -> Self {
-        let provider = h.store.create_provider("openai", "", "").await.unwrap();
         let model = h
             .store
-            .create_model_config(h.organization, provider, "gpt", 100_000, true)
+            .fixture_model(h.organization, "openai", "", "gpt", 100_000, true)
             .await
             .unwrap();
         let chat = h
@@ -448,7 +448,7 @@ async fn create_workspace_checks_its_arguments_and_the_template_in_order() {
         not_allowed
     );
     // Another organization's template.
-    let elsewhere = env.h.store.create_organization("elsewhere").await.unwrap();
+    let elsewhere = env.h.store.fixture_organization("elsewhere").await.unwrap();
     sqlx::query("UPDATE templates SET organization_id = $2, chat_enabled = true WHERE id = $1")
         .bind(template)
         .bind(elsewhere)

@@ -2,6 +2,7 @@
 //! newcomer's path from login to a finished turn that built a workspace and wrote a file, and
 //! the documented exit codes.
 
+use chatstore::testing::Fixtures as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -106,7 +107,7 @@ async fn a_newcomer_logs_in_pushes_the_example_and_a_chat_builds_a_workspace_and
     let mut h = Harness::bare().await;
     let key = h
         .store
-        .create_api_key(h.user, "newcomer", None)
+        .fixture_token(h.user, "newcomer", None)
         .await
         .unwrap();
     let daemon = daemon_with_provisioner(&mut h).await;
@@ -258,7 +259,7 @@ async fn a_newcomer_logs_in_pushes_the_example_and_a_chat_builds_a_workspace_and
 #[tokio::test]
 async fn exit_codes_say_what_went_wrong() {
     let h = Harness::bare().await;
-    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
     let daemon = super::chat_api::daemon(&h).await;
     let ctl = Ctl::new();
     let url = daemon.url();

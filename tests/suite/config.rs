@@ -2,6 +2,7 @@
 //! seeded into the organization once, turns use them with the referenced key, the environment
 //! wins over the file, and a bad file stops the start with a message that names it.
 
+use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
 use chatd_e2e::workspace_binary;
@@ -56,7 +57,7 @@ async fn a_config_file_seeds_models_once_and_turns_use_the_referenced_key() {
     )
     .unwrap();
     let config = config.display().to_string();
-    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
     let start = |env: Vec<(&'static str, &'static str)>| {
         let args = [
             "serve",

@@ -1,6 +1,7 @@
 //! The chat engine end to end (issue 8): real PostgreSQL, the provider emulator, the local
 //! workspace backend with real agents, and one or two engines (worker ids) on one database.
 
+use chatstore::testing::Fixtures as _;
 use std::net::ToSocketAddrs as _;
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -13,7 +14,6 @@ use chatd_e2e::workspaces::{Harness, eventually};
 use chatretry::{Jitter, RetryPolicy, SilenceTimeout};
 use chatstate::{BusyBehavior, ChatStatus};
 use chatstore::postgres::{PgPubsub, PgStore, PoolConfig};
-use chatstore::prelude::*;
 use chatstore::types::{Chat, Message, MessagePart, NewChat, NewMessage, Role};
 use chatstore::{Change, Store, StoreConfig};
 use chattest::emulator::{Emulator, FaultKind, FaultPoint, Match, ScriptPart, Turn};
@@ -83,14 +83,16 @@ struct Run {
 impl Run {
     async fn new(h: Harness, turns: Vec<Turn>) -> Self {
         let emulator = Emulator::start(turns).await.unwrap();
-        let provider = h
-            .store
-            .create_provider("anthropic", "", &emulator.base_url())
-            .await
-            .unwrap();
         let model = h
             .store
-            .create_model_config(h.organization, provider, "claude-test", 200_000, true)
+            .fixture_model(
+                h.organization,
+                "anthropic",
+                &emulator.base_url(),
+                "claude-test",
+                200_000,
+                true,
+            )
             .await
             .unwrap();
         let store = Arc::new(PgStore::new(h.db.pool.clone(), store_config()));

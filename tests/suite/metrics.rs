@@ -4,7 +4,7 @@
 
 use chatd_e2e::workspaces::{Harness, eventually};
 use chatproto::chatd::v1 as pb;
-use chatstore::prelude::*;
+use chatstore::testing::Fixtures as _;
 use chattest::emulator::{Emulator, FaultKind, FaultPoint, ScriptPart, Turn};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -53,7 +53,7 @@ async fn a_turn_with_a_retry_and_a_tool_shows_up_in_the_metrics() {
         .await
         .unwrap();
     model(&h, &emulator).await;
-    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
     let daemon = daemon_with(&h, &["--metrics-listen", "127.0.0.1:0"]).await;
     let log = daemon.log();
     let metrics_at: String = log

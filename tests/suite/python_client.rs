@@ -4,7 +4,7 @@
 
 use chatd_e2e::workspaces::Harness;
 use chatproto::chatd::v1 as pb;
-use chatstore::prelude::*;
+use chatstore::testing::Fixtures as _;
 use chattest::emulator::Emulator;
 use serde_json::Value;
 
@@ -17,11 +17,7 @@ async fn python_grpcio_lists_the_services_and_creates_a_chat_through_reflection(
         .await
         .unwrap();
     model(&h, &emulator).await;
-    let key = h
-        .store
-        .create_api_key(h.user, "python", None)
-        .await
-        .unwrap();
+    let key = h.store.fixture_token(h.user, "python", None).await.unwrap();
     let daemon = daemon(&h).await;
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/grpc_client.py");

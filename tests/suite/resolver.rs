@@ -7,6 +7,7 @@
 //! answers (the dial times out) or returns a connection that counts its closes. Settings are
 //! short: a 300 ms dial timeout with the stale-binding check at 100 ms.
 
+use chatstore::testing::Fixtures as _;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -160,10 +161,9 @@ impl Fixture {
     }
 
     async fn on(h: Harness) -> Self {
-        let provider = h.store.create_provider("openai", "", "").await.unwrap();
         let model = h
             .store
-            .create_model_config(h.organization, provider, "gpt", 100_000, true)
+            .fixture_model(h.organization, "openai", "", "gpt", 100_000, true)
             .await
             .unwrap();
         let chat = h

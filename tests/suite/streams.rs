@@ -2,13 +2,13 @@
 //! chat as a client sees them, resuming with `after_id`, and the part relay
 //! between two replicas on one database, including a replica killed mid-turn.
 
+use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
 use chatd_e2e::Daemon;
 use chatd_e2e::workspaces::{Harness, eventually};
 use chatproto::chatd::v1 as pb;
 use chatstore::Store as _;
-use chatstore::prelude::*;
 use chattest::emulator::{Emulator, ScriptPart, Turn};
 use nix::sys::signal::Signal;
 use tonic::Streaming;
@@ -152,7 +152,7 @@ async fn a_client_sees_the_reply_live_then_committed_and_can_resume() {
         .await
         .unwrap();
     model(&h, &emulator).await;
-    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
     let daemon = daemon(&h).await;
     let mut client = Client::new(&daemon, &key.token).await;
 
@@ -250,7 +250,7 @@ async fn a_client_on_another_replica_sees_the_reply_and_the_takeover_after_a_cra
         .await
         .unwrap();
     model(&h, &emulator).await;
-    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
 
     // Replica A runs the chat: it is alone when the chat is created.
     let a = daemon_with(&h, FAST).await;
@@ -339,13 +339,13 @@ async fn a_watch_reports_new_chats_status_and_title_changes_and_dynamic_calls_of
     }]);
     let emulator = Emulator::start(vec![reply("Hello."), call]).await.unwrap();
     model(&h, &emulator).await;
-    let ada_key = h.store.create_api_key(h.user, "ada", None).await.unwrap();
+    let ada_key = h.store.fixture_token(h.user, "ada", None).await.unwrap();
     let bob_id = h
         .store
-        .create_user("bob", "member", h.organization)
+        .fixture_user("bob", "member", h.organization)
         .await
         .unwrap();
-    let bob_key = h.store.create_api_key(bob_id, "bob", None).await.unwrap();
+    let bob_key = h.store.fixture_token(bob_id, "bob", None).await.unwrap();
     let daemon = daemon(&h).await;
     let mut ada = Client::new(&daemon, &ada_key.token).await;
     let mut bob = Client::new(&daemon, &bob_key.token).await;
@@ -455,7 +455,7 @@ async fn sigterm_ends_open_streams_with_unavailable_instead_of_waiting_out_the_g
     let h = Harness::bare().await;
     let emulator = Emulator::start(vec![reply("Hello.")]).await.unwrap();
     model(&h, &emulator).await;
-    let key = h.store.create_api_key(h.user, "ada", None).await.unwrap();
+    let key = h.store.fixture_token(h.user, "ada", None).await.unwrap();
     // A grace far longer than the test may take: only draining lets the daemon exit in time.
     let daemon = daemon_with(&h, &["--shutdown-grace", "120s"]).await;
     let mut client = Client::new(&daemon, &key.token).await;

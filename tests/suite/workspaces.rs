@@ -1,6 +1,7 @@
 //! Workspaces end to end on one machine: real PostgreSQL, chatd's agent API served in-process,
 //! the provisioner with the local backend, and real `wsagent` processes reporting back.
 
+use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
 use chatd_e2e::workspace_binary;
@@ -401,7 +402,7 @@ async fn invalid_parameters_fail_the_build_with_every_problem() {
 #[tokio::test]
 async fn the_example_template_is_pushed_through_the_template_service_and_builds() {
     let h = Harness::start().await;
-    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -435,7 +436,7 @@ async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents(
     let mut h = Harness::bare().await;
     let listen = format!("127.0.0.1:{}", free_port());
     h.url = format!("http://{listen}");
-    let key = h.store.create_api_key(h.user, "test", None).await.unwrap();
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
     let wsagent = workspace_binary("wsagent").unwrap();
     let data_dir = h.data_dir.0.display().to_string();
     let args = [

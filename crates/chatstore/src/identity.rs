@@ -157,13 +157,6 @@ pub fn token_hash(token: &str) -> Vec<u8> {
 
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
-    /// Creates an API token for a user; `lifetime` `None` = never expires.
-    async fn create_api_key(
-        &self,
-        user_id: Uuid,
-        name: &str,
-        lifetime: Option<Duration>,
-    ) -> Result<NewApiKey, StoreError>;
     /// First start: on a database without any user, creates the organization, an admin user in
     /// it and an API token for them, atomically and once across concurrent callers. `None` when
     /// a user already exists.
@@ -177,15 +170,6 @@ pub trait IdentityStore: Send + Sync {
     async fn authenticate(&self, token: &str) -> Result<Option<Caller>, StoreError>;
     /// Revokes a token.
     async fn revoke_api_key(&self, key_id: Uuid) -> Result<(), StoreError>;
-    /// Creates an organization.
-    async fn create_organization(&self, name: &str) -> Result<Uuid, StoreError>;
-    /// Creates a user (`admin` or `member`) in an organization.
-    async fn create_user(
-        &self,
-        username: &str,
-        role: &str,
-        organization_id: Uuid,
-    ) -> Result<Uuid, StoreError>;
     /// A user's username.
     async fn username(&self, user_id: Uuid) -> Result<String, StoreError>;
     /// Creates an organization; a name in use is [`StoreError::Conflict`].

@@ -72,7 +72,7 @@ pub struct ModelConfigRecord {
 }
 
 /// A model configuration to create.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NewModelConfig {
     /// Organization.
     pub organization_id: Uuid,
@@ -155,22 +155,6 @@ pub struct ModelConfigChanges {
 
 #[async_trait]
 pub trait ModelStore: Send + Sync {
-    /// Registers a provider (`anthropic`, `openai`, `openai-compat`, ...).
-    async fn create_provider(
-        &self,
-        kind: &str,
-        api_key_ref: &str,
-        base_url: &str,
-    ) -> Result<Uuid, StoreError>;
-    /// Creates a model configuration; `is_default` replaces the organization's default.
-    async fn create_model_config(
-        &self,
-        organization_id: Uuid,
-        provider_id: Uuid,
-        model: &str,
-        context_limit: i64,
-        is_default: bool,
-    ) -> Result<Uuid, StoreError>;
     /// The configuration a turn uses (spec/engine.md §12.2): `preferred` if it belongs to the
     /// organization and is enabled and not deleted, else the organization's default, else
     /// [`StoreError::NoDefaultModelConfig`].

@@ -427,16 +427,6 @@ fn same_hash(a: &[u8], b: &[u8]) -> bool {
 
 #[async_trait]
 impl IdentityStore for PgStore {
-    async fn create_api_key(
-        &self,
-        user_id: Uuid,
-        name: &str,
-        lifetime: Option<Duration>,
-    ) -> Result<NewApiKey, StoreError> {
-        let mut conn = self.pool().acquire().await?;
-        insert_api_key(&mut conn, user_id, name, lifetime).await
-    }
-
     async fn bootstrap_admin(
         &self,
         organization: &str,
@@ -524,32 +514,6 @@ impl IdentityStore for PgStore {
             .execute(self.pool())
             .await?;
         Ok(())
-    }
-
-    async fn create_organization(&self, name: &str) -> Result<Uuid, StoreError> {
-        Ok(add_organization(self.pool(), name, "").await?.id)
-    }
-
-    async fn create_user(
-        &self,
-        username: &str,
-        role: &str,
-        organization_id: Uuid,
-    ) -> Result<Uuid, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let id: Uuid =
-            sqlx::query_scalar("INSERT INTO users (username, role) VALUES ($1, $2) RETURNING id")
-                .bind(username)
-                .bind(role)
-                .fetch_one(&mut *tx)
-                .await?;
-        sqlx::query("INSERT INTO organization_members (organization_id, user_id) VALUES ($1, $2)")
-            .bind(organization_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(id)
     }
 
     async fn username(&self, user_id: Uuid) -> Result<String, StoreError> {

@@ -102,16 +102,6 @@ async fn insert_provider(
     })
 }
 
-pub(super) async fn create_provider(
-    pool: &PgPool,
-    kind: &str,
-    api_key_ref: &str,
-    base_url: &str,
-) -> Result<Uuid, StoreError> {
-    let mut conn = pool.acquire().await?;
-    insert_provider(&mut conn, kind, api_key_ref, base_url).await
-}
-
 /// Locks the organization's row, serialising default changes; NOT_FOUND when it does not exist.
 async fn lock_organization(conn: &mut PgConnection, id: Uuid) -> Result<(), StoreError> {
     let found: Option<Uuid> =
@@ -435,50 +425,6 @@ struct ResolvedModelRow {
 
 #[async_trait]
 impl ModelStore for PgStore {
-    async fn create_provider(
-        &self,
-        kind: &str,
-        api_key_ref: &str,
-        base_url: &str,
-    ) -> Result<Uuid, StoreError> {
-        create_provider(self.pool(), kind, api_key_ref, base_url).await
-    }
-
-    async fn create_model_config(
-        &self,
-        organization_id: Uuid,
-        provider_id: Uuid,
-        model: &str,
-        context_limit: i64,
-        is_default: bool,
-    ) -> Result<Uuid, StoreError> {
-        if context_limit <= 0 {
-            return Err(StoreError::InvalidInput(
-                "context_limit must be positive".into(),
-            ));
-        }
-        let mut tx = self.pool().begin().await?;
-        if is_default {
-            sqlx::query("UPDATE chat_model_configs SET is_default = false WHERE organization_id = $1 AND is_default")
-                .bind(organization_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let id: Uuid = sqlx::query_scalar(
-            "INSERT INTO chat_model_configs (organization_id, provider_id, model, context_limit, is_default)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(organization_id)
-        .bind(provider_id)
-        .bind(model)
-        .bind(context_limit)
-        .bind(is_default)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(id)
-    }
-
     async fn resolve_model_config(
         &self,
         organization_id: Uuid,

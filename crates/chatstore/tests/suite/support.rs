@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chatstore::postgres::PgStore;
 use chatstore::prelude::*;
-use chatstore::testing::TestDatabase;
+use chatstore::testing::{Fixtures as _, TestDatabase};
 use chatstore::{Store, StoreConfig};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -106,31 +106,14 @@ impl Seeded {
         let db = TestDatabase::create().await.expect(
             "a PostgreSQL server must answer at TEST_DATABASE_URL (scripts/test starts the local one)",
         );
-        let org: Uuid =
-            sqlx::query_scalar("INSERT INTO organizations (name) VALUES ('acme') RETURNING id")
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
-        let user: Uuid =
-            sqlx::query_scalar("INSERT INTO users (username) VALUES ('ada') RETURNING id")
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
-        let provider: Uuid = sqlx::query_scalar(
-            "INSERT INTO chat_providers (provider) VALUES ('anthropic') RETURNING id",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        let model_config: Uuid = sqlx::query_scalar(
-            "INSERT INTO chat_model_configs (organization_id, provider_id, model, context_limit, is_default)
-             VALUES ($1, $2, 'claude', 200000, true) RETURNING id",
-        )
-        .bind(org)
-        .bind(provider)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+        // Made through the store's own operations, as the API's requests make them.
+        let store = PgStore::new(db.pool.clone(), StoreConfig::default());
+        let org = store.fixture_organization("acme").await.unwrap();
+        let user = store.fixture_user("ada", "member", org).await.unwrap();
+        let model_config = store
+            .fixture_model(org, "anthropic", "", "claude", 200_000, true)
+            .await
+            .unwrap();
         Self {
             db,
             org,

@@ -1,7 +1,9 @@
 //! API tokens (stored as hashes) and model configuration resolution.
 
+use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
+use chatstore::models::NewModelConfig;
 use chatstore::postgres::PgStore;
 use chatstore::prelude::*;
 use chatstore::{StoreConfig, StoreError};
@@ -13,7 +15,7 @@ use super::support::*;
 async fn api_tokens_authenticate_until_revoked_or_expired() {
     let s = Seeded::new().await;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let key = store.create_api_key(s.user, "laptop", None).await.unwrap();
+    let key = store.fixture_token(s.user, "laptop", None).await.unwrap();
     assert!(key.token.starts_with("chatd_"));
     let caller = store.authenticate(&key.token).await.unwrap().unwrap();
     assert_eq!(
@@ -49,7 +51,7 @@ async fn api_tokens_authenticate_until_revoked_or_expired() {
     assert!(store.authenticate(&key.token).await.unwrap().is_none());
 
     let short = store
-        .create_api_key(s.user, "ci", Some(Duration::from_secs(60)))
+        .fixture_token(s.user, "ci", Some(Duration::from_secs(60)))
         .await
         .unwrap();
     assert!(store.authenticate(&short.token).await.unwrap().is_some());
@@ -60,7 +62,7 @@ async fn api_tokens_authenticate_until_revoked_or_expired() {
         .unwrap();
     assert!(store.authenticate(&short.token).await.unwrap().is_none());
 
-    let suspended = store.create_api_key(s.user, "x", None).await.unwrap();
+    let suspended = store.fixture_token(s.user, "x", None).await.unwrap();
     sqlx::query("UPDATE users SET suspended = true WHERE id = $1")
         .bind(s.user)
         .execute(s.pool())
@@ -80,14 +82,19 @@ async fn api_tokens_authenticate_until_revoked_or_expired() {
 async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default() {
     let s = Seeded::new().await;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let provider = store
-        .create_provider("openai-compat", "env:LOCAL_KEY", "http://127.0.0.1:8080/v1")
-        .await
-        .unwrap();
-    let chosen = store
-        .create_model_config(s.org, provider, "local-model", 32_000, false)
-        .await
-        .unwrap();
+    let local = NewModelConfig {
+        organization_id: s.org,
+        provider: "openai-compat".into(),
+        model: "local-model".into(),
+        base_url: "http://127.0.0.1:8080/v1".into(),
+        api_key_ref: "env:LOCAL_KEY".into(),
+        context_limit: 32_000,
+        compression_threshold: 70,
+        enabled: true,
+        options: serde_json::json!({}),
+        ..NewModelConfig::default()
+    };
+    let chosen = store.add_model_config(&local).await.unwrap().id;
 
     let config = store
         .resolve_model_config(s.org, Some(chosen))
@@ -131,15 +138,21 @@ async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default()
 
     // A new default replaces the old one.
     let newer = store
-        .create_model_config(s.org, provider, "other", 8_000, true)
+        .add_model_config(&NewModelConfig {
+            model: "other".into(),
+            context_limit: 8_000,
+            is_default: true,
+            ..local.clone()
+        })
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     assert_eq!(
         store.resolve_model_config(s.org, None).await.unwrap().id,
         newer
     );
 
-    let other_org = store.create_organization("empty").await.unwrap();
+    let other_org = store.fixture_organization("empty").await.unwrap();
     assert!(matches!(
         store
             .resolve_model_config(other_org, Some(newer))
@@ -147,7 +160,13 @@ async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default()
             .unwrap_err(),
         StoreError::NoDefaultModelConfig
     ));
-    let err = store.create_provider("acme-ai", "", "").await.unwrap_err();
+    let err = store
+        .add_model_config(&NewModelConfig {
+            provider: "acme-ai".into(),
+            ..local
+        })
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("unknown provider kind"), "{err}");
     s.finish().await;
 }

@@ -1,6 +1,7 @@
 //! The workspace side of the store against PostgreSQL: templates, workspaces, builds, jobs,
 //! agents, the replica registry and their notifications.
 
+use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
 use chatstore::agents::{AgentLifecycle, ConnectionStatus, connection_status};
@@ -601,7 +602,7 @@ async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
         .await
         .unwrap();
     // Two owners (one with two workspaces) on zeta; a deleted workspace does not count.
-    let other = store.create_user("other", "member", s.org).await.unwrap();
+    let other = store.fixture_user("other", "member", s.org).await.unwrap();
     for (owner, name) in [(s.user, "a"), (s.user, "b"), (other, "c")] {
         store
             .create_workspace(s.org, owner, zeta, name, serde_json::json!([]), None)
@@ -633,7 +634,7 @@ async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
         names(store.list_templates(s.org, "%_").await.unwrap()),
         [("50%_off".to_owned(), 0)]
     );
-    let elsewhere = store.create_organization("elsewhere").await.unwrap();
+    let elsewhere = store.fixture_organization("elsewhere").await.unwrap();
     assert!(
         store
             .list_templates(elsewhere, "")
