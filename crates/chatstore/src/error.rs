@@ -10,6 +10,17 @@ pub enum StoreError {
     /// Connecting to the database failed.
     #[error("cannot connect to the database")]
     Connect(#[source] sqlx::Error),
+    /// An embedded database file cannot be used: it is locked by another daemon, is not a
+    /// database, cannot be written, or was written by a newer version. The text names the file
+    /// and says what to do.
+    #[error("{message}")]
+    DatabaseFile {
+        /// What is wrong, naming the file.
+        message: String,
+        /// The underlying failure, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// Applying the migrations failed.
     #[error("applying database migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),

@@ -15,7 +15,8 @@
 //! needs one domain takes that domain's trait. `use chatstore::prelude::*` brings every trait
 //! into scope, so their methods can be called on a `dyn Database`.
 //!
-//! All SQL lives in the backend modules ([`postgres`]) and in `migrations/`; the rules a
+//! All SQL lives in the backend modules ([`postgres`]; [`sqlite`], the embedded one, opens and
+//! migrates its file so far) and in `migrations/`; the rules a
 //! transition follows come from `chatstate` (`Store::apply` asks `chatstate::plan` and writes
 //! the effects). The domain types carry no backend derives: each backend maps them itself. This
 //! crate knows no gRPC and no HTTP.
@@ -28,6 +29,7 @@ pub mod models;
 pub mod postgres;
 pub mod pubsub;
 pub mod replicas;
+pub mod sqlite;
 pub mod templates;
 pub mod testing;
 pub mod types;

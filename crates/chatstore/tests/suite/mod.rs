@@ -4,6 +4,7 @@ mod listing;
 mod model_check;
 mod ownership;
 mod pubsub;
+mod sqlite_file;
 mod support;
 mod tenancy;
 mod transitions;

@@ -1,0 +1,142 @@
+//! Opening the embedded database file: created and migrated on first use, one daemon per file,
+//! and files it must not touch (not a database, written by a newer chatd) refused with a message
+//! that names the file, left as they were.
+
+use std::path::{Path, PathBuf};
+
+use chatstore::StoreError;
+use chatstore::sqlite::{SqliteConfig, SqliteDb};
+use sqlx::{Connection as _, SqliteConnection};
+
+/// A directory of its own, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("chatstore-sqlite-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    fn db(&self) -> PathBuf {
+        self.0.join("data").join("chatd.db")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn open(path: &Path) -> Result<SqliteDb, StoreError> {
+    SqliteDb::open(path, &SqliteConfig::default()).await
+}
+
+fn message(result: Result<SqliteDb, StoreError>) -> String {
+    match result {
+        Ok(_) => panic!("the open should have been refused"),
+        Err(err @ StoreError::DatabaseFile { .. }) => err.to_string(),
+        Err(other) => panic!("expected a DatabaseFile error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_new_file_is_created_migrated_and_opens_again() {
+    let dir = Dir::new();
+    let db = open(&dir.db()).await.unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .fetch_all(db.reader())
+            .await
+            .unwrap();
+    for table in [
+        "chats",
+        "chat_messages",
+        "workspaces",
+        "workspace_agents",
+        "api_keys",
+    ] {
+        assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+    }
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(db.writer())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(db.writer())
+        .await
+        .unwrap();
+    assert_eq!(foreign_keys, 1);
+    drop(db);
+    open(&dir.db())
+        .await
+        .expect("a second start on the same file");
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_file_is_refused_until_the_first_stops() {
+    let dir = Dir::new();
+    let first = open(&dir.db()).await.unwrap();
+    let refused = message(open(&dir.db()).await);
+    assert!(
+        refused.contains(&dir.db().display().to_string()),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(&format!("pid {}", std::process::id())),
+        "{refused}"
+    );
+    assert!(refused.contains("PostgreSQL"), "{refused}");
+    drop(first);
+    open(&dir.db())
+        .await
+        .expect("free again once the first is gone");
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_and_left_as_it_was() {
+    let dir = Dir::new();
+    let path = dir.db();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let notes = "my notes, not a database\n".repeat(200);
+    std::fs::write(&path, &notes).unwrap();
+    let refused = message(open(&path).await);
+    assert!(refused.contains(&path.display().to_string()), "{refused}");
+    assert!(refused.contains("not a database"), "{refused}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), notes);
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_chatd_is_refused_and_left_as_it_was() {
+    let dir = Dir::new();
+    let path = dir.db();
+    drop(open(&path).await.unwrap());
+    // A newer chatd applied a migration this binary does not have.
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let refused = message(open(&path).await);
+    assert!(refused.contains(&path.display().to_string()), "{refused}");
+    assert!(refused.contains("newer chatd"), "{refused}");
+    assert!(refused.contains("9999"), "{refused}");
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE version = 9999")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(kept, 1);
+}
