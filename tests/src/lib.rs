@@ -141,6 +141,10 @@ impl Daemon {
             // No provisioner unless a test asks for one (flags win over the environment), so
             // daemons never write workspaces into the user's data dir.
             .env("CHATD_PROVISIONER_WORKERS", "0")
+            // The developer's provider keys would seed real providers; a test that wants one
+            // passes it in `env`.
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("OPENAI_API_KEY")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

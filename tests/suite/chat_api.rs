@@ -457,7 +457,7 @@ async fn bad_input_gets_the_right_status_and_the_daemon_keeps_serving() {
 }
 
 #[tokio::test]
-async fn the_first_start_creates_an_admin_whose_token_file_only_its_owner_can_read() {
+async fn the_first_start_creates_an_admin_and_an_environment_key_gives_it_a_model() {
     use std::os::unix::fs::PermissionsExt as _;
 
     let db = chatstore::testing::TestDatabase::create().await.unwrap();
@@ -485,16 +485,55 @@ async fn the_first_start_creates_an_admin_whose_token_file_only_its_owner_can_re
         Code::FailedPrecondition,
         "no usable model configuration",
     );
+    // The refusal says how to get a model.
+    let refusal = admin.create("hi").await.unwrap_err();
+    assert!(
+        refusal.message().contains("chatctl admin model create")
+            && refusal.message().contains("ANTHROPIC_API_KEY"),
+        "{refusal:?}"
+    );
+    drop(daemon);
 
-    // Later starts leave the users alone.
-    let again = Daemon::start(&args, &[]).await.unwrap();
+    // Later starts leave the users alone. A provider key in the environment, with nothing else
+    // configuring that provider, seeds its default model with a reference to the variable.
+    let emulator = Emulator::start(vec![reply("Hello from the environment's key.")])
+        .await
+        .unwrap();
+    let base_url = emulator.base_url();
+    let with_key = [&args[..], &["--anthropic-base-url", &base_url]].concat();
+    let again = Daemon::start(&with_key, &[("ANTHROPIC_API_KEY", "sk-from-env")])
+        .await
+        .unwrap();
     assert!(!again.log().contains("created the first admin"));
     assert!(!again.data_dir().join("admin-token").exists());
+    assert!(
+        again
+            .log()
+            .contains("ANTHROPIC_API_KEY is set in chatd's environment"),
+        "{}",
+        again.log()
+    );
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
         .fetch_one(&db.pool)
         .await
         .unwrap();
     assert_eq!(users, 1);
-    drop((daemon, again));
+    let stored: Vec<String> = sqlx::query_scalar("SELECT api_key_ref FROM chat_providers")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        ["env:ANTHROPIC_API_KEY"],
+        "a reference, never the key"
+    );
+    let mut admin = Client::new(&again, token.trim()).await;
+    let chat = admin.create("hi").await.unwrap();
+    admin.until(&chat.id, pb::ChatStatus::Waiting).await;
+    let requests = emulator.requests();
+    assert_eq!(requests.len(), 1, "{}", again.log());
+    assert_eq!(requests[0].header("x-api-key"), Some("sk-from-env"));
+    assert_eq!(requests[0].body["model"], "claude-sonnet-4-5");
+    drop(again);
     db.drop_database().await.unwrap();
 }

@@ -124,7 +124,8 @@ pub(crate) fn store_status(err: StoreError) -> Status {
         StoreError::NoDefaultModelConfig => with_reason(
             Code::FailedPrecondition,
             "the organization has no usable model configuration: an admin must create one \
-             (chatctl admin model create), or pass model_config_id",
+             (chatctl admin model create), or chatd must be started with ANTHROPIC_API_KEY or \
+             OPENAI_API_KEY in its environment; or pass model_config_id",
             "NO_DEFAULT_MODEL_CONFIG",
         ),
         StoreError::Transition(t) => transition_status(t),

@@ -204,16 +204,44 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// Every model to seed: the provider flags' first, then the configuration file's.
+    /// Every model to seed: the provider flags' first, then the configuration file's, then
+    /// those of a provider whose key is in chatd's environment ([`PROVIDER_KEY_VARIABLES`])
+    /// while nothing else configures that provider.
     pub fn model_seeding(&self) -> ModelSeeding {
+        self.model_seeding_with(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+    }
+
+    /// [`model_seeding`](Self::model_seeding) with `is_set` telling which environment
+    /// variables are set (tests pass their own).
+    pub fn model_seeding_with(&self, is_set: impl Fn(&str) -> bool) -> ModelSeeding {
         let mut seeds = self.providers.seeds();
         seeds.extend(self.file_models.iter().cloned());
+        let mut from_environment = Vec::new();
+        for (provider, variable) in PROVIDER_KEY_VARIABLES {
+            let configured = seeds.iter().any(|s| s.provider == provider);
+            if configured || !is_set(variable) {
+                continue;
+            }
+            from_environment.push(variable);
+            seeds.extend(
+                self.providers
+                    .provider_seeds(provider, &format!("env:{variable}")),
+            );
+        }
         ModelSeeding {
             organization: self.providers.models_organization.clone(),
             seeds,
+            from_environment,
         }
     }
 }
+
+/// The variables whose presence in chatd's environment seeds a provider that nothing else
+/// configures: its `--…-models` with the key reference `env:<variable>` (never the value).
+pub const PROVIDER_KEY_VARIABLES: [(SeedProvider, &str); 2] = [
+    (SeedProvider::Anthropic, "ANTHROPIC_API_KEY"),
+    (SeedProvider::Openai, "OPENAI_API_KEY"),
+];
 
 /// Model providers. A provider whose API key reference (or, for an OpenAI-compatible server,
 /// base URL) is given has its models added to the organization's model configurations at every
@@ -293,49 +321,57 @@ pub struct ProviderArgs {
 }
 
 impl ProviderArgs {
+    /// The models of `provider` (its `--…-models` and `--…-base-url`) with the key reference
+    /// `key_ref`.
+    fn provider_seeds(&self, provider: SeedProvider, key_ref: &str) -> Vec<ModelSeed> {
+        let (models, base_url) = match provider {
+            SeedProvider::Anthropic => (&self.anthropic_models, &self.anthropic_base_url),
+            SeedProvider::Openai => (&self.openai_models, &self.openai_base_url),
+            SeedProvider::OpenaiCompat => {
+                (&self.openai_compat_models, &self.openai_compat_base_url)
+            }
+        };
+        models
+            .iter()
+            .filter(|m| !m.trim().is_empty())
+            .map(|model| ModelSeed {
+                provider,
+                model: model.trim().to_owned(),
+                display_name: String::new(),
+                base_url: base_url.clone().unwrap_or_default(),
+                api_key_ref: key_ref.to_owned(),
+                context_limit: None,
+                default: false,
+            })
+            .collect()
+    }
+
     /// The models these flags name, in flag order.
     pub fn seeds(&self) -> Vec<ModelSeed> {
         let providers = [
             (
                 SeedProvider::Anthropic,
-                self.anthropic_api_key_ref.as_ref(),
-                &self.anthropic_models,
-                self.anthropic_base_url.as_ref(),
-                self.anthropic_api_key_ref.as_ref(),
+                self.anthropic_api_key_ref.is_some(),
+                &self.anthropic_api_key_ref,
             ),
             (
                 SeedProvider::Openai,
-                self.openai_api_key_ref.as_ref(),
-                &self.openai_models,
-                self.openai_base_url.as_ref(),
-                self.openai_api_key_ref.as_ref(),
+                self.openai_api_key_ref.is_some(),
+                &self.openai_api_key_ref,
             ),
             (
                 SeedProvider::OpenaiCompat,
-                self.openai_compat_base_url.as_ref(),
-                &self.openai_compat_models,
-                self.openai_compat_base_url.as_ref(),
-                self.openai_compat_api_key_ref.as_ref(),
+                self.openai_compat_base_url.is_some(),
+                &self.openai_compat_api_key_ref,
             ),
         ];
-        let mut seeds = Vec::new();
-        for (provider, enabled_by, models, base_url, key_ref) in providers {
-            if enabled_by.is_none() {
-                continue;
-            }
-            for model in models.iter().filter(|m| !m.trim().is_empty()) {
-                seeds.push(ModelSeed {
-                    provider,
-                    model: model.trim().to_owned(),
-                    display_name: String::new(),
-                    base_url: base_url.cloned().unwrap_or_default(),
-                    api_key_ref: key_ref.cloned().unwrap_or_default(),
-                    context_limit: None,
-                    default: false,
-                });
-            }
-        }
-        seeds
+        providers
+            .into_iter()
+            .filter(|(_, configured, _)| *configured)
+            .flat_map(|(provider, _, key_ref)| {
+                self.provider_seeds(provider, key_ref.as_deref().unwrap_or_default())
+            })
+            .collect()
     }
 }
 
@@ -452,7 +488,7 @@ mod tests {
             let Command::Serve(args) = cli.command else {
                 panic!("expected serve");
             };
-            args.model_seeding().seeds
+            args.model_seeding_with(|_| false).seeds
         };
         assert!(seeds(&[]).is_empty(), "no credentials, no models");
         let seeded = seeds(&[
@@ -490,6 +526,55 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("--openai-compat-models"), "{err}");
+    }
+
+    #[test]
+    fn a_provider_key_in_the_environment_seeds_that_provider_when_nothing_else_does() {
+        let seeding = |extra: &[&str], set: &[&str]| {
+            let cli = Cli::try_parse_from(["chatd", "serve"].iter().chain(extra)).unwrap();
+            let Command::Serve(args) = cli.command else {
+                panic!("expected serve");
+            };
+            let seeding = args.model_seeding_with(|name| set.contains(&name));
+            let seeds: Vec<(&'static str, String, String)> = seeding
+                .seeds
+                .iter()
+                .map(|s| (s.provider.kind(), s.model.clone(), s.api_key_ref.clone()))
+                .collect();
+            (seeds, seeding.from_environment)
+        };
+        let (seeds, from) = seeding(&[], &["ANTHROPIC_API_KEY"]);
+        assert_eq!(
+            seeds,
+            [(
+                "anthropic",
+                "claude-sonnet-4-5".to_owned(),
+                "env:ANTHROPIC_API_KEY".to_owned()
+            )]
+        );
+        assert_eq!(from, ["ANTHROPIC_API_KEY"]);
+        let (seeds, from) = seeding(&[], &["ANTHROPIC_API_KEY", "OPENAI_API_KEY"]);
+        assert_eq!(seeds.len(), 2);
+        assert_eq!(from, ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"]);
+        // A configured key reference wins over the variable.
+        let (seeds, from) = seeding(
+            &["--anthropic-api-key-ref", "file:/run/secrets/anthropic"],
+            &["ANTHROPIC_API_KEY"],
+        );
+        assert_eq!(
+            seeds,
+            [(
+                "anthropic",
+                "claude-sonnet-4-5".to_owned(),
+                "file:/run/secrets/anthropic".to_owned()
+            )]
+        );
+        assert!(from.is_empty());
+        // The provider's model and base URL flags apply to the seeded models.
+        let (seeds, _) = seeding(&["--openai-models", "gpt-a,gpt-b"], &["OPENAI_API_KEY"]);
+        let models: Vec<&str> = seeds.iter().map(|s| s.1.as_str()).collect();
+        assert_eq!(models, ["gpt-a", "gpt-b"]);
+        assert!(seeding(&[], &[]).0.is_empty(), "no key, no models");
     }
 
     #[test]

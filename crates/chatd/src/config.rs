@@ -231,7 +231,7 @@ mod tests {
         assert_eq!(args.provisioner_workers, 5);
         assert!(args.no_migrate);
         assert!(!args.no_bootstrap_admin);
-        let seeding = args.model_seeding();
+        let seeding = args.model_seeding_with(|_| false);
         let models: Vec<(SeedProvider, &str)> = seeding
             .seeds
             .iter()
@@ -254,7 +254,7 @@ mod tests {
         let args = serve(&["--listen", "127.0.0.1:1"]).unwrap();
         assert_eq!(args.listen.port(), 1);
         assert!(args.file_models.is_empty());
-        assert!(args.model_seeding().seeds.is_empty());
+        assert!(args.model_seeding_with(|_| false).seeds.is_empty());
     }
 
     #[test]

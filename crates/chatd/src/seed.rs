@@ -117,6 +117,9 @@ pub struct ModelSeeding {
     pub organization: String,
     /// The models, in order.
     pub seeds: Vec<ModelSeed>,
+    /// The environment variables (`ANTHROPIC_API_KEY`, …) whose provider is seeded because the
+    /// variable is set and nothing else configures it.
+    pub from_environment: Vec<&'static str>,
 }
 
 impl ModelSeeding {
@@ -155,6 +158,13 @@ impl ModelSeeding {
     pub async fn apply(&self, store: &dyn Database) -> Result<(), ChatdError> {
         if self.seeds.is_empty() {
             return Ok(());
+        }
+        for variable in &self.from_environment {
+            info!(
+                variable,
+                api_key_ref = %format!("env:{variable}"),
+                "{variable} is set in chatd's environment: seeding that provider's models with a reference to it"
+            );
         }
         let Some(organization_id) = organization_named(store, &self.organization).await? else {
             warn!(
@@ -236,6 +246,7 @@ mod tests {
         ModelSeeding {
             organization: "default".into(),
             seeds,
+            from_environment: Vec::new(),
         }
         .check()
         .map_err(|e| e.to_string())
