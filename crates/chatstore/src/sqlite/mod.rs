@@ -24,6 +24,47 @@ use sqlx::sqlite::{
 use crate::StoreError;
 use crate::pubsub::Hub;
 
+/// The database clock as SQL: UTC in the RFC 3339 form sqlx writes, so stored times and `now`
+/// compare as text in time order.
+macro_rules! now {
+    () => {
+        "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')"
+    };
+}
+
+/// `now` moved back by the SQLite time modifier bound at `$param` (see [`ago`]).
+macro_rules! ago {
+    ($param:literal) => {
+        concat!("strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now', ", $param, ")")
+    };
+}
+
+mod replicas;
+
+/// The time modifier that moves `now` back by `d` (bind it where [`ago!`] names it).
+fn ago(d: Duration) -> String {
+    format!("-{:.6} seconds", d.as_secs_f64())
+}
+
+/// The store on an embedded database file. The domains are being added one by one; so far it
+/// implements [`ReplicaStore`](crate::ReplicaStore).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    db: SqliteDb,
+}
+
+impl SqliteStore {
+    /// A store on an open database.
+    pub fn new(db: SqliteDb) -> Self {
+        Self { db }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &SqliteDb {
+        &self.db
+    }
+}
+
 /// The migrations of `migrations/sqlite/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 

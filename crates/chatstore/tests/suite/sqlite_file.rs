@@ -140,3 +140,47 @@ async fn a_database_from_a_newer_chatd_is_refused_and_left_as_it_was() {
             .unwrap();
     assert_eq!(kept, 1);
 }
+
+#[tokio::test]
+async fn the_replica_registry_secrets_and_clock_work_on_the_embedded_file() {
+    use chatstore::ReplicaStore as _;
+    use chatstore::sqlite::SqliteStore;
+    use std::time::Duration;
+
+    let dir = Dir::new();
+    let store = SqliteStore::new(open(&dir.db()).await.unwrap());
+    let now = store.database_now().await.unwrap();
+    assert!((chrono::Utc::now() - now).num_seconds().abs() < 5, "{now}");
+
+    let worker = uuid::Uuid::new_v4();
+    store
+        .register_worker(worker, "http://127.0.0.1:7421")
+        .await
+        .unwrap();
+    store
+        .register_worker(worker, "http://127.0.0.1:7422")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .worker_address(worker, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("http://127.0.0.1:7422")
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store
+            .worker_address(worker, Duration::from_millis(10))
+            .await
+            .unwrap(),
+        None,
+        "a silent replica is forgotten"
+    );
+
+    let secret = store.cluster_secret("relay").await.unwrap();
+    assert!(secret.len() >= 64, "{secret:?}");
+    assert_eq!(store.cluster_secret("relay").await.unwrap(), secret);
+    assert_ne!(store.cluster_secret("other").await.unwrap(), secret);
+}

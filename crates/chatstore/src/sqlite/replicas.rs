@@ -1,0 +1,71 @@
+//! The replica registry, cluster secrets and the database clock on SQLite (one replica per file,
+//! so the registry holds this daemon's own relay address).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{SqliteStore, ago};
+use crate::StoreError;
+use crate::replicas::ReplicaStore;
+
+#[async_trait]
+impl ReplicaStore for SqliteStore {
+    async fn database_now(&self) -> Result<DateTime<Utc>, StoreError> {
+        Ok(sqlx::query_scalar(concat!("SELECT ", now!()))
+            .fetch_one(self.db.reader())
+            .await?)
+    }
+
+    async fn register_worker(
+        &self,
+        worker_id: Uuid,
+        relay_address: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO chatd_workers (worker_id, relay_address, heartbeat_at) VALUES ($1, $2, ",
+            now!(),
+            ") ON CONFLICT (worker_id) DO UPDATE SET relay_address = excluded.relay_address,
+                                                    heartbeat_at = excluded.heartbeat_at"
+        ))
+        .bind(worker_id)
+        .bind(relay_address)
+        .execute(self.db.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn worker_address(
+        &self,
+        worker_id: Uuid,
+        stale_after: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(concat!(
+            "SELECT relay_address FROM chatd_workers WHERE worker_id = $1 AND heartbeat_at > ",
+            ago!("$2")
+        ))
+        .bind(worker_id)
+        .bind(ago(stale_after))
+        .fetch_optional(self.db.reader())
+        .await?)
+    }
+
+    async fn cluster_secret(&self, name: &str) -> Result<String, StoreError> {
+        let candidate = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+        // Writes run one at a time: the insert loses quietly to a secret that exists, and the
+        // select on the same connection reads the winner.
+        sqlx::query("INSERT INTO chatd_cluster_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(&candidate)
+            .execute(self.db.writer())
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM chatd_cluster_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(self.db.writer())
+                .await?,
+        )
+    }
+}
