@@ -1,4 +1,4 @@
-//! The engine under load (issue 8), printed, never asserted: with the provider emulator
+//! The engine under load, printed, never asserted: with the provider emulator
 //! streaming, how many concurrent streaming chats one process sustains (100, then 1,000), the
 //! part throughput, the latency from a part leaving the emulator to it being in the part buffer
 //! (p50 / p99), and the memory per active chat (RSS growth at peak / chats). The emulator runs in

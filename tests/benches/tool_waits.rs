@@ -1,4 +1,4 @@
-//! chattool's wait wake-up latency (issue 7), printed, never asserted:
+//! chattool's wait wake-up latency, printed, never asserted:
 //! - provisioner job completion → `Waits::build` returning;
 //! - agent `ready` recorded → `Waits::startup_scripts` returning;
 //!

@@ -1,4 +1,4 @@
-//! Workspace runtime figures (issue 6), printed, never asserted:
+//! Workspace runtime figures, printed, never asserted:
 //! - build request → agent `ready` for a plain template, p50 / p90 / max over 20 builds
 //!   (provisioner, local backend, a real `wsagent` reporting to the agent API);
 //! - job completion → the job notification reaching a subscriber through PostgreSQL

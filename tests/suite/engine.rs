@@ -1,4 +1,4 @@
-//! The chat engine end to end (issue 8): real PostgreSQL, the provider emulator, the local
+//! The chat engine end to end: real PostgreSQL, the provider emulator, the local
 //! workspace backend with real agents, and one or two engines (worker ids) on one database.
 
 use chatstore::testing::Fixtures as _;

@@ -6,8 +6,9 @@
 //! templates ([`templates`]), workspaces ([`workspaces`]) and administration ([`admin`]), runs the provisioner ([`provision`]) and the chat engine
 //! ([`engine`]: the worker, its runners and their tasks, with the workspace-connection
 //! [`resolver`] and the live [`parts`] buffer); and [`migrate`]. Authentication and the mapping
-//! of store errors to gRPC statuses live in [`auth`]. The stream loop and the part relay land
-//! here next (issue 9); the rules they follow live in the policy crates, not in this one.
+//! of store errors to gRPC statuses live in [`auth`]; the chat stream loop in [`stream`], the
+//! part relay between replicas in [`relay`]. The rules they follow live in the policy crates,
+//! not in this one.
 //!
 //! The daemon is the top of the layer stack: it may depend on every chatd crate, and no chatd
 //! crate may depend on it.

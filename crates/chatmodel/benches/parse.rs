@@ -1,4 +1,4 @@
-//! chatmodel benchmark (issue 5): parse throughput of each provider's stream decoder on a long
+//! chatmodel benchmark: parse throughput of each provider's stream decoder on a long
 //! recorded stream, and the latency a part adds from the socket to a `StreamPart` (the provider
 //! emulator records when it wrote each frame; the client records when each part came out).
 //!

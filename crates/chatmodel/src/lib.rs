@@ -1,4 +1,4 @@
-//! Streaming LLM clients with one neutral part stream (issue 5, in progress).
+//! Streaming LLM clients with one neutral part stream.
 //!
 //! Today this crate holds the neutral request and part types, the typed failures
 //! ([`ModelError`], whose sources are the values `chaterror` classifies), and the wire formats

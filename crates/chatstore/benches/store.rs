@@ -1,4 +1,4 @@
-//! Store benchmark (issue 4): transition throughput at concurrency 1 and 8, one acquisition pass
+//! Store benchmark: transition throughput at concurrency 1 and 8, one acquisition pass
 //! over 1,000 runnable chats, and notification latency from commit to subscriber.
 //!
 //! Run with `cargo bench -p chatstore` against the PostgreSQL of `TEST_DATABASE_URL` (default:

@@ -1,4 +1,4 @@
-//! The workspace agent (issue 6, in progress): the process that runs inside a workspace and that
+//! The workspace agent: the process that runs inside a workspace and that
 //! chatd dials to run commands and read, write and edit files for a chat's tools
 //! (spec/chattool.md §1, §9, §10).
 //!

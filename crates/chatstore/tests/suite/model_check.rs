@@ -1,4 +1,4 @@
-//! The model check of issue 4: random transition sequences applied to the database and to
+//! The model check: random transition sequences applied to the database and to
 //! `chatstate::ChatModel`; after every step the database agrees with the model.
 
 use std::collections::HashSet;
