@@ -375,15 +375,7 @@ pub enum ToolExecutionState {
     Completed,
 }
 
-impl ToolExecutionState {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Dispatched => "dispatched",
-            Self::Completed => "completed",
-        }
-    }
-}
+stored_names!(ToolExecutionState { Dispatched => "dispatched", Completed => "completed" });
 
 /// A row of the idempotency ledger: one side-effecting tool call of a chat.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1138,15 +1138,10 @@ struct ToolExecutionRow {
 
 impl ToolExecutionRow {
     fn into_execution(self) -> Result<ToolExecution, StoreError> {
-        let state = match self.state.as_str() {
-            "dispatched" => ToolExecutionState::Dispatched,
-            "completed" => ToolExecutionState::Completed,
-            other => {
-                return Err(StoreError::InvalidInput(format!(
-                    "unknown tool execution state {other:?}"
-                )));
-            }
-        };
+        let state: ToolExecutionState = self
+            .state
+            .parse()
+            .map_err(|e: crate::UnknownName| StoreError::InvalidInput(e.to_string()))?;
         Ok(ToolExecution {
             chat_id: self.chat_id,
             tool_call_id: self.tool_call_id,
