@@ -37,6 +37,7 @@ pub mod workspaces;
 
 mod error;
 mod names;
+mod sql;
 mod store;
 
 pub use agents::AgentStore;

@@ -8,9 +8,9 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::PgStore;
-use super::sql::{is_check_violation, is_unique_violation, like_pattern};
 use crate::StoreError;
 use crate::identity::*;
+use crate::sql::{is_check_violation, is_unique_violation, like_pattern};
 use crate::types::NewestFirstCursor;
 
 macro_rules! organization_columns {

@@ -7,7 +7,6 @@ mod identity;
 mod models;
 mod pubsub;
 mod replicas;
-mod sql;
 mod store;
 mod templates;
 mod workspaces;

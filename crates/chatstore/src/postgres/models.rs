@@ -6,9 +6,9 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::PgStore;
-use super::sql::is_check_violation;
 use crate::StoreError;
 use crate::models::*;
+use crate::sql::is_check_violation;
 
 macro_rules! model_config_columns {
     () => {

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::pubsub::{ChatUpdate, OWNERSHIP_CHANNEL, UPDATE_CHANNEL};
+use crate::sql::like_escape;
 use crate::store::{
     Applied, Change, ChatListQuery, ChatMetadata, ChatSnapshot, MessagePage, Store, StoreConfig,
     ToolResultInput,
@@ -1109,18 +1110,6 @@ impl Store for PgStore {
         }
         fetch_chat(&mut conn, chat_id).await
     }
-}
-
-/// `text` with the `LIKE` wildcards escaped (escape character `\`).
-fn like_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[derive(Debug, FromRow)]

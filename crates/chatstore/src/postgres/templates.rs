@@ -6,9 +6,9 @@ use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
 use super::PgStore;
-use super::sql::like_pattern;
 use super::workspaces::insert_job;
 use crate::StoreError;
+use crate::sql::like_pattern;
 use crate::templates::*;
 use crate::types::NewestFirstCursor;
 

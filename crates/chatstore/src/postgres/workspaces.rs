@@ -7,9 +7,9 @@ use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
 use super::PgStore;
-use super::sql::like_pattern;
 use crate::StoreError;
 use crate::pubsub::{JOB_CHANNEL, JobUpdate};
+use crate::sql::like_pattern;
 use crate::workspaces::*;
 
 macro_rules! job_columns {
