@@ -13,7 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a bench prints and panics
 
-use chatstore::testing::Fixtures as _;
+use chatstore::testing::ModelFixtures as _;
 use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
 use std::process::{Command, Stdio};

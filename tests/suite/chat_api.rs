@@ -1,7 +1,7 @@
 //! The chat API of a real `chatd serve` process: a turn driven through gRPC, authorization
 //! (another user's chat does not exist for them), and bad input answered with the right status.
 
-use chatstore::testing::Fixtures as _;
+use chatstore::testing::{Fixtures as _, ModelFixtures as _};
 use std::time::Duration;
 
 use chatd_e2e::Daemon;

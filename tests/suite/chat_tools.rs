@@ -2,7 +2,7 @@
 //! provisioner with the local backend, and real `wsagent` processes reached on loopback.
 //! One test per row, text and branch of spec/chattool.md §7–§8 and §10.2.
 
-use chatstore::testing::Fixtures as _;
+use chatstore::testing::{Fixtures as _, ModelFixtures as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

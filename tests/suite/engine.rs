@@ -1,7 +1,7 @@
 //! The chat engine end to end: real PostgreSQL, the provider emulator, the local
 //! workspace backend with real agents, and one or two engines (worker ids) on one database.
 
-use chatstore::testing::Fixtures as _;
+use chatstore::testing::ModelFixtures as _;
 use std::net::ToSocketAddrs as _;
 use std::str::FromStr as _;
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! answers (the dial times out) or returns a connection that counts its closes. Settings are
 //! short: a 300 ms dial timeout with the stale-binding check at 100 ms.
 
-use chatstore::testing::Fixtures as _;
+use chatstore::testing::ModelFixtures as _;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -155,6 +155,19 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     sha2::Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// A new token's public prefix and secret, from the OS's random source (UUID v4); the token is
+/// `chatd_<prefix>_<secret>`.
+pub(crate) fn new_token_parts() -> (String, String) {
+    let prefix = Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    (prefix, secret)
+}
+
+/// Compares without an early exit, so the time taken says nothing about where they differ.
+pub(crate) fn same_hash(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
     /// First start: on a database without any user, creates the organization, an admin user in

@@ -76,10 +76,10 @@ impl TestDatabase {
 }
 
 /// Test data made through the same store operations the API's requests use (there are no
-/// backend shortcuts): `use chatstore::testing::Fixtures as _` and call them on any store that
-/// has the identity and model domains.
+/// backend shortcuts): `use chatstore::testing::Fixtures as _` and call them on any store with
+/// the identity domain ([`ModelFixtures`] for model configurations).
 #[async_trait::async_trait]
-pub trait Fixtures: IdentityStore + ModelStore {
+pub trait Fixtures: IdentityStore {
     /// A new organization called `name`.
     async fn fixture_organization(&self, name: &str) -> Result<Uuid, StoreError> {
         Ok(self.add_organization(name, "").await?.id)
@@ -112,7 +112,13 @@ pub trait Fixtures: IdentityStore + ModelStore {
     ) -> Result<NewApiKey, StoreError> {
         Ok(self.issue_api_token(user_id, name, lifetime).await?.0)
     }
+}
 
+impl<T: IdentityStore + ?Sized> Fixtures for T {}
+
+/// Model configurations for tests, made as `CreateModelConfig` makes them.
+#[async_trait::async_trait]
+pub trait ModelFixtures: ModelStore {
     /// A new enabled model configuration of `provider` at `base_url` (empty = the provider's
     /// default) with no API key reference; `is_default` makes it the organization's default
     /// (the organization's first one is the default anyway).
@@ -146,4 +152,4 @@ pub trait Fixtures: IdentityStore + ModelStore {
     }
 }
 
-impl<T: IdentityStore + ModelStore + ?Sized> Fixtures for T {}
+impl<T: ModelStore + ?Sized> ModelFixtures for T {}

@@ -10,35 +10,9 @@ use uuid::Uuid;
 use super::PgStore;
 use crate::StoreError;
 use crate::identity::*;
+use crate::rows::{OrganizationRow, TokenRow, organization_columns, token_columns};
 use crate::sql::{is_check_violation, is_unique_violation, like_pattern};
 use crate::types::NewestFirstCursor;
-
-macro_rules! organization_columns {
-    () => {
-        "id, name, display_name, created_at, updated_at"
-    };
-}
-
-#[derive(Debug, FromRow)]
-struct OrganizationRow {
-    id: Uuid,
-    name: String,
-    display_name: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl From<OrganizationRow> for Organization {
-    fn from(r: OrganizationRow) -> Self {
-        Self {
-            id: r.id,
-            name: r.name,
-            display_name: r.display_name,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
 
 pub(super) async fn add_organization(
     pool: &PgPool,
@@ -287,39 +261,6 @@ pub(super) async fn update_user(
     updated.ok_or_else(|| StoreError::NotFound(format!("user {id} not found")))
 }
 
-macro_rules! token_columns {
-    () => {
-        "id, user_id, name, 'chatd_' || prefix AS prefix, created_at, expires_at, last_used_at, revoked_at"
-    };
-}
-
-#[derive(Debug, FromRow)]
-struct TokenRow {
-    id: Uuid,
-    user_id: Uuid,
-    name: String,
-    prefix: String,
-    created_at: DateTime<Utc>,
-    expires_at: Option<DateTime<Utc>>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-}
-
-impl From<TokenRow> for ApiToken {
-    fn from(r: TokenRow) -> Self {
-        Self {
-            id: r.id,
-            user_id: r.user_id,
-            name: r.name,
-            prefix: r.prefix,
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-            last_used_at: r.last_used_at,
-            revoked_at: r.revoked_at,
-        }
-    }
-}
-
 pub(super) async fn issue_api_token(
     pool: &PgPool,
     user_id: Uuid,
@@ -390,8 +331,7 @@ pub(super) async fn insert_api_key(
     name: &str,
     lifetime: Option<Duration>,
 ) -> Result<NewApiKey, StoreError> {
-    let prefix = Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let (prefix, secret) = new_token_parts();
     let id: Uuid = sqlx::query_scalar(
         "INSERT INTO api_keys (user_id, name, prefix, secret_hash, expires_at)
          VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING id",
@@ -399,7 +339,7 @@ pub(super) async fn insert_api_key(
     .bind(user_id)
     .bind(name)
     .bind(&prefix)
-    .bind(secret_hash(&secret))
+    .bind(token_hash(&secret))
     .bind(lifetime.map(|l| l.as_secs_f64()))
     .fetch_one(&mut *conn)
     .await
@@ -413,16 +353,6 @@ pub(super) async fn insert_api_key(
         id,
         token: format!("chatd_{prefix}_{secret}"),
     })
-}
-
-/// The hash stored for a token secret.
-fn secret_hash(secret: &str) -> Vec<u8> {
-    token_hash(secret)
-}
-
-/// Compares without an early exit, so the time taken says nothing about where they differ.
-fn same_hash(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[async_trait]
@@ -489,7 +419,7 @@ impl IdentityStore for PgStore {
         let Some((key_id, user_id, role, hash, organizations)) = row else {
             return Ok(None);
         };
-        if !same_hash(&hash, &secret_hash(secret)) {
+        if !same_hash(&hash, &token_hash(secret)) {
             return Ok(None);
         }
         // At most once a minute: a busy token does not write on every call.

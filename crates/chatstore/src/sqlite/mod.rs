@@ -32,22 +32,36 @@ macro_rules! now {
     };
 }
 
-/// `now` moved back by the SQLite time modifier bound at `$param` (see [`ago`]).
-macro_rules! ago {
+/// `now` moved by the SQLite time modifier bound at `$param` ([`ago`], [`later`]); a NULL
+/// modifier gives NULL.
+macro_rules! now_shifted {
     ($param:literal) => {
         concat!("strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now', ", $param, ")")
     };
 }
 
+mod identity;
 mod replicas;
 
-/// The time modifier that moves `now` back by `d` (bind it where [`ago!`] names it).
+/// The time modifier that moves `now` back by `d` (bind it where [`now_shifted!`] names it).
 fn ago(d: Duration) -> String {
     format!("-{:.6} seconds", d.as_secs_f64())
 }
 
+/// The time modifier that moves `now` forward by `d`.
+fn later(d: Duration) -> String {
+    format!("+{:.6} seconds", d.as_secs_f64())
+}
+
+/// A time as the backend writes it: RFC 3339 in UTC with microseconds. [`now!`] has only
+/// milliseconds (SQLite's clock), so rows whose order matters (tokens, messages) are stamped
+/// from the process clock with this; both forms compare as text in time order.
+fn stored_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+}
+
 /// The store on an embedded database file. The domains are being added one by one; so far it
-/// implements [`ReplicaStore`](crate::ReplicaStore).
+/// implements [`ReplicaStore`](crate::ReplicaStore) and [`IdentityStore`](crate::IdentityStore).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: SqliteDb,

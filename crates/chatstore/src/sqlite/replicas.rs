@@ -44,7 +44,7 @@ impl ReplicaStore for SqliteStore {
     ) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(concat!(
             "SELECT relay_address FROM chatd_workers WHERE worker_id = $1 AND heartbeat_at > ",
-            ago!("$2")
+            now_shifted!("$2")
         ))
         .bind(worker_id)
         .bind(ago(stale_after))

@@ -32,7 +32,22 @@ fn new_user(username: &str, email: &str, organizations: Vec<Uuid>) -> NewUser {
 #[tokio::test]
 async fn organizations_are_unique_by_name_and_listed_by_name_in_pages() {
     let s = Seeded::new().await;
-    let store = store(&s);
+    organizations_are_unique_by_name_and_listed_by_name_in_pages_on(&store(&s), s.org, s.user)
+        .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn organizations_are_unique_by_name_and_listed_by_name_in_pages_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    organizations_are_unique_by_name_and_listed_by_name_in_pages_on(&s.store, s.org, s.user).await;
+}
+
+async fn organizations_are_unique_by_name_and_listed_by_name_in_pages_on(
+    store: &(impl IdentityStore + ?Sized),
+    org: Uuid,
+    _user: Uuid,
+) {
     let zeta = store.add_organization("zeta", "Zeta Inc").await.unwrap();
     let beta = store.add_organization("beta", "").await.unwrap();
     assert_eq!(
@@ -51,28 +66,41 @@ async fn organizations_are_unique_by_name_and_listed_by_name_in_pages() {
         .unwrap();
     assert_eq!(page, vec![beta.clone()]);
     let only = store
-        .list_organizations(Some(&[zeta.id, s.org]), None, 10)
+        .list_organizations(Some(&[zeta.id, org]), None, 10)
         .await
         .unwrap();
     assert_eq!(
         only.iter().map(|o| o.id).collect::<Vec<_>>(),
-        vec![s.org, zeta.id]
+        vec![org, zeta.id]
     );
     assert_eq!(store.organization(beta.id).await.unwrap(), Some(beta));
     assert_eq!(store.organization(Uuid::new_v4()).await.unwrap(), None);
-    s.finish().await;
 }
 
 #[tokio::test]
 async fn users_are_created_with_memberships_listed_and_changed() {
     let s = Seeded::new().await;
-    let store = store(&s);
+    users_are_created_with_memberships_listed_and_changed_on(&store(&s), s.org, s.user).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn users_are_created_with_memberships_listed_and_changed_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    users_are_created_with_memberships_listed_and_changed_on(&s.store, s.org, s.user).await;
+}
+
+async fn users_are_created_with_memberships_listed_and_changed_on(
+    store: &(impl IdentityStore + ?Sized),
+    org: Uuid,
+    _user: Uuid,
+) {
     let other = store.add_organization("other", "").await.unwrap();
     let bob = store
-        .add_user(&new_user("bob", "bob@example.com", vec![s.org, other.id]))
+        .add_user(&new_user("bob", "bob@example.com", vec![org, other.id]))
         .await
         .unwrap();
-    assert_eq!(bob.organization_ids, vec![s.org, other.id]);
+    assert_eq!(bob.organization_ids, vec![org, other.id]);
     assert_eq!((bob.role.as_str(), bob.suspended), ("member", false));
     assert_eq!(bob.last_seen_at, None);
 
@@ -171,7 +199,7 @@ async fn users_are_created_with_memberships_listed_and_changed() {
             &UserChanges {
                 name: Some("Dora".into()),
                 role: Some("admin".into()),
-                organization_ids: Some(vec![s.org]),
+                organization_ids: Some(vec![org]),
                 suspended: Some(true),
                 ..Default::default()
             },
@@ -186,7 +214,7 @@ async fn users_are_created_with_memberships_listed_and_changed() {
         ),
         ("Dora", "admin", "dora@example.com")
     );
-    assert_eq!(changed.organization_ids, vec![s.org]);
+    assert_eq!(changed.organization_ids, vec![org]);
     assert!(changed.suspended && changed.updated_at >= dora.updated_at);
     assert_eq!(listed(all.clone()).await, ["ada", "bob"]);
     assert_eq!(
@@ -214,22 +242,35 @@ async fn users_are_created_with_memberships_listed_and_changed() {
         .unwrap_err();
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
     assert_eq!(store.user(dora.id).await.unwrap(), Some(changed));
-    s.finish().await;
 }
 
 #[tokio::test]
 async fn issued_tokens_have_unique_names_metadata_and_pages() {
     let s = Seeded::new().await;
-    let store = store(&s);
+    issued_tokens_have_unique_names_metadata_and_pages_on(&store(&s), s.org, s.user).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn issued_tokens_have_unique_names_metadata_and_pages_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    issued_tokens_have_unique_names_metadata_and_pages_on(&s.store, s.org, s.user).await;
+}
+
+async fn issued_tokens_have_unique_names_metadata_and_pages_on(
+    store: &(impl IdentityStore + ?Sized),
+    _org: Uuid,
+    user: Uuid,
+) {
     let (laptop, meta) = store
-        .issue_api_token(s.user, "laptop", Some(Duration::from_secs(3600)))
+        .issue_api_token(user, "laptop", Some(Duration::from_secs(3600)))
         .await
         .unwrap();
     assert_eq!(meta.id, laptop.id);
     assert!(laptop.token.starts_with(&format!("{}_", meta.prefix)));
     assert!(meta.expires_at.is_some() && meta.revoked_at.is_none());
     let dup = store
-        .issue_api_token(s.user, "laptop", None)
+        .issue_api_token(user, "laptop", None)
         .await
         .unwrap_err();
     assert!(matches!(dup, StoreError::Conflict(_)), "{dup:?}");
@@ -239,18 +280,18 @@ async fn issued_tokens_have_unique_names_metadata_and_pages() {
         .unwrap_err();
     assert!(matches!(nobody, StoreError::NotFound(_)), "{nobody:?}");
 
-    let (ci, _) = store.issue_api_token(s.user, "ci", None).await.unwrap();
+    let (ci, _) = store.issue_api_token(user, "ci", None).await.unwrap();
     let listed: Vec<Uuid> = store
-        .list_api_tokens(s.user, None, 10)
+        .list_api_tokens(user, None, 10)
         .await
         .unwrap()
         .iter()
         .map(|t| t.id)
         .collect();
     assert_eq!(listed, vec![ci.id, laptop.id], "newest first");
-    let first = store.list_api_tokens(s.user, None, 1).await.unwrap();
+    let first = store.list_api_tokens(user, None, 1).await.unwrap();
     let next = store
-        .list_api_tokens(s.user, Some((first[0].created_at, first[0].id)), 1)
+        .list_api_tokens(user, Some((first[0].created_at, first[0].id)), 1)
         .await
         .unwrap();
     assert_eq!(next[0].id, laptop.id);
@@ -259,12 +300,12 @@ async fn issued_tokens_have_unique_names_metadata_and_pages() {
     store.authenticate(&ci.token).await.unwrap().unwrap();
     let used = store.api_token(ci.id).await.unwrap().unwrap();
     assert!(used.last_used_at.is_some());
-    let user = store.user(s.user).await.unwrap().unwrap();
-    assert_eq!(user.last_seen_at, used.last_used_at);
+    let seen = store.user(user).await.unwrap().unwrap();
+    assert_eq!(seen.last_seen_at, used.last_used_at);
 
     // A revoked token leaves the listing, frees its name and keeps its metadata.
     store.revoke_api_key(laptop.id).await.unwrap();
-    let listed = store.list_api_tokens(s.user, None, 10).await.unwrap();
+    let listed = store.list_api_tokens(user, None, 10).await.unwrap();
     assert_eq!(listed.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ci.id]);
     assert!(
         store
@@ -275,8 +316,7 @@ async fn issued_tokens_have_unique_names_metadata_and_pages() {
             .revoked_at
             .is_some()
     );
-    store.issue_api_token(s.user, "laptop", None).await.unwrap();
-    s.finish().await;
+    store.issue_api_token(user, "laptop", None).await.unwrap();
 }
 
 fn model(s: &Seeded, name: &str) -> NewModelConfig {

@@ -2,32 +2,13 @@
 //! and files it must not touch (not a database, written by a newer chatd) refused with a message
 //! that names the file, left as they were.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chatstore::StoreError;
 use chatstore::sqlite::{SqliteConfig, SqliteDb};
 use sqlx::{Connection as _, SqliteConnection};
 
-/// A directory of its own, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("chatstore-sqlite-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("data").join("chatd.db")
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use super::support::TempDir as Dir;
 
 async fn open(path: &Path) -> Result<SqliteDb, StoreError> {
     SqliteDb::open(path, &SqliteConfig::default()).await

@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use chatstore::postgres::PgStore;
 use chatstore::prelude::*;
-use chatstore::testing::{Fixtures as _, TestDatabase};
+use chatstore::sqlite::{SqliteConfig, SqliteDb, SqliteStore};
+use chatstore::testing::{Fixtures as _, ModelFixtures as _, TestDatabase};
 use chatstore::{Store, StoreConfig};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -171,3 +172,51 @@ pub async fn versions(pool: &PgPool, chat: Uuid) -> Versions {
 
 /// The lock-and-bump statement that starts every transition transaction.
 pub const BUMP: &str = "UPDATE chats SET snapshot_version = snapshot_version + 1 WHERE id = $1";
+
+/// A directory of its own, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("chatstore-sqlite-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    /// Where a test's database file goes (its directory is created on open).
+    pub fn db(&self) -> std::path::PathBuf {
+        self.0.join("data").join("chatd.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An embedded database with organization `acme` and member `ada`, made as the API makes them.
+pub struct SqliteSeeded {
+    pub store: SqliteStore,
+    pub org: Uuid,
+    pub user: Uuid,
+    _dir: TempDir,
+}
+
+impl SqliteSeeded {
+    pub async fn new() -> Self {
+        let dir = TempDir::new();
+        let db = SqliteDb::open(&dir.db(), &SqliteConfig::default())
+            .await
+            .unwrap();
+        let store = SqliteStore::new(db);
+        let org = store.fixture_organization("acme").await.unwrap();
+        let user = store.fixture_user("ada", "member", org).await.unwrap();
+        Self {
+            store,
+            org,
+            user,
+            _dir: dir,
+        }
+    }
+}
