@@ -55,6 +55,34 @@ impl Hub {
         }
     }
 
+    /// Delivers a notification to every topic it concerns: a chat update to the chat's topic
+    /// and its owner's, a job change to the job's topic and [`Topic::Jobs`], an ownership hint
+    /// to [`Topic::Ownership`], an agent change to the agent's topic, a resync to everyone.
+    pub fn publish(&self, notification: Notification) {
+        match notification {
+            Notification::ChatUpdate(update) => {
+                if let Some(owner) = update.owner_id {
+                    self.deliver(
+                        Topic::Owner(owner),
+                        Notification::ChatUpdate(update.clone()),
+                    );
+                }
+                self.deliver(Topic::Chat(update.chat_id), Notification::ChatUpdate(update));
+            }
+            Notification::Ownership(hint) => {
+                self.deliver(Topic::Ownership, Notification::Ownership(hint))
+            }
+            Notification::Job(update) => {
+                self.deliver(Topic::Job(update.job_id), Notification::Job(update));
+                self.deliver(Topic::Jobs, Notification::Job(update));
+            }
+            Notification::Agent(update) => {
+                self.deliver(Topic::Agent(update.agent_id), Notification::Agent(update))
+            }
+            Notification::Resync => self.resync_all(),
+        }
+    }
+
     /// Tells every subscriber that hints may have been lost.
     pub fn resync_all(&self) {
         let topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());

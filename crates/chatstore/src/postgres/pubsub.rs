@@ -9,8 +9,8 @@ use tracing::{debug, warn};
 
 use crate::StoreError;
 use crate::pubsub::{
-    AGENT_CHANNEL, AgentUpdate, CHANNELS, ChatUpdate, Hub, JOB_CHANNEL, JobUpdate, Notification,
-    OWNERSHIP_CHANNEL, OwnershipHint, Pubsub, Subscription, Topic, UPDATE_CHANNEL,
+    AGENT_CHANNEL, CHANNELS, Hub, JOB_CHANNEL, Notification, OWNERSHIP_CHANNEL, Pubsub,
+    Subscription, Topic, UPDATE_CHANNEL,
 };
 
 /// The process's notification hub, fed by one LISTEN connection.
@@ -67,46 +67,19 @@ impl PgPubsub {
     }
 
     fn route(&self, channel: &str, payload: &str) {
-        match channel {
-            UPDATE_CHANNEL => match serde_json::from_str::<ChatUpdate>(payload) {
-                Ok(update) => {
-                    if let Some(owner) = update.owner_id {
-                        self.hub.deliver(
-                            Topic::Owner(owner),
-                            Notification::ChatUpdate(update.clone()),
-                        );
-                    }
-                    self.hub.deliver(
-                        Topic::Chat(update.chat_id),
-                        Notification::ChatUpdate(update),
-                    );
-                }
-                Err(err) => debug!(error = %err, "ignoring a malformed chat update"),
-            },
-            OWNERSHIP_CHANNEL => match serde_json::from_str::<OwnershipHint>(payload) {
-                Ok(hint) => self
-                    .hub
-                    .deliver(Topic::Ownership, Notification::Ownership(hint)),
-                Err(err) => debug!(error = %err, "ignoring a malformed ownership hint"),
-            },
-            JOB_CHANNEL => match serde_json::from_str::<JobUpdate>(payload) {
-                Ok(update) => {
-                    self.hub
-                        .deliver(Topic::Job(update.job_id), Notification::Job(update));
-                    self.hub.deliver(Topic::Jobs, Notification::Job(update));
-                }
-                Err(err) => debug!(error = %err, "ignoring a malformed job update"),
-            },
-            AGENT_CHANNEL => match serde_json::from_str::<AgentUpdate>(payload) {
-                Ok(update) => self
-                    .hub
-                    .deliver(Topic::Agent(update.agent_id), Notification::Agent(update)),
-                Err(err) => debug!(error = %err, "ignoring a malformed agent update"),
-            },
-            other => debug!(
-                channel = other,
-                "ignoring a notification on an unknown channel"
-            ),
+        let notification = match channel {
+            UPDATE_CHANNEL => serde_json::from_str(payload).map(Notification::ChatUpdate),
+            OWNERSHIP_CHANNEL => serde_json::from_str(payload).map(Notification::Ownership),
+            JOB_CHANNEL => serde_json::from_str(payload).map(Notification::Job),
+            AGENT_CHANNEL => serde_json::from_str(payload).map(Notification::Agent),
+            other => {
+                debug!(channel = other, "ignoring a notification on an unknown channel");
+                return;
+            }
+        };
+        match notification {
+            Ok(notification) => self.hub.publish(notification),
+            Err(err) => debug!(channel, error = %err, "ignoring a malformed notification"),
         }
     }
 }
