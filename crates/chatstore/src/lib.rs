@@ -40,6 +40,7 @@ mod names;
 mod rows;
 mod sql;
 mod store;
+mod transition;
 
 pub use agents::AgentStore;
 pub use error::StoreError;
@@ -52,6 +53,7 @@ pub use store::{
     StoreConfig, ToolResultInput,
 };
 pub use templates::TemplateStore;
+pub use transition::CLEARED_CONTEXT_TEXT;
 pub use workspaces::WorkspaceStore;
 
 /// Every domain of the store: what a process serving the whole API holds (as

@@ -5,7 +5,13 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 use uuid::Uuid;
 
+use chatstate::ChatStatus;
+
+use crate::StoreError;
 use crate::identity::{ApiToken, Organization};
+use crate::types::{
+    Chat, Message, MessagePart, QueuedMessage, ToolExecution, ToolExecutionState, Usage,
+};
 
 macro_rules! organization_columns {
     () => {
@@ -68,3 +74,240 @@ impl From<TokenRow> for ApiToken {
 }
 
 pub(crate) use {organization_columns, token_columns};
+
+/// The chat columns every read selects (a macro, so queries stay `&'static str`).
+macro_rules! chat_columns {
+    () => {
+        "id, organization_id, owner_id, workspace_id, build_id, agent_id, title, labels, pin_order,
+    dynamic_tools, system_prompt, last_model_config_id, last_reasoning_effort,
+    CAST(status AS TEXT) AS status, archived, last_error, requires_action_deadline_at,
+    compaction_requested_at, retry_state, retry_window_started_at, worker_id, runner_id,
+    snapshot_version, history_version, queue_version, generation_attempt, retry_state_version,
+    created_at, updated_at"
+    };
+}
+
+/// The message columns every read returns.
+macro_rules! message_columns {
+    () => {
+        "id, chat_id, CAST(role AS TEXT) AS role, content, CAST(visibility AS TEXT) AS visibility,
+    created_by, model_config_id, created_at, compressed, deleted, revision, queued_message_id,
+    input_tokens, output_tokens, total_tokens, reasoning_tokens, cache_creation_tokens,
+    cache_read_tokens, context_limit"
+    };
+}
+
+/// The queued-message columns every read returns.
+macro_rules! queued_columns {
+    () => {
+        "id, chat_id, content, model_config_id, reasoning_effort, created_at, position, created_by"
+    };
+}
+
+/// The tool-ledger columns every read returns.
+macro_rules! tool_execution_columns {
+    () => {
+        "chat_id, tool_call_id, tool_name, args_sha256, CAST(state AS TEXT) AS state, result,
+    runner_id, dispatched_at, completed_at"
+    };
+}
+
+pub(crate) use {chat_columns, message_columns, queued_columns, tool_execution_columns};
+
+fn invalid_name(e: crate::UnknownName) -> StoreError {
+    StoreError::InvalidInput(e.to_string())
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct ToolExecutionRow {
+    chat_id: Uuid,
+    tool_call_id: String,
+    tool_name: String,
+    args_sha256: Vec<u8>,
+    state: String,
+    result: Option<serde_json::Value>,
+    runner_id: Option<Uuid>,
+    dispatched_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl ToolExecutionRow {
+    pub(crate) fn into_execution(self) -> Result<ToolExecution, StoreError> {
+        let state: ToolExecutionState = self.state.parse().map_err(invalid_name)?;
+        Ok(ToolExecution {
+            chat_id: self.chat_id,
+            tool_call_id: self.tool_call_id,
+            tool_name: self.tool_name,
+            args_sha256: self.args_sha256,
+            state,
+            result: self.result,
+            runner_id: self.runner_id,
+            dispatched_at: self.dispatched_at,
+            completed_at: self.completed_at,
+        })
+    }
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct ChatRow {
+    id: Uuid,
+    organization_id: Uuid,
+    owner_id: Uuid,
+    workspace_id: Option<Uuid>,
+    build_id: Option<Uuid>,
+    agent_id: Option<Uuid>,
+    title: String,
+    labels: serde_json::Value,
+    pin_order: i32,
+    dynamic_tools: Option<serde_json::Value>,
+    system_prompt: Option<String>,
+    last_model_config_id: Uuid,
+    last_reasoning_effort: Option<String>,
+    status: String,
+    archived: bool,
+    last_error: Option<serde_json::Value>,
+    requires_action_deadline_at: Option<DateTime<Utc>>,
+    compaction_requested_at: Option<DateTime<Utc>>,
+    retry_state: Option<serde_json::Value>,
+    retry_window_started_at: Option<DateTime<Utc>>,
+    worker_id: Option<Uuid>,
+    runner_id: Option<Uuid>,
+    snapshot_version: i64,
+    history_version: i64,
+    queue_version: i64,
+    generation_attempt: i64,
+    retry_state_version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ChatRow {
+    pub(crate) fn decode(self) -> Result<Chat, StoreError> {
+        let row = self;
+        Ok(Chat {
+            id: row.id,
+            organization_id: row.organization_id,
+            owner_id: row.owner_id,
+            workspace_id: row.workspace_id,
+            build_id: row.build_id,
+            agent_id: row.agent_id,
+            title: row.title,
+            labels: serde_json::from_value(row.labels).map_err(|source| StoreError::Corrupt {
+                what: "labels",
+                source,
+            })?,
+            pin_order: row.pin_order,
+            dynamic_tools: row.dynamic_tools,
+            system_prompt: row.system_prompt,
+            last_model_config_id: row.last_model_config_id,
+            last_reasoning_effort: row.last_reasoning_effort,
+            status: ChatStatus::parse(&row.status),
+            archived: row.archived,
+            last_error: row.last_error,
+            requires_action_deadline_at: row.requires_action_deadline_at,
+            compaction_requested_at: row.compaction_requested_at,
+            retry_state: row.retry_state,
+            retry_window_started_at: row.retry_window_started_at,
+            worker_id: row.worker_id,
+            runner_id: row.runner_id,
+            snapshot_version: row.snapshot_version,
+            history_version: row.history_version,
+            queue_version: row.queue_version,
+            generation_attempt: row.generation_attempt,
+            retry_state_version: row.retry_state_version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct MessageRow {
+    id: i64,
+    chat_id: Uuid,
+    role: String,
+    content: serde_json::Value,
+    visibility: String,
+    created_by: Option<Uuid>,
+    model_config_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    compressed: bool,
+    deleted: bool,
+    revision: i64,
+    queued_message_id: Option<i64>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    total_tokens: Option<i64>,
+    reasoning_tokens: Option<i64>,
+    cache_creation_tokens: Option<i64>,
+    cache_read_tokens: Option<i64>,
+    context_limit: Option<i64>,
+}
+
+impl MessageRow {
+    pub(crate) fn decode(self) -> Result<Message, StoreError> {
+        let content = decode_content(self.content)?;
+        let usage = self.input_tokens.map(|input_tokens| Usage {
+            input_tokens,
+            output_tokens: self.output_tokens.unwrap_or(0),
+            total_tokens: self.total_tokens.unwrap_or(0),
+            reasoning_tokens: self.reasoning_tokens.unwrap_or(0),
+            cache_creation_tokens: self.cache_creation_tokens.unwrap_or(0),
+            cache_read_tokens: self.cache_read_tokens.unwrap_or(0),
+            context_limit: self.context_limit.unwrap_or(0),
+        });
+        Ok(Message {
+            id: self.id,
+            chat_id: self.chat_id,
+            role: self.role.parse().map_err(invalid_name)?,
+            content,
+            visibility: self.visibility.parse().map_err(invalid_name)?,
+            created_by: self.created_by,
+            model_config_id: self.model_config_id,
+            created_at: self.created_at,
+            compressed: self.compressed,
+            deleted: self.deleted,
+            revision: self.revision,
+            queued_message_id: self.queued_message_id,
+            usage,
+        })
+    }
+}
+
+/// Content is an array of parts; a legacy scalar string reads as one text part.
+fn decode_content(value: serde_json::Value) -> Result<Vec<MessagePart>, StoreError> {
+    match value {
+        serde_json::Value::String(text) => Ok(vec![MessagePart::Text { text }]),
+        other => serde_json::from_value(other).map_err(|source| StoreError::Corrupt {
+            what: "message content",
+            source,
+        }),
+    }
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct QueuedRow {
+    id: i64,
+    chat_id: Uuid,
+    content: serde_json::Value,
+    model_config_id: Option<Uuid>,
+    reasoning_effort: Option<String>,
+    created_at: DateTime<Utc>,
+    position: i64,
+    created_by: Uuid,
+}
+
+impl QueuedRow {
+    pub(crate) fn decode(self) -> Result<QueuedMessage, StoreError> {
+        Ok(QueuedMessage {
+            id: self.id,
+            chat_id: self.chat_id,
+            content: decode_content(self.content)?,
+            model_config_id: self.model_config_id,
+            reasoning_effort: self.reasoning_effort,
+            created_at: self.created_at,
+            position: self.position,
+            created_by: self.created_by,
+        })
+    }
+}

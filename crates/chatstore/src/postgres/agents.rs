@@ -9,7 +9,7 @@ use super::PgStore;
 use crate::StoreError;
 use crate::agents::*;
 use crate::identity::token_hash;
-use crate::pubsub::{AGENT_CHANNEL, AgentUpdate};
+use crate::pubsub::{AgentUpdate, Notification};
 
 macro_rules! agent_columns {
     () => {
@@ -59,13 +59,7 @@ struct AgentRow {
 }
 
 async fn notify_agent(conn: &mut PgConnection, agent_id: Uuid) -> Result<(), StoreError> {
-    let payload = serde_json::to_string(&AgentUpdate { agent_id }).unwrap_or_default();
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(AGENT_CHANNEL)
-        .bind(payload)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    super::store::notify(conn, &Notification::Agent(AgentUpdate { agent_id })).await
 }
 
 #[async_trait]

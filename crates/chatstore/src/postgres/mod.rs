@@ -12,7 +12,7 @@ mod templates;
 mod workspaces;
 
 pub use pubsub::PgPubsub;
-pub use store::{CLEARED_CONTEXT_TEXT, PgStore};
+pub use store::PgStore;
 
 use std::str::FromStr as _;
 use std::time::Duration;

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::StoreError;
-use crate::pubsub::{JOB_CHANNEL, JobUpdate};
+use crate::pubsub::{JobUpdate, Notification};
 use crate::sql::like_pattern;
 use crate::workspaces::*;
 
@@ -118,13 +118,7 @@ fn workspace_from(row: WorkspaceRow) -> Workspace {
 }
 
 async fn notify_job(conn: &mut PgConnection, job_id: Uuid) -> Result<(), StoreError> {
-    let payload = serde_json::to_string(&JobUpdate { job_id }).unwrap_or_default();
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(JOB_CHANNEL)
-        .bind(payload)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    super::store::notify(conn, &Notification::Job(JobUpdate { job_id })).await
 }
 
 pub(super) async fn insert_job(

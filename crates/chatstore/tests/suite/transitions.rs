@@ -2,7 +2,7 @@
 //! check does not look at (texts, triplets, queue order, promotion bookkeeping).
 
 use chatstate::{BusyBehavior, ChatStatus, TransitionError};
-use chatstore::postgres::CLEARED_CONTEXT_TEXT;
+use chatstore::CLEARED_CONTEXT_TEXT;
 use chatstore::types::{Fence, MessagePart, NewChat, NewMessage, Role, Visibility};
 use chatstore::{Change, Store, StoreConfig, StoreError, ToolResultInput};
 use uuid::Uuid;
