@@ -1,16 +1,14 @@
 -- chatd schema for the embedded SQLite store, version 1: the same tables, columns and
 -- constraints as migrations/postgres/ up to its 0005, in SQLite's types.
 --
--- Types: ids are 16-byte BLOBs (uuid), times are RFC 3339 TEXT in UTC (the format sqlx writes,
--- which sorts in time order; `now` is strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')), JSON is TEXT,
--- booleans are INTEGER 0/1, the PostgreSQL enum types are TEXT with a CHECK.
+-- Types: ids are 16-byte BLOBs (uuid); times are RFC 3339 TEXT in UTC, always with six
+-- fractional digits (`now` is strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'), the backend binds
+-- times in the same form), so they compare as text in time order; JSON is TEXT; booleans are
+-- INTEGER 0/1; the PostgreSQL enum types are TEXT with a CHECK.
 --
--- The version rules of spec/engine.md §7 (PostgreSQL's triggers T1–T4: a message's revision is
--- the snapshot of the transaction that wrote it, history and queue changes move
--- history_version and queue_version to the snapshot, retry_state belongs to one generation
--- attempt) are applied by the backend inside the same transaction as the write, which starts
--- with the same lock-and-bump of `snapshot_version`. SQLite runs one writer at a time, so the
--- lock is the write transaction itself.
+-- The version rules of spec/engine.md §7 are triggers here as in PostgreSQL (T1–T4 at the end
+-- of this file). Every transition starts with the lock-and-bump of `snapshot_version`; SQLite
+-- runs one writer at a time, so the lock is the write transaction itself.
 
 -- Tenancy and authentication ------------------------------------------------------------------
 
@@ -18,8 +16,8 @@ CREATE TABLE organizations (
     id           BLOB PRIMARY KEY NOT NULL DEFAULT (randomblob(16)),
     name         TEXT NOT NULL UNIQUE,
     display_name TEXT NOT NULL DEFAULT '',
-    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
-    updated_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+    updated_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
 );
 
 CREATE TABLE users (
@@ -29,15 +27,15 @@ CREATE TABLE users (
     role         TEXT NOT NULL DEFAULT 'member' CHECK (role IN ('admin', 'member')),
     suspended    INTEGER NOT NULL DEFAULT 0,
     email        TEXT NOT NULL DEFAULT '',
-    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
-    updated_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+    updated_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
 );
 CREATE UNIQUE INDEX users_email_idx ON users (lower(email)) WHERE email <> '';
 
 CREATE TABLE organization_members (
     organization_id BLOB NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
     user_id         BLOB NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
     PRIMARY KEY (organization_id, user_id)
 );
 
@@ -48,7 +46,7 @@ CREATE TABLE api_keys (
     name         TEXT NOT NULL DEFAULT '',
     prefix       TEXT NOT NULL UNIQUE,
     secret_hash  BLOB NOT NULL,
-    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
     expires_at   TEXT,
     last_used_at TEXT,
     revoked_at   TEXT
@@ -68,7 +66,7 @@ CREATE TABLE chat_providers (
     api_key_ref TEXT NOT NULL DEFAULT '',
     base_url    TEXT NOT NULL DEFAULT '',
     enabled     INTEGER NOT NULL DEFAULT 1,
-    created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+    created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
 );
 
 CREATE TABLE chat_model_configs (
@@ -86,8 +84,8 @@ CREATE TABLE chat_model_configs (
     max_output_tokens     INTEGER CHECK (max_output_tokens > 0),
     temperature           REAL CHECK (temperature >= 0),
     options               TEXT NOT NULL DEFAULT '{}',
-    created_at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
-    updated_at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+    created_at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+    updated_at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
 );
 -- One default per organisation.
 CREATE UNIQUE INDEX chat_model_configs_one_default_idx
@@ -101,8 +99,8 @@ CREATE TABLE provisioner_jobs (
     type            TEXT NOT NULL CHECK (type IN ('template_version_import', 'workspace_build')),
     input           TEXT NOT NULL DEFAULT '{}',
     worker_id       BLOB,
-    created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
-    updated_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+    updated_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
     started_at      TEXT,
     canceled_at     TEXT,
     completed_at    TEXT,
@@ -127,7 +125,7 @@ CREATE INDEX provisioner_jobs_pending_idx ON provisioner_jobs (created_at) WHERE
 CREATE TABLE provisioner_job_logs (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id     BLOB NOT NULL REFERENCES provisioner_jobs (id) ON DELETE CASCADE,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
     level      TEXT NOT NULL DEFAULT 'info',
     stage      TEXT NOT NULL DEFAULT '',
     output     TEXT NOT NULL
@@ -148,8 +146,8 @@ CREATE TABLE templates (
     chat_enabled           INTEGER NOT NULL DEFAULT 1,
     default_ttl_ms         INTEGER NOT NULL DEFAULT 0,
     created_by             BLOB REFERENCES users (id),
-    created_at             TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
-    updated_at             TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+    created_at             TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+    updated_at             TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
 );
 CREATE UNIQUE INDEX templates_org_name_idx ON templates (organization_id, lower(name)) WHERE NOT deleted;
 
@@ -166,7 +164,7 @@ CREATE TABLE template_versions (
     manifest           TEXT NOT NULL DEFAULT '{}',
     files              TEXT NOT NULL DEFAULT '[]',
     created_by         BLOB REFERENCES users (id),
-    created_at         TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+    created_at         TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
 );
 CREATE INDEX template_versions_template_id_idx ON template_versions (template_id, created_at);
 
@@ -217,8 +215,8 @@ CREATE TABLE workspaces (
     ttl_ms               INTEGER,
     -- The secret chatd sends as `authorization: Bearer` when it calls the workspace's agent.
     control_plane_secret TEXT NOT NULL DEFAULT '',
-    created_at           TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
-    updated_at           TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+    created_at           TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+    updated_at           TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
 );
 CREATE UNIQUE INDEX workspaces_owner_name_idx ON workspaces (owner_id, lower(name)) WHERE NOT deleted;
 CREATE INDEX workspaces_template_live ON workspaces (template_id, owner_id) WHERE NOT deleted;
@@ -235,7 +233,7 @@ CREATE TABLE workspace_builds (
     initiator_id        BLOB REFERENCES users (id),
     reason              TEXT NOT NULL DEFAULT 'initiator',
     parameters          TEXT NOT NULL DEFAULT '[]',
-    created_at          TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    created_at          TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
     UNIQUE (workspace_id, build_number)
 );
 
@@ -244,7 +242,7 @@ CREATE TABLE workspace_resources (
     job_id     BLOB NOT NULL REFERENCES provisioner_jobs (id) ON DELETE CASCADE,
     type       TEXT NOT NULL,
     name       TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
 );
 CREATE INDEX workspace_resources_job_id_idx ON workspace_resources (job_id);
 
@@ -254,7 +252,7 @@ CREATE TABLE workspace_agents (
     name                           TEXT NOT NULL,
     parent_id                      BLOB REFERENCES workspace_agents (id),
     display_order                  INTEGER NOT NULL DEFAULT 0,
-    created_at                     TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    created_at                     TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
     first_connected_at             TEXT,
     last_connected_at              TEXT,
     disconnected_at                TEXT,
@@ -287,7 +285,7 @@ CREATE UNIQUE INDEX workspace_agents_token_idx ON workspace_agents (auth_token_h
 CREATE TABLE workspace_agent_logs (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     agent_id   BLOB NOT NULL REFERENCES workspace_agents (id) ON DELETE CASCADE,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
     level      TEXT NOT NULL DEFAULT 'info',
     source     TEXT NOT NULL DEFAULT '',
     output     TEXT NOT NULL
@@ -328,8 +326,8 @@ CREATE TABLE chats (
     queue_version               INTEGER NOT NULL DEFAULT 0,
     generation_attempt          INTEGER NOT NULL DEFAULT 0,
     retry_state_version         INTEGER NOT NULL DEFAULT 0,
-    created_at                  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
-    updated_at                  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+    created_at                  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+    updated_at                  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
 );
 CREATE INDEX chats_owner_id_idx ON chats (owner_id);
 CREATE INDEX chats_workspace_id_idx ON chats (workspace_id);
@@ -346,10 +344,10 @@ CREATE TABLE chat_messages (
     visibility            TEXT NOT NULL DEFAULT 'both' CHECK (visibility IN ('user', 'model', 'both')),
     created_by            BLOB,
     model_config_id       BLOB,
-    created_at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    created_at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
     compressed            INTEGER NOT NULL DEFAULT 0,
     deleted               INTEGER NOT NULL DEFAULT 0,
-    -- The snapshot of the transaction that wrote the row (the backend sets it).
+    -- The snapshot of the transaction that wrote the row (T1).
     revision              INTEGER NOT NULL,
     queued_message_id     INTEGER,
     reasoning_effort      TEXT,
@@ -374,7 +372,7 @@ CREATE TABLE chat_queued_messages (
     content          TEXT NOT NULL,
     model_config_id  BLOB,
     reasoning_effort TEXT,
-    created_at       TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    created_at       TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
     -- Only the order within a chat matters; the backend appends with max(position) + 1 and
     -- promotes to the head with min(position) - 1.
     position         INTEGER NOT NULL,
@@ -395,7 +393,7 @@ CREATE INDEX chat_heartbeats_heartbeat_at_idx ON chat_heartbeats (heartbeat_at);
 CREATE TABLE chatd_workers (
     worker_id     BLOB PRIMARY KEY NOT NULL,
     relay_address TEXT NOT NULL,
-    heartbeat_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+    heartbeat_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
 );
 
 -- The idempotency ledger of side-effecting tool calls (spec/chattool.md §10.2).
@@ -407,7 +405,7 @@ CREATE TABLE chat_tool_executions (
     state         TEXT NOT NULL CHECK (state IN ('dispatched', 'completed')),
     result        TEXT,
     runner_id     BLOB,
-    dispatched_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    dispatched_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
     completed_at  TEXT,
     PRIMARY KEY (chat_id, tool_call_id),
     CHECK ((state = 'completed') = (result IS NOT NULL AND completed_at IS NOT NULL))
@@ -418,5 +416,106 @@ CREATE INDEX chat_tool_executions_dispatched_at ON chat_tool_executions (dispatc
 CREATE TABLE chatd_cluster_secrets (
     name       TEXT PRIMARY KEY NOT NULL,
     secret     TEXT NOT NULL,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
 );
+
+-- Version triggers (spec/engine.md §7) -----------------------------------------------------------
+
+-- T1: the revision of a message row is the snapshot of the transaction that wrote it. An insert
+-- names it as `(SELECT snapshot_version FROM chats WHERE id = chat_id)`; any other value is
+-- refused, as is moving a row to another chat. A changed row takes the current snapshot.
+CREATE TRIGGER t1_chat_messages_revision_insert
+    BEFORE INSERT ON chat_messages
+    WHEN NEW.revision IS NOT (SELECT snapshot_version FROM chats WHERE id = NEW.chat_id)
+BEGIN
+    SELECT RAISE(ABORT, 'chat_messages.revision is maintained by the database');
+END;
+
+CREATE TRIGGER t1_chat_messages_revision_update
+    BEFORE UPDATE OF revision, chat_id ON chat_messages
+    WHEN NEW.chat_id IS NOT OLD.chat_id
+      OR (NEW.revision IS NOT OLD.revision
+          AND NEW.revision IS NOT (SELECT snapshot_version FROM chats WHERE id = NEW.chat_id))
+BEGIN
+    SELECT RAISE(ABORT, 'chat_messages.revision is maintained by the database');
+END;
+
+-- T1 and T2 of a changed row: it takes the current snapshot, and the chat's history_version
+-- moves to it with a fresh attempt count and retry window.
+CREATE TRIGGER t2_chat_messages_history_updated
+    AFTER UPDATE ON chat_messages
+    WHEN NEW.role IS NOT OLD.role OR NEW.content IS NOT OLD.content
+      OR NEW.visibility IS NOT OLD.visibility OR NEW.created_by IS NOT OLD.created_by
+      OR NEW.model_config_id IS NOT OLD.model_config_id OR NEW.created_at IS NOT OLD.created_at
+      OR NEW.compressed IS NOT OLD.compressed OR NEW.deleted IS NOT OLD.deleted
+      OR NEW.queued_message_id IS NOT OLD.queued_message_id
+      OR NEW.reasoning_effort IS NOT OLD.reasoning_effort
+      OR NEW.input_tokens IS NOT OLD.input_tokens OR NEW.output_tokens IS NOT OLD.output_tokens
+      OR NEW.total_tokens IS NOT OLD.total_tokens
+      OR NEW.reasoning_tokens IS NOT OLD.reasoning_tokens
+      OR NEW.cache_creation_tokens IS NOT OLD.cache_creation_tokens
+      OR NEW.cache_read_tokens IS NOT OLD.cache_read_tokens
+      OR NEW.context_limit IS NOT OLD.context_limit OR NEW.runtime_ms IS NOT OLD.runtime_ms
+      OR NEW.provider_response_id IS NOT OLD.provider_response_id
+BEGIN
+    UPDATE chat_messages
+       SET revision = (SELECT snapshot_version FROM chats WHERE id = NEW.chat_id)
+     WHERE id = NEW.id;
+    UPDATE chats
+       SET history_version = snapshot_version, generation_attempt = 0,
+           retry_window_started_at = NULL
+     WHERE id = NEW.chat_id;
+END;
+
+-- T2: an inserted row moves history_version to the snapshot, with a fresh attempt count and
+-- retry window.
+CREATE TRIGGER t2_chat_messages_history_inserted
+    AFTER INSERT ON chat_messages
+BEGIN
+    UPDATE chats
+       SET history_version = snapshot_version, generation_attempt = 0,
+           retry_window_started_at = NULL
+     WHERE id = NEW.chat_id;
+END;
+
+-- T3: any queue change moves queue_version to the current snapshot.
+CREATE TRIGGER t3_chat_queued_messages_insert
+    AFTER INSERT ON chat_queued_messages
+BEGIN
+    UPDATE chats SET queue_version = snapshot_version WHERE id = NEW.chat_id;
+END;
+
+CREATE TRIGGER t3_chat_queued_messages_delete
+    AFTER DELETE ON chat_queued_messages
+BEGIN
+    UPDATE chats SET queue_version = snapshot_version WHERE id = OLD.chat_id;
+END;
+
+CREATE TRIGGER t3_chat_queued_messages_update
+    AFTER UPDATE OF content, model_config_id, position, created_by ON chat_queued_messages
+BEGIN
+    UPDATE chats SET queue_version = snapshot_version WHERE id = NEW.chat_id;
+END;
+
+-- T4: retry_state belongs to one generation attempt; its version is derived.
+CREATE TRIGGER t4_chats_retry_state_version
+    BEFORE UPDATE OF retry_state_version ON chats
+    WHEN NEW.retry_state_version IS NOT OLD.retry_state_version
+     AND NEW.retry_state_version IS NOT NEW.snapshot_version
+BEGIN
+    SELECT RAISE(ABORT, 'chats.retry_state_version is maintained by the database');
+END;
+
+CREATE TRIGGER t4_chats_generation_attempt
+    AFTER UPDATE OF generation_attempt ON chats
+    WHEN NEW.generation_attempt IS NOT OLD.generation_attempt AND NEW.retry_state IS NOT NULL
+BEGIN
+    UPDATE chats SET retry_state = NULL WHERE id = NEW.id;
+END;
+
+CREATE TRIGGER t4_chats_retry_state
+    AFTER UPDATE OF retry_state ON chats
+    WHEN NEW.retry_state IS NOT OLD.retry_state
+BEGIN
+    UPDATE chats SET retry_state_version = snapshot_version WHERE id = NEW.id;
+END;

@@ -311,3 +311,22 @@ impl QueuedRow {
         })
     }
 }
+
+/// A page of history read with one row more than `limit` (which tells whether more lie
+/// beyond), in ascending id order; a backwards page was read newest first.
+pub(crate) fn message_page(
+    rows: Vec<MessageRow>,
+    limit: i64,
+    forwards: bool,
+) -> Result<(Vec<Message>, bool), StoreError> {
+    let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+    let mut messages = rows
+        .into_iter()
+        .take(usize::try_from(limit).unwrap_or(0))
+        .map(MessageRow::decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !forwards {
+        messages.reverse();
+    }
+    Ok((messages, more))
+}

@@ -19,7 +19,7 @@ use crate::rows::{
     ChatRow, MessageRow, QueuedRow, ToolExecutionRow, chat_columns, message_columns,
     queued_columns, tool_execution_columns,
 };
-use crate::sql::like_escape;
+use crate::sql::{is_foreign_key_violation, like_escape};
 use crate::store::{
     Applied, Change, ChatListQuery, ChatMetadata, ChatSnapshot, MessagePage, Store, StoreConfig,
 };
@@ -628,11 +628,12 @@ concat!(
         .bind(runner_id)
         .execute(&self.pool)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
+        .map_err(|e| {
+            if is_foreign_key_violation(&e) {
                 StoreError::ChatNotFound(chat_id)
+            } else {
+                StoreError::Query(e)
             }
-            _ => StoreError::Query(e),
         })?
         .rows_affected();
         if inserted == 1 {
@@ -756,16 +757,7 @@ concat!(
             .bind(page.limit.saturating_add(1))
             .fetch_all(&self.pool)
             .await?;
-        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > page.limit;
-        let mut messages = rows
-            .into_iter()
-            .take(usize::try_from(page.limit).unwrap_or(0))
-            .map(MessageRow::decode)
-            .collect::<Result<Vec<_>, _>>()?;
-        if !forwards {
-            messages.reverse();
-        }
-        Ok((messages, more))
+        crate::rows::message_page(rows, page.limit, forwards)
     }
 
     async fn update_chat_metadata(

@@ -21,14 +21,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::StoreError;
 use crate::pubsub::Hub;
+use crate::{StoreConfig, StoreError};
 
 /// The database clock as SQL: UTC in the RFC 3339 form sqlx writes, so stored times and `now`
 /// compare as text in time order.
 macro_rules! now {
     () => {
-        "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')"
+        "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"
     };
 }
 
@@ -36,12 +36,17 @@ macro_rules! now {
 /// modifier gives NULL.
 macro_rules! now_shifted {
     ($param:literal) => {
-        concat!("strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now', ", $param, ")")
+        concat!(
+            "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', ",
+            $param,
+            ")"
+        )
     };
 }
 
 mod identity;
 mod replicas;
+mod store;
 
 /// The time modifier that moves `now` back by `d` (bind it where [`now_shifted!`] names it).
 fn ago(d: Duration) -> String {
@@ -53,9 +58,10 @@ fn later(d: Duration) -> String {
     format!("+{:.6} seconds", d.as_secs_f64())
 }
 
-/// A time as the backend writes it: RFC 3339 in UTC with microseconds. [`now!`] has only
-/// milliseconds (SQLite's clock), so rows whose order matters (tokens, messages) are stamped
-/// from the process clock with this; both forms compare as text in time order.
+/// A time as the backend writes it: RFC 3339 in UTC with six fractional digits, the form of
+/// [`now!`] (whose clock has milliseconds), so stored and bound times compare as text in time
+/// order. Rows whose order matters (tokens, messages) are stamped from the process clock with
+/// this, which has microseconds.
 fn stored_time(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
@@ -65,12 +71,18 @@ fn stored_time(at: chrono::DateTime<chrono::Utc>) -> String {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: SqliteDb,
+    config: StoreConfig,
 }
 
 impl SqliteStore {
-    /// A store on an open database.
+    /// A store on an open database, with the default timing.
     pub fn new(db: SqliteDb) -> Self {
-        Self { db }
+        Self::with_config(db, StoreConfig::default())
+    }
+
+    /// A store on an open database.
+    pub fn with_config(db: SqliteDb, config: StoreConfig) -> Self {
+        Self { db, config }
     }
 
     /// The database.
