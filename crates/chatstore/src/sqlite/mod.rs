@@ -41,6 +41,7 @@ macro_rules! now_shifted {
 }
 
 mod identity;
+mod models;
 mod replicas;
 
 /// The time modifier that moves `now` back by `d` (bind it where [`now_shifted!`] names it).
@@ -54,14 +55,16 @@ fn later(d: Duration) -> String {
 }
 
 /// A time as the backend writes it: RFC 3339 in UTC with microseconds. [`now!`] has only
-/// milliseconds (SQLite's clock), so rows whose order matters (tokens, messages) are stamped
-/// from the process clock with this; both forms compare as text in time order.
+/// milliseconds (SQLite's clock), so rows whose order matters (tokens, messages, model
+/// configurations) are stamped from the process clock with this; both forms compare as text in
+/// time order.
 fn stored_time(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
 /// The store on an embedded database file. The domains are being added one by one; so far it
-/// implements [`ReplicaStore`](crate::ReplicaStore) and [`IdentityStore`](crate::IdentityStore).
+/// implements [`ReplicaStore`](crate::ReplicaStore), [`IdentityStore`](crate::IdentityStore)
+/// and [`ModelStore`](crate::ModelStore).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: SqliteDb,
