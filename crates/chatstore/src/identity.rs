@@ -149,6 +149,11 @@ pub struct Caller {
     pub organizations: Vec<Uuid>,
 }
 
+/// An organization that does not exist.
+pub(crate) fn organization_not_found(id: Uuid) -> StoreError {
+    StoreError::NotFound(format!("organization {id} not found"))
+}
+
 /// The hash stored for a token or secret (SHA-256).
 pub fn token_hash(token: &str) -> Vec<u8> {
     use sha2::Digest as _;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::sql::is_check_violation;
 
 /// A model configuration (spec/engine.md §8.7).
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +152,123 @@ pub struct ModelConfigChanges {
     pub is_default: Option<bool>,
     /// New provider options.
     pub options: Option<serde_json::Value>,
+}
+
+/// A model configuration that does not exist or is deleted.
+pub(crate) fn model_config_not_found(id: Uuid) -> StoreError {
+    StoreError::NotFound(format!("model configuration {id} not found"))
+}
+
+/// What the CHECK constraints of a configuration row refuse.
+const MODEL_CONFIG_LIMITS: &str = "context_limit must be > 0, compression_threshold within 0..100, \
+     max_output_tokens > 0 and temperature ≥ 0";
+
+/// A configuration write that broke a CHECK constraint, as invalid input.
+pub(crate) fn model_config_check(err: sqlx::Error) -> StoreError {
+    if is_check_violation(&err) {
+        StoreError::InvalidInput(MODEL_CONFIG_LIMITS.into())
+    } else {
+        StoreError::Query(err)
+    }
+}
+
+/// A provider row insert that broke its CHECK constraint: the kind is unknown.
+pub(crate) fn provider_check(err: sqlx::Error, kind: &str) -> StoreError {
+    if is_check_violation(&err) {
+        StoreError::InvalidInput(format!("unknown provider kind {kind:?}"))
+    } else {
+        StoreError::Query(err)
+    }
+}
+
+/// Refuses a temperature that is not a number, as the CHECK does a negative one: PostgreSQL's
+/// CHECK would let NaN through (it sorts NaN above every number) and SQLite would store it as
+/// NULL, so neither may see it.
+fn check_temperature(temperature: Option<f64>) -> Result<(), StoreError> {
+    if temperature.is_some_and(f64::is_nan) {
+        return Err(StoreError::InvalidInput(MODEL_CONFIG_LIMITS.into()));
+    }
+    Ok(())
+}
+
+impl NewModelConfig {
+    /// Refuses what no backend stores: a disabled default, a temperature that is not a number.
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        if self.is_default && !self.enabled {
+            return Err(StoreError::InvalidInput(
+                "a disabled model configuration cannot be the default".into(),
+            ));
+        }
+        check_temperature(self.temperature)
+    }
+
+    /// Whether it becomes the organization's default: when asked, or as the organization's only
+    /// one; never while disabled.
+    pub(crate) fn becomes_default(&self, organization_has_default: bool) -> bool {
+        self.enabled && (self.is_default || !organization_has_default)
+    }
+}
+
+/// What [`ModelStore::update_model_config`] writes.
+#[derive(Debug)]
+pub(crate) struct ModelConfigUpdate {
+    /// The configuration with the changes applied (its times are the old ones).
+    pub(crate) next: ModelConfigRecord,
+    /// A provider setting is given: the configuration gets a provider row of its own.
+    pub(crate) provider_changed: bool,
+    /// It becomes the default: the organization's current default stops being it.
+    pub(crate) takes_default: bool,
+}
+
+impl ModelConfigChanges {
+    /// The changes applied to `current`. Disabling the default clears `is_default`; making a
+    /// disabled configuration the default is [`StoreError::Precondition`].
+    pub(crate) fn apply_to(
+        &self,
+        current: &ModelConfigRecord,
+    ) -> Result<ModelConfigUpdate, StoreError> {
+        let enabled = self.enabled.unwrap_or(current.enabled);
+        let is_default = match self.is_default {
+            Some(true) if !enabled => {
+                return Err(StoreError::Precondition(format!(
+                    "model configuration {} is disabled; enable it to make it the default",
+                    current.id
+                )));
+            }
+            Some(wanted) => wanted,
+            None => current.is_default && enabled,
+        };
+        let temperature = self.temperature.unwrap_or(current.temperature);
+        check_temperature(temperature)?;
+        let provider_changed =
+            self.provider.is_some() || self.base_url.is_some() || self.api_key_ref.is_some();
+        let pick = |new: &Option<String>, old: &String| new.clone().unwrap_or_else(|| old.clone());
+        let next = ModelConfigRecord {
+            provider: pick(&self.provider, &current.provider),
+            model: pick(&self.model, &current.model),
+            display_name: pick(&self.display_name, &current.display_name),
+            base_url: pick(&self.base_url, &current.base_url),
+            api_key_ref: pick(&self.api_key_ref, &current.api_key_ref),
+            context_limit: self.context_limit.unwrap_or(current.context_limit),
+            compression_threshold: self
+                .compression_threshold
+                .unwrap_or(current.compression_threshold),
+            max_output_tokens: self.max_output_tokens.unwrap_or(current.max_output_tokens),
+            temperature,
+            enabled,
+            is_default,
+            options: self
+                .options
+                .clone()
+                .unwrap_or_else(|| current.options.clone()),
+            ..current.clone()
+        };
+        Ok(ModelConfigUpdate {
+            takes_default: is_default && !current.is_default,
+            provider_changed,
+            next,
+        })
+    }
 }
 
 #[async_trait]

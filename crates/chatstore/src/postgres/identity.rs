@@ -140,7 +140,7 @@ async fn set_memberships(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = missing {
-        return Err(StoreError::NotFound(format!("organization {id} not found")));
+        return Err(organization_not_found(id));
     }
     sqlx::query(
         "DELETE FROM organization_members WHERE user_id = $1 AND NOT (organization_id = ANY($2))",

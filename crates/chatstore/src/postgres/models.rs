@@ -1,76 +1,24 @@
 //! Model configurations and their provider rows.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::PgStore;
 use crate::StoreError;
+use crate::identity::organization_not_found;
 use crate::models::*;
-use crate::sql::is_check_violation;
-
-macro_rules! model_config_columns {
-    () => {
-        "m.id, m.organization_id, p.provider, m.model, m.display_name,
-    p.base_url, p.api_key_ref, m.context_limit, m.compression_threshold, m.max_output_tokens,
-    m.temperature, m.enabled, m.is_default, m.options, m.created_at, m.updated_at"
-    };
-}
-
-#[derive(Debug, FromRow)]
-struct ModelConfigRow {
-    id: Uuid,
-    organization_id: Uuid,
-    provider: String,
-    model: String,
-    display_name: String,
-    base_url: String,
-    api_key_ref: String,
-    context_limit: i64,
-    compression_threshold: i32,
-    max_output_tokens: Option<i32>,
-    temperature: Option<f64>,
-    enabled: bool,
-    is_default: bool,
-    options: serde_json::Value,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl From<ModelConfigRow> for ModelConfigRecord {
-    fn from(r: ModelConfigRow) -> Self {
-        Self {
-            id: r.id,
-            organization_id: r.organization_id,
-            provider: r.provider,
-            model: r.model,
-            display_name: r.display_name,
-            base_url: r.base_url,
-            api_key_ref: r.api_key_ref,
-            context_limit: r.context_limit,
-            compression_threshold: r.compression_threshold,
-            max_output_tokens: r.max_output_tokens,
-            temperature: r.temperature,
-            enabled: r.enabled,
-            is_default: r.is_default,
-            options: r.options,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
+use crate::rows::{
+    ModelConfigRow, RESOLVE_MODEL_CONFIG, ResolvedModelRow, SEED_MATCH, model_config_select,
+};
 
 async fn read_model_config(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<ModelConfigRecord>, StoreError> {
     let row: Option<ModelConfigRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        model_config_columns!(),
-        " FROM chat_model_configs m
-           JOIN chat_providers p ON p.id = m.provider_id
-          WHERE m.id = $1 AND NOT m.deleted"
+        model_config_select!(),
+        " WHERE m.id = $1 AND NOT m.deleted"
     ))
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -93,13 +41,7 @@ async fn insert_provider(
     .bind(base_url)
     .fetch_one(&mut *conn)
     .await
-    .map_err(|err| {
-        if is_check_violation(&err) {
-            StoreError::InvalidInput(format!("unknown provider kind {kind:?}"))
-        } else {
-            StoreError::Query(err)
-        }
-    })
+    .map_err(|err| provider_check(err, kind))
 }
 
 /// Locks the organization's row, serialising default changes; NOT_FOUND when it does not exist.
@@ -109,9 +51,7 @@ async fn lock_organization(conn: &mut PgConnection, id: Uuid) -> Result<(), Stor
             .bind(id)
             .fetch_optional(&mut *conn)
             .await?;
-    found
-        .map(|_| ())
-        .ok_or_else(|| StoreError::NotFound(format!("organization {id} not found")))
+    found.map(|_| ()).ok_or_else(|| organization_not_found(id))
 }
 
 /// Clears the organization's default (all but `keep`).
@@ -131,37 +71,16 @@ async fn clear_default(
     Ok(())
 }
 
-fn model_config_check(err: sqlx::Error) -> StoreError {
-    if is_check_violation(&err) {
-        StoreError::InvalidInput(
-            "context_limit must be > 0, compression_threshold within 0..100, max_output_tokens \
-             > 0 and temperature ≥ 0"
-                .into(),
-        )
-    } else {
-        StoreError::Query(err)
-    }
-}
-
 pub(super) async fn add_model_config(
     pool: &PgPool,
     c: &NewModelConfig,
 ) -> Result<ModelConfigRecord, StoreError> {
-    check_new_default(c)?;
+    c.check()?;
     let mut tx = pool.begin().await?;
     lock_organization(&mut tx, c.organization_id).await?;
     let created = insert_model_config(&mut tx, c).await?;
     tx.commit().await?;
     Ok(created)
-}
-
-fn check_new_default(c: &NewModelConfig) -> Result<(), StoreError> {
-    if c.is_default && !c.enabled {
-        return Err(StoreError::InvalidInput(
-            "a disabled model configuration cannot be the default".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Inserts a configuration with its own provider row; the caller holds the organization's lock.
@@ -176,7 +95,7 @@ async fn insert_model_config(
     .bind(c.organization_id)
     .fetch_one(&mut *conn)
     .await?;
-    let is_default = c.enabled && (c.is_default || !has_default);
+    let is_default = c.becomes_default(has_default);
     let provider_id = insert_provider(conn, &c.provider, &c.api_key_ref, &c.base_url).await?;
     let id = Uuid::new_v4();
     if is_default {
@@ -213,31 +132,24 @@ async fn existing_model_config(
 ) -> Result<ModelConfigRecord, StoreError> {
     read_model_config(conn, id)
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("model configuration {id} not found")))
+        .ok_or_else(|| model_config_not_found(id))
 }
 
 pub(super) async fn seed_model_config(
     pool: &PgPool,
     c: &NewModelConfig,
 ) -> Result<Seeded, StoreError> {
-    check_new_default(c)?;
+    c.check()?;
     let mut tx = pool.begin().await?;
     // The organization's lock serialises seeders: replicas starting together add one row.
     lock_organization(&mut tx, c.organization_id).await?;
-    let existing: Option<Uuid> = sqlx::query_scalar(
-        "SELECT m.id FROM chat_model_configs m
-           JOIN chat_providers p ON p.id = m.provider_id
-          WHERE m.organization_id = $1 AND NOT m.deleted
-            AND p.provider = $2 AND m.model = $3 AND p.base_url = $4
-          ORDER BY m.created_at, m.id
-          LIMIT 1",
-    )
-    .bind(c.organization_id)
-    .bind(&c.provider)
-    .bind(&c.model)
-    .bind(&c.base_url)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let existing: Option<Uuid> = sqlx::query_scalar(SEED_MATCH)
+        .bind(c.organization_id)
+        .bind(&c.provider)
+        .bind(&c.model)
+        .bind(&c.base_url)
+        .fetch_optional(&mut *tx)
+        .await?;
     let seeded = match existing {
         None => Seeded::Created(insert_model_config(&mut tx, c).await?),
         Some(id) => {
@@ -279,11 +191,8 @@ pub(super) async fn list_model_configs(
     limit: i64,
 ) -> Result<Vec<ModelConfigRecord>, StoreError> {
     let rows: Vec<ModelConfigRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        model_config_columns!(),
-        " FROM chat_model_configs m
-           JOIN chat_providers p ON p.id = m.provider_id
-          WHERE m.organization_id = $1 AND NOT m.deleted AND (NOT $2 OR m.enabled)
+        model_config_select!(),
+        " WHERE m.organization_id = $1 AND NOT m.deleted AND (NOT $2 OR m.enabled)
           ORDER BY m.is_default DESC, lower(COALESCE(NULLIF(m.display_name, ''), m.model)), m.id
          OFFSET $3 LIMIT $4"
     ))
@@ -301,7 +210,6 @@ pub(super) async fn update_model_config(
     id: Uuid,
     changes: &ModelConfigChanges,
 ) -> Result<ModelConfigRecord, StoreError> {
-    let not_found = || StoreError::NotFound(format!("model configuration {id} not found"));
     let mut tx = pool.begin().await?;
     let organization_id: Option<Uuid> = sqlx::query_scalar(
         "SELECT organization_id FROM chat_model_configs WHERE id = $1 AND NOT deleted",
@@ -309,42 +217,21 @@ pub(super) async fn update_model_config(
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    lock_organization(&mut tx, organization_id.ok_or_else(not_found)?).await?;
-    let current = read_model_config(&mut tx, id)
-        .await?
-        .ok_or_else(not_found)?;
-    let enabled = changes.enabled.unwrap_or(current.enabled);
-    let is_default = match changes.is_default {
-        Some(true) if !enabled => {
-            return Err(StoreError::Precondition(format!(
-                "model configuration {id} is disabled; enable it to make it the default"
-            )));
-        }
-        Some(wanted) => wanted,
-        None => current.is_default && enabled,
-    };
-    if is_default && !current.is_default {
-        clear_default(&mut tx, current.organization_id, id).await?;
+    let organization_id = organization_id.ok_or_else(|| model_config_not_found(id))?;
+    lock_organization(&mut tx, organization_id).await?;
+    let current = existing_model_config(&mut tx, id).await?;
+    let ModelConfigUpdate {
+        next,
+        provider_changed,
+        takes_default,
+    } = changes.apply_to(&current)?;
+    if takes_default {
+        clear_default(&mut tx, next.organization_id, id).await?;
     }
-    let provider_changed = [
-        changes.provider.as_ref(),
-        changes.base_url.as_ref(),
-        changes.api_key_ref.as_ref(),
-    ]
-    .iter()
-    .any(Option::is_some);
     if provider_changed {
         // Provider rows may be shared: the configuration gets its own copy with the changes.
-        let provider_id = insert_provider(
-            &mut tx,
-            changes.provider.as_deref().unwrap_or(&current.provider),
-            changes
-                .api_key_ref
-                .as_deref()
-                .unwrap_or(&current.api_key_ref),
-            changes.base_url.as_deref().unwrap_or(&current.base_url),
-        )
-        .await?;
+        let provider_id =
+            insert_provider(&mut tx, &next.provider, &next.api_key_ref, &next.base_url).await?;
         sqlx::query("UPDATE chat_model_configs SET provider_id = $2 WHERE id = $1")
             .bind(id)
             .bind(provider_id)
@@ -359,34 +246,19 @@ pub(super) async fn update_model_config(
           WHERE id = $1",
     )
     .bind(id)
-    .bind(changes.model.as_deref().unwrap_or(&current.model))
-    .bind(
-        changes
-            .display_name
-            .as_deref()
-            .unwrap_or(&current.display_name),
-    )
-    .bind(changes.context_limit.unwrap_or(current.context_limit))
-    .bind(
-        changes
-            .compression_threshold
-            .unwrap_or(current.compression_threshold),
-    )
-    .bind(
-        changes
-            .max_output_tokens
-            .unwrap_or(current.max_output_tokens),
-    )
-    .bind(changes.temperature.unwrap_or(current.temperature))
-    .bind(enabled)
-    .bind(is_default)
-    .bind(changes.options.as_ref().unwrap_or(&current.options))
+    .bind(&next.model)
+    .bind(&next.display_name)
+    .bind(next.context_limit)
+    .bind(next.compression_threshold)
+    .bind(next.max_output_tokens)
+    .bind(next.temperature)
+    .bind(next.enabled)
+    .bind(next.is_default)
+    .bind(&next.options)
     .execute(&mut *tx)
     .await
     .map_err(model_config_check)?;
-    let updated = read_model_config(&mut tx, id)
-        .await?
-        .ok_or_else(not_found)?;
+    let updated = existing_model_config(&mut tx, id).await?;
     tx.commit().await?;
     Ok(updated)
 }
@@ -401,26 +273,9 @@ pub(super) async fn delete_model_config(pool: &PgPool, id: Uuid) -> Result<(), S
     .await?
     .rows_affected();
     if deleted == 0 {
-        return Err(StoreError::NotFound(format!(
-            "model configuration {id} not found"
-        )));
+        return Err(model_config_not_found(id));
     }
     Ok(())
-}
-
-#[derive(Debug, FromRow)]
-struct ResolvedModelRow {
-    id: Uuid,
-    organization_id: Uuid,
-    provider_id: Uuid,
-    provider: String,
-    model: String,
-    base_url: String,
-    api_key_ref: String,
-    context_limit: i64,
-    compression_threshold: i32,
-    options: serde_json::Value,
-    is_default: bool,
 }
 
 #[async_trait]
@@ -430,33 +285,13 @@ impl ModelStore for PgStore {
         organization_id: Uuid,
         preferred: Option<Uuid>,
     ) -> Result<ModelConfig, StoreError> {
-        let row: Option<ResolvedModelRow> = sqlx::query_as(
-            "SELECT m.id, m.organization_id, m.provider_id, p.provider, m.model, p.base_url, p.api_key_ref,
-                    m.context_limit, m.compression_threshold, m.options, m.is_default
-               FROM chat_model_configs m JOIN chat_providers p ON p.id = m.provider_id
-              WHERE m.organization_id = $1 AND m.enabled AND NOT m.deleted AND p.enabled
-                AND (m.id = $2 OR m.is_default)
-              ORDER BY (m.id = $2) DESC NULLS LAST
-              LIMIT 1",
-        )
-        .bind(organization_id)
-        .bind(preferred)
-        .fetch_optional(self.pool())
-        .await?;
-        let row = row.ok_or(StoreError::NoDefaultModelConfig)?;
-        Ok(ModelConfig {
-            id: row.id,
-            organization_id: row.organization_id,
-            provider_id: row.provider_id,
-            provider: row.provider,
-            model: row.model,
-            base_url: row.base_url,
-            api_key_ref: row.api_key_ref,
-            context_limit: row.context_limit,
-            compression_threshold: row.compression_threshold,
-            options: row.options,
-            is_default: row.is_default,
-        })
+        let row: Option<ResolvedModelRow> = sqlx::query_as(RESOLVE_MODEL_CONFIG)
+            .bind(organization_id)
+            .bind(preferred)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(ModelConfig::from)
+            .ok_or(StoreError::NoDefaultModelConfig)
     }
 
     async fn add_model_config(

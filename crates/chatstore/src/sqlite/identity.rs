@@ -13,7 +13,7 @@ use super::{SqliteStore, ago, later, stored_time};
 use crate::StoreError;
 use crate::identity::{
     ApiToken, Bootstrapped, Caller, IdentityStore, NewApiKey, NewUser, Organization, User,
-    UserChanges, UserListQuery, new_token_parts, same_hash, token_hash,
+    UserChanges, UserListQuery, new_token_parts, organization_not_found, same_hash, token_hash,
 };
 use crate::rows::{OrganizationRow, TokenRow, organization_columns, token_columns};
 use crate::sql::{is_check_violation, is_unique_violation, like_pattern};
@@ -84,6 +84,22 @@ async fn read_user(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<User>
     }
 }
 
+/// NOT_FOUND when the organization does not exist.
+pub(super) async fn require_organization(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+) -> Result<(), StoreError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !exists {
+        return Err(organization_not_found(id));
+    }
+    Ok(())
+}
+
 /// Replaces a user's memberships; every organization must exist.
 async fn set_memberships(
     conn: &mut SqliteConnection,
@@ -91,14 +107,7 @@ async fn set_memberships(
     organization_ids: &[Uuid],
 ) -> Result<(), StoreError> {
     for id in organization_ids {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
-                .bind(id)
-                .fetch_one(&mut *conn)
-                .await?;
-        if !exists {
-            return Err(StoreError::NotFound(format!("organization {id} not found")));
-        }
+        require_organization(conn, *id).await?;
     }
     for kept in memberships(conn, user_id).await? {
         if !organization_ids.contains(&kept) {

@@ -45,6 +45,7 @@ macro_rules! now_shifted {
 }
 
 mod identity;
+mod models;
 mod replicas;
 mod store;
 
@@ -60,14 +61,15 @@ fn later(d: Duration) -> String {
 
 /// A time as the backend writes it: RFC 3339 in UTC with six fractional digits, the form of
 /// [`now!`] (whose clock has milliseconds), so stored and bound times compare as text in time
-/// order. Rows whose order matters (tokens, messages) are stamped from the process clock with
-/// this, which has microseconds.
+/// order. Rows whose order matters (tokens, messages, model configurations) are stamped from
+/// the process clock with this, which has microseconds.
 fn stored_time(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
 /// The store on an embedded database file. The domains are being added one by one; so far it
-/// implements [`ReplicaStore`](crate::ReplicaStore) and [`IdentityStore`](crate::IdentityStore).
+/// implements [`ReplicaStore`](crate::ReplicaStore), [`IdentityStore`](crate::IdentityStore)
+/// and [`ModelStore`](crate::ModelStore).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: SqliteDb,

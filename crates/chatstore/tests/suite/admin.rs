@@ -319,9 +319,9 @@ async fn issued_tokens_have_unique_names_metadata_and_pages_on(
     store.issue_api_token(user, "laptop", None).await.unwrap();
 }
 
-fn model(s: &Seeded, name: &str) -> NewModelConfig {
+fn model(org: Uuid, name: &str) -> NewModelConfig {
     NewModelConfig {
-        organization_id: s.org,
+        organization_id: org,
         provider: "openai".into(),
         model: name.into(),
         display_name: String::new(),
@@ -340,9 +340,26 @@ fn model(s: &Seeded, name: &str) -> NewModelConfig {
 #[tokio::test]
 async fn model_configs_keep_one_enabled_default() {
     let s = Seeded::new().await;
-    let store = store(&s);
+    model_configs_keep_one_enabled_default_on(&store(&s), s.org, s.model_config).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn model_configs_keep_one_enabled_default_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    model_configs_keep_one_enabled_default_on(&s.store, s.org, s.model_config).await;
+}
+
+async fn model_configs_keep_one_enabled_default_on(
+    store: &(impl IdentityStore + ModelStore + ?Sized),
+    org: Uuid,
+    seeded_model: Uuid,
+) {
     // The seeded `claude` is the default; a new one does not take it unless asked.
-    let gpt = store.add_model_config(&model(&s, "gpt-4.1")).await.unwrap();
+    let gpt = store
+        .add_model_config(&model(org, "gpt-4.1"))
+        .await
+        .unwrap();
     assert!(!gpt.is_default);
     assert_eq!(
         (
@@ -355,13 +372,13 @@ async fn model_configs_keep_one_enabled_default() {
     let mini = store
         .add_model_config(&NewModelConfig {
             is_default: true,
-            ..model(&s, "gpt-4.1-mini")
+            ..model(org, "gpt-4.1-mini")
         })
         .await
         .unwrap();
     assert!(mini.is_default);
     let order: Vec<(String, bool)> = store
-        .list_model_configs(s.org, false, 0, 10)
+        .list_model_configs(org, false, 0, 10)
         .await
         .unwrap()
         .into_iter()
@@ -376,7 +393,7 @@ async fn model_configs_keep_one_enabled_default() {
         ]
     );
     assert_eq!(
-        store.resolve_model_config(s.org, None).await.unwrap().id,
+        store.resolve_model_config(org, None).await.unwrap().id,
         mini.id
     );
 
@@ -407,10 +424,10 @@ async fn model_configs_keep_one_enabled_default() {
         matches!(refused, StoreError::Precondition(_)),
         "{refused:?}"
     );
-    let enabled = store.list_model_configs(s.org, true, 0, 10).await.unwrap();
+    let enabled = store.list_model_configs(org, true, 0, 10).await.unwrap();
     assert!(enabled.iter().all(|c| c.id != mini.id));
     assert!(matches!(
-        store.resolve_model_config(s.org, None).await,
+        store.resolve_model_config(org, None).await,
         Err(StoreError::NoDefaultModelConfig)
     ));
 
@@ -443,7 +460,7 @@ async fn model_configs_keep_one_enabled_default() {
         (None, None)
     );
     assert!(changed.is_default && changed.options == serde_json::json!({}));
-    let seeded = store.model_config(s.model_config).await.unwrap().unwrap();
+    let seeded = store.model_config(seeded_model).await.unwrap().unwrap();
     assert_eq!(
         seeded.provider, "anthropic",
         "other configurations keep their provider"
@@ -456,7 +473,7 @@ async fn model_configs_keep_one_enabled_default() {
     assert!(matches!(again, StoreError::NotFound(_)), "{again:?}");
     assert!(
         store
-            .list_model_configs(s.org, false, 0, 10)
+            .list_model_configs(org, false, 0, 10)
             .await
             .unwrap()
             .iter()
@@ -468,7 +485,7 @@ async fn model_configs_keep_one_enabled_default() {
     let first = store
         .add_model_config(&NewModelConfig {
             organization_id: fresh.id,
-            ..model(&s, "gpt-4.1")
+            ..model(org, "gpt-4.1")
         })
         .await
         .unwrap();
@@ -476,21 +493,33 @@ async fn model_configs_keep_one_enabled_default() {
     let bad = store
         .add_model_config(&NewModelConfig {
             provider: "nope".into(),
-            ..model(&s, "x")
+            ..model(org, "x")
         })
         .await
         .unwrap_err();
     assert!(matches!(bad, StoreError::InvalidInput(_)), "{bad:?}");
-    s.finish().await;
 }
 
 #[tokio::test]
 async fn seeding_adds_a_model_once_and_follows_only_its_key_reference() {
-    use chatstore::models::Seeded as Seed;
     let s = Seeded::new().await;
-    let store = store(&s);
+    seeding_adds_a_model_once_and_follows_only_its_key_reference_on(&store(&s), s.org).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn seeding_adds_a_model_once_and_follows_only_its_key_reference_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    seeding_adds_a_model_once_and_follows_only_its_key_reference_on(&s.store, s.org).await;
+}
+
+async fn seeding_adds_a_model_once_and_follows_only_its_key_reference_on(
+    store: &(impl ModelStore + ?Sized),
+    org: Uuid,
+) {
+    use chatstore::models::Seeded as Seed;
     let before = store
-        .list_model_configs(s.org, false, 0, 100)
+        .list_model_configs(org, false, 0, 100)
         .await
         .unwrap()
         .len();
@@ -498,7 +527,7 @@ async fn seeding_adds_a_model_once_and_follows_only_its_key_reference() {
         provider: "openai-compat".into(),
         base_url: "http://127.0.0.1:9/v1".into(),
         api_key_ref: String::new(),
-        ..model(&s, "local")
+        ..model(org, "local")
     };
 
     // Replicas starting together: one configuration, whoever wins.
@@ -516,7 +545,7 @@ async fn seeding_adds_a_model_once_and_follows_only_its_key_reference() {
     let id = a.record().id;
     assert_eq!(
         store
-            .list_model_configs(s.org, false, 0, 100)
+            .list_model_configs(org, false, 0, 100)
             .await
             .unwrap()
             .len(),
@@ -574,7 +603,98 @@ async fn seeding_adds_a_model_once_and_follows_only_its_key_reference() {
         .await
         .unwrap_err();
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
+}
+
+#[tokio::test]
+async fn model_listings_order_by_name_beyond_ascii_in_pages() {
+    let s = Seeded::new().await;
+    model_listings_order_by_name_beyond_ascii_in_pages_on(&store(&s)).await;
     s.finish().await;
+}
+
+#[tokio::test]
+async fn model_listings_order_by_name_beyond_ascii_in_pages_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    model_listings_order_by_name_beyond_ascii_in_pages_on(&s.store).await;
+}
+
+async fn model_listings_order_by_name_beyond_ascii_in_pages_on(
+    store: &(impl IdentityStore + ModelStore + ?Sized),
+) {
+    let org = store.add_organization("names", "").await.unwrap().id;
+    let mut ids = Vec::new();
+    for (name, display_name) in [
+        ("alpha", ""),
+        ("m1", "Émile"),
+        ("m2", "éclair"),
+        ("m3", "Beta"),
+        ("delta", ""),
+    ] {
+        let created = store
+            .add_model_config(&NewModelConfig {
+                display_name: display_name.into(),
+                ..model(org, name)
+            })
+            .await
+            .unwrap();
+        assert_eq!(created.created_at, created.updated_at);
+        ids.push(created.id);
+    }
+    let listed = |offset, limit| async move {
+        store
+            .list_model_configs(org, false, offset, limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.model)
+            .collect::<Vec<_>>()
+    };
+    // The default (the first one) leads; the others go by display name, else model, folded to
+    // lower case: "éclair" before "Émile".
+    assert_eq!(listed(0, 10).await, ["alpha", "m3", "delta", "m2", "m1"]);
+    assert_eq!(listed(1, 2).await, ["m3", "delta"]);
+    assert_eq!(listed(4, 10).await, ["m1"]);
+
+    // A change is stamped after the creation; a temperature that is not a number is refused
+    // like a negative one.
+    let changed = store
+        .update_model_config(
+            ids[1],
+            &ModelConfigChanges {
+                context_limit: Some(1_000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(changed.updated_at >= changed.created_at, "{changed:?}");
+    for temperature in [f64::NAN, -1.0] {
+        let refused = store
+            .update_model_config(
+                ids[1],
+                &ModelConfigChanges {
+                    temperature: Some(Some(temperature)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, StoreError::InvalidInput(_)),
+            "{refused:?}"
+        );
+        let refused = store
+            .add_model_config(&NewModelConfig {
+                temperature: Some(temperature),
+                ..model(org, "hot")
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, StoreError::InvalidInput(_)),
+            "{refused:?}"
+        );
+    }
 }
 
 #[tokio::test]

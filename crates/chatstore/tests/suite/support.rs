@@ -195,11 +195,13 @@ impl Drop for TempDir {
     }
 }
 
-/// An embedded database with organization `acme` and member `ada`, made as the API makes them.
+/// An embedded database with organization `acme`, member `ada` and model config `claude` (the
+/// default), made as the API makes them.
 pub struct SqliteSeeded {
     pub store: SqliteStore,
     pub org: Uuid,
     pub user: Uuid,
+    pub model_config: Uuid,
     _dir: TempDir,
 }
 
@@ -212,10 +214,15 @@ impl SqliteSeeded {
         let store = SqliteStore::new(db);
         let org = store.fixture_organization("acme").await.unwrap();
         let user = store.fixture_user("ada", "member", org).await.unwrap();
+        let model_config = store
+            .fixture_model(org, "anthropic", "", "claude", 200_000, true)
+            .await
+            .unwrap();
         Self {
             store,
             org,
             user,
+            model_config,
             _dir: dir,
         }
     }

@@ -1,9 +1,9 @@
-//! API tokens (stored as hashes) and model configuration resolution.
+//! API tokens (stored as hashes), and model configuration resolution on both backends.
 
 use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
-use chatstore::models::NewModelConfig;
+use chatstore::models::{ModelConfigChanges, NewModelConfig};
 use chatstore::postgres::PgStore;
 use chatstore::prelude::*;
 use chatstore::{StoreConfig, StoreError};
@@ -82,8 +82,33 @@ async fn api_tokens_authenticate_until_revoked_or_expired() {
 async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default() {
     let s = Seeded::new().await;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    model_configs_resolve_to_the_chats_choice_or_the_organization_default_on(
+        &store,
+        s.org,
+        s.model_config,
+    )
+    .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    model_configs_resolve_to_the_chats_choice_or_the_organization_default_on(
+        &s.store,
+        s.org,
+        s.model_config,
+    )
+    .await;
+}
+
+async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default_on(
+    store: &(impl IdentityStore + ModelStore + ?Sized),
+    org: Uuid,
+    seeded_model: Uuid,
+) {
     let local = NewModelConfig {
-        organization_id: s.org,
+        organization_id: org,
         provider: "openai-compat".into(),
         model: "local-model".into(),
         base_url: "http://127.0.0.1:8080/v1".into(),
@@ -96,10 +121,7 @@ async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default()
     };
     let chosen = store.add_model_config(&local).await.unwrap().id;
 
-    let config = store
-        .resolve_model_config(s.org, Some(chosen))
-        .await
-        .unwrap();
+    let config = store.resolve_model_config(org, Some(chosen)).await.unwrap();
     assert_eq!(
         (
             config.id,
@@ -111,29 +133,34 @@ async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default()
     // Unknown or foreign ids fall back to the default (the seeded one).
     assert_eq!(
         store
-            .resolve_model_config(s.org, Some(Uuid::new_v4()))
+            .resolve_model_config(org, Some(Uuid::new_v4()))
             .await
             .unwrap()
             .id,
-        s.model_config
+        seeded_model
     );
     assert_eq!(
-        store.resolve_model_config(s.org, None).await.unwrap().id,
-        s.model_config
+        store.resolve_model_config(org, None).await.unwrap().id,
+        seeded_model
     );
     // A disabled choice falls back too.
-    sqlx::query("UPDATE chat_model_configs SET enabled = false WHERE id = $1")
-        .bind(chosen)
-        .execute(s.pool())
+    store
+        .update_model_config(
+            chosen,
+            &ModelConfigChanges {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(
         store
-            .resolve_model_config(s.org, Some(chosen))
+            .resolve_model_config(org, Some(chosen))
             .await
             .unwrap()
             .id,
-        s.model_config
+        seeded_model
     );
 
     // A new default replaces the old one.
@@ -148,7 +175,7 @@ async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default()
         .unwrap()
         .id;
     assert_eq!(
-        store.resolve_model_config(s.org, None).await.unwrap().id,
+        store.resolve_model_config(org, None).await.unwrap().id,
         newer
     );
 
@@ -168,5 +195,4 @@ async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default()
         .await
         .unwrap_err();
     assert!(err.to_string().contains("unknown provider kind"), "{err}");
-    s.finish().await;
 }
