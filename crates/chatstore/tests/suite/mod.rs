@@ -58,3 +58,36 @@ mod postgres_contract {
         ],
     }
 }
+
+/// The same contract, run on the embedded SQLite backend.
+mod sqlite_contract {
+    #[test]
+    fn the_database_follows_the_model() {
+        super::model_check::the_database_follows_the_model::<super::support::SqliteBackend>();
+    }
+
+    contract_tests! {
+        super::super::support::SqliteBackend =>
+        ownership: [
+            eight_workers_racing_over_fifty_chats_own_each_exactly_once,
+            a_stale_runners_commit_is_rejected_after_a_takeover,
+            the_generation_fence_rejects_an_older_attempt,
+            a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one,
+            abandon_needs_the_owner_and_leaves_the_chat_acquirable,
+            candidates_are_ordered_interrupting_then_requires_action_then_running,
+        ],
+        transitions: [
+            create_starts_running_with_history_version_one,
+            the_queue_holds_twenty_messages_in_order,
+            oversized_and_empty_messages_are_refused,
+            unknown_chats_and_messages_are_not_found,
+            edit_soft_deletes_from_the_target_and_clears_the_queue,
+            requires_action_round_trip_and_result_validation,
+            a_new_message_cancels_open_tool_calls_with_the_spec_reason,
+            finish_interruption_refuses_to_leave_a_call_unanswered,
+            clear_context_inserts_the_boundary_triplet,
+            an_invalid_chat_is_reconciled_into_error,
+            a_snapshot_reads_chat_history_and_queue_consistently,
+        ],
+    }
+}

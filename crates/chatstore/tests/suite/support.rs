@@ -22,7 +22,7 @@ pub struct Fixture {
 #[async_trait]
 pub trait Backend: Sized + Send + Sync {
     /// The store under test.
-    type S: Store + WorkspaceStore + Clone + 'static;
+    type S: Store + Clone + 'static;
     /// A fresh, empty backend with the fixture rows.
     async fn open() -> Self;
     /// The store with the default configuration.
@@ -92,6 +92,60 @@ impl Backend for PgBackend {
         drop(self.store);
         self.seeded.finish().await;
     }
+}
+
+/// The embedded backend of the contract tests.
+pub struct SqliteBackend {
+    seeded: SqliteSeeded,
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    type S = SqliteStore;
+
+    async fn open() -> Self {
+        Self {
+            seeded: SqliteSeeded::new().await,
+        }
+    }
+
+    fn store(&self) -> &SqliteStore {
+        &self.seeded.store
+    }
+
+    fn store_with(&self, config: StoreConfig) -> SqliteStore {
+        SqliteStore::with_config(self.seeded.store.db().clone(), config)
+    }
+
+    fn fixture(&self) -> Fixture {
+        Fixture {
+            org: self.seeded.org,
+            user: self.seeded.user,
+            model_config: self.seeded.model_config,
+        }
+    }
+
+    async fn expire_leases(&self, chat: Uuid) {
+        sqlx::query(
+            "UPDATE chat_heartbeats SET heartbeat_at = '2000-01-01T00:00:00.000000+00:00'
+              WHERE chat_id = $1",
+        )
+        .bind(chat)
+        .execute(self.seeded.store.db().writer())
+        .await
+        .unwrap();
+    }
+
+    async fn force_status(&self, chat: Uuid, status: &str) {
+        sqlx::query("UPDATE chats SET status = $2 WHERE id = $1")
+            .bind(chat)
+            .bind(status)
+            .execute(self.seeded.store.db().writer())
+            .await
+            .unwrap();
+    }
+
+    async fn finish(self) {}
 }
 
 /// A migrated database with one organization, user and model config.
