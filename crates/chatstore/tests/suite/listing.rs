@@ -3,14 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use chatstore::postgres::PgStore;
 use chatstore::types::{MessagePart, NewChat, NewMessage, Role};
-use chatstore::{Change, ChatCursor, ChatListQuery, ChatMetadata, MessagePage, Store, StoreConfig};
+use chatstore::{Change, ChatCursor, ChatListQuery, ChatMetadata, MessagePage, Store};
 use uuid::Uuid;
 
 use super::support::*;
 
-async fn create(store: &PgStore, s: &Seeded, title: &str, labels: &[(&str, &str)]) -> Uuid {
+async fn create(store: &impl Store, s: &Fixture, title: &str, labels: &[(&str, &str)]) -> Uuid {
     store
         .create_chat(NewChat {
             organization_id: s.org,
@@ -33,7 +32,7 @@ async fn create(store: &PgStore, s: &Seeded, title: &str, labels: &[(&str, &str)
         .id
 }
 
-fn query(s: &Seeded, limit: i64) -> ChatListQuery {
+fn query(s: &Fixture, limit: i64) -> ChatListQuery {
     ChatListQuery {
         owner_id: s.user,
         limit,
@@ -45,10 +44,9 @@ fn titles(chats: &[chatstore::types::Chat]) -> Vec<&str> {
     chats.iter().map(|c| c.title.as_str()).collect()
 }
 
-#[tokio::test]
-async fn chats_list_pinned_first_then_newest_and_pages_follow_the_cursor() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn chats_list_pinned_first_then_newest_and_pages_follow_the_cursor<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let mut ids = Vec::new();
     for title in ["a", "b", "c", "d", "e"] {
         ids.push(create(&store, &s, title, &[]).await);
@@ -91,22 +89,17 @@ async fn chats_list_pinned_first_then_newest_and_pages_follow_the_cursor() {
         ..query(&s, 50)
     };
     assert!(store.list_chats(&other).await.unwrap().is_empty());
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn chats_filter_by_archived_labels_and_title() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn chats_filter_by_archived_labels_and_title<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     create(&store, &s, "Billing fix", &[("project", "billing")]).await;
     create(&store, &s, "100% done_now", &[("project", "web")]).await;
     let archived = create(&store, &s, "old", &[("project", "billing")]).await;
     // Only an idle chat can be archived: finish its turn first.
-    sqlx::query("UPDATE chats SET status = 'waiting' WHERE id = $1")
-        .bind(archived)
-        .execute(s.pool())
-        .await
-        .unwrap();
+    b.force_status(archived, "waiting").await;
     store
         .apply(archived, Change::SetArchived(true), None)
         .await
@@ -143,7 +136,7 @@ async fn chats_filter_by_archived_labels_and_title() {
         titles(&store.list_chats(&q).await.unwrap()),
         ["100% done_now"]
     );
-    s.finish().await;
+    b.finish().await;
 }
 
 #[test]
@@ -161,10 +154,9 @@ fn cursors_round_trip_and_junk_is_refused() {
     assert_eq!(ChatCursor::decode(&extra), None);
 }
 
-#[tokio::test]
-async fn history_pages_run_backwards_from_the_newest_or_forwards_from_an_id() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn history_pages_run_backwards_from_the_newest_or_forwards_from_an_id<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let chat = create(&store, &s, "t", &[]).await;
     // Five assistant steps of the running turn, committed by its owner.
     let owner = Uuid::new_v4();
@@ -242,13 +234,12 @@ async fn history_pages_run_backwards_from_the_newest_or_forwards_from_an_id() {
         .await
         .unwrap();
     assert_eq!(first[0].role, Role::Assistant);
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn metadata_writes_change_only_what_is_set() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+pub async fn metadata_writes_change_only_what_is_set<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
     let chat = create(&store, &s, "before", &[("a", "1")]).await;
     let was = store.chat(chat).await.unwrap();
     let now = store
@@ -281,5 +272,5 @@ async fn metadata_writes_change_only_what_is_set() {
     ));
     let unbound = store.unbind_workspace(chat).await.unwrap();
     assert_eq!(unbound.workspace_id, None);
-    s.finish().await;
+    b.finish().await;
 }

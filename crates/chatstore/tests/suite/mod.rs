@@ -43,6 +43,16 @@ mod postgres_contract {
             abandon_needs_the_owner_and_leaves_the_chat_acquirable,
             candidates_are_ordered_interrupting_then_requires_action_then_running,
         ],
+        listing: [
+            chats_list_pinned_first_then_newest_and_pages_follow_the_cursor,
+            chats_filter_by_archived_labels_and_title,
+            history_pages_run_backwards_from_the_newest_or_forwards_from_an_id,
+            metadata_writes_change_only_what_is_set,
+        ],
+        pubsub: [
+            an_unowned_runnable_chat_sends_an_ownership_hint,
+            an_owner_hears_of_every_chat_of_theirs_including_title_changes,
+        ],
         transitions: [
             create_starts_running_with_history_version_one,
             the_queue_holds_twenty_messages_in_order,
@@ -75,6 +85,16 @@ mod sqlite_contract {
             a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one,
             abandon_needs_the_owner_and_leaves_the_chat_acquirable,
             candidates_are_ordered_interrupting_then_requires_action_then_running,
+        ],
+        listing: [
+            chats_list_pinned_first_then_newest_and_pages_follow_the_cursor,
+            chats_filter_by_archived_labels_and_title,
+            history_pages_run_backwards_from_the_newest_or_forwards_from_an_id,
+            metadata_writes_change_only_what_is_set,
+        ],
+        pubsub: [
+            an_unowned_runnable_chat_sends_an_ownership_hint,
+            an_owner_hears_of_every_chat_of_theirs_including_title_changes,
         ],
         transitions: [
             create_starts_running_with_history_version_one,

@@ -8,7 +8,7 @@ use chatstore::{Change, Store, StoreConfig};
 
 use super::support::*;
 
-fn new_chat(s: &Seeded) -> NewChat {
+fn new_chat(s: &Fixture) -> NewChat {
     NewChat {
         organization_id: s.org,
         owner_id: s.user,
@@ -30,12 +30,19 @@ async fn next_update(sub: &mut chatstore::pubsub::Subscription) -> Notification 
         .expect("the hub is alive")
 }
 
+// PostgreSQL only: it sends a notification by hand inside a transaction it rolls back.
 #[tokio::test]
 async fn updates_arrive_after_commit_and_never_after_rollback() {
-    let s = Seeded::new().await;
+    let seeded = Seeded::new().await;
+    let s = &seeded;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
     let (hub, task) = PgPubsub::start(s.pool()).await.unwrap();
-    let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
+    let fixture = Fixture {
+        org: s.org,
+        user: s.user,
+        model_config: s.model_config,
+    };
+    let chat = store.create_chat(new_chat(&fixture)).await.unwrap().chat;
     let mut sub = hub.subscribe(Topic::Chat(chat.id));
 
     // Notifications are sent inside the transition's transaction: one rolled back is never
@@ -82,29 +89,26 @@ async fn updates_arrive_after_commit_and_never_after_rollback() {
         }
     }
     task.abort();
-    s.finish().await;
+    seeded.finish().await;
 }
 
-#[tokio::test]
-async fn an_unowned_runnable_chat_sends_an_ownership_hint() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let (hub, task) = PgPubsub::start(s.pool()).await.unwrap();
+pub async fn an_unowned_runnable_chat_sends_an_ownership_hint<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
+    let hub = b.pubsub().await;
     let mut hints = hub.subscribe(Topic::Ownership);
     let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
     match next_update(&mut hints).await {
         Notification::Ownership(hint) => assert_eq!(hint.chat_id, chat.id),
         other => panic!("expected an ownership hint, got {other:?}"),
     }
-    task.abort();
-    s.finish().await;
+    b.finish().await;
 }
 
-#[tokio::test]
-async fn an_owner_hears_of_every_chat_of_theirs_including_title_changes() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let (hub, task) = PgPubsub::start(s.pool()).await.unwrap();
+pub async fn an_owner_hears_of_every_chat_of_theirs_including_title_changes<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store().clone();
+    let hub = b.pubsub().await;
     let mut mine = hub.subscribe(Topic::Owner(s.user));
     let mut someone_elses = hub.subscribe(Topic::Owner(uuid::Uuid::new_v4()));
     let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
@@ -137,8 +141,7 @@ async fn an_owner_hears_of_every_chat_of_theirs_including_title_changes() {
             .is_err(),
         "another user's topic stays quiet"
     );
-    task.abort();
-    s.finish().await;
+    b.finish().await;
 }
 
 #[tokio::test]
@@ -146,7 +149,12 @@ async fn a_killed_listener_connection_resyncs_and_later_notifications_arrive() {
     let s = Seeded::new().await;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
     let (hub, task) = PgPubsub::start(s.pool()).await.unwrap();
-    let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
+    let fixture = Fixture {
+        org: s.org,
+        user: s.user,
+        model_config: s.model_config,
+    };
+    let chat = store.create_chat(new_chat(&fixture)).await.unwrap().chat;
     let mut sub = hub.subscribe(Topic::Chat(chat.id));
 
     let killed: i64 = sqlx::query_scalar(

@@ -1,8 +1,8 @@
 //! Seeding helpers for schema tests.
 
 use async_trait::async_trait;
-use chatstore::postgres::PgStore;
-use chatstore::prelude::*;
+use chatstore::postgres::{PgPubsub, PgStore};
+use chatstore::pubsub::Pubsub;
 use chatstore::sqlite::{SqliteConfig, SqliteDb, SqliteStore};
 use chatstore::testing::{Fixtures as _, ModelFixtures as _, TestDatabase};
 use chatstore::{Store, StoreConfig};
@@ -35,6 +35,8 @@ pub trait Backend: Sized + Send + Sync {
     async fn expire_leases(&self, chat: Uuid);
     /// Writes a raw status (e.g. a legacy one), bypassing the state machine.
     async fn force_status(&self, chat: Uuid, status: &str);
+    /// The process's notification hub on this backend.
+    async fn pubsub(&self) -> std::sync::Arc<dyn Pubsub>;
     /// Releases the backend.
     async fn finish(self);
 }
@@ -43,6 +45,8 @@ pub trait Backend: Sized + Send + Sync {
 pub struct PgBackend {
     seeded: Seeded,
     store: PgStore,
+    /// Listening tasks, stopped before the database is dropped.
+    listeners: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 #[async_trait]
@@ -52,7 +56,11 @@ impl Backend for PgBackend {
     async fn open() -> Self {
         let seeded = Seeded::new().await;
         let store = PgStore::new(seeded.pool().clone(), StoreConfig::default());
-        Self { seeded, store }
+        Self {
+            seeded,
+            store,
+            listeners: Default::default(),
+        }
     }
 
     fn store(&self) -> &PgStore {
@@ -88,7 +96,17 @@ impl Backend for PgBackend {
             .unwrap();
     }
 
+    async fn pubsub(&self) -> std::sync::Arc<dyn Pubsub> {
+        let (hub, task) = PgPubsub::start(self.seeded.pool()).await.unwrap();
+        self.listeners.lock().unwrap().push(task);
+        std::sync::Arc::new(hub)
+    }
+
     async fn finish(self) {
+        for task in self.listeners.into_inner().unwrap() {
+            task.abort();
+            let _ = task.await;
+        }
         drop(self.store);
         self.seeded.finish().await;
     }
@@ -143,6 +161,10 @@ impl Backend for SqliteBackend {
             .execute(self.seeded.store.db().writer())
             .await
             .unwrap();
+    }
+
+    async fn pubsub(&self) -> std::sync::Arc<dyn Pubsub> {
+        std::sync::Arc::new(self.seeded.store.db().hub().clone())
     }
 
     async fn finish(self) {}
