@@ -20,9 +20,10 @@ use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use uuid::Uuid;
 
 use crate::StoreError;
-use crate::pubsub::Hub;
+use crate::pubsub::{Hub, JobUpdate, Notification};
 
 /// The database clock as SQL: UTC in the RFC 3339 form sqlx writes, so stored times and `now`
 /// compare as text in time order.
@@ -40,8 +41,19 @@ macro_rules! now_shifted {
     };
 }
 
+/// The ids bound at `$param` (a list that [`id_list`] wrote) as a subquery, for `IN`: SQLite
+/// has no arrays.
+macro_rules! ids_in {
+    ($param:literal) => {
+        concat!("(SELECT unhex(value) FROM json_each(", $param, "))")
+    };
+}
+
+mod enums;
 mod identity;
 mod replicas;
+mod templates;
+mod workspaces;
 
 /// The time modifier that moves `now` back by `d` (bind it where [`now_shifted!`] names it).
 fn ago(d: Duration) -> String {
@@ -60,8 +72,15 @@ fn stored_time(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
+/// Ids as a list to bind where [`ids_in!`] names it (a JSON array of their hex digits).
+fn id_list(ids: &[Uuid]) -> String {
+    let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
+    serde_json::Value::from(hex).to_string()
+}
+
 /// The store on an embedded database file. The domains are being added one by one; so far it
-/// implements [`ReplicaStore`](crate::ReplicaStore) and [`IdentityStore`](crate::IdentityStore).
+/// implements [`ReplicaStore`](crate::ReplicaStore), [`IdentityStore`](crate::IdentityStore),
+/// [`TemplateStore`](crate::TemplateStore) and [`WorkspaceStore`](crate::WorkspaceStore).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: SqliteDb,
@@ -76,6 +95,13 @@ impl SqliteStore {
     /// The database.
     pub fn db(&self) -> &SqliteDb {
         &self.db
+    }
+
+    /// Tells the job's waiters that it changed; call it after the write's commit.
+    fn job_changed(&self, job_id: Uuid) {
+        self.db
+            .hub()
+            .publish(Notification::Job(JobUpdate { job_id }));
     }
 }
 
