@@ -16,8 +16,8 @@
 //! into scope, so their methods can be called on a `dyn Database`.
 //!
 //! All SQL lives in the backend modules ([`postgres`]; [`sqlite`], the embedded one, opens and
-//! migrates its file and implements the replica, identity, template and workspace domains so
-//! far) and in `migrations/`; the rules a transition follows come from `chatstate`
+//! migrates its file and implements the replica, identity, template, workspace and agent
+//! domains so far) and in `migrations/`; the rules a transition follows come from `chatstate`
 //! (`Store::apply` asks `chatstate::plan` and writes the effects). The domain types carry no
 //! backend derives: each backend maps them itself. This crate knows no gRPC and no HTTP.
 //!

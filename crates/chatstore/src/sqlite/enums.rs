@@ -6,6 +6,7 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::sqlite::{Sqlite, SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef};
 
+use crate::agents::AgentLifecycle;
 use crate::workspaces::{JobStatus, WorkspaceTransition};
 
 macro_rules! text_enum {
@@ -40,3 +41,4 @@ macro_rules! text_enum {
 
 text_enum!(JobStatus);
 text_enum!(WorkspaceTransition);
+text_enum!(AgentLifecycle);

@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::pubsub::{Hub, JobUpdate, Notification};
+use crate::pubsub::{AgentUpdate, Hub, JobUpdate, Notification};
 
 /// The database clock as SQL: UTC in the RFC 3339 form sqlx writes, so stored times and `now`
 /// compare as text in time order.
@@ -49,6 +49,7 @@ macro_rules! ids_in {
     };
 }
 
+mod agents;
 mod enums;
 mod identity;
 mod replicas;
@@ -80,7 +81,8 @@ fn id_list(ids: &[Uuid]) -> String {
 
 /// The store on an embedded database file. The domains are being added one by one; so far it
 /// implements [`ReplicaStore`](crate::ReplicaStore), [`IdentityStore`](crate::IdentityStore),
-/// [`TemplateStore`](crate::TemplateStore) and [`WorkspaceStore`](crate::WorkspaceStore).
+/// [`TemplateStore`](crate::TemplateStore), [`WorkspaceStore`](crate::WorkspaceStore) and
+/// [`AgentStore`](crate::AgentStore).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: SqliteDb,
@@ -102,6 +104,13 @@ impl SqliteStore {
         self.db
             .hub()
             .publish(Notification::Job(JobUpdate { job_id }));
+    }
+
+    /// Tells the agent's waiters that it changed; call it after the write's commit.
+    fn agent_changed(&self, agent_id: Uuid) {
+        self.db
+            .hub()
+            .publish(Notification::Agent(AgentUpdate { agent_id }));
     }
 }
 

@@ -1,7 +1,7 @@
 //! The workspace side of the store: templates, workspaces, builds, jobs, agents, the replica
-//! registry and their notifications. The template, workspace and job tests run on PostgreSQL
-//! and (`…_on_sqlite`) on a fresh embedded database; those that need the agent or chat domain
-//! or the replica registry run on PostgreSQL.
+//! registry and their notifications. The template, workspace, job and agent tests run on
+//! PostgreSQL and (`…_on_sqlite`) on a fresh embedded database; those that need the chat
+//! domain or the replica registry run on PostgreSQL.
 
 use chatstore::testing::Fixtures as _;
 use std::time::Duration;
@@ -319,6 +319,13 @@ async fn job_and_agent_changes_notify_their_waiters() {
     s.finish().await;
 }
 
+#[tokio::test]
+async fn job_and_agent_changes_notify_their_waiters_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    job_and_agent_changes_notify_their_waiters_on(&s.store, s.store.db().hub(), s.org, s.user)
+        .await;
+}
+
 async fn job_and_agent_changes_notify_their_waiters_on(
     store: &(impl TemplateStore + WorkspaceStore + AgentStore + ?Sized),
     hub: &(impl Pubsub + ?Sized),
@@ -358,6 +365,12 @@ async fn agents_report_connection_and_lifecycle() {
     let s = Seeded::new().await;
     agents_report_connection_and_lifecycle_on(&s.store(), s.org, s.user).await;
     s.finish().await;
+}
+
+#[tokio::test]
+async fn agents_report_connection_and_lifecycle_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    agents_report_connection_and_lifecycle_on(&s.store, s.org, s.user).await;
 }
 
 async fn agents_report_connection_and_lifecycle_on(
@@ -579,6 +592,13 @@ async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build() {
     s.finish().await;
 }
 
+#[tokio::test]
+async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on(&s.store, s.org, s.user)
+        .await;
+}
+
 async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on(
     store: &(impl TemplateStore + WorkspaceStore + AgentStore + ?Sized),
     org: Uuid,
@@ -670,6 +690,12 @@ async fn agent_logs_are_capped() {
     let s = Seeded::new().await;
     agent_logs_are_capped_on(&s.store(), s.org, s.user).await;
     s.finish().await;
+}
+
+#[tokio::test]
+async fn agent_logs_are_capped_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    agent_logs_are_capped_on(&s.store, s.org, s.user).await;
 }
 
 async fn agent_logs_are_capped_on(
@@ -957,6 +983,15 @@ async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_direc
     )
     .await;
     s.finish().await;
+}
+
+#[tokio::test]
+async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on(
+        &s.store, s.org, s.user,
+    )
+    .await;
 }
 
 async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on(
