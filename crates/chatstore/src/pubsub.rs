@@ -67,7 +67,10 @@ impl Hub {
                         Notification::ChatUpdate(update.clone()),
                     );
                 }
-                self.deliver(Topic::Chat(update.chat_id), Notification::ChatUpdate(update));
+                self.deliver(
+                    Topic::Chat(update.chat_id),
+                    Notification::ChatUpdate(update),
+                );
             }
             Notification::Ownership(hint) => {
                 self.deliver(Topic::Ownership, Notification::Ownership(hint))

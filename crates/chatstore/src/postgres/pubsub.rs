@@ -73,7 +73,10 @@ impl PgPubsub {
             JOB_CHANNEL => serde_json::from_str(payload).map(Notification::Job),
             AGENT_CHANNEL => serde_json::from_str(payload).map(Notification::Agent),
             other => {
-                debug!(channel = other, "ignoring a notification on an unknown channel");
+                debug!(
+                    channel = other,
+                    "ignoring a notification on an unknown channel"
+                );
                 return;
             }
         };
