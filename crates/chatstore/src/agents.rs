@@ -190,6 +190,59 @@ pub struct AgentReport {
 /// The most startup-log bytes kept per agent.
 pub const MAX_AGENT_LOG_BYTES: i64 = 1024 * 1024;
 
+/// What of a batch of startup-log lines is kept under [`MAX_AGENT_LOG_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CappedLogs<'a> {
+    /// The lines kept: those before the first that does not fit.
+    pub(crate) kept: &'a [(String, String)],
+    /// The agent's log bytes with them.
+    pub(crate) used: i64,
+    /// A line was dropped.
+    pub(crate) overflowed: bool,
+}
+
+/// Caps `lines` `(level, output)` for an agent whose log holds `used` bytes: lines are kept in
+/// order until one would pass the cap; it and the lines after it are dropped.
+pub(crate) fn cap_agent_logs(used: i64, lines: &[(String, String)]) -> CappedLogs<'_> {
+    let mut total = used;
+    for (n, (_, output)) in lines.iter().enumerate() {
+        let size = i64::try_from(output.len()).unwrap_or(i64::MAX);
+        if total.saturating_add(size) > MAX_AGENT_LOG_BYTES {
+            return CappedLogs {
+                kept: &lines[..n],
+                used: total,
+                overflowed: true,
+            };
+        }
+        total += size;
+    }
+    CappedLogs {
+        kept: lines,
+        used: total,
+        overflowed: false,
+    }
+}
+
+/// An agent's environment as stored (a JSON object).
+pub(crate) fn env_json(
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(env).map_err(|source| StoreError::Corrupt {
+        what: "agent env",
+        source,
+    })
+}
+
+/// An agent that a call names does not exist.
+pub(crate) fn agent_not_found(id: Uuid) -> StoreError {
+    StoreError::InvalidInput(format!("agent {id} not found"))
+}
+
+/// An agent whose workspace cannot be found (an unknown agent, or one of a template import).
+pub(crate) fn agent_without_workspace(id: Uuid) -> StoreError {
+    StoreError::InvalidInput(format!("agent {id} has no workspace"))
+}
+
 #[async_trait]
 pub trait AgentStore: Send + Sync {
     /// Adds an agent to a job's resource (creating the resource).
@@ -294,6 +347,24 @@ mod tests {
         rule4_reconnected_after_a_disconnect: times(Some(1), Some(30), Some(20), 0), now 70 => ConnectionStatus::Disconnected { at: at(30) };
         rule5_connected: times(Some(1), Some(30), Some(20), 0), now 40 => ConnectionStatus::Connected;
         rule5_heard_from_exactly_at_the_limit: times(Some(1), Some(10), None, 0), now 40 => ConnectionStatus::Connected;
+    }
+
+    #[test]
+    fn logs_are_kept_until_the_first_line_past_the_cap() {
+        let line = |n: usize| ("info".to_owned(), "x".repeat(n));
+        let lines = [line(10), line(20)];
+        let capped = cap_agent_logs(0, &lines);
+        assert_eq!(
+            (capped.kept.len(), capped.used, capped.overflowed),
+            (2, 30, false)
+        );
+        // The big line does not fit; the small one after it is dropped too.
+        let lines = [line(10), line(100), line(1)];
+        let capped = cap_agent_logs(MAX_AGENT_LOG_BYTES - 50, &lines);
+        assert_eq!(
+            (capped.kept.len(), capped.used, capped.overflowed),
+            (1, MAX_AGENT_LOG_BYTES - 40, true)
+        );
     }
 
     #[test]

@@ -16,10 +16,10 @@
 //! into scope, so their methods can be called on a `dyn Database`.
 //!
 //! All SQL lives in the backend modules ([`postgres`]; [`sqlite`], the embedded one, opens and
-//! migrates its file and implements the replica, identity and model domains so far) and in
-//! `migrations/`; the rules a transition follows come from `chatstate` (`Store::apply` asks
-//! `chatstate::plan` and writes the effects). The domain types carry no backend derives: each
-//! backend maps them itself. This crate knows no gRPC and no HTTP.
+//! migrates its file and implements every domain) and in `migrations/`; the rules a transition
+//! follows come from `chatstate` (`Store::apply` asks `chatstate::plan` and writes the effects).
+//! The domain types carry no backend derives: each backend maps them itself. This crate knows no
+//! gRPC and no HTTP.
 //!
 //! [`testing::TestDatabase`] gives tests of this and other crates a fresh, migrated database.
 

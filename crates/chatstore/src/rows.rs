@@ -8,10 +8,17 @@ use uuid::Uuid;
 use chatstate::ChatStatus;
 
 use crate::StoreError;
+use crate::agents::{Agent, AgentLifecycle, AgentManifest, AgentTimes};
 use crate::identity::{ApiToken, Organization};
 use crate::models::{ModelConfig, ModelConfigRecord};
+use crate::templates::{
+    Template, TemplateListing, TemplateParameter, TemplatePreset, TemplateVersion,
+};
 use crate::types::{
     Chat, Message, MessagePart, QueuedMessage, ToolExecution, ToolExecutionState, Usage,
+};
+use crate::workspaces::{
+    Build, Job, JobLog, JobStatus, Workspace, WorkspaceListing, WorkspaceTransition,
 };
 
 macro_rules! organization_columns {
@@ -440,3 +447,458 @@ pub(crate) fn message_page(
     }
     Ok((messages, more))
 }
+
+macro_rules! template_columns {
+    () => {
+        "id, organization_id, name, display_name, description, deleted, deprecated, active_version_id,
+         require_active_version, chat_enabled, default_ttl_ms, created_by, created_at, updated_at"
+    };
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct TemplateRow {
+    id: Uuid,
+    organization_id: Uuid,
+    name: String,
+    display_name: String,
+    description: String,
+    deleted: bool,
+    deprecated: String,
+    active_version_id: Option<Uuid>,
+    require_active_version: bool,
+    chat_enabled: bool,
+    default_ttl_ms: i64,
+    created_by: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<TemplateRow> for Template {
+    fn from(r: TemplateRow) -> Self {
+        Self {
+            id: r.id,
+            organization_id: r.organization_id,
+            name: r.name,
+            display_name: r.display_name,
+            description: r.description,
+            deleted: r.deleted,
+            deprecated: r.deprecated,
+            active_version_id: r.active_version_id,
+            require_active_version: r.require_active_version,
+            chat_enabled: r.chat_enabled,
+            default_ttl_ms: r.default_ttl_ms,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A template with its active developers (`template_columns!()` and `active_developers`).
+#[derive(Debug, FromRow)]
+pub(crate) struct TemplateCountRow {
+    #[sqlx(flatten)]
+    template: TemplateRow,
+    active_developers: i64,
+}
+
+impl From<TemplateCountRow> for TemplateListing {
+    fn from(r: TemplateCountRow) -> Self {
+        Self {
+            template: r.template.into(),
+            active_developers: r.active_developers,
+        }
+    }
+}
+
+/// The columns of a template version but its files, which each backend selects itself (or
+/// not) as `files`.
+macro_rules! version_columns {
+    () => {
+        "id, template_id, name, message, readme, job_id, has_external_agent, manifest, created_by, created_at"
+    };
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct VersionRow {
+    id: Uuid,
+    template_id: Uuid,
+    name: String,
+    message: String,
+    readme: String,
+    job_id: Uuid,
+    has_external_agent: bool,
+    manifest: serde_json::Value,
+    files: serde_json::Value,
+    created_by: Option<Uuid>,
+    created_at: DateTime<Utc>,
+}
+
+impl VersionRow {
+    /// The version with its parameters and presets.
+    pub(crate) fn into_version(
+        self,
+        parameters: Vec<ParameterRow>,
+        presets: Vec<(Uuid, TemplatePreset)>,
+    ) -> TemplateVersion {
+        TemplateVersion {
+            id: self.id,
+            template_id: self.template_id,
+            name: self.name,
+            message: self.message,
+            readme: self.readme,
+            job_id: self.job_id,
+            has_external_agent: self.has_external_agent,
+            manifest: self.manifest,
+            files: self.files,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            parameters: parameters
+                .into_iter()
+                .map(TemplateParameter::from)
+                .collect(),
+            presets,
+        }
+    }
+}
+
+macro_rules! parameter_columns {
+    () => {
+        "name, display_name, description, type AS kind, mutable, default_value, options, display_order,
+         form_type, ephemeral, validation_regex, validation_min, validation_max, validation_error"
+    };
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct ParameterRow {
+    name: String,
+    display_name: String,
+    description: String,
+    kind: String,
+    mutable: bool,
+    default_value: Option<String>,
+    options: serde_json::Value,
+    display_order: i32,
+    form_type: String,
+    ephemeral: bool,
+    validation_regex: String,
+    validation_min: Option<i32>,
+    validation_max: Option<i32>,
+    validation_error: String,
+}
+
+impl From<ParameterRow> for TemplateParameter {
+    fn from(p: ParameterRow) -> Self {
+        Self {
+            name: p.name,
+            display_name: p.display_name,
+            description: p.description,
+            kind: p.kind,
+            mutable: p.mutable,
+            default_value: p.default_value,
+            options: p.options,
+            display_order: p.display_order,
+            form_type: p.form_type,
+            ephemeral: p.ephemeral,
+            validation_regex: p.validation_regex,
+            validation_min: p.validation_min,
+            validation_max: p.validation_max,
+            validation_error: p.validation_error,
+        }
+    }
+}
+
+/// A preset of a template version without its values.
+#[derive(Debug, FromRow)]
+pub(crate) struct PresetRow {
+    pub(crate) id: Uuid,
+    name: String,
+    is_default: bool,
+    description: String,
+}
+
+impl PresetRow {
+    /// The preset with its `(parameter, value)` pairs.
+    pub(crate) fn into_preset(self, parameters: Vec<(String, String)>) -> (Uuid, TemplatePreset) {
+        (
+            self.id,
+            TemplatePreset {
+                name: self.name,
+                is_default: self.is_default,
+                description: self.description,
+                parameters,
+            },
+        )
+    }
+}
+
+macro_rules! job_columns {
+    () => {
+        "id, organization_id, type AS kind, input, worker_id, created_at, started_at, canceled_at, completed_at,
+         error, error_code, job_status AS status"
+    };
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct JobRow {
+    pub(crate) id: Uuid,
+    organization_id: Uuid,
+    kind: String,
+    input: serde_json::Value,
+    worker_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    canceled_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    error: String,
+    error_code: String,
+    pub(crate) status: JobStatus,
+}
+
+impl From<JobRow> for Job {
+    fn from(r: JobRow) -> Self {
+        Self {
+            id: r.id,
+            organization_id: r.organization_id,
+            kind: r.kind,
+            input: r.input,
+            worker_id: r.worker_id,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            canceled_at: r.canceled_at,
+            completed_at: r.completed_at,
+            error: r.error,
+            error_code: r.error_code,
+            status: r.status,
+        }
+    }
+}
+
+macro_rules! build_columns {
+    () => {
+        "id, workspace_id, build_number, transition, job_id, template_version_id, initiator_id, parameters, reason,
+         created_at"
+    };
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct BuildRow {
+    id: Uuid,
+    workspace_id: Uuid,
+    build_number: i32,
+    transition: WorkspaceTransition,
+    job_id: Uuid,
+    template_version_id: Uuid,
+    initiator_id: Option<Uuid>,
+    parameters: serde_json::Value,
+    reason: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<BuildRow> for Build {
+    fn from(r: BuildRow) -> Self {
+        Self {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            build_number: r.build_number,
+            transition: r.transition,
+            job_id: r.job_id,
+            template_version_id: r.template_version_id,
+            initiator_id: r.initiator_id,
+            parameters: r.parameters,
+            reason: r.reason,
+            created_at: r.created_at,
+        }
+    }
+}
+
+macro_rules! workspace_columns {
+    () => {
+        "id, owner_id, organization_id, template_id, name, deleted, ttl_ms, created_at"
+    };
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct WorkspaceRow {
+    pub(crate) id: Uuid,
+    pub(crate) owner_id: Uuid,
+    pub(crate) organization_id: Uuid,
+    pub(crate) template_id: Uuid,
+    name: String,
+    deleted: bool,
+    ttl_ms: Option<i64>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<WorkspaceRow> for Workspace {
+    fn from(r: WorkspaceRow) -> Self {
+        Self {
+            id: r.id,
+            owner_id: r.owner_id,
+            organization_id: r.organization_id,
+            template_id: r.template_id,
+            name: r.name,
+            deleted: r.deleted,
+            ttl_ms: r.ttl_ms,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A workspace with the names a listing shows; each backend computes `updated_at` (the later
+/// of the workspace's own and its latest build's) in its dialect.
+#[derive(Debug, FromRow)]
+pub(crate) struct WorkspaceListingRow {
+    #[sqlx(flatten)]
+    workspace: WorkspaceRow,
+    updated_at: DateTime<Utc>,
+    owner_name: String,
+    template_name: String,
+}
+
+impl From<WorkspaceListingRow> for WorkspaceListing {
+    fn from(r: WorkspaceListingRow) -> Self {
+        Self {
+            workspace: r.workspace.into(),
+            owner_name: r.owner_name,
+            template_name: r.template_name,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+macro_rules! job_log_columns {
+    () => {
+        "id, created_at, level, stage, output"
+    };
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct JobLogRow {
+    id: i64,
+    created_at: DateTime<Utc>,
+    level: String,
+    stage: String,
+    output: String,
+}
+
+impl From<JobLogRow> for JobLog {
+    fn from(r: JobLogRow) -> Self {
+        Self {
+            id: r.id,
+            created_at: r.created_at,
+            level: r.level,
+            stage: r.stage,
+            output: r.output,
+        }
+    }
+}
+
+macro_rules! agent_columns {
+    () => {
+        "a.id, a.resource_id, a.name, a.parent_id, a.display_order, a.created_at, a.first_connected_at,
+         a.last_connected_at, a.disconnected_at, a.connection_timeout_seconds, a.lifecycle_state,
+         a.directory, a.expanded_directory, a.address"
+    };
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct AgentRow {
+    id: Uuid,
+    resource_id: Uuid,
+    name: String,
+    parent_id: Option<Uuid>,
+    display_order: i32,
+    created_at: DateTime<Utc>,
+    first_connected_at: Option<DateTime<Utc>>,
+    last_connected_at: Option<DateTime<Utc>>,
+    disconnected_at: Option<DateTime<Utc>>,
+    connection_timeout_seconds: i32,
+    lifecycle_state: AgentLifecycle,
+    directory: String,
+    expanded_directory: String,
+    address: String,
+}
+
+impl From<AgentRow> for Agent {
+    fn from(r: AgentRow) -> Self {
+        Self {
+            id: r.id,
+            resource_id: r.resource_id,
+            name: r.name,
+            parent_id: r.parent_id,
+            display_order: r.display_order,
+            times: AgentTimes {
+                created_at: r.created_at,
+                first_connected_at: r.first_connected_at,
+                last_connected_at: r.last_connected_at,
+                disconnected_at: r.disconnected_at,
+                connection_timeout_seconds: r.connection_timeout_seconds,
+            },
+            lifecycle: r.lifecycle_state,
+            directory: r.directory,
+            expanded_directory: r.expanded_directory,
+            address: r.address,
+        }
+    }
+}
+
+/// The manifest of the agent whose token hash is `$1` (the same SQL in both dialects): a live
+/// agent of a live workspace's latest start build.
+macro_rules! agent_manifest_query {
+    () => {
+        "SELECT a.id AS agent_id, a.name AS agent_name, w.id AS workspace_id, w.name AS workspace_name,
+                u.username AS owner_name, a.directory, a.startup_script, a.startup_script_timeout_seconds,
+                a.env, w.control_plane_secret
+           FROM workspace_agents a
+           JOIN workspace_resources r ON r.id = a.resource_id
+           JOIN workspace_builds b ON b.job_id = r.job_id
+           JOIN workspaces w ON w.id = b.workspace_id
+           JOIN users u ON u.id = w.owner_id
+          WHERE a.auth_token_hash = $1 AND NOT a.deleted AND NOT w.deleted
+            AND b.transition = 'start'
+            AND b.build_number = (SELECT max(build_number) FROM workspace_builds
+                                   WHERE workspace_id = w.id AND transition = 'start')"
+    };
+}
+
+#[derive(Debug, FromRow)]
+pub(crate) struct ManifestRow {
+    agent_id: Uuid,
+    agent_name: String,
+    workspace_id: Uuid,
+    workspace_name: String,
+    owner_name: String,
+    directory: String,
+    startup_script: String,
+    startup_script_timeout_seconds: i32,
+    env: serde_json::Value,
+    control_plane_secret: String,
+}
+
+impl TryFrom<ManifestRow> for AgentManifest {
+    type Error = StoreError;
+
+    fn try_from(r: ManifestRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            agent_id: r.agent_id,
+            agent_name: r.agent_name,
+            workspace_id: r.workspace_id,
+            workspace_name: r.workspace_name,
+            owner_name: r.owner_name,
+            directory: r.directory,
+            startup_script: r.startup_script,
+            startup_script_timeout_seconds: r.startup_script_timeout_seconds,
+            env: serde_json::from_value(r.env).map_err(|source| StoreError::Corrupt {
+                what: "agent env",
+                source,
+            })?,
+            control_plane_secret: r.control_plane_secret,
+        })
+    }
+}
+
+pub(crate) use {
+    agent_columns, agent_manifest_query, build_columns, job_columns, job_log_columns,
+    parameter_columns, template_columns, version_columns, workspace_columns,
+};

@@ -190,6 +190,73 @@ pub struct PushedVersion {
     pub template_created: bool,
 }
 
+impl NewTemplateVersion {
+    /// Whether the pushed version becomes the template's active one: the first version of a
+    /// template is active at once, later ones when asked.
+    pub(crate) fn activates(&self, template_has_active: bool) -> bool {
+        self.activate || !template_has_active
+    }
+}
+
+/// The listing of [`TemplateStore::list_templates`]: each template with its count of active
+/// developers, by that count descending, then name, then id. Counting is an ornament of the
+/// listing: when it failed, every count is 0.
+pub(crate) fn by_active_developers(
+    templates: Vec<Template>,
+    counts: Result<Vec<(Uuid, i64)>, impl std::fmt::Display>,
+) -> Vec<TemplateListing> {
+    let counts: std::collections::HashMap<Uuid, i64> = counts
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "counting active developers failed; listing without counts");
+            Vec::new()
+        })
+        .into_iter()
+        .collect();
+    let mut listing: Vec<TemplateListing> = templates
+        .into_iter()
+        .map(|template| TemplateListing {
+            active_developers: counts.get(&template.id).copied().unwrap_or(0),
+            template,
+        })
+        .collect();
+    listing.sort_by(|a, b| {
+        b.active_developers
+            .cmp(&a.active_developers)
+            .then_with(|| a.template.name.cmp(&b.template.name))
+            .then_with(|| a.template.id.cmp(&b.template.id))
+    });
+    listing
+}
+
+/// A template that a read or a change names does not exist.
+pub(crate) fn template_not_found(id: Uuid) -> StoreError {
+    StoreError::InvalidInput(format!("template {id} not found"))
+}
+
+/// A template version that a read names does not exist.
+pub(crate) fn version_not_found(id: Uuid) -> StoreError {
+    StoreError::InvalidInput(format!("template version {id} not found"))
+}
+
+/// A version made active that belongs to another template (or to none).
+pub(crate) fn not_a_version_of(version: Uuid, template: Uuid) -> StoreError {
+    StoreError::InvalidInput(format!(
+        "version {version} is not a version of template {template}"
+    ))
+}
+
+/// The template to delete does not exist.
+pub(crate) fn no_template_to_delete(id: Uuid) -> StoreError {
+    StoreError::NotFound(format!("template {id} not found"))
+}
+
+/// The template to delete is used by `in_use` live workspaces.
+pub(crate) fn template_in_use(id: Uuid, in_use: i64) -> StoreError {
+    StoreError::Precondition(format!(
+        "template {id} is used by {in_use} workspace(s); delete them first"
+    ))
+}
+
 #[async_trait]
 pub trait TemplateStore: Send + Sync {
     /// Stores a template version (creating the template when new) with its import job.

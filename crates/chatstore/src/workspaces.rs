@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::names::stored_names;
+use crate::sql::is_unique_violation;
 
 /// Derived provisioner job status (spec/engine.md §8.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -195,6 +196,116 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .split('-')
             .all(|run| !run.is_empty() && run.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// A provisioner job to create: its type and its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NewJob {
+    /// Imports a pushed template version.
+    Import {
+        /// The version.
+        version_id: Uuid,
+    },
+    /// Runs a workspace build.
+    Build {
+        /// The build.
+        build_id: Uuid,
+        /// Its workspace.
+        workspace_id: Uuid,
+        /// What it does.
+        transition: WorkspaceTransition,
+    },
+}
+
+impl NewJob {
+    /// The stored job type.
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            Self::Import { .. } => "template_version_import",
+            Self::Build { .. } => "workspace_build",
+        }
+    }
+
+    /// The job's input: what the provisioner backend needs.
+    pub(crate) fn input(self) -> serde_json::Value {
+        match self {
+            Self::Import { version_id } => serde_json::json!({"template_version_id": version_id}),
+            Self::Build {
+                build_id,
+                workspace_id,
+                transition,
+            } => serde_json::json!({
+                "build_id": build_id,
+                "workspace_id": workspace_id,
+                "transition": transition,
+            }),
+        }
+    }
+}
+
+/// A new workspace's control-plane secret (what chatd presents to its agent), from the OS's
+/// random source.
+pub(crate) fn new_control_plane_secret() -> String {
+    format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}
+
+/// The template version a new build uses: the active one for a workspace's first build (no
+/// `latest`) and for a start of a template that requires the active version; otherwise the
+/// latest build's version (a stop or a restart builds what the workspace runs).
+pub(crate) fn build_version(
+    latest: Option<Uuid>,
+    active: Option<Uuid>,
+    require_active: bool,
+    transition: WorkspaceTransition,
+) -> Result<Uuid, StoreError> {
+    let wants_active = transition == WorkspaceTransition::Start && require_active;
+    match (latest, active) {
+        (Some(latest), _) if !wants_active => Ok(latest),
+        (_, Some(active)) => Ok(active),
+        (Some(latest), None) => Ok(latest),
+        (None, None) => Err(StoreError::InvalidInput(
+            "the template has no active version".into(),
+        )),
+    }
+}
+
+/// Refuses a new build while the status of the latest build's job is not final.
+pub(crate) fn ensure_latest_build_finished(status: Option<JobStatus>) -> Result<(), StoreError> {
+    match status {
+        Some(status) if !status.is_terminal() => Err(StoreError::InvalidInput(format!(
+            "the workspace's latest build is still {status:?}; wait for it to finish"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A failed workspace insert: a taken name is a [`StoreError::Conflict`].
+pub(crate) fn workspace_insert_error(err: sqlx::Error, name: &str) -> StoreError {
+    if is_unique_violation(&err) {
+        StoreError::Conflict(format!("a workspace named {name:?} already exists"))
+    } else {
+        StoreError::Query(err)
+    }
+}
+
+/// A workspace that a read or a build names does not exist (or, for a build, is deleted).
+pub(crate) fn workspace_not_found(id: Uuid) -> StoreError {
+    StoreError::InvalidInput(format!("workspace {id} not found"))
+}
+
+/// A build that a read names does not exist.
+pub(crate) fn build_not_found(id: Uuid) -> StoreError {
+    StoreError::InvalidInput(format!("workspace build {id} not found"))
+}
+
+/// A job that a read or a cancellation names does not exist.
+pub(crate) fn job_not_found(id: Uuid) -> StoreError {
+    StoreError::InvalidInput(format!("provisioner job {id} not found"))
+}
+
+/// The job to complete does not exist or is already finished.
+pub(crate) fn job_not_running(id: Uuid) -> StoreError {
+    StoreError::InvalidInput(format!("provisioner job {id} is not running"))
 }
 
 #[async_trait]

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PgStore;
@@ -10,53 +10,7 @@ use crate::StoreError;
 use crate::agents::*;
 use crate::identity::token_hash;
 use crate::pubsub::{AgentUpdate, Notification};
-
-macro_rules! agent_columns {
-    () => {
-        "a.id, a.resource_id, a.name, a.parent_id, a.display_order, a.created_at, a.first_connected_at,
-         a.last_connected_at, a.disconnected_at, a.connection_timeout_seconds, a.lifecycle_state,
-         a.directory, a.expanded_directory, a.address"
-    };
-}
-
-fn agent_from(r: AgentRow) -> Agent {
-    Agent {
-        id: r.id,
-        resource_id: r.resource_id,
-        name: r.name,
-        parent_id: r.parent_id,
-        display_order: r.display_order,
-        times: AgentTimes {
-            created_at: r.created_at,
-            first_connected_at: r.first_connected_at,
-            last_connected_at: r.last_connected_at,
-            disconnected_at: r.disconnected_at,
-            connection_timeout_seconds: r.connection_timeout_seconds,
-        },
-        lifecycle: r.lifecycle_state,
-        directory: r.directory,
-        expanded_directory: r.expanded_directory,
-        address: r.address,
-    }
-}
-
-#[derive(Debug, FromRow)]
-struct AgentRow {
-    id: Uuid,
-    resource_id: Uuid,
-    name: String,
-    parent_id: Option<Uuid>,
-    display_order: i32,
-    created_at: DateTime<Utc>,
-    first_connected_at: Option<DateTime<Utc>>,
-    last_connected_at: Option<DateTime<Utc>>,
-    disconnected_at: Option<DateTime<Utc>>,
-    connection_timeout_seconds: i32,
-    lifecycle_state: AgentLifecycle,
-    directory: String,
-    expanded_directory: String,
-    address: String,
-}
+use crate::rows::{AgentRow, ManifestRow, agent_columns, agent_manifest_query};
 
 async fn notify_agent(conn: &mut PgConnection, agent_id: Uuid) -> Result<(), StoreError> {
     super::store::notify(conn, &Notification::Agent(AgentUpdate { agent_id })).await
@@ -108,7 +62,7 @@ impl AgentStore for PgStore {
         .bind(build_id)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.into_iter().map(agent_from).collect())
+        Ok(rows.into_iter().map(Agent::from).collect())
     }
 
     async fn agent(&self, agent_id: Uuid) -> Result<Agent, StoreError> {
@@ -120,8 +74,8 @@ impl AgentStore for PgStore {
         .bind(agent_id)
         .fetch_optional(self.pool())
         .await?;
-        row.map(agent_from)
-            .ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} not found")))
+        row.map(Agent::from)
+            .ok_or_else(|| agent_not_found(agent_id))
     }
 
     async fn agent_secret(&self, agent_id: Uuid) -> Result<String, StoreError> {
@@ -135,7 +89,7 @@ impl AgentStore for PgStore {
         .bind(agent_id)
         .fetch_optional(self.pool())
         .await?
-        .ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} has no workspace")))
+        .ok_or_else(|| agent_without_workspace(agent_id))
     }
 
     async fn agent_is_external(&self, agent_id: Uuid) -> Result<bool, StoreError> {
@@ -149,8 +103,7 @@ impl AgentStore for PgStore {
         .bind(agent_id)
         .fetch_optional(self.pool())
         .await?;
-        let (external,) =
-            row.ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} not found")))?;
+        let (external,) = row.ok_or_else(|| agent_not_found(agent_id))?;
         Ok(external.unwrap_or(false))
     }
 
@@ -184,11 +137,7 @@ impl AgentStore for PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         match changed {
-            None => {
-                return Err(StoreError::InvalidInput(format!(
-                    "agent {agent_id} not found"
-                )));
-            }
+            None => return Err(agent_not_found(agent_id)),
             Some(true) => notify_agent(&mut tx, agent_id).await?,
             Some(false) => {}
         }
@@ -200,63 +149,11 @@ impl AgentStore for PgStore {
         &self,
         token: &str,
     ) -> Result<Option<AgentManifest>, StoreError> {
-        let row: Option<(
-            Uuid,
-            String,
-            Uuid,
-            String,
-            String,
-            String,
-            String,
-            i32,
-            serde_json::Value,
-            String,
-        )> = sqlx::query_as(
-            "SELECT a.id, a.name, w.id, w.name, u.username, a.directory, a.startup_script,
-                    a.startup_script_timeout_seconds, a.env, w.control_plane_secret
-               FROM workspace_agents a
-               JOIN workspace_resources r ON r.id = a.resource_id
-               JOIN workspace_builds b ON b.job_id = r.job_id
-               JOIN workspaces w ON w.id = b.workspace_id
-               JOIN users u ON u.id = w.owner_id
-              WHERE a.auth_token_hash = $1 AND NOT a.deleted AND NOT w.deleted
-                AND b.transition = 'start'
-                AND b.build_number = (SELECT max(build_number) FROM workspace_builds
-                                       WHERE workspace_id = w.id AND transition = 'start')",
-        )
-        .bind(token_hash(token))
-        .fetch_optional(self.pool())
-        .await?;
-        let Some((
-            agent_id,
-            agent_name,
-            workspace_id,
-            workspace_name,
-            owner_name,
-            directory,
-            startup_script,
-            timeout,
-            env,
-            secret,
-        )) = row
-        else {
-            return Ok(None);
-        };
-        Ok(Some(AgentManifest {
-            agent_id,
-            agent_name,
-            workspace_id,
-            workspace_name,
-            owner_name,
-            directory,
-            startup_script,
-            startup_script_timeout_seconds: timeout,
-            env: serde_json::from_value(env).map_err(|source| StoreError::Corrupt {
-                what: "agent env",
-                source,
-            })?,
-            control_plane_secret: secret,
-        }))
+        let row: Option<ManifestRow> = sqlx::query_as(agent_manifest_query!())
+            .bind(token_hash(token))
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(AgentManifest::try_from).transpose()
     }
 
     async fn set_agent_startup(
@@ -266,10 +163,7 @@ impl AgentStore for PgStore {
         timeout_seconds: i32,
         env: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
-        let env = serde_json::to_value(env).map_err(|source| StoreError::Corrupt {
-            what: "agent env",
-            source,
-        })?;
+        let env = env_json(env)?;
         sqlx::query(
             "UPDATE workspace_agents SET startup_script = $2, startup_script_timeout_seconds = $3, env = $4 WHERE id = $1",
         )
@@ -294,21 +188,10 @@ impl AgentStore for PgStore {
                 .bind(agent_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let mut used =
-            used.ok_or_else(|| StoreError::InvalidInput(format!("agent {agent_id} not found")))?;
-        let mut levels = Vec::new();
-        let mut outputs = Vec::new();
-        let mut overflowed = false;
-        for (level, output) in lines {
-            let size = output.len() as i64;
-            if used + size > MAX_AGENT_LOG_BYTES {
-                overflowed = true;
-                break;
-            }
-            used += size;
-            levels.push(level.as_str());
-            outputs.push(output.as_str());
-        }
+        let used = used.ok_or_else(|| agent_not_found(agent_id))?;
+        let capped = cap_agent_logs(used, lines);
+        let levels: Vec<&str> = capped.kept.iter().map(|l| l.0.as_str()).collect();
+        let outputs: Vec<&str> = capped.kept.iter().map(|l| l.1.as_str()).collect();
         sqlx::query(
             "INSERT INTO workspace_agent_logs (agent_id, source, level, output)
              SELECT $1, $2, l, o FROM unnest($3::text[], $4::text[]) AS t(l, o)",
@@ -321,12 +204,12 @@ impl AgentStore for PgStore {
         .await?;
         sqlx::query("UPDATE workspace_agents SET logs_bytes = $2, logs_overflowed = logs_overflowed OR $3 WHERE id = $1")
             .bind(agent_id)
-            .bind(used)
-            .bind(overflowed)
+            .bind(capped.used)
+            .bind(capped.overflowed)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(overflowed)
+        Ok(capped.overflowed)
     }
 
     async fn agent_disconnected(&self, agent_id: Uuid) -> Result<(), StoreError> {

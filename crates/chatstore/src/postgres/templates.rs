@@ -1,102 +1,20 @@
 //! Templates, versions, parameters and presets; a push records its import job.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PgStore;
 use super::workspaces::insert_job;
 use crate::StoreError;
+use crate::rows::{
+    ParameterRow, PresetRow, TemplateCountRow, TemplateRow, VersionRow, parameter_columns,
+    template_columns, version_columns,
+};
 use crate::sql::like_pattern;
 use crate::templates::*;
 use crate::types::NewestFirstCursor;
-
-macro_rules! template_columns {
-    () => {
-        "id, organization_id, name, display_name, description, deleted, deprecated, active_version_id,
-         require_active_version, chat_enabled, default_ttl_ms, created_by, created_at, updated_at"
-    };
-}
-
-#[derive(Debug, FromRow)]
-struct TemplateRow {
-    id: Uuid,
-    organization_id: Uuid,
-    name: String,
-    display_name: String,
-    description: String,
-    deleted: bool,
-    deprecated: String,
-    active_version_id: Option<Uuid>,
-    require_active_version: bool,
-    chat_enabled: bool,
-    default_ttl_ms: i64,
-    created_by: Option<Uuid>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl From<TemplateRow> for Template {
-    fn from(r: TemplateRow) -> Self {
-        Self {
-            id: r.id,
-            organization_id: r.organization_id,
-            name: r.name,
-            display_name: r.display_name,
-            description: r.description,
-            deleted: r.deleted,
-            deprecated: r.deprecated,
-            active_version_id: r.active_version_id,
-            require_active_version: r.require_active_version,
-            chat_enabled: r.chat_enabled,
-            default_ttl_ms: r.default_ttl_ms,
-            created_by: r.created_by,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
-
-#[derive(Debug, FromRow)]
-struct ParameterRow {
-    name: String,
-    display_name: String,
-    description: String,
-    kind: String,
-    mutable: bool,
-    default_value: Option<String>,
-    options: serde_json::Value,
-    display_order: i32,
-    form_type: String,
-    ephemeral: bool,
-    validation_regex: String,
-    validation_min: Option<i32>,
-    validation_max: Option<i32>,
-    validation_error: String,
-}
-
-#[derive(Debug, FromRow)]
-struct TemplateCountRow {
-    #[sqlx(flatten)]
-    template: TemplateRow,
-    active_developers: i64,
-}
-
-#[derive(Debug, FromRow)]
-struct VersionRow {
-    id: Uuid,
-    template_id: Uuid,
-    name: String,
-    message: String,
-    readme: String,
-    job_id: Uuid,
-    has_external_agent: bool,
-    manifest: serde_json::Value,
-    files: serde_json::Value,
-    created_by: Option<Uuid>,
-    created_at: DateTime<Utc>,
-}
+use crate::workspaces::NewJob;
 
 /// Reads a template version with its parameters and presets (and its files when `files`) on
 /// `conn`; `None` when it does not exist.
@@ -105,84 +23,47 @@ async fn read_template_version(
     id: Uuid,
     files: bool,
 ) -> Result<Option<TemplateVersion>, StoreError> {
-    let row: Option<VersionRow> = sqlx::query_as(
-        "SELECT id, template_id, name, message, readme, job_id, has_external_agent, manifest,
-                    CASE WHEN $2 THEN files ELSE 'null'::jsonb END AS files, created_by, created_at
-               FROM template_versions WHERE id = $1",
-    )
+    let row: Option<VersionRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        version_columns!(),
+        ", CASE WHEN $2 THEN files ELSE 'null'::jsonb END AS files
+           FROM template_versions WHERE id = $1"
+    ))
     .bind(id)
     .bind(files)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(v) = row else {
+    let Some(version) = row else {
         return Ok(None);
     };
-    let parameters: Vec<ParameterRow> = sqlx::query_as(
-            "SELECT name, display_name, description, type AS kind, mutable, default_value, options, display_order,
-                    form_type, ephemeral, validation_regex, validation_min, validation_max, validation_error
-               FROM template_version_parameters WHERE template_version_id = $1 ORDER BY display_order, name",
-        )
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-    let preset_rows: Vec<(Uuid, String, bool, String)> = sqlx::query_as(
+    let parameters: Vec<ParameterRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        parameter_columns!(),
+        " FROM template_version_parameters WHERE template_version_id = $1
+          ORDER BY display_order, name"
+    ))
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let preset_rows: Vec<PresetRow> = sqlx::query_as(
         "SELECT id, name, is_default, description FROM template_version_presets
-              WHERE template_version_id = $1 ORDER BY name",
+          WHERE template_version_id = $1 ORDER BY name",
     )
     .bind(id)
     .fetch_all(&mut *conn)
     .await?;
-    let mut presets = Vec::new();
-    for (preset_id, preset_name, is_default, description) in preset_rows {
+    let mut presets = Vec::with_capacity(preset_rows.len());
+    for preset in preset_rows {
         let values: Vec<(String, String)> = sqlx::query_as(
-                "SELECT name, value FROM template_version_preset_parameters WHERE preset_id = $1 ORDER BY name",
-            )
-            .bind(preset_id)
-            .fetch_all(&mut *conn)
-            .await?;
-        presets.push((
-            preset_id,
-            TemplatePreset {
-                name: preset_name,
-                is_default,
-                description,
-                parameters: values,
-            },
-        ));
+            "SELECT name, value FROM template_version_preset_parameters WHERE preset_id = $1
+              ORDER BY name",
+        )
+        .bind(preset.id)
+        .fetch_all(&mut *conn)
+        .await?;
+        presets.push(preset.into_preset(values));
     }
-    Ok(Some(TemplateVersion {
-        id: v.id,
-        template_id: v.template_id,
-        name: v.name,
-        message: v.message,
-        readme: v.readme,
-        job_id: v.job_id,
-        has_external_agent: v.has_external_agent,
-        manifest: v.manifest,
-        files: v.files,
-        created_by: v.created_by,
-        created_at: v.created_at,
-        parameters: parameters
-            .into_iter()
-            .map(|p| TemplateParameter {
-                name: p.name,
-                display_name: p.display_name,
-                description: p.description,
-                kind: p.kind,
-                mutable: p.mutable,
-                default_value: p.default_value,
-                options: p.options,
-                display_order: p.display_order,
-                form_type: p.form_type,
-                ephemeral: p.ephemeral,
-                validation_regex: p.validation_regex,
-                validation_min: p.validation_min,
-                validation_max: p.validation_max,
-                validation_error: p.validation_error,
-            })
-            .collect(),
-        presets,
-    }))
+    Ok(Some(version.into_version(parameters, presets)))
 }
 
 #[async_trait]
@@ -220,13 +101,7 @@ impl TemplateStore for PgStore {
             }
         };
         let version_id = Uuid::new_v4();
-        let job_id = insert_job(
-            conn,
-            v.organization_id,
-            "template_version_import",
-            serde_json::json!({"template_version_id": version_id}),
-        )
-        .await?;
+        let job_id = insert_job(conn, v.organization_id, NewJob::Import { version_id }).await?;
         sqlx::query(
             "INSERT INTO template_versions (id, template_id, name, readme, job_id, has_external_agent, manifest, files, created_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -288,8 +163,7 @@ impl TemplateStore for PgStore {
                     .await?;
             }
         }
-        // The first version of a template is active at once; later ones when asked.
-        if v.activate || !had_active {
+        if v.activates(had_active) {
             sqlx::query(
                 "UPDATE templates SET active_version_id = $2, updated_at = now() WHERE id = $1",
             )
@@ -317,7 +191,7 @@ impl TemplateStore for PgStore {
         .fetch_optional(self.pool())
         .await?;
         row.map(Template::from)
-            .ok_or_else(|| StoreError::InvalidInput(format!("template {id} not found")))
+            .ok_or_else(|| template_not_found(id))
     }
 
     async fn list_templates(
@@ -336,35 +210,16 @@ impl TemplateStore for PgStore {
         .bind(pattern)
         .fetch_all(self.pool())
         .await?;
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-        // Counting is an ornament of the listing: when it fails, every count is 0.
-        let counts: std::collections::HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
+        let templates: Vec<Template> = rows.into_iter().map(Template::from).collect();
+        let ids: Vec<Uuid> = templates.iter().map(|t| t.id).collect();
+        let counts = sqlx::query_as::<_, (Uuid, i64)>(
             "SELECT template_id, count(DISTINCT owner_id) FROM workspaces
               WHERE template_id = ANY($1) AND NOT deleted GROUP BY template_id",
         )
         .bind(&ids)
         .fetch_all(self.pool())
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "counting active developers failed; listing without counts");
-            Vec::new()
-        })
-        .into_iter()
-        .collect();
-        let mut listing: Vec<TemplateListing> = rows
-            .into_iter()
-            .map(|r| TemplateListing {
-                active_developers: counts.get(&r.id).copied().unwrap_or(0),
-                template: r.into(),
-            })
-            .collect();
-        listing.sort_by(|a, b| {
-            b.active_developers
-                .cmp(&a.active_developers)
-                .then_with(|| a.template.name.cmp(&b.template.name))
-                .then_with(|| a.template.id.cmp(&b.template.id))
-        });
-        Ok(listing)
+        .await;
+        Ok(by_active_developers(templates, counts))
     }
 
     async fn template_version(&self, id: Uuid) -> Result<TemplateVersion, StoreError> {
@@ -374,7 +229,7 @@ impl TemplateStore for PgStore {
             .await?;
         let version = read_template_version(&mut tx, id, true).await?;
         tx.commit().await?;
-        version.ok_or_else(|| StoreError::InvalidInput(format!("template version {id} not found")))
+        version.ok_or_else(|| version_not_found(id))
     }
 
     async fn update_template(
@@ -391,9 +246,7 @@ impl TemplateStore for PgStore {
             .fetch_one(self.pool())
             .await?;
             if !belongs {
-                return Err(StoreError::InvalidInput(format!(
-                    "version {version} is not a version of template {id}"
-                )));
+                return Err(not_a_version_of(version, id));
             }
         }
         let row: Option<TemplateRow> = sqlx::query_as(concat!(
@@ -421,7 +274,7 @@ impl TemplateStore for PgStore {
         .fetch_optional(self.pool())
         .await?;
         row.map(Template::from)
-            .ok_or_else(|| StoreError::InvalidInput(format!("template {id} not found")))
+            .ok_or_else(|| template_not_found(id))
     }
 
     async fn list_organization_templates(
@@ -432,7 +285,7 @@ impl TemplateStore for PgStore {
         limit: i64,
     ) -> Result<Vec<TemplateListing>, StoreError> {
         let (after_name, after_id) = after.unzip();
-        let rows: Vec<(TemplateRow, i64)> = sqlx::query_as::<_, TemplateCountRow>(concat!(
+        let rows: Vec<TemplateCountRow> = sqlx::query_as(concat!(
             "SELECT ",
             template_columns!(),
             ", (SELECT count(DISTINCT w.owner_id) FROM workspaces w
@@ -448,17 +301,8 @@ impl TemplateStore for PgStore {
         .bind(after_id)
         .bind(limit)
         .fetch_all(self.pool())
-        .await?
-        .into_iter()
-        .map(|r| (r.template, r.active_developers))
-        .collect();
-        Ok(rows
-            .into_iter()
-            .map(|(template, active_developers)| TemplateListing {
-                template: template.into(),
-                active_developers,
-            })
-            .collect())
+        .await?;
+        Ok(rows.into_iter().map(TemplateListing::from).collect())
     }
 
     async fn active_developers(&self, template_id: Uuid) -> Result<i64, StoreError> {
@@ -509,7 +353,7 @@ impl TemplateStore for PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         if found.is_none() {
-            return Err(StoreError::NotFound(format!("template {id} not found")));
+            return Err(no_template_to_delete(id));
         }
         let in_use: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM workspaces WHERE template_id = $1 AND NOT deleted",
@@ -518,9 +362,7 @@ impl TemplateStore for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         if in_use > 0 {
-            return Err(StoreError::Precondition(format!(
-                "template {id} is used by {in_use} workspace(s); delete them first"
-            )));
+            return Err(template_in_use(id, in_use));
         }
         let row: TemplateRow = sqlx::query_as(concat!(
             "UPDATE templates SET deleted = true, updated_at = now() WHERE id = $1 RETURNING ",

@@ -2,120 +2,18 @@
 //! (delivered on commit).
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PgStore;
 use crate::StoreError;
 use crate::pubsub::{JobUpdate, Notification};
+use crate::rows::{
+    BuildRow, JobLogRow, JobRow, WorkspaceListingRow, WorkspaceRow, build_columns, job_columns,
+    job_log_columns, workspace_columns,
+};
 use crate::sql::like_pattern;
 use crate::workspaces::*;
-
-macro_rules! job_columns {
-    () => {
-        "id, organization_id, type AS kind, input, worker_id, created_at, started_at, canceled_at, completed_at,
-         error, error_code, job_status AS status"
-    };
-}
-
-#[derive(Debug, FromRow)]
-struct JobRow {
-    id: Uuid,
-    organization_id: Uuid,
-    kind: String,
-    input: serde_json::Value,
-    worker_id: Option<Uuid>,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    canceled_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
-    error: String,
-    error_code: String,
-    status: JobStatus,
-}
-
-impl From<JobRow> for Job {
-    fn from(r: JobRow) -> Self {
-        Self {
-            id: r.id,
-            organization_id: r.organization_id,
-            kind: r.kind,
-            input: r.input,
-            worker_id: r.worker_id,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            canceled_at: r.canceled_at,
-            completed_at: r.completed_at,
-            error: r.error,
-            error_code: r.error_code,
-            status: r.status,
-        }
-    }
-}
-
-macro_rules! build_columns {
-    () => {
-        "id, workspace_id, build_number, transition, job_id, template_version_id, initiator_id, parameters, reason,
-         created_at"
-    };
-}
-
-#[derive(Debug, FromRow)]
-struct BuildRow {
-    id: Uuid,
-    workspace_id: Uuid,
-    build_number: i32,
-    transition: WorkspaceTransition,
-    job_id: Uuid,
-    template_version_id: Uuid,
-    initiator_id: Option<Uuid>,
-    parameters: serde_json::Value,
-    reason: String,
-    created_at: DateTime<Utc>,
-}
-
-impl From<BuildRow> for Build {
-    fn from(r: BuildRow) -> Self {
-        Self {
-            id: r.id,
-            workspace_id: r.workspace_id,
-            build_number: r.build_number,
-            transition: r.transition,
-            job_id: r.job_id,
-            template_version_id: r.template_version_id,
-            initiator_id: r.initiator_id,
-            parameters: r.parameters,
-            reason: r.reason,
-            created_at: r.created_at,
-        }
-    }
-}
-
-#[derive(Debug, FromRow)]
-struct WorkspaceRow {
-    id: Uuid,
-    owner_id: Uuid,
-    organization_id: Uuid,
-    template_id: Uuid,
-    name: String,
-    deleted: bool,
-    ttl_ms: Option<i64>,
-    created_at: DateTime<Utc>,
-}
-
-fn workspace_from(row: WorkspaceRow) -> Workspace {
-    Workspace {
-        id: row.id,
-        owner_id: row.owner_id,
-        organization_id: row.organization_id,
-        template_id: row.template_id,
-        name: row.name,
-        deleted: row.deleted,
-        ttl_ms: row.ttl_ms,
-        created_at: row.created_at,
-    }
-}
 
 async fn notify_job(conn: &mut PgConnection, job_id: Uuid) -> Result<(), StoreError> {
     super::store::notify(conn, &Notification::Job(JobUpdate { job_id })).await
@@ -124,29 +22,28 @@ async fn notify_job(conn: &mut PgConnection, job_id: Uuid) -> Result<(), StoreEr
 pub(super) async fn insert_job(
     conn: &mut PgConnection,
     organization_id: Uuid,
-    kind: &str,
-    input: serde_json::Value,
+    job: NewJob,
 ) -> Result<Uuid, StoreError> {
     let id: Uuid = sqlx::query_scalar(
         "INSERT INTO provisioner_jobs (organization_id, type, input) VALUES ($1, $2, $3) RETURNING id",
     )
     .bind(organization_id)
-    .bind(kind)
-    .bind(input)
+    .bind(job.kind())
+    .bind(job.input())
     .fetch_one(&mut *conn)
     .await?;
     notify_job(conn, id).await?;
     Ok(id)
 }
 
-/// The template version a new build uses: the active one for a workspace's first build and for a
-/// start of a template that requires the active version; otherwise the latest build's version
-/// (a stop or a restart builds what the workspace runs).
-async fn build_version(
+/// Inserts the next build of a workspace with its job.
+async fn insert_build(
     conn: &mut PgConnection,
     workspace: &WorkspaceRow,
     transition: WorkspaceTransition,
-) -> Result<Uuid, StoreError> {
+    initiator_id: Option<Uuid>,
+    parameters: serde_json::Value,
+) -> Result<Build, StoreError> {
     let (active, require_active): (Option<Uuid>, bool) = sqlx::query_as(
         "SELECT active_version_id, require_active_version FROM templates WHERE id = $1",
     )
@@ -160,33 +57,14 @@ async fn build_version(
     .bind(workspace.id)
     .fetch_optional(&mut *conn)
     .await?;
-    let wants_active = transition == WorkspaceTransition::Start && require_active;
-    match (latest, active) {
-        (Some(latest), _) if !wants_active => Ok(latest),
-        (_, Some(active)) => Ok(active),
-        (Some(latest), None) => Ok(latest),
-        (None, None) => Err(StoreError::InvalidInput(
-            "the template has no active version".into(),
-        )),
-    }
-}
-
-async fn insert_build(
-    conn: &mut PgConnection,
-    workspace: &WorkspaceRow,
-    transition: WorkspaceTransition,
-    initiator_id: Option<Uuid>,
-    parameters: serde_json::Value,
-) -> Result<Build, StoreError> {
-    let version = build_version(conn, workspace, transition).await?;
+    let version = build_version(latest, active, require_active, transition)?;
     let build_id = Uuid::new_v4();
-    let job_id = insert_job(
-        conn,
-        workspace.organization_id,
-        "workspace_build",
-        serde_json::json!({"build_id": build_id, "workspace_id": workspace.id, "transition": transition}),
-    )
-    .await?;
+    let job = NewJob::Build {
+        build_id,
+        workspace_id: workspace.id,
+        transition,
+    };
+    let job_id = insert_job(conn, workspace.organization_id, job).await?;
     let row: BuildRow = sqlx::query_as(concat!(
         "INSERT INTO workspace_builds (id, workspace_id, build_number, transition, job_id, template_version_id,
                                        initiator_id, parameters)
@@ -217,26 +95,6 @@ macro_rules! workspace_listing_columns {
     };
 }
 
-#[derive(Debug, FromRow)]
-struct WorkspaceListingRow {
-    #[sqlx(flatten)]
-    workspace: WorkspaceRow,
-    updated_at: DateTime<Utc>,
-    owner_name: String,
-    template_name: String,
-}
-
-impl From<WorkspaceListingRow> for WorkspaceListing {
-    fn from(r: WorkspaceListingRow) -> Self {
-        Self {
-            workspace: workspace_from(r.workspace),
-            owner_name: r.owner_name,
-            template_name: r.template_name,
-            updated_at: r.updated_at,
-        }
-    }
-}
-
 #[async_trait]
 impl WorkspaceStore for PgStore {
     async fn create_workspace(
@@ -250,26 +108,21 @@ impl WorkspaceStore for PgStore {
     ) -> Result<(Workspace, Build), StoreError> {
         let mut tx = self.pool().begin().await?;
         let conn: &mut PgConnection = &mut tx;
-        let row: WorkspaceRow = sqlx::query_as(
+        let row: WorkspaceRow = sqlx::query_as(concat!(
             "INSERT INTO workspaces (owner_id, organization_id, template_id, name, ttl_ms, control_plane_secret)
              VALUES ($1, $2, $3, $4, $5, $6)
-             RETURNING id, owner_id, organization_id, template_id, name, deleted, ttl_ms, created_at",
-        )
+             RETURNING ",
+            workspace_columns!()
+        ))
         .bind(owner_id)
         .bind(organization_id)
         .bind(template_id)
         .bind(name)
         .bind(ttl_ms)
-        // The secret chatd presents to the workspace's agent; from the OS's random source.
-        .bind(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))
+        .bind(new_control_plane_secret())
         .fetch_one(&mut *conn)
         .await
-        .map_err(|err| match &err {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-                StoreError::Conflict(format!("a workspace named {name:?} already exists"))
-            }
-            _ => StoreError::Query(err),
-        })?;
+        .map_err(|err| workspace_insert_error(err, name))?;
         let build = insert_build(
             conn,
             &row,
@@ -279,7 +132,7 @@ impl WorkspaceStore for PgStore {
         )
         .await?;
         tx.commit().await?;
-        Ok((workspace_from(row), build))
+        Ok((row.into(), build))
     }
 
     async fn new_build(
@@ -291,16 +144,15 @@ impl WorkspaceStore for PgStore {
     ) -> Result<Build, StoreError> {
         let mut tx = self.pool().begin().await?;
         let conn: &mut PgConnection = &mut tx;
-        let row: Option<WorkspaceRow> = sqlx::query_as(
-            "SELECT id, owner_id, organization_id, template_id, name, deleted, ttl_ms, created_at
-               FROM workspaces WHERE id = $1 AND NOT deleted FOR UPDATE",
-        )
+        let row: Option<WorkspaceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            workspace_columns!(),
+            " FROM workspaces WHERE id = $1 AND NOT deleted FOR UPDATE"
+        ))
         .bind(workspace_id)
         .fetch_optional(&mut *conn)
         .await?;
-        let row = row.ok_or_else(|| {
-            StoreError::InvalidInput(format!("workspace {workspace_id} not found"))
-        })?;
+        let row = row.ok_or_else(|| workspace_not_found(workspace_id))?;
         let busy: Option<JobStatus> = sqlx::query_scalar(
             "SELECT j.job_status FROM workspace_builds b JOIN provisioner_jobs j ON j.id = b.job_id
               WHERE b.workspace_id = $1 ORDER BY b.build_number DESC LIMIT 1",
@@ -308,13 +160,7 @@ impl WorkspaceStore for PgStore {
         .bind(workspace_id)
         .fetch_optional(&mut *conn)
         .await?;
-        if let Some(status) = busy
-            && !status.is_terminal()
-        {
-            return Err(StoreError::InvalidInput(format!(
-                "the workspace's latest build is still {status:?}; wait for it to finish"
-            )));
-        }
+        ensure_latest_build_finished(busy)?;
         let build = insert_build(conn, &row, transition, initiator_id, parameters).await?;
         if transition == WorkspaceTransition::Delete {
             sqlx::query("UPDATE workspaces SET updated_at = now() WHERE id = $1")
@@ -347,21 +193,21 @@ impl WorkspaceStore for PgStore {
         .bind(build_id)
         .fetch_optional(self.pool())
         .await?;
-        row.map(Build::from).ok_or_else(|| {
-            StoreError::InvalidInput(format!("workspace build {build_id} not found"))
-        })
+        row.map(Build::from)
+            .ok_or_else(|| build_not_found(build_id))
     }
 
     async fn workspace(&self, workspace_id: Uuid) -> Result<Workspace, StoreError> {
-        let row: Option<WorkspaceRow> = sqlx::query_as(
-            "SELECT id, owner_id, organization_id, template_id, name, deleted, ttl_ms, created_at
-               FROM workspaces WHERE id = $1",
-        )
+        let row: Option<WorkspaceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            workspace_columns!(),
+            " FROM workspaces WHERE id = $1"
+        ))
         .bind(workspace_id)
         .fetch_optional(self.pool())
         .await?;
-        row.map(workspace_from)
-            .ok_or_else(|| StoreError::InvalidInput(format!("workspace {workspace_id} not found")))
+        row.map(Workspace::from)
+            .ok_or_else(|| workspace_not_found(workspace_id))
     }
 
     async fn jobs_in_progress(&self, worker_id: Uuid) -> Result<Vec<Job>, StoreError> {
@@ -407,8 +253,7 @@ impl WorkspaceStore for PgStore {
         .bind(id)
         .fetch_optional(self.pool())
         .await?;
-        row.map(Job::from)
-            .ok_or_else(|| StoreError::InvalidInput(format!("provisioner job {id} not found")))
+        row.map(Job::from).ok_or_else(|| job_not_found(id))
     }
 
     async fn append_job_logs(
@@ -453,9 +298,7 @@ impl WorkspaceStore for PgStore {
         .bind(error_code)
         .fetch_optional(&mut *conn)
         .await?;
-        let row = row.ok_or_else(|| {
-            StoreError::InvalidInput(format!("provisioner job {job_id} is not running"))
-        })?;
+        let row = row.ok_or_else(|| job_not_running(job_id))?;
         // A successful delete build deletes the workspace.
         if row.status == JobStatus::Succeeded {
             sqlx::query(
@@ -487,9 +330,7 @@ impl WorkspaceStore for PgStore {
         .bind(job_id)
         .fetch_optional(&mut *conn)
         .await?;
-        let row = row.ok_or_else(|| {
-            StoreError::InvalidInput(format!("provisioner job {job_id} not found"))
-        })?;
+        let row = row.ok_or_else(|| job_not_found(job_id))?;
         notify_job(conn, job_id).await?;
         tx.commit().await?;
         Ok(row.into())
@@ -539,24 +380,16 @@ impl WorkspaceStore for PgStore {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<JobLog>, StoreError> {
-        let rows: Vec<(i64, DateTime<Utc>, String, String, String)> = sqlx::query_as(
-            "SELECT id, created_at, level, stage, output FROM provisioner_job_logs
-              WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
+        let rows: Vec<JobLogRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_log_columns!(),
+            " FROM provisioner_job_logs WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
         .bind(job_id)
         .bind(after_id)
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, created_at, level, stage, output)| JobLog {
-                id,
-                created_at,
-                level,
-                stage,
-                output,
-            })
-            .collect())
+        Ok(rows.into_iter().map(JobLog::from).collect())
     }
 }

@@ -20,8 +20,9 @@ use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use uuid::Uuid;
 
-use crate::pubsub::Hub;
+use crate::pubsub::{AgentUpdate, Hub, JobUpdate, Notification};
 use crate::{StoreConfig, StoreError};
 
 /// The database clock as SQL: UTC in the RFC 3339 form sqlx writes, so stored times and `now`
@@ -44,10 +45,22 @@ macro_rules! now_shifted {
     };
 }
 
+/// The ids bound at `$param` (a list that [`id_list`] wrote) as a subquery, for `IN`: SQLite
+/// has no arrays.
+macro_rules! ids_in {
+    ($param:literal) => {
+        concat!("(SELECT unhex(value) FROM json_each(", $param, "))")
+    };
+}
+
+mod agents;
+mod enums;
 mod identity;
 mod models;
 mod replicas;
 mod store;
+mod templates;
+mod workspaces;
 
 /// The time modifier that moves `now` back by `d` (bind it where [`now_shifted!`] names it).
 fn ago(d: Duration) -> String {
@@ -67,9 +80,13 @@ fn stored_time(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
-/// The store on an embedded database file. The domains are being added one by one; so far it
-/// implements [`ReplicaStore`](crate::ReplicaStore), [`IdentityStore`](crate::IdentityStore)
-/// and [`ModelStore`](crate::ModelStore).
+/// Ids as a list to bind where [`ids_in!`] names it (a JSON array of their hex digits).
+fn id_list(ids: &[Uuid]) -> String {
+    let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
+    serde_json::Value::from(hex).to_string()
+}
+
+/// The store on an embedded database file: every domain trait, so a [`Database`](crate::Database).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: SqliteDb,
@@ -90,6 +107,20 @@ impl SqliteStore {
     /// The database.
     pub fn db(&self) -> &SqliteDb {
         &self.db
+    }
+
+    /// Tells the job's waiters that it changed; call it after the write's commit.
+    fn job_changed(&self, job_id: Uuid) {
+        self.db
+            .hub()
+            .publish(Notification::Job(JobUpdate { job_id }));
+    }
+
+    /// Tells the agent's waiters that it changed; call it after the write's commit.
+    fn agent_changed(&self, agent_id: Uuid) {
+        self.db
+            .hub()
+            .publish(Notification::Agent(AgentUpdate { agent_id }));
     }
 }
 

@@ -700,11 +700,25 @@ async fn model_listings_order_by_name_beyond_ascii_in_pages_on(
 #[tokio::test]
 async fn template_and_workspace_listings_for_the_api() {
     let s = Seeded::new().await;
-    let store = store(&s);
-    let (workspace, first_build) = started_workspace(&s, &store).await;
+    template_and_workspace_listings_for_the_api_on(&store(&s), s.org, s.user).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn template_and_workspace_listings_for_the_api_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    template_and_workspace_listings_for_the_api_on(&s.store, s.org, s.user).await;
+}
+
+async fn template_and_workspace_listings_for_the_api_on(
+    store: &(impl TemplateStore + WorkspaceStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
+    let (workspace, first_build) = started_workspace(store, org, user).await;
     let template = store.template(workspace.template_id).await.unwrap();
     let other = store
-        .push_template_version(version(&s, "alpha", false))
+        .push_template_version(version(org, user, "alpha", false))
         .await
         .unwrap();
     store
@@ -722,7 +736,7 @@ async fn template_and_workspace_listings_for_the_api() {
 
     // Templates by name, deprecated ones included, with their developers, in pages.
     let listed = store
-        .list_organization_templates(&[s.org], "", None, 10)
+        .list_organization_templates(&[org], "", None, 10)
         .await
         .unwrap();
     let rows: Vec<(&str, i64, &str)> = listed
@@ -737,7 +751,7 @@ async fn template_and_workspace_listings_for_the_api() {
         .collect();
     assert_eq!(rows, [("alpha", 0, "Alpha"), ("shell", 1, "Shell")]);
     let page = store
-        .list_organization_templates(&[s.org], "", Some(("alpha".into(), other.template_id)), 10)
+        .list_organization_templates(&[org], "", Some(("alpha".into(), other.template_id)), 10)
         .await
         .unwrap();
     assert_eq!(page.len(), 1);
@@ -754,7 +768,7 @@ async fn template_and_workspace_listings_for_the_api() {
     // Versions newest first, without their files.
     let second = store
         .push_template_version(NewTemplateVersionExt::named(
-            version(&s, "shell", false),
+            version(org, user, "shell", false),
             "v2",
         ))
         .await
@@ -770,7 +784,7 @@ async fn template_and_workspace_listings_for_the_api() {
     assert_eq!(versions[0].id, second.version_id);
     assert!(versions.iter().all(|v| v.files.is_null()));
     assert_eq!(versions[0].parameters.len(), 1);
-    assert_eq!(versions[0].created_by, Some(s.user));
+    assert_eq!(versions[0].created_by, Some(user));
     let older = store
         .list_template_versions(
             template.id,
@@ -783,7 +797,7 @@ async fn template_and_workspace_listings_for_the_api() {
 
     // Workspaces with owner and template names, filtered and newest first.
     let all = WorkspaceListQuery {
-        organization_ids: vec![s.org],
+        organization_ids: vec![org],
         limit: 10,
         ..Default::default()
     };
@@ -874,7 +888,7 @@ async fn template_and_workspace_listings_for_the_api() {
         .new_build(
             workspace.id,
             WorkspaceTransition::Delete,
-            Some(s.user),
+            Some(user),
             serde_json::json!([]),
         )
         .await
@@ -892,7 +906,6 @@ async fn template_and_workspace_listings_for_the_api() {
     assert!(deleted.deleted);
     let missing = store.delete_template(Uuid::new_v4()).await.unwrap_err();
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
-    s.finish().await;
 }
 
 /// A version renamed, for a second push of the same template.

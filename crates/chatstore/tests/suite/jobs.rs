@@ -1,74 +1,83 @@
-//! The derived provisioner job status (spec/engine.md §8.6 "job_status rule"), row by row.
+//! The derived provisioner job status (spec/engine.md §8.6 "job_status rule"), row by row, on
+//! PostgreSQL and (`…_on_sqlite`) on a fresh embedded database.
+
+use chatstore::prelude::*;
+use chatstore::workspaces::JobStatus;
+use uuid::Uuid;
 
 use super::support::*;
+use super::workspace::version;
 
 macro_rules! job_status_rows {
-    ($($name:ident: started $started:literal, canceled $canceled:literal, completed $completed:literal, error $error:literal => $status:literal;)*) => {$(
+    ($($name:ident, $on_sqlite:ident: started $started:literal, canceled $canceled:literal, completed $completed:literal, error $error:literal => $status:literal;)*) => {$(
         #[tokio::test]
         async fn $name() {
             let s = Seeded::new().await;
-            let status: String = sqlx::query_scalar(
-                "INSERT INTO provisioner_jobs (organization_id, type, started_at, canceled_at, completed_at, error)
-                 VALUES ($1, 'workspace_build',
-                         CASE WHEN $2 THEN now() END, CASE WHEN $3 THEN now() END, CASE WHEN $4 THEN now() END, $5)
-                 RETURNING job_status::text",
-            )
-            .bind(s.org)
-            .bind($started)
-            .bind($canceled)
-            .bind($completed)
-            .bind($error)
-            .fetch_one(s.pool())
-            .await
-            .unwrap();
-            assert_eq!(status, $status);
+            job_status_row_on(&s.store(), s.org, [$started, $canceled, $completed], $error, $status).await;
             s.finish().await;
+        }
+
+        #[tokio::test]
+        async fn $on_sqlite() {
+            let s = SqliteSeeded::new().await;
+            job_status_row_on(&s.store, s.org, [$started, $canceled, $completed], $error, $status).await;
         }
     )*};
 }
 
+/// A job written with the given times set (`[started, canceled, completed]`) and error reads
+/// back with `status`.
+async fn job_status_row_on(
+    store: &(impl WorkspaceStore + Raw + ?Sized),
+    org: Uuid,
+    [started, canceled, completed]: [bool; 3],
+    error: &str,
+    status: &str,
+) {
+    let id = store
+        .raw_job(org, started, canceled, completed, error)
+        .await;
+    assert_eq!(store.job(id).await.unwrap().status.as_str(), status);
+}
+
 job_status_rows! {
-    completed_with_error_is_failed: started true, canceled false, completed true, error "boom" => "failed";
-    completed_after_cancel_is_canceled: started true, canceled true, completed true, error "" => "canceled";
-    completed_is_succeeded: started true, canceled false, completed true, error "" => "succeeded";
-    error_before_completion_is_failed: started true, canceled false, completed false, error "boom" => "failed";
-    cancel_requested_is_canceling: started true, canceled true, completed false, error "" => "canceling";
-    not_started_is_pending: started false, canceled false, completed false, error "" => "pending";
-    started_is_running: started true, canceled false, completed false, error "" => "running";
+    completed_with_error_is_failed, completed_with_error_is_failed_on_sqlite: started true, canceled false, completed true, error "boom" => "failed";
+    completed_after_cancel_is_canceled, completed_after_cancel_is_canceled_on_sqlite: started true, canceled true, completed true, error "" => "canceled";
+    completed_is_succeeded, completed_is_succeeded_on_sqlite: started true, canceled false, completed true, error "" => "succeeded";
+    error_before_completion_is_failed, error_before_completion_is_failed_on_sqlite: started true, canceled false, completed false, error "boom" => "failed";
+    cancel_requested_is_canceling, cancel_requested_is_canceling_on_sqlite: started true, canceled true, completed false, error "" => "canceling";
+    not_started_is_pending, not_started_is_pending_on_sqlite: started false, canceled false, completed false, error "" => "pending";
+    started_is_running, started_is_running_on_sqlite: started true, canceled false, completed false, error "" => "running";
 }
 
 #[tokio::test]
 async fn job_status_follows_updates() {
     let s = Seeded::new().await;
-    let pool = s.pool();
-    let id: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO provisioner_jobs (organization_id, type) VALUES ($1, 'workspace_build') RETURNING id",
-    )
-    .bind(s.org)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    let status = || async {
-        sqlx::query_scalar::<_, String>(
-            "SELECT job_status::text FROM provisioner_jobs WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_one(pool)
+    job_status_follows_updates_on(&s.store(), s.org, s.user).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn job_status_follows_updates_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    job_status_follows_updates_on(&s.store, s.org, s.user).await;
+}
+
+async fn job_status_follows_updates_on(
+    store: &(impl TemplateStore + WorkspaceStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
+    let id = store
+        .push_template_version(version(org, user, "shell", false))
         .await
         .unwrap()
-    };
-    assert_eq!(status().await, "pending");
-    sqlx::query("UPDATE provisioner_jobs SET started_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await
-        .unwrap();
-    assert_eq!(status().await, "running");
-    sqlx::query("UPDATE provisioner_jobs SET completed_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await
-        .unwrap();
-    assert_eq!(status().await, "succeeded");
-    s.finish().await;
+        .job_id;
+    let status = || async { store.job(id).await.unwrap().status };
+    assert_eq!(status().await, JobStatus::Pending);
+    let taken = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
+    assert_eq!((taken.id, taken.status), (id, JobStatus::Running));
+    assert_eq!(status().await, JobStatus::Running);
+    store.complete_job(id, "", "").await.unwrap();
+    assert_eq!(status().await, JobStatus::Succeeded);
 }

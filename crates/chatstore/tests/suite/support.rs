@@ -203,6 +203,11 @@ impl Seeded {
         &self.db.pool
     }
 
+    /// A store on the database with the default configuration.
+    pub fn store(&self) -> PgStore {
+        PgStore::new(self.pool().clone(), StoreConfig::default())
+    }
+
     /// A running chat (snapshot_version 1, no messages).
     pub async fn chat(&self) -> Uuid {
         sqlx::query_scalar(
@@ -301,5 +306,95 @@ impl SqliteSeeded {
             model_config,
             _dir: dir,
         }
+    }
+}
+
+/// What some tests write or read past the store's operations, on each backend.
+#[async_trait]
+pub trait Raw {
+    /// Inserts a workspace build job of `org` with the given times set to now and `error`.
+    async fn raw_job(
+        &self,
+        org: Uuid,
+        started: bool,
+        canceled: bool,
+        completed: bool,
+        error: &str,
+    ) -> Uuid;
+    /// The startup-log lines stored for an agent.
+    async fn agent_log_lines(&self, agent: Uuid) -> i64;
+}
+
+#[async_trait]
+impl Raw for PgStore {
+    async fn raw_job(
+        &self,
+        org: Uuid,
+        started: bool,
+        canceled: bool,
+        completed: bool,
+        error: &str,
+    ) -> Uuid {
+        sqlx::query_scalar(
+            "INSERT INTO provisioner_jobs (organization_id, type, started_at, canceled_at, completed_at, error)
+             VALUES ($1, 'workspace_build',
+                     CASE WHEN $2 THEN now() END, CASE WHEN $3 THEN now() END, CASE WHEN $4 THEN now() END, $5)
+             RETURNING id",
+        )
+        .bind(org)
+        .bind(started)
+        .bind(canceled)
+        .bind(completed)
+        .bind(error)
+        .fetch_one(self.pool())
+        .await
+        .unwrap()
+    }
+
+    async fn agent_log_lines(&self, agent: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM workspace_agent_logs WHERE agent_id = $1")
+            .bind(agent)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+}
+
+#[async_trait]
+impl Raw for SqliteStore {
+    async fn raw_job(
+        &self,
+        org: Uuid,
+        started: bool,
+        canceled: bool,
+        completed: bool,
+        error: &str,
+    ) -> Uuid {
+        let id = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO provisioner_jobs (id, organization_id, type, started_at, canceled_at, completed_at, error)
+             VALUES ($1, $2, 'workspace_build',
+                     CASE WHEN $3 THEN strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now') END,
+                     CASE WHEN $4 THEN strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now') END,
+                     CASE WHEN $5 THEN strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now') END, $6)",
+        )
+        .bind(id)
+        .bind(org)
+        .bind(started)
+        .bind(canceled)
+        .bind(completed)
+        .bind(error)
+        .execute(self.db().writer())
+        .await
+        .unwrap();
+        id
+    }
+
+    async fn agent_log_lines(&self, agent: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM workspace_agent_logs WHERE agent_id = $1")
+            .bind(agent)
+            .fetch_one(self.db().reader())
+            .await
+            .unwrap()
     }
 }

@@ -1,5 +1,7 @@
-//! The workspace side of the store against PostgreSQL: templates, workspaces, builds, jobs,
-//! agents, the replica registry and their notifications.
+//! The workspace side of the store: templates, workspaces, builds, jobs, agents, the replica
+//! registry and their notifications. The template, workspace, job and agent tests run on
+//! PostgreSQL and (`…_on_sqlite`) on a fresh embedded database; those that need the chat
+//! domain or the replica registry run on PostgreSQL.
 
 use chatstore::testing::Fixtures as _;
 use std::time::Duration;
@@ -7,7 +9,7 @@ use std::time::Duration;
 use chatstore::agents::{AgentLifecycle, ConnectionStatus, connection_status};
 use chatstore::postgres::{PgPubsub, PgStore};
 use chatstore::prelude::*;
-use chatstore::pubsub::{Notification, Pubsub as _, Topic};
+use chatstore::pubsub::{Notification, Pubsub, Topic};
 use chatstore::templates::{NewTemplateVersion, TemplateParameter, TemplatePreset};
 use chatstore::workspaces::{Build, JobStatus, Workspace, WorkspaceTransition};
 use chatstore::{StoreConfig, StoreError};
@@ -22,9 +24,10 @@ async fn recv(sub: &mut chatstore::pubsub::Subscription) -> Notification {
         .unwrap()
 }
 
-pub(super) fn version(s: &Seeded, name: &str, activate: bool) -> NewTemplateVersion {
+/// Version `v1` of template `name` of `org`, pushed by `user`.
+pub(super) fn version(org: Uuid, user: Uuid, name: &str, activate: bool) -> NewTemplateVersion {
     NewTemplateVersion {
-        organization_id: s.org,
+        organization_id: org,
         template_name: name.into(),
         display_name: "Shell".into(),
         description: "A plain shell workspace".into(),
@@ -46,21 +49,26 @@ pub(super) fn version(s: &Seeded, name: &str, activate: bool) -> NewTemplateVers
             parameters: vec![("cpu".into(), "1".into())],
         }],
         activate,
-        created_by: Some(s.user),
+        created_by: Some(user),
     }
 }
 
-/// The template `shell` imported, and a workspace `dev` created from it with its first build.
-pub(super) async fn started_workspace(s: &Seeded, store: &PgStore) -> (Workspace, Build) {
+/// The template `shell` imported, and a workspace `dev` of `user` created from it with its
+/// first build.
+pub(super) async fn started_workspace(
+    store: &(impl TemplateStore + WorkspaceStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) -> (Workspace, Build) {
     let template = store
-        .push_template_version(version(s, "shell", false))
+        .push_template_version(version(org, user, "shell", false))
         .await
         .unwrap();
     finish_import(store).await;
     store
         .create_workspace(
-            s.org,
-            s.user,
+            org,
+            user,
             template.template_id,
             "dev",
             serde_json::json!([]),
@@ -70,7 +78,8 @@ pub(super) async fn started_workspace(s: &Seeded, store: &PgStore) -> (Workspace
         .unwrap()
 }
 
-async fn finish_import(store: &PgStore) {
+/// Takes the oldest pending job and finishes it.
+async fn finish_import(store: &(impl WorkspaceStore + ?Sized)) {
     let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
     store.complete_job(job.id, "", "").await.unwrap();
 }
@@ -78,56 +87,81 @@ async fn finish_import(store: &PgStore) {
 #[tokio::test]
 async fn template_versions_are_stored_and_the_first_is_active() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    template_versions_are_stored_and_the_first_is_active_on(&s.store(), s.org, s.user).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn template_versions_are_stored_and_the_first_is_active_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    template_versions_are_stored_and_the_first_is_active_on(&s.store, s.org, s.user).await;
+}
+
+async fn template_versions_are_stored_and_the_first_is_active_on(
+    store: &(impl TemplateStore + WorkspaceStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
     let first = store
-        .push_template_version(version(&s, "shell", false))
+        .push_template_version(version(org, user, "shell", false))
         .await
         .unwrap();
     let second = store
-        .push_template_version(version(&s, "Shell", false))
+        .push_template_version(version(org, user, "Shell", false))
         .await
         .unwrap();
     assert_eq!(
         first.template_id, second.template_id,
         "names compare case-insensitively"
     );
-    let active: Uuid = sqlx::query_scalar("SELECT active_version_id FROM templates WHERE id = $1")
-        .bind(first.template_id)
-        .fetch_one(s.pool())
-        .await
-        .unwrap();
-    assert_eq!(active, first.version_id);
+    assert!(first.template_created && !second.template_created);
+    let active = || async {
+        store
+            .template(first.template_id)
+            .await
+            .unwrap()
+            .active_version_id
+    };
+    assert_eq!(active().await, Some(first.version_id));
     let third = store
-        .push_template_version(version(&s, "shell", true))
+        .push_template_version(version(org, user, "shell", true))
         .await
         .unwrap();
-    let active: Uuid = sqlx::query_scalar("SELECT active_version_id FROM templates WHERE id = $1")
-        .bind(first.template_id)
-        .fetch_one(s.pool())
+    assert_eq!(active().await, Some(third.version_id));
+    let presets = store
+        .template_version(third.version_id)
         .await
-        .unwrap();
-    assert_eq!(active, third.version_id);
-    let presets: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM template_version_preset_parameters pp
-           JOIN template_version_presets p ON p.id = pp.preset_id WHERE p.template_version_id = $1",
-    )
-    .bind(third.version_id)
-    .fetch_one(s.pool())
-    .await
-    .unwrap();
-    assert_eq!(presets, 1);
+        .unwrap()
+        .presets;
+    let values: usize = presets.iter().map(|(_, p)| p.parameters.len()).sum();
+    assert_eq!(values, 1);
     assert_eq!(
         store.job(third.job_id).await.unwrap().status,
         JobStatus::Pending
     );
-    s.finish().await;
 }
 
 #[tokio::test]
 async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let (workspace, build) = started_workspace(&s, &store).await;
+    a_workspace_starts_with_a_build_and_builds_wait_for_each_other_on(&s.store(), s.org, s.user)
+        .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    a_workspace_starts_with_a_build_and_builds_wait_for_each_other_on(&s.store, s.org, s.user)
+        .await;
+}
+
+async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other_on(
+    store: &(impl TemplateStore + WorkspaceStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
+    let (workspace, build) = started_workspace(store, org, user).await;
     assert_eq!(
         (build.build_number, build.transition),
         (1, WorkspaceTransition::Start)
@@ -135,18 +169,11 @@ async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other() {
     let template = store.template(workspace.template_id).await.unwrap();
     assert_eq!(Some(build.template_version_id), template.active_version_id);
     let duplicate = store
-        .create_workspace(
-            s.org,
-            s.user,
-            template.id,
-            "DEV",
-            serde_json::json!([]),
-            None,
-        )
+        .create_workspace(org, user, template.id, "DEV", serde_json::json!([]), None)
         .await
         .unwrap_err();
     assert!(
-        duplicate.to_string().contains("already exists"),
+        matches!(&duplicate, StoreError::Conflict(m) if m.contains("already exists")),
         "{duplicate}"
     );
 
@@ -154,7 +181,7 @@ async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other() {
         .new_build(
             workspace.id,
             WorkspaceTransition::Stop,
-            Some(s.user),
+            Some(user),
             serde_json::json!([]),
         )
         .await
@@ -177,7 +204,7 @@ async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other() {
         .new_build(
             workspace.id,
             WorkspaceTransition::Stop,
-            Some(s.user),
+            Some(user),
             serde_json::json!([]),
         )
         .await
@@ -187,26 +214,45 @@ async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other() {
         store.latest_build(workspace.id).await.unwrap().unwrap().id,
         stop.id
     );
-    s.finish().await;
+    assert_eq!(store.build(stop.id).await.unwrap(), stop);
+    assert_eq!(store.workspace(workspace.id).await.unwrap(), workspace);
+    let unknown = store.workspace(Uuid::new_v4()).await.unwrap_err();
+    assert!(matches!(unknown, StoreError::InvalidInput(_)), "{unknown}");
 }
 
 #[tokio::test]
 async fn jobs_are_taken_once_and_finish_as_failed_or_canceled() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    jobs_are_taken_once_and_finish_as_failed_or_canceled_on(&s.store(), s.org, s.user).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn jobs_are_taken_once_and_finish_as_failed_or_canceled_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    jobs_are_taken_once_and_finish_as_failed_or_canceled_on(&s.store, s.org, s.user).await;
+}
+
+async fn jobs_are_taken_once_and_finish_as_failed_or_canceled_on(
+    store: &(impl TemplateStore + WorkspaceStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
     for i in 0..4 {
         store
-            .push_template_version(version(&s, &format!("t{i}"), false))
+            .push_template_version(version(org, user, &format!("t{i}"), false))
             .await
             .unwrap();
     }
     // Two workers in parallel never take the same job.
-    let (a, b) = tokio::join!(
-        store.acquire_job(Uuid::new_v4()),
-        store.acquire_job(Uuid::new_v4())
-    );
+    let (worker_a, worker_b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (a, b) = tokio::join!(store.acquire_job(worker_a), store.acquire_job(worker_b));
     let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
     assert_ne!(a.id, b.id);
+    assert_eq!(
+        store.jobs_in_progress(worker_a).await.unwrap(),
+        vec![a.clone()]
+    );
 
     let failed = store
         .complete_job(a.id, "terraform apply failed", "INSUFFICIENT_QUOTA")
@@ -216,6 +262,7 @@ async fn jobs_are_taken_once_and_finish_as_failed_or_canceled() {
         (failed.status, failed.error_code.as_str()),
         (JobStatus::Failed, "INSUFFICIENT_QUOTA")
     );
+    assert!(store.jobs_in_progress(worker_a).await.unwrap().is_empty());
     let canceling = store.cancel_job(b.id).await.unwrap();
     assert_eq!(canceling.status, JobStatus::Canceling);
     assert_eq!(
@@ -230,15 +277,30 @@ async fn jobs_are_taken_once_and_finish_as_failed_or_canceled() {
     assert!(store.complete_job(c.id, "", "").await.is_err());
     let _ = pending;
     assert!(store.acquire_job(Uuid::new_v4()).await.unwrap().is_none());
-    s.finish().await;
+    let unknown = store.cancel_job(Uuid::new_v4()).await.unwrap_err();
+    assert!(matches!(unknown, StoreError::InvalidInput(_)), "{unknown}");
 }
 
 #[tokio::test]
 async fn a_pending_job_canceled_is_finished_at_once() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    a_pending_job_canceled_is_finished_at_once_on(&s.store(), s.org, s.user).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_pending_job_canceled_is_finished_at_once_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    a_pending_job_canceled_is_finished_at_once_on(&s.store, s.org, s.user).await;
+}
+
+async fn a_pending_job_canceled_is_finished_at_once_on(
+    store: &(impl TemplateStore + WorkspaceStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
     let pushed = store
-        .push_template_version(version(&s, "shell", false))
+        .push_template_version(version(org, user, "shell", false))
         .await
         .unwrap();
     assert_eq!(
@@ -246,19 +308,36 @@ async fn a_pending_job_canceled_is_finished_at_once() {
         JobStatus::Canceled
     );
     assert!(store.acquire_job(Uuid::new_v4()).await.unwrap().is_none());
-    s.finish().await;
 }
 
 #[tokio::test]
 async fn job_and_agent_changes_notify_their_waiters() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
     let (hub, task) = PgPubsub::start(s.pool()).await.unwrap();
+    job_and_agent_changes_notify_their_waiters_on(&s.store(), &hub, s.org, s.user).await;
+    task.abort();
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn job_and_agent_changes_notify_their_waiters_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    job_and_agent_changes_notify_their_waiters_on(&s.store, s.store.db().hub(), s.org, s.user)
+        .await;
+}
+
+async fn job_and_agent_changes_notify_their_waiters_on(
+    store: &(impl TemplateStore + WorkspaceStore + AgentStore + ?Sized),
+    hub: &(impl Pubsub + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
     let pushed = store
-        .push_template_version(version(&s, "shell", false))
+        .push_template_version(version(org, user, "shell", false))
         .await
         .unwrap();
     let mut job_events = hub.subscribe(Topic::Job(pushed.job_id));
+    let mut all_jobs = hub.subscribe(Topic::Jobs);
     let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
     let agent = store
         .insert_agent(job.id, "main-chat", "/work", 0, b"hash")
@@ -277,16 +356,29 @@ async fn job_and_agent_changes_notify_their_waiters() {
         saw_job = matches!(recv(&mut job_events).await, Notification::Job(u) if u.job_id == job.id)
             && store.job(job.id).await.unwrap().status == JobStatus::Succeeded;
     }
+    assert!(matches!(recv(&mut all_jobs).await, Notification::Job(u) if u.job_id == job.id));
     assert!(matches!(recv(&mut agent_events).await, Notification::Agent(u) if u.agent_id == agent));
-    task.abort();
-    s.finish().await;
 }
 
 #[tokio::test]
 async fn agents_report_connection_and_lifecycle() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let (_, build) = started_workspace(&s, &store).await;
+    agents_report_connection_and_lifecycle_on(&s.store(), s.org, s.user).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn agents_report_connection_and_lifecycle_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    agents_report_connection_and_lifecycle_on(&s.store, s.org, s.user).await;
+}
+
+async fn agents_report_connection_and_lifecycle_on(
+    store: &(impl TemplateStore + WorkspaceStore + AgentStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
+    let (_, build) = started_workspace(store, org, user).await;
     let agent = store
         .insert_agent(build.job_id, "main-chat", "/home/dev", 120, b"h")
         .await
@@ -294,6 +386,14 @@ async fn agents_report_connection_and_lifecycle() {
     let now = || chrono::Utc::now();
     let agents = store.build_agents(build.id).await.unwrap();
     assert_eq!(agents.len(), 1);
+    assert_eq!(
+        (
+            agents[0].id,
+            agents[0].lifecycle,
+            agents[0].times.connection_timeout_seconds
+        ),
+        (agent, AgentLifecycle::Created, 120)
+    );
     assert_eq!(
         connection_status(&agents[0].times, now(), Duration::from_secs(30)),
         ConnectionStatus::Connecting
@@ -309,6 +409,7 @@ async fn agents_report_connection_and_lifecycle() {
         ConnectionStatus::Connected
     );
     assert_eq!(a.address, "http://127.0.0.1:4000");
+    assert_eq!(a.times.first_connected_at, a.times.last_connected_at);
 
     let t1 = now();
     store
@@ -328,6 +429,15 @@ async fn agents_report_connection_and_lifecycle() {
         store.build_agents(build.id).await.unwrap()[0].lifecycle,
         AgentLifecycle::Ready
     );
+    // A report of the same instant is taken.
+    store
+        .update_agent_lifecycle(agent, AgentLifecycle::ShuttingDown, t1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.agent(agent).await.unwrap().lifecycle,
+        AgentLifecycle::ShuttingDown
+    );
 
     store.agent_disconnected(agent).await.unwrap();
     let a = &store.build_agents(build.id).await.unwrap()[0];
@@ -335,7 +445,11 @@ async fn agents_report_connection_and_lifecycle() {
         connection_status(&a.times, now(), Duration::from_secs(30)),
         ConnectionStatus::Disconnected { .. }
     ));
-    s.finish().await;
+    let unknown = store
+        .agent_heartbeat(Uuid::new_v4(), &report("http://127.0.0.1:4000"))
+        .await
+        .unwrap_err();
+    assert!(matches!(unknown, StoreError::InvalidInput(_)), "{unknown}");
 }
 
 #[tokio::test]
@@ -372,9 +486,23 @@ async fn the_replica_registry_forgets_silent_replicas() {
 #[tokio::test]
 async fn templates_read_back_with_parameters_presets_and_settings() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    templates_read_back_with_parameters_presets_and_settings_on(&s.store(), s.org, s.user).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn templates_read_back_with_parameters_presets_and_settings_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    templates_read_back_with_parameters_presets_and_settings_on(&s.store, s.org, s.user).await;
+}
+
+async fn templates_read_back_with_parameters_presets_and_settings_on(
+    store: &(impl TemplateStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
     let pushed = store
-        .push_template_version(version(&s, "shell", false))
+        .push_template_version(version(org, user, "shell", false))
         .await
         .unwrap();
     let template = store.template(pushed.template_id).await.unwrap();
@@ -387,20 +515,25 @@ async fn templates_read_back_with_parameters_presets_and_settings() {
         ),
         ("shell", Some(pushed.version_id), true, false)
     );
-    let v = store.template_version(pushed.version_id).await.unwrap();
-    assert_eq!(v.parameters.len(), 1);
     assert_eq!(
-        (
-            v.parameters[0].name.as_str(),
-            v.parameters[0].default_value.as_deref()
-        ),
-        ("cpu", Some("2"))
+        (template.organization_id, template.created_by),
+        (org, Some(user))
     );
+    let v = store.template_version(pushed.version_id).await.unwrap();
+    assert_eq!(
+        (v.template_id, v.job_id, v.readme.as_str()),
+        (pushed.template_id, pushed.job_id, "# Shell")
+    );
+    assert_eq!(v.manifest, serde_json::json!({"startup_script": "true"}));
+    assert_eq!(v.files, serde_json::json!([]));
+    assert_eq!(v.parameters, version(org, user, "shell", false).parameters);
     assert_eq!(v.presets.len(), 1);
     assert_eq!(
         v.presets[0].1.parameters,
         vec![("cpu".to_owned(), "1".to_owned())]
     );
+    let unknown = store.template_version(Uuid::new_v4()).await.unwrap_err();
+    assert!(matches!(unknown, StoreError::InvalidInput(_)), "{unknown}");
 
     let updated = store
         .update_template(
@@ -416,9 +549,10 @@ async fn templates_read_back_with_parameters_presets_and_settings() {
         .unwrap();
     assert!(updated.require_active_version && !updated.chat_enabled);
     assert_eq!(updated.deprecated, "use shell2");
+    assert_eq!(store.template(pushed.template_id).await.unwrap(), updated);
 
     let other = store
-        .push_template_version(version(&s, "other", false))
+        .push_template_version(version(org, user, "other", false))
         .await
         .unwrap();
     let err = store
@@ -435,7 +569,11 @@ async fn templates_read_back_with_parameters_presets_and_settings() {
         err.to_string().contains("is not a version of template"),
         "{err}"
     );
-    s.finish().await;
+    let unknown = store
+        .update_template(Uuid::new_v4(), Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(unknown, StoreError::InvalidInput(_)), "{unknown}");
 }
 
 fn report(address: &str) -> chatstore::agents::AgentReport {
@@ -449,8 +587,24 @@ fn report(address: &str) -> chatstore::agents::AgentReport {
 #[tokio::test]
 async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let (workspace, build) = started_workspace(&s, &store).await;
+    an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on(&s.store(), s.org, s.user)
+        .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on(&s.store, s.org, s.user)
+        .await;
+}
+
+async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on(
+    store: &(impl TemplateStore + WorkspaceStore + AgentStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
+    let (workspace, build) = started_workspace(store, org, user).await;
     let token = "agent-token-1";
     let agent = store
         .insert_agent(
@@ -475,10 +629,12 @@ async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build() {
     );
     assert_eq!(
         (
+            manifest.agent_name.as_str(),
             manifest.workspace_name.as_str(),
-            manifest.owner_name.as_str()
+            manifest.owner_name.as_str(),
+            manifest.directory.as_str()
         ),
-        ("dev", "ada")
+        ("main-chat", "dev", "ada", "/home/dev")
     );
     assert_eq!(
         (
@@ -498,7 +654,7 @@ async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build() {
     );
 
     // Finishes the pending job and requests the next build.
-    let (store, user, workspace_id) = (&store, s.user, workspace.id);
+    let (workspace_id, user) = (workspace.id, user);
     let next_build = |transition| async move {
         let job = store.acquire_job(Uuid::new_v4()).await.unwrap().unwrap();
         store.complete_job(job.id, "", "").await.unwrap();
@@ -527,15 +683,28 @@ async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build() {
             .unwrap()
             .is_none()
     );
-    s.finish().await;
 }
 
 #[tokio::test]
 async fn agent_logs_are_capped() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    agent_logs_are_capped_on(&s.store(), s.org, s.user).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn agent_logs_are_capped_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    agent_logs_are_capped_on(&s.store, s.org, s.user).await;
+}
+
+async fn agent_logs_are_capped_on(
+    store: &(impl TemplateStore + AgentStore + Raw + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
     let pushed = store
-        .push_template_version(version(&s, "shell", false))
+        .push_template_version(version(org, user, "shell", false))
         .await
         .unwrap();
     let agent = store
@@ -556,23 +725,41 @@ async fn agent_logs_are_capped() {
             .await
             .unwrap()
     );
-    let count: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM workspace_agent_logs WHERE agent_id = $1")
-            .bind(agent)
-            .fetch_one(s.pool())
-            .await
-            .unwrap();
-    assert_eq!(count, 2, "the line over the cap was dropped");
-    s.finish().await;
+    assert_eq!(
+        store.agent_log_lines(agent).await,
+        2,
+        "the line over the cap was dropped"
+    );
+    let unknown = store
+        .append_agent_logs(Uuid::new_v4(), "startup_script", &[line(1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(unknown, StoreError::InvalidInput(_)), "{unknown}");
 }
 
 #[tokio::test]
 async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
+    templates_list_by_active_developers_then_name_and_filter_by_name_on(&s.store(), s.org, s.user)
+        .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn templates_list_by_active_developers_then_name_and_filter_by_name_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    templates_list_by_active_developers_then_name_and_filter_by_name_on(&s.store, s.org, s.user)
+        .await;
+}
+
+async fn templates_list_by_active_developers_then_name_and_filter_by_name_on(
+    store: &(impl TemplateStore + WorkspaceStore + IdentityStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
     for name in ["zeta", "alpha", "beta", "gone", "old", "50%_off"] {
         store
-            .push_template_version(version(&s, name, true))
+            .push_template_version(version(org, user, name, true))
             .await
             .unwrap();
     }
@@ -584,13 +771,9 @@ async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
             .template
             .id
     };
-    let all = store.list_templates(s.org, "").await.unwrap();
+    let all = store.list_templates(org, "").await.unwrap();
     let (zeta, gone, old) = (id(&all, "zeta"), id(&all, "gone"), id(&all, "old"));
-    sqlx::query("UPDATE templates SET deleted = true WHERE id = $1")
-        .bind(gone)
-        .execute(s.pool())
-        .await
-        .unwrap();
+    store.delete_template(gone).await.unwrap();
     store
         .update_template(
             old,
@@ -602,10 +785,10 @@ async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
         .await
         .unwrap();
     // Two owners (one with two workspaces) on zeta; a deleted workspace does not count.
-    let other = store.fixture_user("other", "member", s.org).await.unwrap();
-    for (owner, name) in [(s.user, "a"), (s.user, "b"), (other, "c")] {
+    let other = store.fixture_user("other", "member", org).await.unwrap();
+    for (owner, name) in [(user, "a"), (user, "b"), (other, "c")] {
         store
-            .create_workspace(s.org, owner, zeta, name, serde_json::json!([]), None)
+            .create_workspace(org, owner, zeta, name, serde_json::json!([]), None)
             .await
             .unwrap();
     }
@@ -617,7 +800,7 @@ async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        names(store.list_templates(s.org, "").await.unwrap()),
+        names(store.list_templates(org, "").await.unwrap()),
         [
             ("zeta".to_owned(), 2),
             ("50%_off".to_owned(), 0),
@@ -626,12 +809,12 @@ async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
         ]
     );
     assert_eq!(
-        names(store.list_templates(s.org, "ET").await.unwrap()),
+        names(store.list_templates(org, "ET").await.unwrap()),
         [("zeta".to_owned(), 2), ("beta".to_owned(), 0)]
     );
     // LIKE wildcards in the query are literal.
     assert_eq!(
-        names(store.list_templates(s.org, "%_").await.unwrap()),
+        names(store.list_templates(org, "%_").await.unwrap()),
         [("50%_off".to_owned(), 0)]
     );
     let elsewhere = store.fixture_organization("elsewhere").await.unwrap();
@@ -643,42 +826,50 @@ async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
             .is_empty()
     );
     assert_eq!(store.username(other).await.unwrap(), "other");
-    s.finish().await;
 }
 
 #[tokio::test]
 async fn later_builds_keep_their_version_unless_the_template_requires_the_active_one() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let (workspace, first) = started_workspace(&s, &store).await;
-    let finish = |build: Build| {
-        let store = &store;
-        async move {
-            sqlx::query("UPDATE provisioner_jobs SET started_at = now(), completed_at = now() WHERE id = $1")
-                .bind(build.job_id)
-                .execute(store.pool())
-                .await
-                .unwrap();
-        }
+    later_builds_keep_their_version_unless_the_template_requires_the_active_one_on(
+        &s.store(),
+        s.org,
+        s.user,
+    )
+    .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn later_builds_keep_their_version_unless_the_template_requires_the_active_one_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    later_builds_keep_their_version_unless_the_template_requires_the_active_one_on(
+        &s.store, s.org, s.user,
+    )
+    .await;
+}
+
+async fn later_builds_keep_their_version_unless_the_template_requires_the_active_one_on(
+    store: &(impl TemplateStore + WorkspaceStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
+    let (workspace, first) = started_workspace(store, org, user).await;
+    // A build's job finished without a worker taking it (the new version's import stays
+    // pending).
+    let finish = |build: Build| async move {
+        store.complete_job(build.job_id, "", "").await.unwrap();
     };
     finish(first.clone()).await;
     let v2 = store
-        .push_template_version(version(&s, "shell", true))
+        .push_template_version(version(org, user, "shell", true))
         .await
         .unwrap();
-    let build = |transition| {
-        let store = &store;
-        async move {
-            store
-                .new_build(
-                    workspace.id,
-                    transition,
-                    Some(s.user),
-                    serde_json::json!([]),
-                )
-                .await
-                .unwrap()
-        }
+    let build = |transition| async move {
+        store
+            .new_build(workspace.id, transition, Some(user), serde_json::json!([]))
+            .await
+            .unwrap()
     };
     let stop = build(WorkspaceTransition::Stop).await;
     assert_eq!(stop.template_version_id, first.template_version_id);
@@ -702,14 +893,13 @@ async fn later_builds_keep_their_version_unless_the_template_requires_the_active
     finish(stop).await;
     let start = build(WorkspaceTransition::Start).await;
     assert_eq!(start.template_version_id, v2.version_id);
-    s.finish().await;
 }
 
 #[tokio::test]
 async fn a_chat_binds_to_a_workspace_build_and_forgets_its_agent() {
     let s = Seeded::new().await;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let (workspace, build) = started_workspace(&s, &store).await;
+    let (workspace, build) = started_workspace(&store, s.org, s.user).await;
     let chat = s.chat().await;
     let before = chatstore::Store::chat(&store, chat).await.unwrap();
     let agent = store
@@ -742,7 +932,7 @@ async fn a_chat_binds_to_a_workspace_build_and_forgets_its_agent() {
 async fn a_chat_binds_an_agent_only_while_its_workspace_is_unchanged() {
     let s = Seeded::new().await;
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let (workspace, build) = started_workspace(&s, &store).await;
+    let (workspace, build) = started_workspace(&store, s.org, s.user).await;
     let chat = s.chat().await;
     let agent = store
         .insert_agent(build.job_id, "dev-chat", "/", 0, &[1])
@@ -786,19 +976,47 @@ async fn a_chat_binds_an_agent_only_while_its_workspace_is_unchanged() {
 #[tokio::test]
 async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory() {
     let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    let (workspace, build) = started_workspace(&s, &store).await;
+    an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on(
+        &s.store(),
+        s.org,
+        s.user,
+    )
+    .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on_sqlite() {
+    let s = SqliteSeeded::new().await;
+    an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on(
+        &s.store, s.org, s.user,
+    )
+    .await;
+}
+
+async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on(
+    store: &(impl TemplateStore + WorkspaceStore + AgentStore + ?Sized),
+    org: Uuid,
+    user: Uuid,
+) {
+    let (_, build) = started_workspace(store, org, user).await;
+    let token = "dev-chat-token";
     let agent = store
-        .insert_agent(build.job_id, "dev-chat", "~/src", 0, &[1])
+        .insert_agent(
+            build.job_id,
+            "dev-chat",
+            "~/src",
+            0,
+            &chatstore::identity::token_hash(token),
+        )
         .await
         .unwrap();
-    let secret: String =
-        sqlx::query_scalar("SELECT control_plane_secret FROM workspaces WHERE id = $1")
-            .bind(workspace.id)
-            .fetch_one(s.pool())
-            .await
-            .unwrap();
-    assert_eq!(store.agent_secret(agent).await.unwrap(), secret);
+    // The secret the control plane presents is the workspace's, the one the agent learns.
+    let manifest = store.agent_manifest_by_token(token).await.unwrap().unwrap();
+    assert_eq!(
+        store.agent_secret(agent).await.unwrap(),
+        manifest.control_plane_secret
+    );
     assert!(!store.agent_is_external(agent).await.unwrap());
     assert!(store.agent_secret(Uuid::new_v4()).await.is_err());
     assert!(store.agent_is_external(Uuid::new_v4()).await.is_err());
@@ -818,23 +1036,38 @@ async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_direc
         store.build_agents(build.id).await.unwrap()[0].expanded_directory,
         "/home/dev"
     );
+    // A heartbeat that reports no directory keeps the one reported before.
+    store
+        .agent_heartbeat(
+            agent,
+            &chatstore::agents::AgentReport {
+                expanded_directory: String::new(),
+                ..report("http://127.0.0.1:4000")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.agent(agent).await.unwrap().expanded_directory,
+        "/home/dev"
+    );
 
     // A template version with an externally managed agent makes its builds' agents external.
     let external = store
         .push_template_version(NewTemplateVersion {
             has_external_agent: true,
-            ..version(&s, "outside", true)
+            ..version(org, user, "outside", true)
         })
         .await
         .unwrap();
     // The first build's job is still pending; finish it, then the import.
     for _ in 0..2 {
-        finish_import(&store).await;
+        finish_import(store).await;
     }
     let (_, outside_build) = store
         .create_workspace(
-            s.org,
-            s.user,
+            org,
+            user,
             external.template_id,
             "outside",
             serde_json::json!([]),
@@ -847,7 +1080,6 @@ async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_direc
         .await
         .unwrap();
     assert!(store.agent_is_external(outside).await.unwrap());
-    s.finish().await;
 }
 
 #[tokio::test]
