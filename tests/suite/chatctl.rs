@@ -98,6 +98,31 @@ async fn daemon_with_provisioner(h: &mut Harness) -> Daemon {
     Daemon::start(&args, &[]).await.unwrap()
 }
 
+/// On drop, SIGKILLs every process whose working directory is under the path (the agents
+/// of the workspaces a test's daemon built there).
+struct KillUnder(PathBuf);
+
+impl Drop for KillUnder {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if std::fs::read_link(entry.path().join("cwd"))
+                .is_ok_and(|cwd| cwd.starts_with(&self.0))
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 fn example_template() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/shell")
 }
@@ -254,6 +279,129 @@ async fn a_newcomer_logs_in_pushes_the_example_and_a_chat_builds_a_workspace_and
     );
     drop(emulator);
     h.finish().await;
+}
+
+/// The README's first steps on a fresh machine: `chatd serve` with nothing but a data
+/// directory (the embedded store), the bootstrap admin's token, a template, a model, a chat
+/// that builds a workspace. Nothing reads the database but the daemon.
+#[tokio::test]
+async fn with_no_database_configured_the_embedded_store_serves_a_newcomers_first_chat() {
+    let data = tempdir::Dir::create();
+    // Workspace agents outlive a stopped daemon by design; they go with the test.
+    let _agents = KillUnder(data.0.clone());
+    let data_dir = data.0.display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let wsagent = workspace_binary("wsagent").unwrap();
+    let daemon = Daemon::start(
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            &data_dir,
+            "--agent-binary",
+            wsagent.to_str().unwrap(),
+            "--agent-heartbeat-interval",
+            "200ms",
+            "--provisioner-poll-interval",
+            "1s",
+            "--provisioner-workers",
+            "1",
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(
+        data.0.join("chatd.db").exists(),
+        "the embedded database is created in the data directory"
+    );
+    let ctl = Ctl::new();
+    let token_file = data.0.join("admin-token");
+    let url = daemon.url();
+    let out = ctl
+        .ok(&[
+            "login",
+            "--to",
+            &url,
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ])
+        .await;
+    assert!(out.contains("Logged in") && out.contains("admin"), "{out}");
+
+    let example = example_template();
+    let pushed = ctl
+        .ok(&["--json", "template", "push", example.to_str().unwrap()])
+        .await;
+    let pushed: serde_json::Value = serde_json::from_str(&pushed).unwrap();
+    let template_id = pushed["template"]["id"].as_str().unwrap().to_owned();
+    eventually("the template's import", || async {
+        let shown = ctl.run(&["template", "show", &template_id]).await;
+        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+        (!shown.contains("active version: none") && shown.contains("active version:")).then_some(())
+    })
+    .await;
+
+    let emulator = Emulator::start(vec![
+        Turn::with(vec![ScriptPart::tool_call(
+            "c1",
+            "create_workspace",
+            serde_json::json!({"template_id": template_id, "name": "dev"}).to_string(),
+        )]),
+        Turn::with(vec![ScriptPart::tool_call(
+            "c2",
+            "execute",
+            serde_json::json!({"command": "echo embedded > note.txt && cat note.txt"}).to_string(),
+        )])
+        .when(Match::LastToolResultContains("admin/dev".into())),
+        Turn::with(vec![ScriptPart::text("The note says embedded.")])
+            .when(Match::LastToolResultContains("embedded".into())),
+    ])
+    .await
+    .unwrap();
+    let base_url = emulator.base_url();
+    ctl.ok(&[
+        "admin",
+        "model",
+        "create",
+        "--provider",
+        "anthropic",
+        "--model",
+        "claude-test",
+        "--base-url",
+        &base_url,
+        "--default",
+    ])
+    .await;
+    let out = ctl
+        .ok(&["chat", "new", "--attach", "write a note in a workspace"])
+        .await;
+    for expected in [
+        "← create_workspace: ok",
+        "← execute: ok",
+        "The note says embedded.",
+    ] {
+        assert!(
+            out.contains(expected),
+            "{expected:?} missing from:\n{out}\n{}",
+            daemon.log()
+        );
+    }
+    let chat_id = out.lines().next().unwrap().trim().to_owned();
+    let chats = ctl.ok(&["chat", "ls"]).await;
+    assert!(
+        chats.contains(&chat_id) && chats.contains("waiting"),
+        "{chats}"
+    );
+    daemon
+        .stop(
+            nix::sys::signal::Signal::SIGTERM,
+            std::time::Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    drop(emulator);
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: serve the gRPC API until SIGINT or SIGTERM.
     Serve(Box<ServeArgs>),
-    /// Apply the database migrations (`migrations/postgres/`) and exit.
+    /// Apply the database migrations (`migrations/postgres/` or `migrations/sqlite/`) and exit.
     Migrate(MigrateArgs),
     /// Run only the provisioner (workspace build jobs on the local backend), apart from the
     /// daemon that serves the API; start that one with `--provisioner-workers 0`.
@@ -46,7 +46,8 @@ pub enum Command {
 /// Flags of `chatd provisioner`.
 #[derive(Debug, Args)]
 pub struct ProvisionerCommandArgs {
-    /// PostgreSQL URL, e.g. `postgres://chatd@127.0.0.1:5432/chatd`.
+    /// PostgreSQL URL, e.g. `postgres://chatd@127.0.0.1:5432/chatd` (a separate provisioner
+    /// shares the database with the daemon, which an embedded file cannot do).
     #[arg(long, env = "CHATD_DATABASE_URL")]
     pub database_url: String,
 
@@ -69,6 +70,17 @@ pub struct ProvisionerCommandArgs {
     /// Provisioner settings.
     #[command(flatten)]
     pub provisioner: ProvisionerArgs,
+}
+
+/// The database URL given, else the embedded file `chatd.db` in the data directory.
+pub fn database_url_or_default(url: Option<&str>, data_dir: Option<&std::path::Path>) -> String {
+    match url {
+        Some(url) => url.to_owned(),
+        None => {
+            let dir = data_dir.map_or_else(crate::provision::default_data_dir, ToOwned::to_owned);
+            format!("sqlite://{}", dir.join("chatd.db").display())
+        }
+    }
 }
 
 /// Settings of the provisioner and its local backend (shared by `serve` and `provisioner`).
@@ -126,9 +138,14 @@ impl ProvisionerArgs {
 /// Flags of `chatd migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// PostgreSQL URL, e.g. `postgres://chatd@127.0.0.1:5432/chatd`.
+    /// The database: `postgres://USER@HOST:PORT/DB` or `sqlite://PATH`. Default: the embedded
+    /// file `<data-dir>/chatd.db`, as for `serve`.
     #[arg(long, env = "CHATD_DATABASE_URL")]
-    pub database_url: String,
+    pub database_url: Option<String>,
+    /// The data directory whose `chatd.db` is migrated when no `--database-url` is given.
+    /// Default: `$XDG_DATA_HOME/chatd`, else `~/.local/share/chatd`.
+    #[arg(long, env = "CHATD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// Connection settings.
     #[command(flatten)]
@@ -161,9 +178,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CHATD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// PostgreSQL URL. When set, the daemon connects at start, applies pending migrations
-    /// (see `--no-migrate`), serves the agent API and template pushes, and runs the
-    /// provisioner. Without it only health and reflection are served.
+    /// The database. Default: the embedded file `<data-dir>/chatd.db`, created and migrated on
+    /// first start; one daemon owns it (a second one on the same file refuses to start).
+    /// `sqlite://PATH` names another file; several replicas need PostgreSQL:
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (migrated at start unless `--no-migrate`).
     #[arg(long, env = "CHATD_DATABASE_URL")]
     pub database_url: Option<String>,
 

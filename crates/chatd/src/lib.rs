@@ -40,33 +40,36 @@ pub mod workspaces;
 pub use error::ChatdError;
 pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, Timing, serve};
 
-/// `chatd migrate`: applies every pending migration to the database at `url`, waiting up to
-/// `connect_timeout` for the database to answer.
+/// `chatd migrate`: applies every pending migration to the database at `url` (PostgreSQL or
+/// an embedded file), waiting up to `connect_timeout` for a server to answer.
 pub async fn migrate(url: &str, connect_timeout: std::time::Duration) -> Result<(), ChatdError> {
-    let pool = connect_database(url, connect_timeout).await?;
-    apply_migrations(&pool).await?;
-    pool.close().await;
+    let database = open_database(&DatabaseConfig {
+        url: url.to_owned(),
+        migrate: true,
+        connect_timeout,
+    })
+    .await?;
+    database.close().await;
     Ok(())
 }
 
-/// Opens the daemon's connection pool, waiting up to `connect_timeout` for the database.
-pub(crate) async fn connect_database(
-    url: &str,
-    connect_timeout: std::time::Duration,
-) -> Result<chatstore::postgres::PgPool, ChatdError> {
-    let config = chatstore::postgres::PoolConfig {
-        acquire_timeout: connect_timeout,
-        ..chatstore::postgres::PoolConfig::default()
+/// Opens the database `config` names, applying migrations as it says, and logs which it is.
+pub(crate) async fn open_database(
+    config: &DatabaseConfig,
+) -> Result<chatstore::OpenDatabase, ChatdError> {
+    let url = chatstore::DatabaseUrl::parse(&config.url)?;
+    let options = chatstore::OpenOptions {
+        connect_timeout: config.connect_timeout,
+        migrate: config.migrate,
     };
-    Ok(chatstore::postgres::connect(url, &config).await?)
-}
-
-/// Applies pending migrations and logs the result.
-pub(crate) async fn apply_migrations(pool: &chatstore::postgres::PgPool) -> Result<(), ChatdError> {
-    chatstore::postgres::migrate(pool).await?;
-    let known = chatstore::postgres::MIGRATOR.iter().count();
-    tracing::info!(migrations = known, "database is up to date");
-    Ok(())
+    let database = chatstore::OpenDatabase::open(&url, &options).await?;
+    tracing::info!(
+        database = %url,
+        backend = database.backend(),
+        migrations = database.known_migrations(),
+        "database is open"
+    );
+    Ok(database)
 }
 
 /// `outer: cause: root cause`, so a log line says why, not only what.

@@ -63,8 +63,11 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                 metrics_listen: args.metrics_listen,
                 listen: args.listen,
                 shutdown_grace: args.shutdown_grace,
-                database: args.database_url.map(|url| DatabaseConfig {
-                    url,
+                database: Some(DatabaseConfig {
+                    url: chatd::cli::database_url_or_default(
+                        args.database_url.as_deref(),
+                        args.provisioner.data_dir.as_deref(),
+                    ),
                     migrate: !args.no_migrate,
                     connect_timeout: args.connect.database_connect_timeout,
                 }),
@@ -95,7 +98,11 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                 .await
         }
         Command::Migrate(args) => {
-            chatd::migrate(&args.database_url, args.connect.database_connect_timeout).await
+            let url = chatd::cli::database_url_or_default(
+                args.database_url.as_deref(),
+                args.data_dir.as_deref(),
+            );
+            chatd::migrate(&url, args.connect.database_connect_timeout).await
         }
     }
 }

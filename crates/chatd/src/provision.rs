@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatstore::Database;
 use chatstore::StoreConfig;
-use chatstore::postgres::{PgPool, PgPubsub, PgStore};
+use chatstore::pubsub::Pubsub;
 use provisioner::{LocalBackend, LocalConfig, Provisioner, ProvisionerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -110,8 +111,8 @@ impl RunningProvisioner {
 /// Recovers (fails abandoned jobs, reconciles agents) and starts the workers.
 pub async fn start(
     settings: &ProvisionerSettings,
-    pool: &PgPool,
-    pubsub: PgPubsub,
+    store: Arc<dyn Database>,
+    pubsub: Arc<dyn Pubsub>,
     control_plane_url: String,
 ) -> Result<RunningProvisioner, ChatdError> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| ChatdError::DataDir {
@@ -126,7 +127,6 @@ pub async fn start(
              (build it with `cargo build -p wsagent` or pass --agent-binary)"
         );
     }
-    let store = Arc::new(PgStore::new(pool.clone(), StoreConfig::default()));
     let mut local = LocalConfig::new(
         settings.data_dir.clone(),
         settings.agent_binary.clone(),
@@ -138,7 +138,7 @@ pub async fn start(
     let mut config = ProvisionerConfig::new(worker_id);
     config.workers = settings.workers.max(1);
     config.poll_interval = settings.poll_interval;
-    let provisioner = Provisioner::new(store, Arc::new(pubsub), backend, config);
+    let provisioner = Provisioner::new(store, pubsub, backend, config);
     let (stop, stop_rx) = watch::channel(false);
     let workers = settings.workers;
     let data_dir = settings.data_dir.clone();
@@ -182,17 +182,29 @@ pub async fn run_alone(
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ChatdError> {
-    let pool = crate::connect_database(&database.url, database.connect_timeout).await?;
-    if database.migrate {
-        crate::apply_migrations(&pool).await?;
+    if matches!(
+        chatstore::DatabaseUrl::parse(&database.url)?,
+        chatstore::DatabaseUrl::Sqlite(_)
+    ) {
+        return Err(ChatdError::InvalidConfig(
+            "`chatd provisioner` runs apart from the daemon and needs the database it uses: \
+             PostgreSQL (an embedded file belongs to one process; `chatd serve` runs its own \
+             provisioner)"
+                .into(),
+        ));
     }
     let url = settings
         .control_plane_url
         .clone()
         .ok_or(ChatdError::NoControlPlaneUrl)?;
-    let (pubsub, _listener) = PgPubsub::start(&pool).await?;
-    let running = start(&settings, &pool, pubsub, url).await?;
+    let database = crate::open_database(&database).await?;
+    let (pubsub, listener) = database.pubsub().await?;
+    let store = database.store(StoreConfig::default());
+    let running = start(&settings, store, pubsub, url).await?;
     shutdown.await;
     running.stop(grace).await;
+    if let Some(listener) = listener {
+        listener.abort();
+    }
     Ok(())
 }

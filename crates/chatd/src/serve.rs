@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatstore::StoreConfig;
-use chatstore::postgres::{PgPubsub, PgStore};
 use chatstore::prelude::*;
 use chatstore::pubsub::Pubsub;
 
@@ -130,25 +129,22 @@ pub async fn serve(
 ) -> Result<(), ChatdError> {
     config.models.check()?;
     // The database comes first: the daemon reports SERVING only once its schema is current.
-    let pool = match &config.database {
+    let database = match &config.database {
         Some(db) => {
-            let pool = crate::connect_database(&db.url, db.connect_timeout).await?;
-            if db.migrate {
-                crate::apply_migrations(&pool).await?;
-            }
+            let database = crate::open_database(db).await?;
+            let store = database.store(StoreConfig::default());
             if let Some(path) = &config.admin_token_file
-                && let Err(err) = bootstrap_admin(&pool, path).await
+                && let Err(err) = bootstrap_admin(store.as_ref(), path).await
             {
                 // Not fatal: e.g. with --no-migrate the schema may not exist yet; the next start
                 // tries again (it acts only while the database has no user).
                 warn!(error = %err, path = %path.display(), "cannot create the first admin");
             }
-            let store = PgStore::new(pool.clone(), StoreConfig::default());
-            if let Err(err) = config.models.apply(&store).await {
+            if let Err(err) = config.models.apply(store.as_ref()).await {
                 // Not fatal either, for the same reason; the next start tries again.
                 warn!(error = %crate::error_chain(&err), "cannot seed the configured models");
             }
-            Some(pool)
+            Some(database)
         }
         None => None,
     };
@@ -176,7 +172,7 @@ pub async fn serve(
     // still speak only it (Python's grpcio-reflection, older grpcurl).
     let served: Vec<&str> = ALWAYS_SERVED
         .iter()
-        .chain(pool.as_ref().map_or(&[][..], |_| DATABASE_SERVED))
+        .chain(database.as_ref().map_or(&[][..], |_| DATABASE_SERVED))
         .copied()
         .collect();
     let reflection = || {
@@ -194,26 +190,31 @@ pub async fn serve(
         .map_err(ChatdError::Reflection)?;
 
     // One store serves every API: chats, workspaces, tokens and agents live in the same database.
-    let store = pool
+    let store = database
         .as_ref()
-        .map(|pool| Arc::new(PgStore::new(pool.clone(), store_config(&config.timing))));
-    let agent_api = store.clone().map(|store| {
-        AgentApi::new(store as Arc<dyn Database>, config.agent_heartbeat_interval).into_server()
-    });
+        .map(|database| database.store(store_config(&config.timing)));
+    let agent_api = store
+        .clone()
+        .map(|store| AgentApi::new(store, config.agent_heartbeat_interval).into_server());
     let templates = store
         .clone()
-        .map(|store| Templates::new(store as Arc<dyn Database>).into_server());
-    let admin = store
-        .clone()
-        .map(|store| Admin::new(store as Arc<dyn Database>).into_server());
-    let provisioner = match (&pool, &config.provisioner) {
-        (Some(pool), Some(settings)) => {
-            let (pubsub, _listener) = PgPubsub::start(pool).await?;
+        .map(|store| Templates::new(store).into_server());
+    let admin = store.clone().map(|store| Admin::new(store).into_server());
+    // One notification hub serves the whole process (on PostgreSQL: one LISTEN connection).
+    let (pubsub, _listener) = match &database {
+        Some(database) => {
+            let (pubsub, listener) = database.pubsub().await?;
+            (Some(pubsub), listener.map(AbortOnDrop))
+        }
+        None => (None, None),
+    };
+    let provisioner = match (&store, &pubsub, &config.provisioner) {
+        (Some(store), Some(pubsub), Some(settings)) => {
             let url = settings
                 .control_plane_url
                 .clone()
                 .unwrap_or_else(|| local_url(addr));
-            Some(crate::provision::start(settings, pool, pubsub, url).await?)
+            Some(crate::provision::start(settings, store.clone(), pubsub.clone(), url).await?)
         }
         _ => None,
     };
@@ -226,9 +227,7 @@ pub async fn serve(
     let mut chats = None;
     let mut relay = None;
     let mut workspaces = None;
-    if let (Some(pool), Some(store)) = (&pool, &store) {
-        let (pubsub, _listener) = PgPubsub::start(pool).await?;
-        let pubsub: Arc<dyn Pubsub> = Arc::new(pubsub);
+    if let (Some(store), Some(pubsub)) = (&store, pubsub) {
         let engine_config = EngineConfig {
             relay_address: local_url(addr),
             shutdown_grace: config.shutdown_grace,
@@ -340,6 +339,15 @@ pub async fn serve(
     Ok(())
 }
 
+/// Aborts the task when dropped (the listening connection lives as long as the server).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The store's settings under these timings.
 fn store_config(timing: &Timing) -> StoreConfig {
     StoreConfig {
@@ -350,11 +358,7 @@ fn store_config(timing: &Timing) -> StoreConfig {
 
 /// On a database without users: creates organization `default` with admin `admin` and writes
 /// the admin's API token to `path` (mode 0600), so a newcomer can use the API at once.
-async fn bootstrap_admin(
-    pool: &chatstore::postgres::PgPool,
-    path: &std::path::Path,
-) -> Result<(), ChatdError> {
-    let store = PgStore::new(pool.clone(), StoreConfig::default());
+async fn bootstrap_admin(store: &dyn Database, path: &std::path::Path) -> Result<(), ChatdError> {
     let Some(created) = store.bootstrap_admin("default", "admin").await? else {
         return Ok(());
     };
@@ -393,7 +397,7 @@ fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 /// Starts the chat engine over the store and its notifications, with the workspace
 /// provisioner front and agent dialling for the tools.
 async fn start_engine(
-    store: Arc<PgStore>,
+    store: Arc<dyn Database>,
     pubsub: Arc<dyn Pubsub>,
     config: EngineConfig,
 ) -> Engine {

@@ -37,6 +37,7 @@ pub mod workspaces;
 
 mod error;
 mod names;
+mod open;
 mod rows;
 mod sql;
 mod store;
@@ -47,6 +48,7 @@ pub use error::StoreError;
 pub use identity::IdentityStore;
 pub use models::ModelStore;
 pub use names::UnknownName;
+pub use open::{DatabaseUrl, OpenDatabase, OpenOptions};
 pub use replicas::ReplicaStore;
 pub use store::{
     Applied, Change, ChatCursor, ChatListQuery, ChatMetadata, ChatSnapshot, MessagePage, Store,

@@ -202,6 +202,13 @@ impl SqliteDb {
         })
     }
 
+    /// Closes this handle's connections (every clone shares them); the lock is released when
+    /// the last clone is dropped.
+    pub async fn close(self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
