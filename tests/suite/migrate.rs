@@ -47,6 +47,56 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
 }
 
 #[tokio::test]
+async fn migrate_creates_the_embedded_file_in_the_data_dir_and_is_idempotent() {
+    let dir = chatd_e2e::workspaces::tempdir::Dir::create();
+    let chatd = workspace_binary("chatd").unwrap();
+    for run in 0..2 {
+        let output = tokio::process::Command::new(&chatd)
+            .args(["migrate", "--data-dir"])
+            .arg(&dir.0)
+            .env_remove("CHATD_DATABASE_URL")
+            .output()
+            .await
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "run {run}: {log}");
+        assert!(
+            log.contains("database is up to date") && log.contains("sqlite://"),
+            "run {run}: {log}"
+        );
+    }
+    let file = std::fs::read(dir.0.join("chatd.db")).unwrap();
+    assert!(
+        file.starts_with(b"SQLite format 3\0"),
+        "an SQLite database file"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_database_url_scheme_is_a_clear_error() {
+    let chatd = workspace_binary("chatd").unwrap();
+    let output = tokio::process::Command::new(&chatd)
+        .args([
+            "migrate",
+            "--database-url",
+            "mysql://root:secret@127.0.0.1/chatd",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("unsupported database URL") && log.contains("sqlite://PATH"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("secret"),
+        "the password stays out of the log: {log}"
+    );
+}
+
+#[tokio::test]
 async fn migrate_without_a_reachable_database_is_a_clear_error() {
     let chatd = workspace_binary("chatd").unwrap();
     let output = tokio::process::Command::new(&chatd)

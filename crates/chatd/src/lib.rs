@@ -63,12 +63,17 @@ pub(crate) async fn open_database(
         migrate: config.migrate,
     };
     let database = chatstore::OpenDatabase::open(&url, &options).await?;
-    tracing::info!(
-        database = %url,
-        backend = database.backend(),
-        migrations = database.known_migrations(),
-        "database is open"
-    );
+    // An embedded file is always migrated when it is opened.
+    if config.migrate || matches!(url, chatstore::DatabaseUrl::Sqlite(_)) {
+        tracing::info!(
+            database = %url,
+            backend = database.backend(),
+            migrations = database.known_migrations(),
+            "database is up to date"
+        );
+    } else {
+        tracing::info!(database = %url, backend = database.backend(), "database is open (migrations left to `chatd migrate`)");
+    }
     Ok(database)
 }
 

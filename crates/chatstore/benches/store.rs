@@ -1,8 +1,11 @@
-//! Store benchmark: transition throughput at concurrency 1 and 8, one acquisition pass
-//! over 1,000 runnable chats, and notification latency from commit to subscriber.
+//! Store benchmark, both backends in one run: transition throughput at concurrency 1 and 8,
+//! one acquisition pass over 1,000 runnable chats, and notification latency (from the start of
+//! the transition to the subscriber, and from `apply` returning to the subscriber). It prints
+//! each figure as it is measured, then a table with a column per backend.
 //!
-//! Run with `cargo bench -p chatstore` against the PostgreSQL of `TEST_DATABASE_URL` (default:
-//! the local server); it creates and drops its own database and prints its figures.
+//! Run with `cargo bench -p chatstore`. PostgreSQL is the server of `TEST_DATABASE_URL` (default:
+//! the local one; a fresh database is created and dropped); the embedded file is created in a
+//! temporary directory on the same disk as `target/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a benchmark reports on stdout
 
@@ -10,15 +13,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatstate::BusyBehavior;
-use chatstore::postgres::{PgPubsub, PgStore};
-use chatstore::pubsub::{Notification, Pubsub as _, Topic};
-use chatstore::testing::TestDatabase;
+use chatstore::pubsub::{Notification, Pubsub, Topic};
+use chatstore::testing::{Fixtures as _, ModelFixtures as _, TestDatabase};
 use chatstore::types::{Fence, MessagePart, NewChat, NewMessage};
-use chatstore::{Change, Store, StoreConfig};
+use chatstore::{Change, Database, DatabaseUrl, OpenDatabase, OpenOptions, StoreConfig};
 use uuid::Uuid;
 
+#[derive(Clone)]
 struct Env {
-    store: Arc<PgStore>,
+    store: Arc<dyn Database>,
+    pubsub: Arc<dyn Pubsub>,
     org: Uuid,
     user: Uuid,
     model: Uuid,
@@ -41,38 +45,24 @@ impl Env {
     }
 }
 
-async fn seed(db: &TestDatabase) -> Env {
-    let pool = db.pool.clone();
-    let org: Uuid =
-        sqlx::query_scalar("INSERT INTO organizations (name) VALUES ('bench') RETURNING id")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    let user: Uuid =
-        sqlx::query_scalar("INSERT INTO users (username) VALUES ('bench') RETURNING id")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    let provider: Uuid = sqlx::query_scalar(
-        "INSERT INTO chat_providers (provider) VALUES ('anthropic') RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let model: Uuid = sqlx::query_scalar(
-        "INSERT INTO chat_model_configs (organization_id, provider_id, model, context_limit) VALUES ($1, $2, 'm', 1000) RETURNING id",
-    )
-    .bind(org)
-    .bind(provider)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    Env {
-        store: Arc::new(PgStore::new(pool, StoreConfig::default())),
+/// A store on `database` with an organization, a user and a model, made as the API makes them.
+async fn seed(database: &OpenDatabase) -> (Env, Option<tokio::task::JoinHandle<()>>) {
+    let store = database.store(StoreConfig::default());
+    let (pubsub, listener) = database.pubsub().await.unwrap();
+    let org = store.fixture_organization("bench").await.unwrap();
+    let user = store.fixture_user("bench", "member", org).await.unwrap();
+    let model = store
+        .fixture_model(org, "anthropic", "", "m", 1000, true)
+        .await
+        .unwrap();
+    let env = Env {
+        store,
+        pubsub,
         org,
         user,
         model,
-    }
+    };
+    (env, listener)
 }
 
 /// One turn: send (idle → running), record an attempt, commit a step, finish. Returns the
@@ -148,7 +138,7 @@ async fn owned_idle_chat(env: &Env) -> (Uuid, Fence) {
     (chat, fence)
 }
 
-async fn throughput(env: &Env, concurrency: usize, turns_each: usize) {
+async fn throughput(env: &Env, concurrency: usize, turns_each: usize) -> f64 {
     let mut chats = Vec::new();
     for _ in 0..concurrency {
         chats.push(owned_idle_chat(env).await);
@@ -156,12 +146,7 @@ async fn throughput(env: &Env, concurrency: usize, turns_each: usize) {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (chat, fence) in chats {
-        let env = Env {
-            store: Arc::clone(&env.store),
-            org: env.org,
-            user: env.user,
-            model: env.model,
-        };
+        let env = env.clone();
         tasks.push(tokio::spawn(async move {
             turns(&env, chat, fence, turns_each).await
         }));
@@ -171,14 +156,15 @@ async fn throughput(env: &Env, concurrency: usize, turns_each: usize) {
         total += task.await.unwrap();
     }
     let elapsed = started.elapsed();
+    let rate = total as f64 / elapsed.as_secs_f64();
     println!(
-        "transitions, concurrency {concurrency}: {total} in {:.2} s = {:.0} transitions/s",
+        "transitions, concurrency {concurrency}: {total} in {:.2} s = {rate:.0} transitions/s",
         elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64()
     );
+    rate
 }
 
-async fn acquisition_pass(env: &Env, chats: usize) {
+async fn acquisition_pass(env: &Env, chats: usize) -> Duration {
     for _ in 0..chats {
         env.store.create_chat(env.new_chat()).await.unwrap();
     }
@@ -202,14 +188,19 @@ async fn acquisition_pass(env: &Env, chats: usize) {
             }
         }
     }
+    let elapsed = started.elapsed();
     println!(
         "acquisition pass over {chats} runnable chats: {acquired} acquired in {:.3} s",
-        started.elapsed().as_secs_f64()
+        elapsed.as_secs_f64()
     );
+    elapsed
 }
 
-async fn notification_latency(env: &Env, pool: &sqlx::PgPool, samples: usize) {
-    let (hub, task) = PgPubsub::start(pool).await.unwrap();
+/// p50 and p99 from the transition's start, then from `apply` returning, to the subscriber.
+struct Latency([Duration; 4]);
+
+async fn notification_latency(env: &Env, samples: usize) -> Latency {
+    let hub = &env.pubsub;
     let chat = env.store.create_chat(env.new_chat()).await.unwrap().chat.id;
     let mut sub = hub.subscribe(Topic::Chat(chat));
     // Drain the creation's notification.
@@ -261,19 +252,45 @@ async fn notification_latency(env: &Env, pool: &sqlx::PgPool, samples: usize) {
             .unwrap();
         while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(1), sub.recv()).await {}
     }
-    task.abort();
     let pct = |v: &mut Vec<Duration>, p: f64| {
         v.sort();
         v[((v.len() as f64 - 1.0) * p).round() as usize]
     };
-    println!(
-        "notification latency over {samples} commits: after commit returned p50 {:?} p99 {:?}; \
-         from transaction start p50 {:?} p99 {:?}",
+    let latency = Latency([
+        pct(&mut whole, 0.5),
+        pct(&mut whole, 0.99),
         pct(&mut after_commit, 0.5),
         pct(&mut after_commit, 0.99),
-        pct(&mut whole, 0.5),
-        pct(&mut whole, 0.99)
+    ]);
+    println!(
+        "notification latency over {samples} commits: from transaction start p50 {:?} p99 {:?}; \
+         after apply returned p50 {:?} p99 {:?}",
+        latency.0[0], latency.0[1], latency.0[2], latency.0[3]
     );
+    latency
+}
+
+/// The figures of one backend.
+struct Figures {
+    serial: f64,
+    concurrent: f64,
+    acquisition: Duration,
+    latency: Latency,
+}
+
+async fn measure(name: &str, database: &OpenDatabase) -> Figures {
+    println!("== {name}");
+    let (env, listener) = seed(database).await;
+    let figures = Figures {
+        serial: throughput(&env, 1, 100).await,
+        concurrent: throughput(&env, 8, 100).await,
+        acquisition: acquisition_pass(&env, 1000).await,
+        latency: notification_latency(&env, 500).await,
+    };
+    if let Some(listener) = listener {
+        listener.abort();
+    }
+    figures
 }
 
 fn main() {
@@ -285,12 +302,49 @@ fn main() {
         let db = TestDatabase::create()
             .await
             .expect("PostgreSQL must answer at TEST_DATABASE_URL (default: the local server)");
-        let env = seed(&db).await;
-        throughput(&env, 1, 100).await;
-        throughput(&env, 8, 100).await;
-        acquisition_pass(&env, 1000).await;
-        notification_latency(&env, &db.pool, 500).await;
-        drop(env);
+        let postgres = OpenDatabase::Postgres(db.pool.clone());
+        let pg = measure("PostgreSQL", &postgres).await;
+        drop(postgres);
         db.drop_database().await.unwrap();
+
+        let dir = std::env::temp_dir().join(format!("chatstore-bench-{}", Uuid::new_v4()));
+        let url = DatabaseUrl::Sqlite(dir.join("chatd.db"));
+        let sqlite = OpenDatabase::open(&url, &OpenOptions::default())
+            .await
+            .unwrap();
+        let lite = measure("SQLite (embedded file)", &sqlite).await;
+        sqlite.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+        println!();
+        println!("| figure | PostgreSQL | SQLite |");
+        println!("|---|---|---|");
+        println!(
+            "| transitions/s, concurrency 1 | {:.0} | {:.0} |",
+            pg.serial, lite.serial
+        );
+        println!(
+            "| transitions/s, concurrency 8 | {:.0} | {:.0} |",
+            pg.concurrent, lite.concurrent
+        );
+        println!(
+            "| acquisition pass, 1,000 chats | {:.3} s | {:.3} s |",
+            pg.acquisition.as_secs_f64(),
+            lite.acquisition.as_secs_f64()
+        );
+        let rows = [
+            "notification from transition start, p50",
+            "notification from transition start, p99",
+            "notification after apply returned, p50",
+            "notification after apply returned, p99",
+        ];
+        for (i, row) in rows.iter().enumerate() {
+            println!(
+                "| {row} | {} | {} |",
+                ms(pg.latency.0[i]),
+                ms(lite.latency.0[i])
+            );
+        }
     });
 }

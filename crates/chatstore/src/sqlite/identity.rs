@@ -202,16 +202,18 @@ impl IdentityStore for SqliteStore {
             return Ok(None);
         }
         let organization_id: Uuid = sqlx::query_scalar(
-            "INSERT INTO organizations (name) VALUES ($1)
+            "INSERT INTO organizations (name, id) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id",
         )
         .bind(organization)
+        .bind(Uuid::new_v4())
         .fetch_one(&mut *tx)
         .await?;
         let user_id: Uuid = sqlx::query_scalar(
-            "INSERT INTO users (username, role) VALUES ($1, 'admin') RETURNING id",
+            "INSERT INTO users (username, role, id) VALUES ($1, 'admin', $2) RETURNING id",
         )
         .bind(username)
+        .bind(Uuid::new_v4())
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO organization_members (organization_id, user_id) VALUES ($1, $2)")
@@ -299,11 +301,12 @@ impl IdentityStore for SqliteStore {
         display_name: &str,
     ) -> Result<Organization, StoreError> {
         let row: OrganizationRow = sqlx::query_as(concat!(
-            "INSERT INTO organizations (name, display_name) VALUES ($1, $2) RETURNING ",
+            "INSERT INTO organizations (name, display_name, id) VALUES ($1, $2, $3) RETURNING ",
             organization_columns!()
         ))
         .bind(name)
         .bind(display_name)
+        .bind(Uuid::new_v4())
         .fetch_one(self.db.writer())
         .await
         .map_err(|err| {
@@ -354,13 +357,14 @@ impl IdentityStore for SqliteStore {
     async fn add_user(&self, user: &NewUser) -> Result<User, StoreError> {
         let mut tx = self.db.writer().begin().await?;
         let id: Uuid = sqlx::query_scalar(
-            "INSERT INTO users (username, email, display_name, role) VALUES ($1, $2, $3, $4)
+            "INSERT INTO users (username, email, display_name, role, id) VALUES ($1, $2, $3, $4, $5)
              RETURNING id",
         )
         .bind(&user.username)
         .bind(&user.email)
         .bind(&user.name)
         .bind(&user.role)
+        .bind(Uuid::new_v4())
         .fetch_one(&mut *tx)
         .await
         .map_err(|err| user_conflict(err, &user.username, &user.email))?;

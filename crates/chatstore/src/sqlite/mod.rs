@@ -169,6 +169,7 @@ impl SqliteDb {
             })?;
         }
         let lock = lock(path)?;
+        create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -309,6 +310,22 @@ fn lock(path: &Path) -> Result<File, StoreError> {
     let _ = file.rewind();
     let _ = write!(file, "{}", std::process::id());
     Ok(file)
+}
+
+/// Creates a missing database file readable by its owner only (it holds token hashes and
+/// workspace secrets); SQLite gives its WAL and shared-memory files the same mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(file_error(path, "cannot create it", e)),
+    }
 }
 
 fn file_error(

@@ -50,6 +50,13 @@ async fn a_new_file_is_created_migrated_and_opens_again() {
         .await
         .unwrap();
     assert_eq!(foreign_keys, 1);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.db()).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the file holds secrets: only its owner reads it"
+    );
     drop(db);
     open(&dir.db())
         .await
@@ -164,4 +171,63 @@ async fn the_replica_registry_secrets_and_clock_work_on_the_embedded_file() {
     assert!(secret.len() >= 64, "{secret:?}");
     assert_eq!(store.cluster_secret("relay").await.unwrap(), secret);
     assert_ne!(store.cluster_secret("other").await.unwrap(), secret);
+}
+
+/// A read-only file system (as after a disk error remounts it): the start is refused with the
+/// file and the cause, and the data stays. Needs root to mount; skipped with a reason otherwise.
+#[tokio::test]
+async fn a_database_on_a_read_only_file_system_is_refused_with_the_file_named() {
+    let dir = Dir::new();
+    let mount = dir.0.join("mnt");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    let path = mount.join("chatd.db");
+    let db = open(&path).await.unwrap();
+    sqlx::query("INSERT INTO chatd_cluster_secrets (name, secret) VALUES ('kept', 'x')")
+        .execute(db.writer())
+        .await
+        .unwrap();
+    db.close().await;
+    let remounted = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(remounted.success());
+    let text = message(open(&path).await);
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    let lower = text.to_lowercase();
+    assert!(
+        lower.contains("not writable") || lower.contains("read-only"),
+        "{text}"
+    );
+    // The data is still there for a start once the file system is writable again.
+    std::process::Command::new("mount")
+        .args(["-o", "remount,rw"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    let db = open(&path).await.unwrap();
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM chatd_cluster_secrets WHERE name = 'kept'")
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+    assert_eq!(kept, 1);
+    db.close().await;
 }
