@@ -295,17 +295,13 @@ impl Rules<'_> {
             change,
             dynamic_names: &dynamic_names,
             edit_target,
-            applied: Applied {
-                chat: tx.fetch_chat(chat_id).await?,
-                inserted: Vec::new(),
-                queued: None,
-                deleted_message_ids: Vec::new(),
-            },
+            inserted: Vec::new(),
+            queued: None,
+            deleted_message_ids: Vec::new(),
         };
         for effect in &planned.effects {
             self.effect(tx, &mut step, effect).await?;
         }
-        let mut applied = step.applied;
 
         if matches!(change, Change::FinishInterruption { .. })
             && !tx.open_calls(chat_id).await?.is_empty()
@@ -324,7 +320,12 @@ impl Rules<'_> {
         if bumps_updated_at {
             tx.write(chat_id, ChatWrite::Touch).await?;
         }
-        applied.chat = tx.fetch_chat(chat_id).await?;
+        let applied = Applied {
+            chat: tx.fetch_chat(chat_id).await?,
+            inserted: step.inserted,
+            queued: step.queued,
+            deleted_message_ids: step.deleted_message_ids,
+        };
         self.notify(tx, &applied.chat).await?;
         Ok(applied)
     }
@@ -416,7 +417,7 @@ impl Rules<'_> {
                     ..
                 } = change
                 {
-                    step.applied.queued = Some(
+                    step.queued = Some(
                         tx.enqueue(chat_id, message, reasoning_effort.as_deref())
                             .await?,
                     );
@@ -458,7 +459,7 @@ impl Rules<'_> {
             }
             E::SoftDeleteFromTarget => {
                 if let Some(target) = step.edit_target {
-                    step.applied.deleted_message_ids = tx.soft_delete_from(chat_id, target).await?;
+                    step.deleted_message_ids = tx.soft_delete_from(chat_id, target).await?;
                 }
                 None
             }
@@ -548,7 +549,9 @@ struct Step<'a> {
     change: &'a Change,
     dynamic_names: &'a HashSet<String>,
     edit_target: Option<i64>,
-    applied: Applied,
+    inserted: Vec<Message>,
+    queued: Option<QueuedMessage>,
+    deleted_message_ids: Vec<i64>,
 }
 
 impl Step<'_> {
@@ -561,7 +564,7 @@ impl Step<'_> {
         let inserted = tx
             .insert_message(self.chat_id, message, queued_message_id)
             .await?;
-        self.applied.inserted.push(inserted);
+        self.inserted.push(inserted);
         Ok(())
     }
 }

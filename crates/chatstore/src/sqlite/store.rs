@@ -337,6 +337,8 @@ impl ChatTx for Tx {
                   FROM chat_messages m,
                        json_each(CASE WHEN json_type(m.content) = 'array' THEN m.content ELSE '[]' END) AS p
                  WHERE m.chat_id = $1 AND NOT m.deleted
+                   -- Most rows have no tool part: a text search spares parsing them.
+                   AND instr(m.content, '\"tool-') > 0
                    AND p.value ->> 'type' IN ('tool-call', 'tool-result')
              )
              SELECT c.part ->> 'tool_call_id' AS tool_call_id,
