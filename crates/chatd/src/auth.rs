@@ -138,7 +138,7 @@ pub(crate) fn store_status(err: StoreError) -> Status {
             with_reason(Code::FailedPrecondition, message, "FAILED_PRECONDITION")
         }
         other => {
-            tracing::error!(error = %other, "store call failed");
+            tracing::error!(error = %crate::error_chain(&other), "store call failed");
             let mut details =
                 ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
             details.set_error_info(

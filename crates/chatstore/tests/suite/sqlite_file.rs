@@ -173,29 +173,41 @@ async fn the_replica_registry_secrets_and_clock_work_on_the_embedded_file() {
     assert_ne!(store.cluster_secret("other").await.unwrap(), secret);
 }
 
+/// A small tmpfs mounted under `dir`, unmounted on drop; `None` (the test skips, saying why)
+/// where this process may not mount.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Dir, size: &str) -> Option<Self> {
+        let mount = dir.0.join("mnt");
+        std::fs::create_dir_all(&mount).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        }
+        mounted.then_some(Self(mount))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// A read-only file system (as after a disk error remounts it): the start is refused with the
 /// file and the cause, and the data stays. Needs root to mount; skipped with a reason otherwise.
 #[tokio::test]
 async fn a_database_on_a_read_only_file_system_is_refused_with_the_file_named() {
     let dir = Dir::new();
-    let mount = dir.0.join("mnt");
-    std::fs::create_dir_all(&mount).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&mount)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+    let Some(tmpfs) = Tmpfs::mount(&dir, "16m") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mount.clone());
+    };
+    let mount = tmpfs.0.clone();
     let path = mount.join("chatd.db");
     let db = open(&path).await.unwrap();
     sqlx::query("INSERT INTO chatd_cluster_secrets (name, secret) VALUES ('kept', 'x')")
@@ -229,5 +241,56 @@ async fn a_database_on_a_read_only_file_system_is_refused_with_the_file_named() 
             .await
             .unwrap();
     assert_eq!(kept, 1);
+    db.close().await;
+}
+
+/// A full disk: the write that does not fit fails as a query error and changes nothing; what
+/// was committed before reads back, and writes work again once there is room.
+#[tokio::test]
+async fn a_full_disk_fails_the_write_that_does_not_fit_and_loses_nothing() {
+    let dir = Dir::new();
+    let Some(tmpfs) = Tmpfs::mount(&dir, "2m") else {
+        return;
+    };
+    let path = tmpfs.0.join("chatd.db");
+    let db = open(&path).await.unwrap();
+    let insert = |name: String, size: usize| {
+        sqlx::query("INSERT INTO chatd_cluster_secrets (name, secret) VALUES ($1, $2)")
+            .bind(name)
+            .bind("x".repeat(size))
+    };
+    insert("committed".into(), 10)
+        .execute(db.writer())
+        .await
+        .unwrap();
+    // Fill the rest of the file system.
+    let filler = tmpfs.0.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 4 * 1024 * 1024]);
+    let mut failed = None;
+    for n in 0..64 {
+        if let Err(err) = insert(format!("big-{n}"), 256 * 1024)
+            .execute(db.writer())
+            .await
+        {
+            failed = Some(err);
+            break;
+        }
+    }
+    let err = failed.expect("a write fails once the disk is full");
+    assert!(
+        err.to_string().contains("full"),
+        "the cause is the full disk: {err}"
+    );
+    let committed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM chatd_cluster_secrets WHERE name = 'committed'")
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+    assert_eq!(committed, 1, "what was committed before is kept");
+    std::fs::remove_file(&filler).unwrap();
+    insert("after".into(), 10)
+        .execute(db.writer())
+        .await
+        .expect("writes work again once there is room");
     db.close().await;
 }
