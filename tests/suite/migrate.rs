@@ -97,6 +97,31 @@ async fn an_unknown_database_url_scheme_is_a_clear_error() {
 }
 
 #[tokio::test]
+async fn a_separate_provisioner_on_an_embedded_file_is_refused_with_the_reason() {
+    let dir = chatd_e2e::workspaces::tempdir::Dir::create();
+    let url = format!("sqlite://{}", dir.0.join("chatd.db").display());
+    let chatd = workspace_binary("chatd").unwrap();
+    let output = tokio::process::Command::new(&chatd)
+        .args([
+            "provisioner",
+            "--database-url",
+            &url,
+            "--control-plane-url",
+            "http://127.0.0.1:1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("PostgreSQL"), "{log}");
+    assert!(
+        !dir.0.join("chatd.db").exists(),
+        "nothing is created for a refused start"
+    );
+}
+
+#[tokio::test]
 async fn migrate_without_a_reachable_database_is_a_clear_error() {
     let chatd = workspace_binary("chatd").unwrap();
     let output = tokio::process::Command::new(&chatd)
