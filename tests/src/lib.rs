@@ -3,8 +3,10 @@
 //!
 //! Nothing here fakes the daemon: tests talk to it over gRPC exactly as a client would.
 //!
-//! [`workspaces`] holds the harness of the workspace tests and benchmark.
+//! [`workspaces`] holds the harness of the workspace tests and benchmark; [`daemon_db`] the
+//! database of a daemon under test, on either backend (`CHATD_TEST_BACKEND`).
 
+pub mod daemon_db;
 pub mod workspaces;
 
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@ use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
 use chatd_e2e::Daemon;
+use chatd_e2e::daemon_db::DaemonDb;
 use chatd_e2e::workspace_binary;
 use chatd_e2e::workspaces::{Harness, WithToken, free_port};
 use chatproto::chatd::v1 as pb;
@@ -191,13 +192,13 @@ fn model_request(organization: Uuid, model: &str) -> pb::CreateModelConfigReques
 
 #[tokio::test]
 async fn admins_manage_users_and_tokens_and_members_stay_in_their_lane() {
-    let h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let key = h
         .store
         .fixture_token(h.user, "bootstrap", None)
         .await
         .unwrap();
-    let daemon = daemon(&h).await;
+    let daemon = daemon(&mut h).await;
     let mut admin = Caller::new(&daemon, &key.token).await;
 
     let me = admin.who_am_i().await.unwrap();
@@ -444,7 +445,7 @@ async fn admins_manage_users_and_tokens_and_members_stay_in_their_lane() {
 
 #[tokio::test]
 async fn model_configs_are_created_listed_updated_and_deleted() {
-    let h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let key = h
         .store
         .fixture_token(h.user, "bootstrap", None)
@@ -456,7 +457,7 @@ async fn model_configs_are_created_listed_updated_and_deleted() {
         .await
         .unwrap();
     let bob_key = h.store.fixture_token(bob, "bob", None).await.unwrap();
-    let daemon = daemon(&h).await;
+    let daemon = daemon(&mut h).await;
     let mut admin = Caller::new(&daemon, &key.token).await;
     let mut member = Caller::new(&daemon, &bob_key.token).await;
 

@@ -5,7 +5,8 @@ use chatstore::testing::{Fixtures as _, ModelFixtures as _};
 use std::time::Duration;
 
 use chatd_e2e::Daemon;
-use chatd_e2e::workspaces::{Harness, eventually};
+use chatd_e2e::daemon_db::DaemonDb;
+use chatd_e2e::workspaces::eventually;
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::chat_service_client::ChatServiceClient;
 use chattest::emulator::{Emulator, ScriptPart, Turn};
@@ -13,20 +14,21 @@ use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-/// A daemon over the harness's database (no provisioner), and its address.
-pub(super) async fn daemon(h: &Harness) -> Daemon {
+/// A daemon over the test's database (no provisioner), and its address.
+pub(super) async fn daemon(h: &mut DaemonDb) -> Daemon {
     daemon_with(h, &[]).await
 }
 
-/// A daemon over the harness's database (no provisioner) with extra flags.
-pub(super) async fn daemon_with(h: &Harness, extra: &[&str]) -> Daemon {
+/// A daemon over the test's database (no provisioner) with extra flags.
+pub(super) async fn daemon_with(h: &mut DaemonDb, extra: &[&str]) -> Daemon {
+    let url = h.database_url().await;
     let data_dir = h.data_dir.0.display().to_string();
     let mut args = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--database-url",
-        &h.db.url,
+        &url,
         "--data-dir",
         &data_dir,
         "--provisioner-workers",
@@ -175,7 +177,7 @@ fn texts(messages: &pb::ListMessagesResponse) -> Vec<(pb::ChatMessageRole, Strin
 }
 
 /// A provider row pointing at the emulator and the organization's default model on it.
-pub(super) async fn model(h: &Harness, emulator: &Emulator) {
+pub(super) async fn model(h: &DaemonDb, emulator: &Emulator) {
     h.store
         .fixture_model(
             h.organization,
@@ -212,7 +214,7 @@ pub(super) fn assert_status(
 
 #[tokio::test]
 async fn a_chat_runs_through_the_api_and_lists_and_archives() {
-    let h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let emulator = Emulator::start(vec![
         reply("Hello from the model."),
         reply("Second answer."),
@@ -221,7 +223,7 @@ async fn a_chat_runs_through_the_api_and_lists_and_archives() {
     .unwrap();
     model(&h, &emulator).await;
     let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
-    let daemon = daemon(&h).await;
+    let daemon = daemon(&mut h).await;
     let mut client = Client::new(&daemon, &key.token).await;
 
     let chat = client.create("say hello").await.unwrap();
@@ -274,7 +276,7 @@ async fn a_chat_runs_through_the_api_and_lists_and_archives() {
 
 #[tokio::test]
 async fn another_users_chat_does_not_exist_for_them_and_bad_tokens_are_refused() {
-    let h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let emulator = Emulator::start(vec![reply("Hi.")]).await.unwrap();
     model(&h, &emulator).await;
     let ada = h.store.fixture_token(h.user, "ada", None).await.unwrap();
@@ -284,7 +286,7 @@ async fn another_users_chat_does_not_exist_for_them_and_bad_tokens_are_refused()
         .await
         .unwrap();
     let bob = h.store.fixture_token(bob_id, "bob", None).await.unwrap();
-    let daemon = daemon(&h).await;
+    let daemon = daemon(&mut h).await;
     let mut ada = Client::new(&daemon, &ada.token).await;
     let mut bob = Client::new(&daemon, &bob.token).await;
 
@@ -339,14 +341,14 @@ async fn another_users_chat_does_not_exist_for_them_and_bad_tokens_are_refused()
 
 #[tokio::test]
 async fn bad_input_gets_the_right_status_and_the_daemon_keeps_serving() {
-    let h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     // The first turn streams slowly, so the chat stays busy while the queue fills.
     let mut slow = reply("slow reply that takes a while");
     slow.pacing = Duration::from_millis(400);
     let emulator = Emulator::start(vec![slow]).await.unwrap();
     model(&h, &emulator).await;
     let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
-    let daemon = daemon(&h).await;
+    let daemon = daemon(&mut h).await;
     let mut client = Client::new(&daemon, &key.token).await;
 
     assert_status(

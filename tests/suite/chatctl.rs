@@ -104,22 +104,7 @@ struct KillUnder(PathBuf);
 
 impl Drop for KillUnder {
     fn drop(&mut self) {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if std::fs::read_link(entry.path().join("cwd"))
-                .is_ok_and(|cwd| cwd.starts_with(&self.0))
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
+        chatd_e2e::daemon_db::kill_processes_under(&self.0);
     }
 }
 
@@ -406,9 +391,9 @@ async fn with_no_database_configured_the_embedded_store_serves_a_newcomers_first
 
 #[tokio::test]
 async fn exit_codes_say_what_went_wrong() {
-    let h = Harness::bare().await;
+    let mut h = chatd_e2e::daemon_db::DaemonDb::create().await;
     let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
-    let daemon = super::chat_api::daemon(&h).await;
+    let daemon = super::chat_api::daemon(&mut h).await;
     let ctl = Ctl::new();
     let url = daemon.url();
 

@@ -2,7 +2,8 @@
 //! first call and a tool step shows up as a completed turn, a retry by kind, a classification
 //! by source, a tool duration, an acquisition and, while a client streams, a subscriber.
 
-use chatd_e2e::workspaces::{Harness, eventually};
+use chatd_e2e::daemon_db::DaemonDb;
+use chatd_e2e::workspaces::eventually;
 use chatproto::chatd::v1 as pb;
 use chatstore::testing::Fixtures as _;
 use chattest::emulator::{Emulator, FaultKind, FaultPoint, ScriptPart, Turn};
@@ -33,7 +34,7 @@ pub(crate) fn value(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn a_turn_with_a_retry_and_a_tool_shows_up_in_the_metrics() {
-    let h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let rate_limited = reply("never sent").fault(
         FaultPoint::BeforeHeaders,
         FaultKind::Status {
@@ -54,7 +55,7 @@ async fn a_turn_with_a_retry_and_a_tool_shows_up_in_the_metrics() {
         .unwrap();
     model(&h, &emulator).await;
     let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
-    let daemon = daemon_with(&h, &["--metrics-listen", "127.0.0.1:0"]).await;
+    let daemon = daemon_with(&mut h, &["--metrics-listen", "127.0.0.1:0"]).await;
     let log = daemon.log();
     let metrics_at: String = log
         .split("metrics_at=")

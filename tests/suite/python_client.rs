@@ -2,7 +2,7 @@
 //! token, discovers the services through reflection, builds the messages from the reflected
 //! descriptors and creates a chat that then runs like any other.
 
-use chatd_e2e::workspaces::Harness;
+use chatd_e2e::daemon_db::DaemonDb;
 use chatproto::chatd::v1 as pb;
 use chatstore::testing::Fixtures as _;
 use chattest::emulator::Emulator;
@@ -12,13 +12,13 @@ use super::chat_api::{Client, daemon, model, reply};
 
 #[tokio::test]
 async fn python_grpcio_lists_the_services_and_creates_a_chat_through_reflection() {
-    let h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let emulator = Emulator::start(vec![reply("Hello, Python.")])
         .await
         .unwrap();
     model(&h, &emulator).await;
     let key = h.store.fixture_token(h.user, "python", None).await.unwrap();
-    let daemon = daemon(&h).await;
+    let daemon = daemon(&mut h).await;
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/grpc_client.py");
     let output = tokio::process::Command::new(chattest::python())

@@ -6,9 +6,9 @@ use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
 use chatd_e2e::Daemon;
-use chatd_e2e::workspaces::{Harness, eventually};
+use chatd_e2e::daemon_db::{DaemonDb, TestBackend};
+use chatd_e2e::workspaces::eventually;
 use chatproto::chatd::v1 as pb;
-use chatstore::Store as _;
 use chattest::emulator::{Emulator, ScriptPart, Turn};
 use nix::sys::signal::Signal;
 use tonic::Streaming;
@@ -146,14 +146,14 @@ impl Client {
 
 #[tokio::test]
 async fn a_client_sees_the_reply_live_then_committed_and_can_resume() {
-    let h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let (first, first_text) = slow_reply(12, Duration::from_millis(60));
     let emulator = Emulator::start(vec![first, reply("Second.")])
         .await
         .unwrap();
     model(&h, &emulator).await;
     let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
-    let daemon = daemon(&h).await;
+    let daemon = daemon(&mut h).await;
     let mut client = Client::new(&daemon, &key.token).await;
 
     let chat = client.create("stream me").await.unwrap();
@@ -232,7 +232,7 @@ async fn a_client_sees_the_reply_live_then_committed_and_can_resume() {
 }
 
 /// Waits until a replica runs an attempt of the chat; that replica's worker id.
-async fn owner(h: &Harness, chat_id: &str) -> uuid::Uuid {
+async fn owner(h: &DaemonDb, chat_id: &str) -> uuid::Uuid {
     let id = uuid::Uuid::parse_str(chat_id).unwrap();
     eventually("the chat to have an owner", || async {
         let chat = h.store.chat(id).await.unwrap();
@@ -243,7 +243,11 @@ async fn owner(h: &Harness, chat_id: &str) -> uuid::Uuid {
 
 #[tokio::test]
 async fn a_client_on_another_replica_sees_the_reply_and_the_takeover_after_a_crash() {
-    let h = Harness::bare().await;
+    if TestBackend::from_env() == TestBackend::Sqlite {
+        eprintln!("PostgreSQL only by nature: two replicas share one database");
+        return;
+    }
+    let mut h = DaemonDb::create().await;
     // The first attempt streams for a long time; the takeover's attempt answers at once.
     let (first, _) = slow_reply(200, Duration::from_millis(50));
     let emulator = Emulator::start(vec![first, reply("Recovered after the crash.")])
@@ -253,13 +257,13 @@ async fn a_client_on_another_replica_sees_the_reply_and_the_takeover_after_a_cra
     let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
 
     // Replica A runs the chat: it is alone when the chat is created.
-    let a = daemon_with(&h, FAST).await;
+    let a = daemon_with(&mut h, FAST).await;
     let mut through_a = Client::new(&a, &key.token).await;
     let chat = through_a.create("run on A").await.unwrap();
     let runner = owner(&h, &chat.id).await;
 
     // Replica B serves the client.
-    let b: Daemon = daemon_with(&h, FAST).await;
+    let b: Daemon = daemon_with(&mut h, FAST).await;
     let mut through_b = Client::new(&b, &key.token).await;
     let mut stream = through_b.stream(&chat.id, None).await.unwrap();
     let mut view = View::default();
@@ -330,7 +334,7 @@ fn has(
 
 #[tokio::test]
 async fn a_watch_reports_new_chats_status_and_title_changes_and_dynamic_calls_of_its_owner_only() {
-    let h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let call = Turn::with(vec![ScriptPart::ToolCall {
         id: "call-1".into(),
         name: "ask_user".into(),
@@ -346,7 +350,7 @@ async fn a_watch_reports_new_chats_status_and_title_changes_and_dynamic_calls_of
         .await
         .unwrap();
     let bob_key = h.store.fixture_token(bob_id, "bob", None).await.unwrap();
-    let daemon = daemon(&h).await;
+    let daemon = daemon(&mut h).await;
     let mut ada = Client::new(&daemon, &ada_key.token).await;
     let mut bob = Client::new(&daemon, &bob_key.token).await;
     let mut ada_watch = ada
@@ -452,12 +456,12 @@ async fn end_status<T>(stream: &mut Streaming<T>, what: &str) -> tonic::Status {
 
 #[tokio::test]
 async fn sigterm_ends_open_streams_with_unavailable_instead_of_waiting_out_the_grace() {
-    let h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let emulator = Emulator::start(vec![reply("Hello.")]).await.unwrap();
     model(&h, &emulator).await;
     let key = h.store.fixture_token(h.user, "ada", None).await.unwrap();
     // A grace far longer than the test may take: only draining lets the daemon exit in time.
-    let daemon = daemon_with(&h, &["--shutdown-grace", "120s"]).await;
+    let daemon = daemon_with(&mut h, &["--shutdown-grace", "120s"]).await;
     let mut client = Client::new(&daemon, &key.token).await;
     let chat = client.create("hi").await.unwrap();
     client.until(&chat.id, pb::ChatStatus::Waiting).await;

@@ -168,7 +168,7 @@ impl OpenDatabase {
         }
     }
 
-    /// Closes the connections (the embedded file's lock goes with the last clone).
+    /// Closes the connections (and an embedded file's lock, for every clone).
     pub async fn close(self) {
         match self {
             Self::Postgres(pool) => pool.close().await,

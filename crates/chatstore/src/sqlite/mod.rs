@@ -152,12 +152,13 @@ pub struct SqliteDb {
     reader: SqlitePool,
     hub: Hub,
     path: PathBuf,
-    _lock: std::sync::Arc<File>,
+    /// The lock file, held until [`SqliteDb::close`] or the last clone is dropped.
+    lock: std::sync::Arc<std::sync::Mutex<Option<File>>>,
 }
 
 impl SqliteDb {
     /// Opens (creating it if missing) and migrates the database at `path`, locked for this
-    /// process until every clone of the returned value is dropped.
+    /// process until it is closed or every clone of the returned value is dropped.
     pub async fn open(path: &Path, config: &SqliteConfig) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -199,15 +200,16 @@ impl SqliteDb {
             reader,
             hub: Hub::default(),
             path: path.to_owned(),
-            _lock: std::sync::Arc::new(lock),
+            lock: std::sync::Arc::new(std::sync::Mutex::new(Some(lock))),
         })
     }
 
-    /// Closes this handle's connections (every clone shares them); the lock is released when
-    /// the last clone is dropped.
+    /// Closes the database for every clone of this handle: its connections, then its lock, so
+    /// another process may open the file at once.
     pub async fn close(self) {
         self.writer.close().await;
         self.reader.close().await;
+        drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 
     /// The database file.

@@ -78,9 +78,16 @@ async fn a_second_daemon_on_the_same_file_is_refused_until_the_first_stops() {
     );
     assert!(refused.contains("PostgreSQL"), "{refused}");
     drop(first);
-    open(&dir.db())
+    let second = open(&dir.db())
         .await
         .expect("free again once the first is gone");
+    // Closing hands the file over at once, even while a clone (a store) is still around.
+    let clone = second.clone();
+    second.close().await;
+    open(&dir.db())
+        .await
+        .expect("free again once the second is closed");
+    drop(clone);
 }
 
 #[tokio::test]
