@@ -74,11 +74,7 @@ impl DaemonDb {
             }
         };
         let store = open.store(StoreConfig::default());
-        let organization = store.fixture_organization("acme").await.unwrap();
-        let user = store
-            .fixture_user("ada", "admin", organization)
-            .await
-            .unwrap();
+        let (organization, user) = acme_and_ada(store.as_ref()).await;
         Self {
             store,
             organization,
@@ -112,6 +108,16 @@ impl DaemonDb {
             db.drop_database().await.unwrap();
         }
     }
+}
+
+/// Organization `acme` with admin `ada`, what every end-to-end test starts with: their ids.
+pub async fn acme_and_ada(store: &(impl chatstore::IdentityStore + ?Sized)) -> (Uuid, Uuid) {
+    let organization = store.fixture_organization("acme").await.unwrap();
+    let user = store
+        .fixture_user("ada", "admin", organization)
+        .await
+        .unwrap();
+    (organization, user)
 }
 
 /// SIGKILLs every process whose working directory is under `dir` (the agents of the

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // test support panics where it fails
 
-use chatstore::testing::Fixtures as _;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,11 +96,7 @@ impl Harness {
             .expect("PostgreSQL must answer at TEST_DATABASE_URL");
         let store = Arc::new(PgStore::new(db.pool.clone(), StoreConfig::default()));
         let (pubsub, notifications) = PgPubsub::start(&db.pool).await.unwrap();
-        let organization = store.fixture_organization("acme").await.unwrap();
-        let user = store
-            .fixture_user("ada", "admin", organization)
-            .await
-            .unwrap();
+        let (organization, user) = crate::daemon_db::acme_and_ada(store.as_ref()).await;
         Self {
             db,
             store,
