@@ -5,24 +5,48 @@
 use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
+use chatd_e2e::daemon_db::DaemonDb;
 use chatd_e2e::workspace_binary;
-use chatd_e2e::workspaces::Harness;
 use chatproto::chatd::v1 as pb;
-use chatstore::prelude::*;
 use chattest::emulator::Emulator;
 use nix::sys::signal::Signal;
 
 use super::chat_api::{Client, reply};
 
-/// `(provider, model, is_default)` of the organization's model configurations.
-async fn models(h: &Harness) -> Vec<(String, String, bool)> {
-    let mut rows: Vec<(String, String, bool)> = h
-        .store
-        .list_model_configs(h.organization, false, 0, 100)
+/// `(provider, model, is_default)` of the organization's model configurations, as the daemon's
+/// admin API lists them.
+async fn models(
+    daemon: &chatd_e2e::Daemon,
+    token: &str,
+    organization: uuid::Uuid,
+) -> Vec<(String, String, bool)> {
+    use chatd_e2e::workspaces::WithToken as _;
+    let mut admin = chatproto::chatd::v1::admin_service_client::AdminServiceClient::new(
+        super::serve::channel(daemon).await,
+    );
+    let listed = admin
+        .list_model_configs(
+            pb::ListModelConfigsRequest {
+                organization_id: organization.to_string(),
+                ..Default::default()
+            }
+            .into_request_with(token.to_owned()),
+        )
         .await
         .unwrap()
+        .into_inner();
+    let mut rows: Vec<(String, String, bool)> = listed
+        .model_configs
         .into_iter()
-        .map(|c| (c.provider, c.model, c.is_default))
+        .map(|c| {
+            let provider = match c.provider() {
+                pb::ProviderKind::Anthropic => "anthropic".to_owned(),
+                pb::ProviderKind::Openai => "openai".to_owned(),
+                pb::ProviderKind::OpenaiCompat => "openai-compat".to_owned(),
+                other => format!("{other:?}"),
+            };
+            (provider, c.model, c.is_default)
+        })
         .collect();
     rows.sort();
     rows
@@ -30,7 +54,7 @@ async fn models(h: &Harness) -> Vec<(String, String, bool)> {
 
 #[tokio::test]
 async fn a_config_file_seeds_models_once_and_turns_use_the_referenced_key() {
-    let h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let emulator = Emulator::start(vec![reply("Seeded and answering.")])
         .await
         .unwrap();
@@ -58,13 +82,14 @@ async fn a_config_file_seeds_models_once_and_turns_use_the_referenced_key() {
     .unwrap();
     let config = config.display().to_string();
     let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
+    let url = h.database_url().await;
     let start = |env: Vec<(&'static str, &'static str)>| {
         let args = [
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--database-url",
-            &h.db.url,
+            &url,
             "--config",
             &config,
         ];
@@ -73,7 +98,7 @@ async fn a_config_file_seeds_models_once_and_turns_use_the_referenced_key() {
 
     let daemon = start(vec![("E2E_ANTHROPIC_KEY", "sk-e2e-seeded")]).await;
     assert_eq!(
-        models(&h).await,
+        models(&daemon, &key.token, h.organization).await,
         [
             ("anthropic".into(), "claude-seeded".into(), true),
             ("openai-compat".into(), "compat-model".into(), false),
@@ -105,9 +130,18 @@ async fn a_config_file_seeds_models_once_and_turns_use_the_referenced_key() {
         "{}",
         daemon.log()
     );
-    drop(daemon);
+    // Stopped, not dropped: the next start must find the database free.
+    daemon
+        .stop(Signal::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
     let daemon = start(vec![]).await;
-    assert_eq!(models(&h).await.len(), 2, "{}", daemon.log());
+    assert_eq!(
+        models(&daemon, &key.token, h.organization).await.len(),
+        2,
+        "{}",
+        daemon.log()
+    );
     assert!(
         daemon.log().contains("already configured"),
         "{}",
