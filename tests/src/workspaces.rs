@@ -328,48 +328,9 @@ impl Harness {
         lines.join("\n")
     }
 
-    /// Pushes `examples/templates/shell` through the TemplateService at `url`, checks that a
-    /// bad token is refused, and waits for the import job.
+    /// Pushes `examples/templates/shell` through the daemon at `url` ([`push_example`]).
     pub async fn push_example(&self, url: &str, token: &str) -> Uuid {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/shell");
-        let example = TemplateDir::load(&dir).unwrap();
-        let mut client =
-            pb::template_service_client::TemplateServiceClient::connect(url.to_owned())
-                .await
-                .unwrap();
-        let push = |token: String| {
-            pb::PushTemplateVersionRequest {
-                organization_id: self.organization.to_string(),
-                manifest: Some(example.manifest.to_proto()),
-                files: template::files_to_proto(&example.files),
-                version_name: String::new(),
-                message: "first".into(),
-                activate: true,
-            }
-            .into_request_with(token)
-        };
-
-        let err = client
-            .push_template_version(push("nope".into()))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
-
-        let pushed = client
-            .push_template_version(push(token.to_owned()))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(pushed.template_created);
-        let template = Uuid::parse_str(&pushed.template.unwrap().id).unwrap();
-        let version = pushed.version.unwrap();
-        assert!(version.active);
-        let import = self
-            .job_done(Uuid::parse_str(&version.job.unwrap().id).unwrap())
-            .await;
-        assert_eq!(import.status, JobStatus::Succeeded, "{}", import.error);
-
-        template
+        push_example(url, self.organization, token).await
     }
 
     pub fn home(&self, workspace: Uuid) -> PathBuf {
@@ -481,4 +442,76 @@ pub fn free_port() -> u16 {
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Pushes `examples/templates/shell` into `organization` through the TemplateService at `url`,
+/// checks that a bad token is refused, and waits (through the same API) for its import job to
+/// succeed. The template's id.
+pub async fn push_example(url: &str, organization: Uuid, token: &str) -> Uuid {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/shell");
+    let example = TemplateDir::load(&dir).unwrap();
+    let mut client = pb::template_service_client::TemplateServiceClient::connect(url.to_owned())
+        .await
+        .unwrap();
+    let push = |token: String| {
+        pb::PushTemplateVersionRequest {
+            organization_id: organization.to_string(),
+            manifest: Some(example.manifest.to_proto()),
+            files: template::files_to_proto(&example.files),
+            version_name: String::new(),
+            message: "first".into(),
+            activate: true,
+        }
+        .into_request_with(token)
+    };
+
+    let err = client
+        .push_template_version(push("nope".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    let pushed = client
+        .push_template_version(push(token.to_owned()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(pushed.template_created);
+    let template = Uuid::parse_str(&pushed.template.unwrap().id).unwrap();
+    let version = pushed.version.unwrap();
+    assert!(version.active);
+    wait_for_import(url, token, &version.id).await;
+    template
+}
+
+/// Waits, through the TemplateService at `url`, until the import job of a template version has
+/// succeeded (a failed one fails the test with its error).
+pub async fn wait_for_import(url: &str, token: &str, version_id: &str) {
+    let client = pb::template_service_client::TemplateServiceClient::connect(url.to_owned())
+        .await
+        .unwrap();
+    let import = eventually("the template's import job", || {
+        let mut client = client.clone();
+        let request = pb::GetTemplateVersionRequest {
+            template_version_id: version_id.to_owned(),
+        }
+        .into_request_with(token.to_owned());
+        async move {
+            let job = client
+                .get_template_version(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .job
+                .unwrap();
+            (job.completed_at.is_some()).then_some(job)
+        }
+    })
+    .await;
+    assert_eq!(
+        import.status(),
+        pb::ProvisionerJobStatus::Succeeded,
+        "{}",
+        import.error
+    );
 }

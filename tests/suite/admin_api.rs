@@ -10,7 +10,7 @@ use std::time::Duration;
 use chatd_e2e::Daemon;
 use chatd_e2e::daemon_db::DaemonDb;
 use chatd_e2e::workspace_binary;
-use chatd_e2e::workspaces::{Harness, WithToken, free_port};
+use chatd_e2e::workspaces::{WithToken, free_port, push_example};
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::admin_service_client::AdminServiceClient;
 use chatproto::chatd::v1::template_service_client::TemplateServiceClient;
@@ -639,9 +639,8 @@ async fn model_configs_are_created_listed_updated_and_deleted() {
 
 #[tokio::test]
 async fn templates_and_owned_workspaces_through_the_api_with_streamed_build_logs() {
-    let mut h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let listen = format!("127.0.0.1:{}", free_port());
-    h.url = format!("http://{listen}");
     let key = h
         .store
         .fixture_token(h.user, "bootstrap", None)
@@ -660,6 +659,7 @@ async fn templates_and_owned_workspaces_through_the_api_with_streamed_build_logs
         .unwrap();
     let carol_key = h.store.fixture_token(carol, "carol", None).await.unwrap();
     let wsagent = workspace_binary("wsagent").unwrap();
+    let url = h.database_url().await;
     let data_dir = h.data_dir.0.display().to_string();
     let daemon = Daemon::start(
         &[
@@ -667,7 +667,7 @@ async fn templates_and_owned_workspaces_through_the_api_with_streamed_build_logs
             "--listen",
             &listen,
             "--database-url",
-            &h.db.url,
+            &url,
             "--data-dir",
             &data_dir,
             "--agent-binary",
@@ -692,7 +692,9 @@ async fn templates_and_owned_workspaces_through_the_api_with_streamed_build_logs
     let mut other = Caller::new(&daemon, &carol_key.token).await;
 
     // Templates: list, read, versions, settings.
-    let template = h.push_example(&daemon.url(), &key.token).await.to_string();
+    let template = push_example(&daemon.url(), h.organization, &key.token)
+        .await
+        .to_string();
     let request = owner.req(pb::ListTemplatesRequest::default());
     let listed = owner
         .templates

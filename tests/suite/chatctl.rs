@@ -6,10 +6,9 @@ use chatstore::testing::Fixtures as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use chatd_e2e::workspaces::{Harness, eventually, free_port, tempdir};
+use chatd_e2e::daemon_db::DaemonDb;
+use chatd_e2e::workspaces::{free_port, tempdir, wait_for_import};
 use chatd_e2e::{Daemon, workspace_binary};
-use chatstore::Store as _;
-use chatstore::prelude::*;
 use chattest::emulator::{Emulator, Match, ScriptPart, Turn};
 use uuid::Uuid;
 
@@ -72,18 +71,18 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A daemon with the embedded provisioner over the harness's database.
-async fn daemon_with_provisioner(h: &mut Harness) -> Daemon {
+/// A daemon with the embedded provisioner over the test's database.
+async fn daemon_with_provisioner(h: &mut DaemonDb) -> Daemon {
     let listen = format!("127.0.0.1:{}", free_port());
-    h.url = format!("http://{listen}");
     let wsagent = workspace_binary("wsagent").unwrap();
+    let url = h.database_url().await;
     let data_dir = h.data_dir.0.display().to_string();
     let args = [
         "serve",
         "--listen",
         &listen,
         "--database-url",
-        &h.db.url,
+        &url,
         "--data-dir",
         &data_dir,
         "--agent-binary",
@@ -114,7 +113,7 @@ fn example_template() -> PathBuf {
 
 #[tokio::test]
 async fn a_newcomer_logs_in_pushes_the_example_and_a_chat_builds_a_workspace_and_writes_a_file() {
-    let mut h = Harness::bare().await;
+    let mut h = DaemonDb::create().await;
     let key = h
         .store
         .fixture_token(h.user, "newcomer", None)
@@ -147,16 +146,8 @@ async fn a_newcomer_logs_in_pushes_the_example_and_a_chat_builds_a_workspace_and
     let pushed: serde_json::Value = serde_json::from_str(&pushed).unwrap();
     let template_id = pushed["template"]["id"].as_str().unwrap().to_owned();
     assert_eq!(pushed["template"]["name"], "shell");
-    let template = Uuid::parse_str(&template_id).unwrap();
-    eventually("the template's import", || async {
-        h.store
-            .template(template)
-            .await
-            .unwrap()
-            .active_version_id
-            .map(|_| ())
-    })
-    .await;
+    let version_id = pushed["version"]["id"].as_str().unwrap().to_owned();
+    wait_for_import(&url, &key.token, &version_id).await;
     let listed = ctl.ok(&["template", "ls"]).await;
     assert!(
         listed.contains(&template_id) && listed.contains("shell"),
@@ -232,16 +223,24 @@ async fn a_newcomer_logs_in_pushes_the_example_and_a_chat_builds_a_workspace_and
             daemon.log()
         );
     }
-    let chat = h
-        .store
-        .chat(Uuid::parse_str(&chat_id).unwrap())
-        .await
-        .unwrap();
-    let workspace = chat
-        .workspace_id
-        .expect("the chat is bound to its workspace");
+    // The one workspace is the chat's.
+    let listed: serde_json::Value =
+        serde_json::from_str(&ctl.ok(&["--json", "workspace", "ls"]).await).unwrap();
+    let workspace = Uuid::parse_str(
+        listed["workspaces"][0]["id"]
+            .as_str()
+            .expect("the chat built a workspace"),
+    )
+    .unwrap();
     assert_eq!(
-        std::fs::read_to_string(h.home(workspace).join("hello.txt")).unwrap(),
+        std::fs::read_to_string(
+            h.data_dir
+                .0
+                .join("workspaces")
+                .join(workspace.to_string())
+                .join("home/hello.txt")
+        )
+        .unwrap(),
         "hello\n"
     );
 
@@ -321,12 +320,9 @@ async fn with_no_database_configured_the_embedded_store_serves_a_newcomers_first
         .await;
     let pushed: serde_json::Value = serde_json::from_str(&pushed).unwrap();
     let template_id = pushed["template"]["id"].as_str().unwrap().to_owned();
-    eventually("the template's import", || async {
-        let shown = ctl.run(&["template", "show", &template_id]).await;
-        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
-        (!shown.contains("active version: none") && shown.contains("active version:")).then_some(())
-    })
-    .await;
+    let version_id = pushed["version"]["id"].as_str().unwrap().to_owned();
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    wait_for_import(&url, token.trim(), &version_id).await;
 
     let emulator = Emulator::start(vec![
         Turn::with(vec![ScriptPart::tool_call(
