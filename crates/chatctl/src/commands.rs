@@ -194,7 +194,9 @@ async fn chat(conn: &Conn, out: Out, command: ChatCommand) -> Result<(), CtlErro
                 .into_inner();
             out.show(&chat, "chatd.v1.Chat", || chat.id.clone())?;
             if args.attach {
-                attach(conn, out, &chat.id, false, Some(i64::MAX)).await?;
+                // The whole new chat: the turn may have committed steps before the stream
+                // opens, and they belong to what the user asked to see.
+                attach(conn, out, &chat.id, false, None).await?;
             }
             Ok(())
         }
@@ -221,7 +223,10 @@ async fn chat(conn: &Conn, out: Out, command: ChatCommand) -> Result<(), CtlErro
                 }
             })?;
             if args.attach {
-                attach(conn, out, &args.chat_id, false, Some(i64::MAX)).await?;
+                // Everything after the message sent (steps may commit before the stream opens);
+                // a queued message enters history later, so then only what is new.
+                let after = sent.message.as_ref().map_or(i64::MAX, |m| m.id);
+                attach(conn, out, &args.chat_id, false, Some(after)).await?;
             }
             Ok(())
         }
