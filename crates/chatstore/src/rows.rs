@@ -231,7 +231,7 @@ macro_rules! tool_execution_columns {
 
 pub(crate) use {chat_columns, message_columns, queued_columns, tool_execution_columns};
 
-fn invalid_name(e: crate::UnknownName) -> StoreError {
+pub(crate) fn invalid_name(e: crate::UnknownName) -> StoreError {
     StoreError::InvalidInput(e.to_string())
 }
 

@@ -72,6 +72,19 @@ pub(crate) enum ChatWrite<'a> {
     },
     /// `updated_at` becomes now.
     Touch,
+    /// Binds the chat to a workspace build and forgets its agent.
+    Workspace {
+        workspace_id: Uuid,
+        build_id: Uuid,
+    },
+    /// Binds the chat to an agent of a build, if the chat is still on `expected_workspace_id`.
+    Agent {
+        expected_workspace_id: Uuid,
+        build_id: Uuid,
+        agent_id: Uuid,
+    },
+    /// Forgets the workspace, build and agent.
+    Unbind,
 }
 
 /// The statements of a transition, run by a backend inside one open transaction.
@@ -95,7 +108,8 @@ pub(crate) trait ChatTx: Send {
     ) -> Result<bool, StoreError>;
     async fn insert_chat(&mut self, new: &NewChat) -> Result<Uuid, StoreError>;
     async fn fetch_chat(&mut self, chat_id: Uuid) -> Result<Chat, StoreError>;
-    async fn write(&mut self, chat_id: Uuid, write: ChatWrite<'_>) -> Result<(), StoreError>;
+    /// Writes the chat row; how many rows changed (0: no such chat, or a condition not met).
+    async fn write(&mut self, chat_id: Uuid, write: ChatWrite<'_>) -> Result<u64, StoreError>;
     /// The role of a live history row of the chat.
     async fn message_role(
         &mut self,
@@ -511,6 +525,20 @@ impl Rules<'_> {
             tx.write(chat_id, write).await?;
         }
         Ok(())
+    }
+
+    /// A metadata write of the workspace binding (no version bump, nothing published): the
+    /// chat after it, `None` when the write's condition did not hold (a moved workspace).
+    pub(crate) async fn bind(
+        &self,
+        tx: &mut impl ChatTx,
+        chat_id: Uuid,
+        write: ChatWrite<'_>,
+    ) -> Result<Option<Chat>, StoreError> {
+        let updated = tx.write(chat_id, write).await?;
+        // Read back either way: a missing chat is an error.
+        let chat = tx.fetch_chat(chat_id).await?;
+        Ok((updated > 0).then_some(chat))
     }
 
     /// Publishes the chat update and, for a runnable chat without a live owner, the ownership

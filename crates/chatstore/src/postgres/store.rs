@@ -169,7 +169,7 @@ impl ChatTx for PgConnection {
         fetch_chat(self, chat_id).await
     }
 
-    async fn write(&mut self, chat_id: Uuid, write: ChatWrite<'_>) -> Result<(), StoreError> {
+    async fn write(&mut self, chat_id: Uuid, write: ChatWrite<'_>) -> Result<u64, StoreError> {
         let conn = &mut *self;
         let query = match write {
             ChatWrite::Status(status) => {
@@ -253,9 +253,32 @@ impl ChatTx for PgConnection {
             ChatWrite::Touch => {
                 sqlx::query("UPDATE chats SET updated_at = now() WHERE id = $1").bind(chat_id)
             }
+            ChatWrite::Workspace {
+                workspace_id,
+                build_id,
+            } => sqlx::query(
+                "UPDATE chats SET workspace_id = $2, build_id = $3, agent_id = NULL WHERE id = $1",
+            )
+            .bind(chat_id)
+            .bind(workspace_id)
+            .bind(build_id),
+            ChatWrite::Agent {
+                expected_workspace_id,
+                build_id,
+                agent_id,
+            } => sqlx::query(
+                "UPDATE chats SET build_id = $3, agent_id = $4 WHERE id = $1 AND workspace_id = $2",
+            )
+            .bind(chat_id)
+            .bind(expected_workspace_id)
+            .bind(build_id)
+            .bind(agent_id),
+            ChatWrite::Unbind => sqlx::query(
+                "UPDATE chats SET workspace_id = NULL, build_id = NULL, agent_id = NULL WHERE id = $1",
+            )
+            .bind(chat_id),
         };
-        query.execute(&mut *conn).await?;
-        Ok(())
+        Ok(query.execute(&mut *conn).await?.rows_affected())
     }
 
     async fn message_role(
@@ -569,20 +592,20 @@ concat!(
         workspace_id: Uuid,
         build_id: Uuid,
     ) -> Result<Chat, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let updated = sqlx::query(
-            "UPDATE chats SET workspace_id = $2, build_id = $3, agent_id = NULL WHERE id = $1",
-        )
-        .bind(chat_id)
-        .bind(workspace_id)
-        .bind(build_id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::ChatNotFound(chat_id));
-        }
-        fetch_chat(&mut conn, chat_id).await
+        let mut tx = self.pool.begin().await?;
+        let chat = self
+            .rules()
+            .bind(
+                &mut *tx,
+                chat_id,
+                ChatWrite::Workspace {
+                    workspace_id,
+                    build_id,
+                },
+            )
+            .await?;
+        tx.commit().await?;
+        chat.ok_or(StoreError::ChatNotFound(chat_id))
     }
 
     async fn bind_agent(
@@ -592,20 +615,21 @@ concat!(
         build_id: Uuid,
         agent_id: Uuid,
     ) -> Result<Option<Chat>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let updated = sqlx::query(
-            "UPDATE chats SET build_id = $3, agent_id = $4 WHERE id = $1 AND workspace_id = $2",
-        )
-        .bind(chat_id)
-        .bind(expected_workspace_id)
-        .bind(build_id)
-        .bind(agent_id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        // Read back either way: a missing chat is an error, a moved one is `None`.
-        let chat = fetch_chat(&mut conn, chat_id).await?;
-        Ok((updated > 0).then_some(chat))
+        let mut tx = self.pool.begin().await?;
+        let chat = self
+            .rules()
+            .bind(
+                &mut *tx,
+                chat_id,
+                ChatWrite::Agent {
+                    expected_workspace_id,
+                    build_id,
+                    agent_id,
+                },
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(chat)
     }
 
     async fn begin_tool_execution(
@@ -802,18 +826,13 @@ concat!(
     }
 
     async fn unbind_workspace(&self, chat_id: Uuid) -> Result<Chat, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let updated = sqlx::query(
-            "UPDATE chats SET workspace_id = NULL, build_id = NULL, agent_id = NULL WHERE id = $1",
-        )
-        .bind(chat_id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::ChatNotFound(chat_id));
-        }
-        fetch_chat(&mut conn, chat_id).await
+        let mut tx = self.pool.begin().await?;
+        let chat = self
+            .rules()
+            .bind(&mut *tx, chat_id, ChatWrite::Unbind)
+            .await?;
+        tx.commit().await?;
+        chat.ok_or(StoreError::ChatNotFound(chat_id))
     }
 }
 
