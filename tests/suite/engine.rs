@@ -639,8 +639,12 @@ async fn a_stale_owner_is_fenced_out_after_a_takeover_and_leaves_no_trace() {
         .await
         .unwrap();
     let b = run.engine().await;
+    // The finished turn and B's hand-back are two commits: wait for both, so the snapshot
+    // compared below is the last one B writes.
     let done = run
-        .wait(chat, "B's answer", |c| c.status == ChatStatus::Waiting)
+        .wait(chat, "B's answer and hand-back", |c| {
+            c.status == ChatStatus::Waiting && c.worker_id.is_none()
+        })
         .await;
     assert_eq!(done.last_error, None);
     // A learns it lost the chat (B's acquisition is published) and stops its runner, cancelling
