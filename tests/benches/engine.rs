@@ -10,7 +10,7 @@
 //! delta carries a marker the emulator logs with its write time.
 //!
 //! Run: `cargo bench -p chatd-e2e --bench engine` (needs PostgreSQL, like the tests), or with
-//! `CHATD_BENCH_BACKEND=sqlite` on an embedded database file (the daemon's default).
+//! `CHATD_TEST_BACKEND=sqlite` on an embedded database file (the daemon's default).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a bench prints and panics
 
@@ -18,13 +18,14 @@ use chatstore::testing::ModelFixtures as _;
 use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chatd::engine::step::BufferedPart;
 use chatd::engine::{Engine, EngineConfig, EngineDeps};
 use chatd::parts::EpisodeKey;
-use chatd_e2e::workspaces::{Harness, percentile};
+use chatd_e2e::on_pool;
+use chatd_e2e::test_db::{TestBackend, TestDb};
+use chatd_e2e::workspaces::percentile;
 use chatstore::types::{MessagePart, NewChat};
 use chattest::emulator::{Emulator, MARK_CLOSE, MARK_OPEN, ScriptPart, Turn};
 
@@ -161,83 +162,21 @@ fn turn(k: usize) -> Turn {
     turn
 }
 
-/// The store a round runs on: PostgreSQL (the tests' harness) or an embedded file.
-struct Db {
-    open: chatstore::OpenDatabase,
-    store: Arc<dyn chatstore::Database>,
-    pubsub: Arc<dyn chatstore::pubsub::Pubsub>,
-    organization: uuid::Uuid,
-    user: uuid::Uuid,
-    harness: Option<Harness>,
-    dir: Option<chatd_e2e::workspaces::tempdir::Dir>,
-}
-
-impl Db {
-    async fn open() -> Self {
-        if std::env::var("CHATD_BENCH_BACKEND").as_deref() == Ok("sqlite") {
-            use chatstore::testing::Fixtures as _;
-            let dir = chatd_e2e::workspaces::tempdir::Dir::create();
-            let url = chatstore::DatabaseUrl::Sqlite(dir.0.join("chatd.db"));
-            let open = chatstore::OpenDatabase::open(&url, &Default::default())
-                .await
-                .unwrap();
-            let store = open.store(chatstore::StoreConfig::default());
-            let (pubsub, _) = open.pubsub().await.unwrap();
-            let organization = store.fixture_organization("acme").await.unwrap();
-            let user = store
-                .fixture_user("ada", "admin", organization)
-                .await
-                .unwrap();
-            return Self {
-                open,
-                store,
-                pubsub,
-                organization,
-                user,
-                harness: None,
-                dir: Some(dir),
-            };
-        }
-        let h = Harness::bare().await;
-        Self {
-            open: chatstore::OpenDatabase::Postgres(h.db.pool.clone()),
-            store: h.store.clone(),
-            pubsub: Arc::new(h.pubsub.clone()),
-            organization: h.organization,
-            user: h.user,
-            harness: Some(h),
-            dir: None,
-        }
-    }
-
-    /// Chats in this status (the same statement on both backends).
-    async fn count(&self, status: &str) -> usize {
-        const SQL: &str = "SELECT count(*) FROM chats WHERE CAST(status AS TEXT) = $1";
-        let count: i64 = match &self.open {
-            chatstore::OpenDatabase::Postgres(pool) => sqlx::query_scalar(SQL)
-                .bind(status)
-                .fetch_one(pool)
-                .await
-                .unwrap(),
-            chatstore::OpenDatabase::Sqlite(db) => sqlx::query_scalar(SQL)
-                .bind(status)
-                .fetch_one(db.reader())
-                .await
-                .unwrap(),
-        };
-        usize::try_from(count).unwrap_or(0)
-    }
-
-    async fn finish(self) {
-        if let Some(h) = self.harness {
-            h.finish().await;
-        }
-        drop(self.dir);
-    }
+/// Chats in this status (the same statement on both backends).
+async fn count(db: &TestDb, status: &str) -> usize {
+    let count: i64 = on_pool!(db.pool(), |pool| sqlx::query_scalar(
+        "SELECT count(*) FROM chats WHERE CAST(status AS TEXT) = $1"
+    )
+    .bind(status)
+    .fetch_one(pool)
+    .await
+    .unwrap());
+    usize::try_from(count).unwrap_or(0)
 }
 
 async fn round(chats: usize) {
-    let h = Db::open().await;
+    let h = TestDb::create().await;
+    let (pubsub, listener) = h.pubsub().await;
     let emulator = EmulatorProcess::start(chats);
     let clock = Clock::new();
     let model = h
@@ -276,7 +215,7 @@ async fn round(chats: usize) {
     let engine = Engine::start(
         EngineDeps {
             store: h.store.clone(),
-            pubsub: h.pubsub.clone(),
+            pubsub,
             provisioner: None,
             connector: None,
             dialer: None,
@@ -319,7 +258,7 @@ async fn round(chats: usize) {
     let mut peak_rss = baseline;
     loop {
         peak_rss = peak_rss.max(rss_kib());
-        if h.count("waiting").await == chats {
+        if count(&h, "waiting").await == chats {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -338,7 +277,7 @@ async fn round(chats: usize) {
     }
     engine.shutdown().await;
     let marks = emulator.finish();
-    let errors = h.count("error").await;
+    let errors = count(&h, "error").await;
 
     // When each reply streamed (first to last marked frame), from the emulator's side.
     let marks: Vec<(u128, (usize, usize))> = marks
@@ -393,6 +332,9 @@ async fn round(chats: usize) {
         ms(&steady, 99.0),
         growth as f64 / chats as f64,
     );
+    if let Some(listener) = listener {
+        listener.abort();
+    }
     h.finish().await;
 }
 
@@ -407,10 +349,9 @@ fn main() {
     runtime.block_on(async {
         println!(
             "engine under load on {}: {PARTS} text deltas per reply, {} ms apart",
-            if std::env::var("CHATD_BENCH_BACKEND").as_deref() == Ok("sqlite") {
-                "SQLite (embedded file)"
-            } else {
-                "PostgreSQL"
+            match TestBackend::from_env() {
+                TestBackend::Sqlite => "SQLite (embedded file)",
+                TestBackend::Postgres => "PostgreSQL",
             },
             PACING.as_millis()
         );

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use chatd_e2e::workspaces::{Harness, percentile};
 use chatstore::agents::AgentLifecycle;
 use chatstore::identity::token_hash;
-use chatstore::prelude::*;
 use chatstore::pubsub::{Hub, Pubsub};
 use chattool::wait::{WaitSettings, Waits};
 
@@ -118,11 +117,7 @@ fn main() {
         let template = h.template("name = \"bench\"", Vec::new()).await;
         // Jobs are completed by hand, at a known instant.
         h.stop_provisioner().await;
-        let events = Waits::new(
-            h.store.clone(),
-            Arc::new(h.pubsub.clone()),
-            WaitSettings::default(),
-        );
+        let events = Waits::new(h.store.clone(), h.pubsub.clone(), WaitSettings::default());
         let deaf: Arc<dyn Pubsub> = Arc::new(Hub::default());
         let polling = Waits::new(
             h.store.clone(),

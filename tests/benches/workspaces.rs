@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use chatd_e2e::workspaces::{Harness, percentile};
 use chatstore::agents::AgentLifecycle;
-use chatstore::prelude::*;
-use chatstore::pubsub::{Notification, Pubsub as _, Topic};
+use chatstore::pubsub::{Notification, Topic};
 use provisioner::template::{self, Manifest};
 
 const BUILDS: usize = 20;

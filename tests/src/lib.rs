@@ -3,10 +3,10 @@
 //!
 //! Nothing here fakes the daemon: tests talk to it over gRPC exactly as a client would.
 //!
-//! [`workspaces`] holds the harness of the workspace tests and benchmark; [`daemon_db`] the
+//! [`workspaces`] holds the harness of the workspace tests and benchmark; [`test_db`] the
 //! database of a daemon under test, on either backend (`CHATD_TEST_BACKEND`).
 
-pub mod daemon_db;
+pub mod test_db;
 pub mod workspaces;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +54,34 @@ pub enum E2eError {
         /// Everything the daemon wrote to stderr.
         log: String,
     },
+}
+
+/// Makes the calling test the only test in its process, for tests that read process-wide state
+/// which concurrent tests would change (the metrics recorder counts every engine's turns).
+/// Under nextest every test has its own process already: `true`, run the body. Under `cargo
+/// test` the first call re-runs this one test (`test`, its path in the test binary) in a child
+/// process and returns `false` once the child passed (a failure fails the test with the child's
+/// output); in the child it returns `true`.
+#[allow(clippy::expect_used)] // test support: a test binary that cannot re-run itself fails the test
+pub async fn in_own_process(test: &str) -> bool {
+    const CHILD: &str = "CHATD_TEST_OWN_PROCESS";
+    if std::env::var_os("NEXTEST").is_some() || std::env::var(CHILD).as_deref() == Ok(test) {
+        return true;
+    }
+    let output = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, test)
+        .output()
+        .await
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{test} in its own process: {}\n{stdout}\n{stderr}",
+        output.status
+    );
+    false
 }
 
 /// The workspace's target directory, derived from the running test executable

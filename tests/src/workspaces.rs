@@ -11,33 +11,32 @@ use std::time::Duration;
 
 use chatd::agentapi::AgentApi;
 use chatproto::chatd::v1 as pb;
-use chatstore::StoreConfig;
+use chatstore::Database;
 use chatstore::agents::{Agent, AgentLifecycle};
-use chatstore::postgres::{PgPubsub, PgStore};
-use chatstore::prelude::*;
-use chatstore::testing::TestDatabase;
+use chatstore::pubsub::Pubsub;
 use chatstore::workspaces::{Build, Job, JobStatus, WorkspaceTransition};
 use provisioner::template::{self, Manifest, TemplateDir, TemplateFile};
 use provisioner::{LocalBackend, LocalConfig, Provisioner, ProvisionerConfig};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::workspace_binary;
+use crate::test_db::TestDb;
+use crate::{on_pool, workspace_binary};
 
 /// Heartbeat interval agents are given in these tests.
 pub const HEARTBEAT: Duration = Duration::from_millis(200);
 /// Longest wait for anything in these tests.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A database, the agent API on loopback, and a running provisioner over a data dir.
-#[derive(Debug)]
+/// A database (of the backend `CHATD_TEST_BACKEND` names), the agent API on loopback, and a
+/// running provisioner over the database's data dir.
+#[allow(missing_debug_implementations)] // holds a `dyn Database`
 pub struct Harness {
-    pub db: TestDatabase,
-    pub store: Arc<PgStore>,
-    pub pubsub: PgPubsub,
-    listener: tokio::task::JoinHandle<()>,
+    pub db: TestDb,
+    pub store: Arc<dyn Database>,
+    pub pubsub: Arc<dyn Pubsub>,
+    listener: Option<tokio::task::JoinHandle<()>>,
     pub url: String,
-    pub data_dir: tempdir::Dir,
     pub worker_id: Uuid,
     pub organization: Uuid,
     pub user: Uuid,
@@ -91,22 +90,17 @@ impl Harness {
 
     /// A seeded database (organization `acme`, admin `ada`) and a data dir, nothing running.
     pub async fn bare() -> Self {
-        let db = TestDatabase::create()
-            .await
-            .expect("PostgreSQL must answer at TEST_DATABASE_URL");
-        let store = Arc::new(PgStore::new(db.pool.clone(), StoreConfig::default()));
-        let (pubsub, notifications) = PgPubsub::start(&db.pool).await.unwrap();
-        let (organization, user) = crate::daemon_db::acme_and_ada(store.as_ref()).await;
+        let db = TestDb::create().await;
+        let (pubsub, listener) = db.pubsub().await;
         Self {
-            db,
-            store,
+            store: db.store.clone(),
             pubsub,
-            listener: notifications,
+            listener,
             url: String::new(),
-            data_dir: tempdir::Dir::create(),
             worker_id: Uuid::new_v4(),
-            organization,
-            user,
+            organization: db.organization,
+            user: db.user,
+            db,
             provisioner: None,
             server_stop: None,
         }
@@ -114,7 +108,7 @@ impl Harness {
 
     pub fn backend(&self) -> LocalBackend {
         let mut config = LocalConfig::new(
-            self.data_dir.0.clone(),
+            self.db.data_dir.0.clone(),
             workspace_binary("wsagent").unwrap(),
             self.url.clone(),
         );
@@ -129,7 +123,7 @@ impl Harness {
         config.poll_interval = Duration::from_secs(1);
         Provisioner::new(
             self.store.clone(),
-            Arc::new(self.pubsub.clone()),
+            self.pubsub.clone(),
             Arc::new(self.backend()),
             config,
         )
@@ -237,14 +231,16 @@ impl Harness {
             build
         } else {
             // The agent belongs to the start build before a stop.
-            let id: Uuid = sqlx::query_scalar(
+            let id: Uuid = on_pool!(self.db.pool(), |pool| {
+                sqlx::query_scalar(
                 "SELECT id FROM workspace_builds WHERE workspace_id = $1 AND transition = 'start'
                   ORDER BY build_number DESC LIMIT 1",
             )
             .bind(workspace)
-            .fetch_one(&self.db.pool)
+            .fetch_one(pool)
             .await
-            .unwrap();
+            .unwrap()
+            });
             self.store.build(id).await.unwrap()
         };
         let mut agents = self.store.build_agents(build.id).await.unwrap();
@@ -278,54 +274,56 @@ impl Harness {
         let agent_log = self.backend().workspace_dir(workspace).join("agent.log");
         let agent_log = std::fs::read_to_string(&agent_log)
             .unwrap_or_else(|e| format!("({} unreadable: {e})", agent_log.display()));
-        let jobs: Vec<(String, String)> = sqlx::query_as(
-            "SELECT b.transition::text || ' build ' || b.build_number || ', job ' || j.id,
-                    coalesce(string_agg(l.created_at || ' ' || l.stage || ': ' || l.output, E'\n'
-                                        ORDER BY l.id), '')
-               FROM workspace_builds b
-               JOIN provisioner_jobs j ON j.id = b.job_id
-               LEFT JOIN provisioner_job_logs l ON l.job_id = j.id
-              WHERE b.workspace_id = $1
-              GROUP BY b.build_number, b.transition, j.id ORDER BY b.build_number",
+        let builds: Vec<(String, i32, Uuid)> = on_pool!(self.db.pool(), |pool| sqlx::query_as(
+            "SELECT CAST(transition AS TEXT), build_number, job_id FROM workspace_builds
+              WHERE workspace_id = $1 ORDER BY build_number",
         )
         .bind(workspace)
-        .fetch_all(&self.db.pool)
+        .fetch_all(pool)
         .await
-        .unwrap_or_default();
+        .unwrap_or_default());
         let mut out = format!("--- agent.log ---\n{agent_log}");
-        for (job, logs) in jobs {
-            out.push_str(&format!("\n--- {job} ---\n{logs}"));
+        for (transition, number, job) in builds {
+            out.push_str(&format!("\n--- {transition} build {number}, job {job} ---"));
+            for line in self
+                .store
+                .job_logs(job, 0, 10_000)
+                .await
+                .unwrap_or_default()
+            {
+                let (at, stage, output) = (line.created_at, line.stage, line.output);
+                out.push_str(&format!("\n{at} {stage}: {output}"));
+            }
         }
         out
     }
 
+    /// The control-plane secret of a workspace (what chatd presents to its agent).
     pub async fn secret(&self, workspace: Uuid) -> String {
-        sqlx::query_scalar("SELECT control_plane_secret FROM workspaces WHERE id = $1")
-            .bind(workspace)
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
+        let agent = self.agent(workspace).await;
+        self.store.agent_secret(agent.id).await.unwrap()
     }
 
+    /// An agent's startup log: `(level, output)` lines in order.
     pub async fn agent_logs(&self, agent: Uuid) -> Vec<(String, String)> {
-        sqlx::query_as(
-            "SELECT level::text, output FROM workspace_agent_logs WHERE agent_id = $1 ORDER BY id",
+        on_pool!(self.db.pool(), |pool| sqlx::query_as(
+            "SELECT CAST(level AS TEXT), output FROM workspace_agent_logs
+              WHERE agent_id = $1 ORDER BY id",
         )
         .bind(agent)
-        .fetch_all(&self.db.pool)
+        .fetch_all(pool)
         .await
-        .unwrap()
+        .unwrap())
     }
 
+    /// A job's log lines, joined.
     pub async fn job_logs(&self, job: Uuid) -> String {
-        let lines: Vec<String> = sqlx::query_scalar(
-            "SELECT output FROM provisioner_job_logs WHERE job_id = $1 ORDER BY id",
-        )
-        .bind(job)
-        .fetch_all(&self.db.pool)
-        .await
-        .unwrap();
-        lines.join("\n")
+        let lines = self.store.job_logs(job, 0, 10_000).await.unwrap();
+        lines
+            .into_iter()
+            .map(|line| line.output)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Pushes `examples/templates/shell` through the daemon at `url` ([`push_example`]).
@@ -338,57 +336,33 @@ impl Harness {
     }
 
     pub async fn finish(mut self) {
-        // Stop every agent this test started, then the rest.
-        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM workspaces")
-            .fetch_all(&self.db.pool)
-            .await
-            .unwrap();
-        for id in ids {
-            if let Some(pid) = self.backend().agent_pid(id) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
         self.stop_provisioner().await;
         if let Some(stop) = self.server_stop.take() {
             let _ = stop.send(());
         }
         // The LISTEN connection belongs to the pool, which closes only when it is returned.
-        self.listener.abort();
-        let _ = (&mut self.listener).await;
-        self.db.drop_database().await.unwrap();
+        if let Some(listener) = self.listener.take() {
+            listener.abort();
+            let _ = listener.await;
+        }
+        // Stops every agent this test started, then drops the database.
+        self.db.finish().await;
     }
-}
-
-/// The secret of the workspace an agent belongs to.
-pub async fn agent_secret(pool: &sqlx::PgPool, agent: Uuid) -> String {
-    sqlx::query_scalar(
-        "SELECT w.control_plane_secret FROM workspace_agents a
-           JOIN workspace_resources r ON r.id = a.resource_id
-           JOIN workspace_builds b ON b.job_id = r.job_id
-           JOIN workspaces w ON w.id = b.workspace_id
-          WHERE a.id = $1",
-    )
-    .bind(agent)
-    .fetch_one(pool)
-    .await
-    .unwrap()
 }
 
 /// Readiness phase 1 for tests: chatd's `StoreConnector` (dials the agent for real with its
 /// workspace's secret and asks for its health).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // holds a `dyn Database`
 pub struct Dialer {
-    pub pool: sqlx::PgPool,
+    pub store: Arc<dyn Database>,
 }
 
 #[async_trait::async_trait]
 impl chattool::wait::AgentDialer for Dialer {
     async fn dial(&self, agent: &Agent) -> Result<(), String> {
-        let store = Arc::new(PgStore::new(self.pool.clone(), StoreConfig::default()));
-        let connector = chatd::resolver::StoreConnector::new(store, Duration::from_secs(2));
+        let connector =
+            chatd::resolver::StoreConnector::new(self.store.clone(), Duration::from_secs(2));
         chattool::wait::AgentDialer::dial(&connector, agent).await
     }
 }
@@ -514,4 +488,93 @@ pub async fn wait_for_import(url: &str, token: &str, version_id: &str) {
         "{}",
         import.error
     );
+}
+
+/// A daemon's WorkspaceService as one user: what a daemon test uses instead of the store.
+#[derive(Debug, Clone)]
+pub struct WorkspaceApi {
+    client: pb::workspace_service_client::WorkspaceServiceClient<tonic::transport::Channel>,
+    token: String,
+}
+
+impl WorkspaceApi {
+    /// Connects to the daemon at `url` with `token`.
+    pub async fn connect(url: &str, token: &str) -> Self {
+        let client = pb::workspace_service_client::WorkspaceServiceClient::connect(url.to_owned())
+            .await
+            .unwrap();
+        Self {
+            client,
+            token: token.to_owned(),
+        }
+    }
+
+    /// Creates a workspace of `template` in `organization`.
+    pub async fn create(&self, organization: Uuid, template: Uuid, name: &str) -> pb::Workspace {
+        let request = pb::CreateWorkspaceRequest {
+            organization_id: organization.to_string(),
+            template_id: template.to_string(),
+            name: name.into(),
+            ..Default::default()
+        };
+        self.client
+            .clone()
+            .create_workspace(request.into_request_with(self.token.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Reads a workspace with its latest build, job and agents.
+    pub async fn get(&self, id: &str) -> pb::Workspace {
+        let request = pb::GetWorkspaceRequest {
+            workspace_id: id.to_owned(),
+        };
+        self.client
+            .clone()
+            .get_workspace(request.into_request_with(self.token.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Starts a stop build.
+    pub async fn stop(&self, id: &str) -> pb::WorkspaceBuild {
+        let request = pb::StopWorkspaceRequest {
+            workspace_id: id.to_owned(),
+        };
+        self.client
+            .clone()
+            .stop_workspace(request.into_request_with(self.token.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Waits until the workspace's latest build has finished: that build.
+    pub async fn built(&self, id: &str) -> pb::WorkspaceBuild {
+        eventually("the latest build to finish", || async {
+            let build = self.get(id).await.latest_build.unwrap();
+            build
+                .job
+                .as_ref()
+                .is_some_and(|job| job.completed_at.is_some())
+                .then_some(build)
+        })
+        .await
+    }
+
+    /// Waits until the agent of the workspace's latest build satisfies `check`: that agent.
+    pub async fn agent_until(
+        &self,
+        id: &str,
+        what: &str,
+        check: impl Fn(&pb::WorkspaceAgent) -> bool,
+    ) -> pb::WorkspaceAgent {
+        eventually(what, || async {
+            let build = self.get(id).await.latest_build.unwrap();
+            build.agents.into_iter().find(&check)
+        })
+        .await
+    }
 }

@@ -8,7 +8,7 @@ use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
 use chatd_e2e::Daemon;
-use chatd_e2e::daemon_db::DaemonDb;
+use chatd_e2e::test_db::TestDb;
 use chatd_e2e::workspace_binary;
 use chatd_e2e::workspaces::{WithToken, free_port, push_example};
 use chatproto::chatd::v1 as pb;
@@ -192,7 +192,7 @@ fn model_request(organization: Uuid, model: &str) -> pb::CreateModelConfigReques
 
 #[tokio::test]
 async fn admins_manage_users_and_tokens_and_members_stay_in_their_lane() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let key = h
         .store
         .fixture_token(h.user, "bootstrap", None)
@@ -445,7 +445,7 @@ async fn admins_manage_users_and_tokens_and_members_stay_in_their_lane() {
 
 #[tokio::test]
 async fn model_configs_are_created_listed_updated_and_deleted() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let key = h
         .store
         .fixture_token(h.user, "bootstrap", None)
@@ -639,7 +639,7 @@ async fn model_configs_are_created_listed_updated_and_deleted() {
 
 #[tokio::test]
 async fn templates_and_owned_workspaces_through_the_api_with_streamed_build_logs() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let listen = format!("127.0.0.1:{}", free_port());
     let key = h
         .store

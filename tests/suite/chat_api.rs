@@ -5,7 +5,8 @@ use chatstore::testing::{Fixtures as _, ModelFixtures as _};
 use std::time::Duration;
 
 use chatd_e2e::Daemon;
-use chatd_e2e::daemon_db::DaemonDb;
+use chatd_e2e::on_pool;
+use chatd_e2e::test_db::TestDb;
 use chatd_e2e::workspaces::eventually;
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::chat_service_client::ChatServiceClient;
@@ -15,12 +16,12 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 /// A daemon over the test's database (no provisioner), and its address.
-pub(super) async fn daemon(h: &mut DaemonDb) -> Daemon {
+pub(super) async fn daemon(h: &mut TestDb) -> Daemon {
     daemon_with(h, &[]).await
 }
 
 /// A daemon over the test's database (no provisioner) with extra flags.
-pub(super) async fn daemon_with(h: &mut DaemonDb, extra: &[&str]) -> Daemon {
+pub(super) async fn daemon_with(h: &mut TestDb, extra: &[&str]) -> Daemon {
     let url = h.database_url().await;
     let data_dir = h.data_dir.0.display().to_string();
     let mut args = vec![
@@ -177,7 +178,7 @@ fn texts(messages: &pb::ListMessagesResponse) -> Vec<(pb::ChatMessageRole, Strin
 }
 
 /// A provider row pointing at the emulator and the organization's default model on it.
-pub(super) async fn model(h: &DaemonDb, emulator: &Emulator) {
+pub(super) async fn model(h: &TestDb, emulator: &Emulator) {
     h.store
         .fixture_model(
             h.organization,
@@ -214,7 +215,7 @@ pub(super) fn assert_status(
 
 #[tokio::test]
 async fn a_chat_runs_through_the_api_and_lists_and_archives() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let emulator = Emulator::start(vec![
         reply("Hello from the model."),
         reply("Second answer."),
@@ -276,7 +277,7 @@ async fn a_chat_runs_through_the_api_and_lists_and_archives() {
 
 #[tokio::test]
 async fn another_users_chat_does_not_exist_for_them_and_bad_tokens_are_refused() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let emulator = Emulator::start(vec![reply("Hi.")]).await.unwrap();
     model(&h, &emulator).await;
     let ada = h.store.fixture_token(h.user, "ada", None).await.unwrap();
@@ -341,7 +342,7 @@ async fn another_users_chat_does_not_exist_for_them_and_bad_tokens_are_refused()
 
 #[tokio::test]
 async fn bad_input_gets_the_right_status_and_the_daemon_keeps_serving() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     // The first turn streams slowly, so the chat stays busy while the queue fills.
     let mut slow = reply("slow reply that takes a while");
     slow.pacing = Duration::from_millis(400);
@@ -462,13 +463,14 @@ async fn bad_input_gets_the_right_status_and_the_daemon_keeps_serving() {
 async fn the_first_start_creates_an_admin_and_an_environment_key_gives_it_a_model() {
     use std::os::unix::fs::PermissionsExt as _;
 
-    let db = chatstore::testing::TestDatabase::create().await.unwrap();
+    let mut db = TestDb::empty().await;
+    let database_url = db.database_url().await;
     let args = [
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--database-url",
-        &db.url,
+        &database_url,
     ];
     let daemon = Daemon::start(&args, &[]).await.unwrap();
     let path = daemon.data_dir().join("admin-token");
@@ -494,7 +496,10 @@ async fn the_first_start_creates_an_admin_and_an_environment_key_gives_it_a_mode
             && refusal.message().contains("ANTHROPIC_API_KEY"),
         "{refusal:?}"
     );
-    drop(daemon);
+    daemon
+        .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
 
     // Later starts leave the users alone. A provider key in the environment, with nothing else
     // configuring that provider, seeds its default model with a reference to the variable.
@@ -515,20 +520,6 @@ async fn the_first_start_creates_an_admin_and_an_environment_key_gives_it_a_mode
         "{}",
         again.log()
     );
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(users, 1);
-    let stored: Vec<String> = sqlx::query_scalar("SELECT api_key_ref FROM chat_providers")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        stored,
-        ["env:ANTHROPIC_API_KEY"],
-        "a reference, never the key"
-    );
     let mut admin = Client::new(&again, token.trim()).await;
     let chat = admin.create("hi").await.unwrap();
     admin.until(&chat.id, pb::ChatStatus::Waiting).await;
@@ -536,6 +527,26 @@ async fn the_first_start_creates_an_admin_and_an_environment_key_gives_it_a_mode
     assert_eq!(requests.len(), 1, "{}", again.log());
     assert_eq!(requests[0].header("x-api-key"), Some("sk-from-env"));
     assert_eq!(requests[0].body["model"], "claude-sonnet-4-5");
-    drop(again);
-    db.drop_database().await.unwrap();
+    again
+        .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // What the two starts left: one user, and a reference to the key, never the key.
+    db.reopen().await;
+    let users: i64 = on_pool!(db.pool(), |pool| sqlx::query_scalar(
+        "SELECT count(*) FROM users"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap());
+    assert_eq!(users, 1);
+    let stored: Vec<String> = on_pool!(db.pool(), |pool| sqlx::query_scalar(
+        "SELECT api_key_ref FROM chat_providers"
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap());
+    assert_eq!(stored, ["env:ANTHROPIC_API_KEY"]);
+    db.finish().await;
 }

@@ -1,4 +1,4 @@
-//! The model-facing tools end to end: a chat in PostgreSQL, chatd's provisioner front, the
+//! The model-facing tools end to end: a chat in the test database (either backend), chatd's provisioner front, the
 //! provisioner with the local backend, and real `wsagent` processes reached on loopback.
 //! One test per row, text and branch of spec/chattool.md §7–§8 and §10.2.
 
@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatd::builds::StoreProvisioner;
-use chatd_e2e::workspaces::{Dialer, Harness, agent_secret, eventually};
-use chatstore::Store as _;
-use chatstore::prelude::*;
+use chatd_e2e::on_pool;
+use chatd_e2e::workspaces::{Dialer, Harness, eventually};
 use chatstore::templates::TemplateSettings;
 use chatstore::types::{Chat, MessagePart, NewChat};
 use chatstore::workspaces::JobStatus;
@@ -27,7 +26,7 @@ use uuid::Uuid;
 /// Resolves the chat's bound build to its chat agent and dials it (what the engine's resolver
 /// does, without the recovery gate).
 struct Resolver {
-    store: Arc<chatstore::postgres::PgStore>,
+    store: Arc<dyn chatstore::Database>,
     home: Box<dyn Fn(Uuid) -> std::path::PathBuf + Send + Sync>,
 }
 
@@ -48,7 +47,11 @@ impl WorkspaceResolver for Resolver {
             .map_err(|e| e.to_string())?
             .id;
         let agent = agents.iter().find(|a| a.id == chosen).unwrap();
-        let secret = agent_secret(self.store.pool(), agent.id).await;
+        let secret = self
+            .store
+            .agent_secret(agent.id)
+            .await
+            .map_err(|e| e.to_string())?;
         let conn = wsagent::client::connect_agent(&agent.address, &secret, Duration::from_secs(5))
             .await
             .map_err(|e| e.to_string())?;
@@ -57,6 +60,16 @@ impl WorkspaceResolver for Resolver {
             working_directory: (self.home)(workspace).display().to_string(),
         }))
     }
+}
+
+/// How many workspaces the database holds (deleted ones too).
+async fn workspace_count(env: &Env) -> i64 {
+    on_pool!(env.h.db.pool(), |pool| sqlx::query_scalar(
+        "SELECT count(*) FROM workspaces"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap())
 }
 
 /// A chat of `ada` and the tool context of its turn.
@@ -101,10 +114,10 @@ impl Env {
             "call-1",
         );
         ctx.store = Some(h.store.clone());
-        ctx.pubsub = Some(Arc::new(h.pubsub.clone()));
+        ctx.pubsub = Some(h.pubsub.clone());
         ctx.provisioner = Some(Arc::new(StoreProvisioner::new(h.store.clone())));
         ctx.dialer = Some(Arc::new(Dialer {
-            pool: h.db.pool.clone(),
+            store: h.store.clone(),
         }));
         let backend = h.backend();
         ctx.resolver = Some(Arc::new(Resolver {
@@ -270,10 +283,7 @@ async fn two_concurrent_create_workspace_calls_in_one_turn_create_one_workspace(
         .map(|r| r.as_json().unwrap()["created"].as_bool().unwrap())
         .collect();
     assert_eq!(created.iter().filter(|c| **c).count(), 1, "{created:?}");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM workspaces")
-        .fetch_one(&env.h.db.pool)
-        .await
-        .unwrap();
+    let count = workspace_count(&env).await;
     assert_eq!(count, 1);
     env.finish().await;
 }
@@ -449,12 +459,15 @@ async fn create_workspace_checks_its_arguments_and_the_template_in_order() {
     );
     // Another organization's template.
     let elsewhere = env.h.store.fixture_organization("elsewhere").await.unwrap();
-    sqlx::query("UPDATE templates SET organization_id = $2, chat_enabled = true WHERE id = $1")
-        .bind(template)
-        .bind(elsewhere)
-        .execute(&env.h.db.pool)
-        .await
-        .unwrap();
+    on_pool!(env.h.db.pool(), |pool| sqlx::query(
+        "UPDATE templates SET organization_id = $2, chat_enabled = true WHERE id = $1"
+    )
+    .bind(template)
+    .bind(elsewhere)
+    .execute(pool)
+    .await
+    .unwrap()
+    .rows_affected());
     assert_eq!(
         env.text(
             &CreateWorkspace,
@@ -463,10 +476,7 @@ async fn create_workspace_checks_its_arguments_and_the_template_in_order() {
         .await,
         "template belongs to a different organization than this chat; use list_templates to find templates in the correct organization"
     );
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM workspaces")
-        .fetch_one(&env.h.db.pool)
-        .await
-        .unwrap();
+    let count = workspace_count(&env).await;
     assert_eq!(count, 0, "no refused call created anything");
     env.finish().await;
 }
@@ -826,10 +836,14 @@ async fn a_replayed_execute_never_runs_the_command_twice() {
 
     // Dispatched, and the agent ran it (the runner crashed before recording): the replay
     // finds the process by its key and returns its real result without running it again.
-    sqlx::query("UPDATE chat_tool_executions SET state = 'dispatched', result = NULL, completed_at = NULL WHERE tool_call_id = 'exec-1'")
-        .execute(&env.h.db.pool)
-        .await
-        .unwrap();
+    on_pool!(env.h.db.pool(), |pool| sqlx::query(
+        "UPDATE chat_tool_executions SET state = 'dispatched', result = NULL, completed_at = NULL
+          WHERE tool_call_id = 'exec-1'"
+    )
+    .execute(pool)
+    .await
+    .unwrap()
+    .rows_affected());
     let attached = process::Execute.call(&ctx, &args).await.as_json().unwrap();
     assert_eq!(attached["output"], "1\n");
     assert_eq!(count(), 1);

@@ -6,7 +6,7 @@ use chatstore::testing::Fixtures as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use chatd_e2e::daemon_db::DaemonDb;
+use chatd_e2e::test_db::TestDb;
 use chatd_e2e::workspaces::{free_port, tempdir, wait_for_import};
 use chatd_e2e::{Daemon, workspace_binary};
 use chattest::emulator::{Emulator, Match, ScriptPart, Turn};
@@ -72,7 +72,7 @@ fn stderr(out: &Output) -> String {
 }
 
 /// A daemon with the embedded provisioner over the test's database.
-async fn daemon_with_provisioner(h: &mut DaemonDb) -> Daemon {
+async fn daemon_with_provisioner(h: &mut TestDb) -> Daemon {
     let listen = format!("127.0.0.1:{}", free_port());
     let wsagent = workspace_binary("wsagent").unwrap();
     let url = h.database_url().await;
@@ -103,7 +103,7 @@ struct KillUnder(PathBuf);
 
 impl Drop for KillUnder {
     fn drop(&mut self) {
-        chatd_e2e::daemon_db::kill_processes_under(&self.0);
+        chatd_e2e::test_db::kill_processes_under(&self.0);
     }
 }
 
@@ -113,7 +113,7 @@ fn example_template() -> PathBuf {
 
 #[tokio::test]
 async fn a_newcomer_logs_in_pushes_the_example_and_a_chat_builds_a_workspace_and_writes_a_file() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let key = h
         .store
         .fixture_token(h.user, "newcomer", None)
@@ -387,7 +387,7 @@ async fn with_no_database_configured_the_embedded_store_serves_a_newcomers_first
 
 #[tokio::test]
 async fn exit_codes_say_what_went_wrong() {
-    let mut h = chatd_e2e::daemon_db::DaemonDb::create().await;
+    let mut h = chatd_e2e::test_db::TestDb::create().await;
     let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
     let daemon = super::chat_api::daemon(&mut h).await;
     let ctl = Ctl::new();

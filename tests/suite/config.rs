@@ -5,7 +5,7 @@
 use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
-use chatd_e2e::daemon_db::DaemonDb;
+use chatd_e2e::test_db::TestDb;
 use chatd_e2e::workspace_binary;
 use chatproto::chatd::v1 as pb;
 use chattest::emulator::Emulator;
@@ -54,7 +54,7 @@ async fn models(
 
 #[tokio::test]
 async fn a_config_file_seeds_models_once_and_turns_use_the_referenced_key() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let emulator = Emulator::start(vec![reply("Seeded and answering.")])
         .await
         .unwrap();

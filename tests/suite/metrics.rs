@@ -2,7 +2,7 @@
 //! first call and a tool step shows up as a completed turn, a retry by kind, a classification
 //! by source, a tool duration, an acquisition and, while a client streams, a subscriber.
 
-use chatd_e2e::daemon_db::DaemonDb;
+use chatd_e2e::test_db::TestDb;
 use chatd_e2e::workspaces::eventually;
 use chatproto::chatd::v1 as pb;
 use chatstore::testing::Fixtures as _;
@@ -34,7 +34,7 @@ pub(crate) fn value(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn a_turn_with_a_retry_and_a_tool_shows_up_in_the_metrics() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let rate_limited = reply("never sent").fault(
         FaultPoint::BeforeHeaders,
         FaultKind::Status {

@@ -2,7 +2,7 @@
 //! token, discovers the services through reflection, builds the messages from the reflected
 //! descriptors and creates a chat that then runs like any other.
 
-use chatd_e2e::daemon_db::DaemonDb;
+use chatd_e2e::test_db::TestDb;
 use chatproto::chatd::v1 as pb;
 use chatstore::testing::Fixtures as _;
 use chattest::emulator::Emulator;
@@ -12,7 +12,7 @@ use super::chat_api::{Client, daemon, model, reply};
 
 #[tokio::test]
 async fn python_grpcio_lists_the_services_and_creates_a_chat_through_reflection() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let emulator = Emulator::start(vec![reply("Hello, Python.")])
         .await
         .unwrap();

@@ -1,9 +1,9 @@
-//! chatd's workspace-connection resolver against PostgreSQL (spec/recovery.md §2–§5): one test
+//! chatd's workspace-connection resolver against the test database (spec/recovery.md §2–§5): one test
 //! per row of the gate table (§5.1), each named after its case, the binding and preflight
 //! branches of §2, and a real `wsagent` reached through `StoreConnector`.
 //!
 //! The agents of the table are rows written through the store, their connection timestamps
-//! set relative to the database clock with SQL; the connector is a fake that either never
+//! set relative to now with SQL; the connector is a fake that either never
 //! answers (the dial times out) or returns a connection that counts its closes. Settings are
 //! short: a 300 ms dial timeout with the stale-binding check at 100 ms.
 
@@ -18,13 +18,13 @@ use chatd::resolver::{
     AgentConnCache, AgentConnector, BindingPhase, ResolveError, ResolverSettings, StoreConnector,
     WorkspaceConnError, WorkspaceConnResolver,
 };
+use chatd_e2e::on_pool;
+use chatd_e2e::test_db::TestPool;
 use chatd_e2e::workspaces::Harness;
 use chatproto::tonic::Status;
 use chatproto::wsagent::v1 as pb;
 use chatretry::{CancelCause, CancelToken};
-use chatstore::Store as _;
 use chatstore::agents::AgentLifecycle;
-use chatstore::prelude::*;
 use chatstore::templates::NewTemplateVersion;
 use chatstore::types::{Chat, MessagePart, NewChat};
 use chatstore::workspaces::{Build, WorkspaceTransition};
@@ -89,7 +89,7 @@ struct FakeConnector {
     hanging: Mutex<HashSet<Uuid>>,
     dialled: Mutex<Vec<Uuid>>,
     closed: Arc<AtomicUsize>,
-    before_dial: Option<(sqlx::PgPool, &'static str)>,
+    before_dial: Option<(TestPool, &'static str)>,
 }
 
 impl FakeConnector {
@@ -121,7 +121,11 @@ impl AgentConnector for FakeConnector {
     ) -> Result<Arc<dyn WorkspaceConn>, String> {
         self.dialled.lock().unwrap().push(agent.id);
         if let Some((pool, sql)) = &self.before_dial {
-            sqlx::query(*sql).execute(pool).await.unwrap();
+            on_pool!(pool, |p| sqlx::query(*sql)
+                .execute(p)
+                .await
+                .unwrap()
+                .rows_affected());
         }
         if self.hang_all || self.hanging.lock().unwrap().contains(&agent.id) {
             std::future::pending::<()>().await;
@@ -140,6 +144,14 @@ fn short() -> ResolverSettings {
         dial_validation_delay: Duration::from_millis(100),
         ..ResolverSettings::default()
     }
+}
+
+fn mins(n: u64) -> Duration {
+    Duration::from_secs(60 * n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
 /// Renames a column the agent reads need, so every read of an agent row fails (a real database
@@ -297,25 +309,49 @@ impl Fixture {
         (build, agent)
     }
 
-    /// Sets an agent's connection columns, e.g. `last_connected_at = now() - interval '5 s'`.
-    async fn set(&self, agent: Uuid, assignments: &str) {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE workspace_agents SET {assignments} WHERE id = $1"
-        )))
-        .bind(agent)
-        .execute(self.h.store.pool())
-        .await
-        .unwrap();
+    /// Sets an agent's time columns to moments before now: `[("created_at", mins(10))]`.
+    async fn set(&self, agent: Uuid, ago: &[(&str, Duration)]) {
+        let assignments: Vec<String> = ago
+            .iter()
+            .enumerate()
+            .map(|(i, (column, _))| format!("{column} = ${}", i + 2))
+            .collect();
+        let sql = format!(
+            "UPDATE workspace_agents SET {} WHERE id = $1",
+            assignments.join(", ")
+        );
+        let now = chrono::Utc::now();
+        let times = ago
+            .iter()
+            .map(|(_, ago)| now - chrono::Duration::from_std(*ago).unwrap());
+        let sql = sqlx::AssertSqlSafe(sql);
+        match self.h.db.pool() {
+            TestPool::Postgres(pool) => {
+                let mut query = sqlx::query(sql).bind(agent);
+                for at in times {
+                    query = query.bind(at);
+                }
+                query.execute(&pool).await.unwrap();
+            }
+            TestPool::Sqlite(pool) => {
+                // The embedded store keeps times as text with six fractional digits.
+                let mut query = sqlx::query(sql).bind(agent);
+                for at in times {
+                    query = query.bind(at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string());
+                }
+                query.execute(&pool).await.unwrap();
+            }
+        }
     }
 
-    /// The agent connected ten minutes ago and was last heard from `last` ago.
-    async fn heard_from(&self, agent: Uuid, last: &str) {
+    /// The agent connected twenty minutes ago and was last heard from `last` ago.
+    async fn heard_from(&self, agent: Uuid, last: Duration) {
         self.set(
             agent,
-            &format!(
-                "first_connected_at = now() - interval '20 minutes',
-                 last_connected_at = now() - interval '{last}'"
-            ),
+            &[
+                ("first_connected_at", mins(20)),
+                ("last_connected_at", last),
+            ],
         )
         .await;
     }
@@ -351,9 +387,11 @@ async fn case01_disconnected_45_seconds_ago_is_a_dial_timeout() {
     let (_, _, agent) = f.workspace(template, 0).await;
     f.set(
         agent,
-        "first_connected_at = now() - interval '10 minutes',
-         last_connected_at = now() - interval '50 seconds',
-         disconnected_at = now() - interval '45 seconds'",
+        &[
+            ("first_connected_at", mins(10)),
+            ("last_connected_at", secs(50)),
+            ("disconnected_at", secs(45)),
+        ],
     )
     .await;
     let connector = Arc::new(FakeConnector::timing_out());
@@ -373,9 +411,11 @@ async fn case02_disconnected_exactly_the_threshold_ago_suggests_a_restart() {
     let (_, _, agent) = f.workspace(template, 0).await;
     f.set(
         agent,
-        "first_connected_at = now() - interval '10 minutes',
-         last_connected_at = now() - interval '95 seconds',
-         disconnected_at = now() - interval '90 seconds'",
+        &[
+            ("first_connected_at", mins(10)),
+            ("last_connected_at", secs(95)),
+            ("disconnected_at", secs(90)),
+        ],
     )
     .await;
     let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
@@ -390,8 +430,7 @@ async fn case03_never_connected_past_its_connection_timeout() {
     let f = Fixture::new().await;
     let template = f.template("plain", false).await;
     let (_, _, agent) = f.workspace(template, 60).await;
-    f.set(agent, "created_at = now() - interval '10 minutes'")
-        .await;
+    f.set(agent, &[("created_at", mins(10))]).await;
     let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
     assert_eq!(
         sentinel(&resolver, f.chat).await,
@@ -407,7 +446,7 @@ async fn case04_the_latest_agent_is_classified_not_a_stale_external_binding() {
     let (workspace, first, external) = f.workspace(template, 0).await;
     // The stale binding: the external agent of the first build, connected (so the preflight
     // lets the dial through).
-    f.heard_from(external, "1 second").await;
+    f.heard_from(external, secs(1)).await;
     f.h.store
         .bind_agent(f.chat, workspace, first.id, external)
         .await
@@ -429,8 +468,7 @@ async fn case04_the_latest_agent_is_classified_not_a_stale_external_binding() {
     assert!(!f.h.store.agent_is_external(latest).await.unwrap());
     assert!(f.h.store.agent_is_external(external).await.unwrap());
     assert_ne!(latest_build.template_version_id, first.template_version_id);
-    f.set(latest, "created_at = now() - interval '10 minutes'")
-        .await;
+    f.set(latest, &[("created_at", mins(10))]).await;
     // No stale-binding switch within the dial: only the gate looks at the latest build.
     let settings = ResolverSettings {
         dial_validation_delay: Duration::from_secs(60),
@@ -455,8 +493,7 @@ async fn case05_never_connected_within_its_connection_timeout_is_a_dial_timeout(
     let f = Fixture::new().await;
     let template = f.template("plain", false).await;
     let (_, _, agent) = f.workspace(template, 60).await;
-    f.set(agent, "created_at = now() - interval '30 seconds'")
-        .await;
+    f.set(agent, &[("created_at", secs(30))]).await;
     let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
     assert_eq!(
         sentinel(&resolver, f.chat).await,
@@ -470,7 +507,7 @@ async fn case06_connected_agent_is_a_dial_timeout() {
     let f = Fixture::new().await;
     let template = f.template("plain", false).await;
     let (_, _, agent) = f.workspace(template, 0).await;
-    f.heard_from(agent, "5 seconds").await;
+    f.heard_from(agent, secs(5)).await;
     let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
     assert_eq!(
         sentinel(&resolver, f.chat).await,
@@ -484,7 +521,7 @@ async fn case07_silent_for_120_seconds_without_a_disconnect_suggests_a_restart()
     let f = Fixture::new().await;
     let template = f.template("plain", false).await;
     let (_, _, agent) = f.workspace(template, 0).await;
-    f.heard_from(agent, "120 seconds").await;
+    f.heard_from(agent, secs(120)).await;
     let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
     assert_eq!(sentinel(&resolver, f.chat).await, DISCONNECTED);
     f.finish().await;
@@ -528,12 +565,11 @@ async fn case08_the_latest_agent_cannot_be_loaded_is_a_dial_timeout_with_a_warni
     let template = f.template("plain", false).await;
     let (_, _, agent) = f.workspace(template, 60).await;
     // Otherwise a never-connected sentinel: the gate would say so if it could read the row.
-    f.set(agent, "created_at = now() - interval '10 minutes'")
-        .await;
+    f.set(agent, &[("created_at", mins(10))]).await;
     // The agent row reads fail from the moment the dial starts.
     let connector = Arc::new(FakeConnector {
         hang_all: true,
-        before_dial: Some((f.h.store.pool().clone(), BREAK_AGENT_READS)),
+        before_dial: Some((f.h.db.pool(), BREAK_AGENT_READS)),
         ..FakeConnector::default()
     });
     let resolver = f.resolver(connector.clone(), short());
@@ -579,7 +615,7 @@ async fn case10_external_agent_that_connected_before() {
     let f = Fixture::new().await;
     let template = f.template("outside", true).await;
     let (_, _, agent) = f.workspace(template, 0).await;
-    f.heard_from(agent, "5 seconds").await;
+    f.heard_from(agent, secs(5)).await;
     let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
     let error = sentinel(&resolver, f.chat).await;
     assert_eq!(
@@ -598,8 +634,7 @@ async fn case11_a_user_interrupt_during_the_dial_returns_its_cause() {
     let template = f.template("plain", false).await;
     let (_, _, agent) = f.workspace(template, 60).await;
     // The gate would say "never connected" if it ran.
-    f.set(agent, "created_at = now() - interval '10 minutes'")
-        .await;
+    f.set(agent, &[("created_at", mins(10))]).await;
     let connector = Arc::new(FakeConnector::timing_out());
     let settings = ResolverSettings {
         dial_timeout: Duration::from_secs(30),
@@ -648,7 +683,7 @@ async fn case12_a_cache_hit_on_an_agent_silent_for_10_minutes_redials() {
     let f = Fixture::new().await;
     let template = f.template("plain", false).await;
     let (_, _, agent) = f.workspace(template, 0).await;
-    f.heard_from(agent, "1 second").await;
+    f.heard_from(agent, secs(1)).await;
     let connector = Arc::new(FakeConnector::default());
     let resolver = f.resolver(connector.clone(), short());
     let first = resolver.resolve(f.chat).await.unwrap();
@@ -658,7 +693,7 @@ async fn case12_a_cache_hit_on_an_agent_silent_for_10_minutes_redials() {
     assert_eq!((connector.dialled().len(), f.cache.borrowers()), (1, 2));
     drop((first, again));
 
-    f.heard_from(agent, "10 minutes").await;
+    f.heard_from(agent, mins(10)).await;
     let redialled = resolver.resolve(f.chat).await.unwrap();
     assert_eq!(connector.dialled(), vec![agent, agent]);
     assert_eq!(connector.closed(), 1, "the cached connection was released");
@@ -675,15 +710,16 @@ async fn case13_a_cache_hit_whose_agent_cannot_be_read_keeps_the_cached_connecti
     let f = Fixture::new().await;
     let template = f.template("plain", false).await;
     let (_, _, agent) = f.workspace(template, 0).await;
-    f.heard_from(agent, "1 second").await;
+    f.heard_from(agent, secs(1)).await;
     let connector = Arc::new(FakeConnector::default());
     let resolver = f.resolver(connector.clone(), short());
     drop(resolver.resolve(f.chat).await.unwrap());
 
-    sqlx::query(BREAK_AGENT_READS)
-        .execute(f.h.store.pool())
+    on_pool!(f.h.db.pool(), |pool| sqlx::query(BREAK_AGENT_READS)
+        .execute(pool)
         .await
-        .unwrap();
+        .unwrap()
+        .rows_affected());
     assert!(f.h.store.agent(agent).await.is_err(), "the read fails");
     let cached = resolver.resolve(f.chat).await.unwrap();
     assert_eq!(cached.agent_id(), agent);
@@ -699,9 +735,11 @@ async fn case14_disconnected_10_minutes_ago_but_the_dial_succeeds() {
     let (_, _, agent) = f.workspace(template, 0).await;
     f.set(
         agent,
-        "first_connected_at = now() - interval '20 minutes',
-         last_connected_at = now() - interval '11 minutes',
-         disconnected_at = now() - interval '10 minutes'",
+        &[
+            ("first_connected_at", mins(20)),
+            ("last_connected_at", mins(11)),
+            ("disconnected_at", mins(10)),
+        ],
     )
     .await;
     let connector = Arc::new(FakeConnector::default());
@@ -717,14 +755,14 @@ async fn case15_a_dial_still_pending_at_the_validation_delay_switches_to_the_new
     let f = Fixture::new().await;
     let template = f.template("plain", false).await;
     let (workspace, first, old) = f.workspace(template, 0).await;
-    f.heard_from(old, "1 second").await;
+    f.heard_from(old, secs(1)).await;
     f.h.store
         .bind_agent(f.chat, workspace, first.id, old)
         .await
         .unwrap()
         .unwrap();
     let (rebuilt, new) = f.rebuild(workspace, 0).await;
-    f.heard_from(new, "1 second").await;
+    f.heard_from(new, secs(1)).await;
     // The old agent never answers; the new one does.
     let connector = Arc::new(FakeConnector::default());
     connector.hang(old);
@@ -846,8 +884,7 @@ async fn an_external_agent_known_to_be_away_is_not_dialled() {
     let f = Fixture::new().await;
     let template = f.template("outside", true).await;
     let (_, _, agent) = f.workspace(template, 60).await;
-    f.set(agent, "created_at = now() - interval '10 minutes'")
-        .await;
+    f.set(agent, &[("created_at", mins(10))]).await;
     let connector = Arc::new(FakeConnector::timing_out());
     let resolver = f.resolver(connector.clone(), short());
     assert_eq!(
@@ -865,7 +902,7 @@ async fn a_workspace_change_during_the_dial_is_a_binding_change() {
     let f = Fixture::new().await;
     let template = f.template("plain", false).await;
     let (_, _, agent) = f.workspace(template, 0).await;
-    f.heard_from(agent, "1 second").await;
+    f.heard_from(agent, secs(1)).await;
     // While the first dial hangs, the chat moves to another workspace; the validation notices,
     // and the one retry resolves the new workspace (whose agent hangs too).
     let (other, other_build) =

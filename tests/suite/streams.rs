@@ -6,7 +6,7 @@ use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
 use chatd_e2e::Daemon;
-use chatd_e2e::daemon_db::{DaemonDb, TestBackend};
+use chatd_e2e::test_db::{TestDb, skip_on_sqlite};
 use chatd_e2e::workspaces::eventually;
 use chatproto::chatd::v1 as pb;
 use chattest::emulator::{Emulator, ScriptPart, Turn};
@@ -146,7 +146,7 @@ impl Client {
 
 #[tokio::test]
 async fn a_client_sees_the_reply_live_then_committed_and_can_resume() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let (first, first_text) = slow_reply(12, Duration::from_millis(60));
     let emulator = Emulator::start(vec![first, reply("Second.")])
         .await
@@ -232,7 +232,7 @@ async fn a_client_sees_the_reply_live_then_committed_and_can_resume() {
 }
 
 /// Waits until a replica runs an attempt of the chat; that replica's worker id.
-async fn owner(h: &DaemonDb, chat_id: &str) -> uuid::Uuid {
+async fn owner(h: &TestDb, chat_id: &str) -> uuid::Uuid {
     let id = uuid::Uuid::parse_str(chat_id).unwrap();
     eventually("the chat to have an owner", || async {
         let chat = h.store.chat(id).await.unwrap();
@@ -243,11 +243,10 @@ async fn owner(h: &DaemonDb, chat_id: &str) -> uuid::Uuid {
 
 #[tokio::test]
 async fn a_client_on_another_replica_sees_the_reply_and_the_takeover_after_a_crash() {
-    if TestBackend::from_env() == TestBackend::Sqlite {
-        eprintln!("PostgreSQL only by nature: two replicas share one database");
+    if skip_on_sqlite("two replicas share one database") {
         return;
     }
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     // The first attempt streams for a long time; the takeover's attempt answers at once.
     let (first, _) = slow_reply(200, Duration::from_millis(50));
     let emulator = Emulator::start(vec![first, reply("Recovered after the crash.")])
@@ -334,7 +333,7 @@ fn has(
 
 #[tokio::test]
 async fn a_watch_reports_new_chats_status_and_title_changes_and_dynamic_calls_of_its_owner_only() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let call = Turn::with(vec![ScriptPart::ToolCall {
         id: "call-1".into(),
         name: "ask_user".into(),
@@ -456,7 +455,7 @@ async fn end_status<T>(stream: &mut Streaming<T>, what: &str) -> tonic::Status {
 
 #[tokio::test]
 async fn sigterm_ends_open_streams_with_unavailable_instead_of_waiting_out_the_grace() {
-    let mut h = DaemonDb::create().await;
+    let mut h = TestDb::create().await;
     let emulator = Emulator::start(vec![reply("Hello.")]).await.unwrap();
     model(&h, &emulator).await;
     let key = h.store.fixture_token(h.user, "ada", None).await.unwrap();

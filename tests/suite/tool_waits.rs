@@ -7,7 +7,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatd_e2e::workspaces::{Dialer, Harness};
 use chatstore::agents::Agent;
-use chatstore::prelude::*;
 use chatstore::pubsub::Hub;
 use chattool::wait::{
     AgentDialer, BuildWaitError, EXTERNAL_AGENT_NOT_CONNECTED, Phases, Readiness, WaitSettings,
@@ -15,7 +14,7 @@ use chattool::wait::{
 };
 
 fn waits(h: &Harness, settings: WaitSettings) -> Waits {
-    Waits::new(h.store.clone(), Arc::new(h.pubsub.clone()), settings)
+    Waits::new(h.store.clone(), h.pubsub.clone(), settings)
 }
 
 struct Refusing;
@@ -106,7 +105,7 @@ async fn waits_finish_on_the_safety_poll_when_no_notification_arrives() {
     );
     assert_eq!(deaf.build(build).await, Ok(()));
     let dialer = Dialer {
-        pool: h.db.pool.clone(),
+        store: h.store.clone(),
     };
     let readiness = deaf
         .readiness(build, &Default::default(), Phases::Both, false, &dialer)
@@ -131,7 +130,7 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
     let build = build.id;
     w.build(build).await.unwrap();
     let dialer = Dialer {
-        pool: h.db.pool.clone(),
+        store: h.store.clone(),
     };
     assert_eq!(
         w.readiness(build, &suffix, Phases::Both, false, &dialer)
@@ -149,7 +148,7 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
     let build = build.id;
     w.build(build).await.unwrap();
     let dialer = Dialer {
-        pool: h.db.pool.clone(),
+        store: h.store.clone(),
     };
     let readiness = w
         .readiness(build, &suffix, Phases::Both, false, &dialer)

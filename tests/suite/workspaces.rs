@@ -1,13 +1,15 @@
-//! Workspaces end to end on one machine: real PostgreSQL, chatd's agent API served in-process,
-//! the provisioner with the local backend, and real `wsagent` processes reporting back.
+//! Workspaces end to end on one machine: the test database (either backend), chatd's agent API
+//! served in-process, the provisioner with the local backend, and real `wsagent` processes
+//! reporting back.
 
 use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
+use chatd_e2e::test_db::{TestDb, skip_on_sqlite};
 use chatd_e2e::workspace_binary;
-use chatd_e2e::workspaces::{Harness, eventually, free_port};
+use chatd_e2e::workspaces::{Harness, WorkspaceApi, eventually, free_port, push_example};
+use chatproto::chatd::v1 as pb;
 use chatstore::agents::{AgentLifecycle, ConnectionStatus, connection_status};
-use chatstore::prelude::*;
 use chatstore::workspaces::{JobStatus, WorkspaceTransition};
 use provisioner::template::TemplateFile;
 
@@ -433,18 +435,18 @@ async fn the_example_template_is_pushed_through_the_template_service_and_builds(
 
 #[tokio::test]
 async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents() {
-    let mut h = Harness::bare().await;
+    let mut db = TestDb::create().await;
+    let key = db.store.fixture_token(db.user, "test", None).await.unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
-    h.url = format!("http://{listen}");
-    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
     let wsagent = workspace_binary("wsagent").unwrap();
-    let data_dir = h.data_dir.0.display().to_string();
+    let data_dir = db.data_dir.0.display().to_string();
+    let database_url = db.database_url().await;
     let args = [
         "serve",
         "--listen",
         &listen,
         "--database-url",
-        &h.db.url,
+        &database_url,
         "--data-dir",
         &data_dir,
         "--agent-binary",
@@ -461,17 +463,25 @@ async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents(
     for service in ["chatd.v1.AgentApiService", "chatd.v1.TemplateService"] {
         assert!(services.contains(&service.to_owned()), "{services:?}");
     }
-    let template = h.push_example(&daemon.url(), &key.token).await;
-    let (workspace, job) = h.create_workspace(template, "shell").await;
+    let template = push_example(&daemon.url(), db.organization, &key.token).await;
+    let api = WorkspaceApi::connect(&daemon.url(), &key.token).await;
+    let workspace = api.create(db.organization, template, "shell").await.id;
+    let built = api.built(&workspace).await;
+    let job = built.job.unwrap();
     assert_eq!(
-        job.status,
-        JobStatus::Succeeded,
+        job.status(),
+        pb::ProvisionerJobStatus::Succeeded,
         "{}\n{}",
         job.error,
         daemon.log()
     );
-    let agent = h.lifecycle(workspace, AgentLifecycle::Ready).await;
-    let pid = h.backend().agent_pid(workspace).unwrap();
+    let agent = api
+        .agent_until(&workspace, "the agent to be ready", |a| {
+            a.lifecycle_state() == pb::WorkspaceAgentLifecycle::Ready
+        })
+        .await;
+    let agents = agent_pids(&db.data_dir.0);
+    assert_eq!(agents.len(), 1, "one agent process");
 
     // The daemon goes away; its agent does not.
     let status = daemon
@@ -479,7 +489,7 @@ async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents(
         .await
         .unwrap();
     assert!(status.success());
-    assert_eq!(h.backend().agent_pid(workspace), Some(pid));
+    assert_eq!(agent_pids(&db.data_dir.0), agents);
 
     // The restarted daemon adopts it, and its heartbeats reach the daemon again.
     let daemon = chatd_e2e::Daemon::start(&args, &[]).await.unwrap();
@@ -490,39 +500,66 @@ async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents(
     .await;
     assert!(log.contains("adopted_agents=1"), "{log}");
     let restarted_at = chrono::Utc::now();
-    eventually("a heartbeat after the restart", || async {
-        let agent = h.agent(workspace).await;
-        agent
-            .times
-            .last_connected_at
-            .is_some_and(|t| t > restarted_at)
-            .then_some(())
+    let api = WorkspaceApi::connect(&daemon.url(), &key.token).await;
+    api.agent_until(&workspace, "a heartbeat after the restart", |a| {
+        let heard = a.last_connected_at.as_ref().and_then(|t| {
+            chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap())
+        });
+        a.id == agent.id && heard.is_some_and(|t| t > restarted_at)
     })
     .await;
-    assert_eq!(h.backend().agent_pid(workspace), Some(pid));
+    assert_eq!(agent_pids(&db.data_dir.0), agents);
 
     // And stops it through a stop build.
-    let stop = h.transition(workspace, WorkspaceTransition::Stop).await;
-    assert_eq!(stop.status, JobStatus::Succeeded, "{}", stop.error);
-    let off = h.lifecycle(workspace, AgentLifecycle::Off).await;
-    assert_eq!(off.id, agent.id);
-    assert!(h.backend().agent_pid(workspace).is_none());
+    api.stop(&workspace).await;
+    let stop = api.built(&workspace).await;
+    assert_eq!(stop.transition(), pb::WorkspaceTransition::Stop);
+    let job = stop.job.unwrap();
+    assert_eq!(
+        job.status(),
+        pb::ProvisionerJobStatus::Succeeded,
+        "{}",
+        job.error
+    );
+    eventually("the agent process to exit", || async {
+        agent_pids(&db.data_dir.0).is_empty().then_some(())
+    })
+    .await;
     let status = daemon
         .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
         .await
         .unwrap();
     assert!(status.success());
-    h.finish().await;
+    db.finish().await;
+}
+
+/// The pids of the processes whose working directory is under `dir` (a daemon's agents).
+fn agent_pids(dir: &std::path::Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
+            cwd.starts_with(dir).then_some(pid)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
 }
 
 #[tokio::test]
 async fn chatd_provisioner_runs_builds_apart_from_the_serving_daemon() {
+    if skip_on_sqlite("the provisioner is a second process on the daemon's database") {
+        return;
+    }
     let h = Harness::bare().await;
+    let database_url = h.db.postgres().unwrap().url.clone();
     let chatd = workspace_binary("chatd").unwrap();
 
     // Without a control-plane URL it refuses to start, saying why.
     let output = tokio::process::Command::new(&chatd)
-        .args(["provisioner", "--database-url", &h.db.url])
+        .args(["provisioner", "--database-url", &database_url])
         .output()
         .await
         .unwrap();
@@ -536,7 +573,7 @@ async fn chatd_provisioner_runs_builds_apart_from_the_serving_daemon() {
             "--listen",
             "127.0.0.1:0",
             "--database-url",
-            &h.db.url,
+            &database_url,
         ],
         &[],
     )
@@ -547,12 +584,12 @@ async fn chatd_provisioner_runs_builds_apart_from_the_serving_daemon() {
         .args([
             "provisioner",
             "--database-url",
-            &h.db.url,
+            &database_url,
             "--control-plane-url",
         ])
         .arg(daemon.url())
         .arg("--data-dir")
-        .arg(&h.data_dir.0)
+        .arg(&h.db.data_dir.0)
         .arg("--agent-binary")
         .arg(&wsagent)
         .args(["--workers", "1", "--agent-heartbeat-interval", "200ms"])

@@ -138,7 +138,14 @@ pub(crate) fn store_status(err: StoreError) -> Status {
             with_reason(Code::FailedPrecondition, message, "FAILED_PRECONDITION")
         }
         other => {
-            tracing::error!(error = %crate::error_chain(&other), "store call failed");
+            let database = crate::DATABASE_NAME.get().map_or("", String::as_str);
+            tracing::error!(database, error = %crate::error_chain(&other), "store call failed");
+            let message = if other.is_disk_full() {
+                "the control plane's database is out of disk space; retry once an operator has \
+                 freed space"
+            } else {
+                "the control plane's database is unavailable; retry"
+            };
             let mut details =
                 ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
             details.set_error_info(
@@ -146,11 +153,7 @@ pub(crate) fn store_status(err: StoreError) -> Status {
                 ERROR_DOMAIN,
                 std::collections::HashMap::new(),
             );
-            Status::with_error_details(
-                Code::Unavailable,
-                "the control plane's database is unavailable; retry",
-                details,
-            )
+            Status::with_error_details(Code::Unavailable, message, details)
         }
     }
 }

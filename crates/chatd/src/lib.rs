@@ -53,6 +53,10 @@ pub async fn migrate(url: &str, connect_timeout: std::time::Duration) -> Result<
     Ok(())
 }
 
+/// The process's database (its URL, password redacted), for the log line of a failed store
+/// call: a full disk or a failing file must name the file.
+pub(crate) static DATABASE_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// Opens the database `config` names, applying migrations as it says, and logs which it is.
 pub(crate) async fn open_database(
     config: &DatabaseConfig,
@@ -63,6 +67,7 @@ pub(crate) async fn open_database(
         migrate: config.migrate,
     };
     let database = chatstore::OpenDatabase::open(&url, &options).await?;
+    let _ = DATABASE_NAME.set(url.to_string());
     // An embedded file is always migrated when it is opened.
     if config.migrate || matches!(url, chatstore::DatabaseUrl::Sqlite(_)) {
         tracing::info!(

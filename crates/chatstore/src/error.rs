@@ -76,6 +76,17 @@ impl StoreError {
         Self::Query(err)
     }
 
+    /// Whether the database refused a write for lack of disk space (PostgreSQL `disk_full`,
+    /// SQLite `SQLITE_FULL`): an operator must free space; nothing committed is lost.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Self::Query(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("53100" | "13"))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether retrying the whole transaction may succeed (serialization failure, deadlock).
     pub(crate) fn is_retryable_conflict(&self) -> bool {
         match self {

@@ -288,6 +288,7 @@ async fn a_full_disk_fails_the_write_that_does_not_fit_and_loses_nothing() {
         err.to_string().contains("full"),
         "the cause is the full disk: {err}"
     );
+    assert!(chatstore::StoreError::from(err).is_disk_full());
     let committed: i64 =
         sqlx::query_scalar("SELECT count(*) FROM chatd_cluster_secrets WHERE name = 'committed'")
             .fetch_one(db.reader())

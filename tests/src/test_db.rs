@@ -1,0 +1,230 @@
+//! The database of a test, on the backend `CHATD_TEST_BACKEND` names: `postgres` (the default:
+//! a fresh database on the tests' server) or `sqlite` (a fresh embedded file, the daemon's
+//! default store). A test seeds it through the store; an in-process test keeps using the store,
+//! a daemon test asks for [`TestDb::database_url`] and from then on talks to the daemon only (an
+//! embedded file belongs to one process, so the test's handle is closed at that moment).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support panics where it fails
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chatstore::pubsub::Pubsub;
+use chatstore::testing::{Fixtures as _, TestDatabase};
+use chatstore::{Database, DatabaseUrl, OpenDatabase, StoreConfig};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::workspaces::tempdir;
+
+/// The backend the end-to-end tests run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    /// PostgreSQL at `TEST_DATABASE_URL`.
+    Postgres,
+    /// An embedded SQLite file.
+    Sqlite,
+}
+
+impl TestBackend {
+    /// From `CHATD_TEST_BACKEND` (`postgres` when unset); anything else is a mistake worth a
+    /// clear panic.
+    pub fn from_env() -> Self {
+        match std::env::var("CHATD_TEST_BACKEND").as_deref() {
+            Err(_) | Ok("" | "postgres") => Self::Postgres,
+            Ok("sqlite") => Self::Sqlite,
+            Ok(other) => panic!("CHATD_TEST_BACKEND={other:?}: use postgres or sqlite"),
+        }
+    }
+}
+
+/// Whether a test that is PostgreSQL-only by nature must skip on this run's backend; when it
+/// must, it says so in one line: `if skip_on_sqlite("two replicas share one database") {
+/// return; }`.
+pub fn skip_on_sqlite(why: &str) -> bool {
+    let skip = TestBackend::from_env() == TestBackend::Sqlite;
+    if skip {
+        eprintln!("PostgreSQL only by nature: {why}");
+    }
+    skip
+}
+
+/// A connection pool of either backend, for the few reads a test makes beside the store's
+/// operations (run them with [`on_pool!`](crate::on_pool)).
+#[derive(Debug, Clone)]
+pub enum TestPool {
+    /// PostgreSQL.
+    Postgres(sqlx::PgPool),
+    /// The embedded file.
+    Sqlite(sqlx::SqlitePool),
+}
+
+/// Runs one `sqlx` expression on a [`TestPool`] of either backend: `on_pool!(pool, |p| query
+/// .fetch_one(p))`. The SQL must be valid on both (`$1` placeholders work on both).
+#[macro_export]
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match &$pool {
+            $crate::test_db::TestPool::Postgres($p) => $body,
+            $crate::test_db::TestPool::Sqlite($p) => $body,
+        }
+    };
+}
+
+/// A fresh database (seeded with organization `acme` and admin `ada` by [`TestDb::create`])
+/// and a data dir.
+#[allow(missing_debug_implementations)] // holds a `dyn Database`
+pub struct TestDb {
+    /// The store with the default configuration.
+    pub store: Arc<dyn Database>,
+    /// Organization `acme` (nil in an [`TestDb::empty`] database).
+    pub organization: Uuid,
+    /// User `ada`, an admin of `acme` (nil in an [`TestDb::empty`] database).
+    pub user: Uuid,
+    /// The data dir (workspaces live here; so does an embedded file).
+    pub data_dir: tempdir::Dir,
+    backend: TestBackend,
+    url: String,
+    postgres: Option<TestDatabase>,
+    open: Option<OpenDatabase>,
+}
+
+impl TestDb {
+    /// A fresh, seeded database on the backend of [`TestBackend::from_env`].
+    pub async fn create() -> Self {
+        let mut db = Self::empty().await;
+        (db.organization, db.user) = acme_and_ada(db.store.as_ref()).await;
+        db
+    }
+
+    /// A fresh database with nothing in it, as a first start finds it.
+    pub async fn empty() -> Self {
+        let data_dir = tempdir::Dir::create();
+        let backend = TestBackend::from_env();
+        let (url, postgres, open) = match backend {
+            TestBackend::Postgres => {
+                let db = TestDatabase::create()
+                    .await
+                    .expect("PostgreSQL must answer at TEST_DATABASE_URL");
+                let open = OpenDatabase::Postgres(db.pool.clone());
+                (db.url.clone(), Some(db), open)
+            }
+            TestBackend::Sqlite => {
+                let path: PathBuf = data_dir.0.join("chatd.db");
+                let url = DatabaseUrl::Sqlite(path);
+                let open = OpenDatabase::open(&url, &Default::default())
+                    .await
+                    .expect("a fresh embedded database");
+                (url.to_string(), None, open)
+            }
+        };
+        Self {
+            store: open.store(StoreConfig::default()),
+            organization: Uuid::nil(),
+            user: Uuid::nil(),
+            data_dir,
+            backend,
+            url,
+            postgres,
+            open: Some(open),
+        }
+    }
+
+    /// Which backend this database is on.
+    pub fn backend(&self) -> TestBackend {
+        self.backend
+    }
+
+    /// The PostgreSQL database, for tests that are PostgreSQL-only by nature (a proxy in front
+    /// of the server, a second process on the same database); `None` on the embedded file.
+    pub fn postgres(&self) -> Option<&TestDatabase> {
+        self.postgres.as_ref()
+    }
+
+    fn open(&self) -> &OpenDatabase {
+        self.open
+            .as_ref()
+            .expect("the test's handle was closed by database_url()")
+    }
+
+    /// Another store on the same database, with `config` (short leases, say).
+    pub fn store_with(&self, config: StoreConfig) -> Arc<dyn Database> {
+        self.open().store(config)
+    }
+
+    /// The process's change notifications, and on PostgreSQL the listening task (abort it at
+    /// the end).
+    pub async fn pubsub(&self) -> (Arc<dyn Pubsub>, Option<JoinHandle<()>>) {
+        self.open().pubsub().await.unwrap()
+    }
+
+    /// A pool for reads beside the store's operations ([`on_pool!`](crate::on_pool)).
+    pub fn pool(&self) -> TestPool {
+        match self.open() {
+            OpenDatabase::Postgres(pool) => TestPool::Postgres(pool.clone()),
+            OpenDatabase::Sqlite(db) => TestPool::Sqlite(db.writer().clone()),
+        }
+    }
+
+    /// The `--database-url` for a daemon. Seed first: on an embedded file this closes the
+    /// test's own handle, so the daemon can take the file.
+    pub async fn database_url(&mut self) -> String {
+        if self.postgres.is_none()
+            && let Some(open) = self.open.take()
+        {
+            open.close().await;
+        }
+        self.url.clone()
+    }
+
+    /// Opens the database again after a daemon on it has stopped (an embedded file is free
+    /// again only then), to check what it left.
+    pub async fn reopen(&mut self) {
+        if self.open.is_none() {
+            let url = DatabaseUrl::parse(&self.url).unwrap();
+            let open = OpenDatabase::open(&url, &Default::default()).await.unwrap();
+            self.store = open.store(StoreConfig::default());
+            self.open = Some(open);
+        }
+    }
+
+    /// Stops what was left running in the data dir (workspace agents) and drops the database.
+    pub async fn finish(mut self) {
+        kill_processes_under(&self.data_dir.0);
+        if let Some(open) = self.open.take() {
+            open.close().await;
+        }
+        if let Some(db) = self.postgres.take() {
+            db.drop_database().await.unwrap();
+        }
+    }
+}
+
+/// Organization `acme` with admin `ada`, what every end-to-end test starts with: their ids.
+pub async fn acme_and_ada(store: &(impl chatstore::IdentityStore + ?Sized)) -> (Uuid, Uuid) {
+    let organization = store.fixture_organization("acme").await.unwrap();
+    let user = store
+        .fixture_user("ada", "admin", organization)
+        .await
+        .unwrap();
+    (organization, user)
+}
+
+/// SIGKILLs every process whose working directory is under `dir` (the agents of the
+/// workspaces built there: they outlive a stopped daemon by design).
+pub fn kill_processes_under(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
