@@ -20,12 +20,12 @@ use std::io::{BufRead as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chatd::engine::step::BufferedPart;
-use chatd::engine::{Engine, EngineConfig, EngineDeps};
-use chatd::parts::EpisodeKey;
 use chatd_e2e::on_pool;
 use chatd_e2e::test_db::{TestBackend, TestDb};
 use chatd_e2e::workspaces::percentile;
+use chatengine::parts::EpisodeKey;
+use chatengine::step::BufferedPart;
+use chatengine::{Engine, EngineConfig, EngineDeps};
 use chatstore::types::{MessagePart, NewChat};
 use chattest::emulator::{Emulator, MARK_CLOSE, MARK_OPEN, ScriptPart, Turn};
 

@@ -362,7 +362,7 @@ pub struct Dialer {
 impl chattool::wait::AgentDialer for Dialer {
     async fn dial(&self, agent: &Agent) -> Result<(), String> {
         let connector =
-            chatd::resolver::StoreConnector::new(self.store.clone(), Duration::from_secs(2));
+            chatengine::resolver::StoreConnector::new(self.store.clone(), Duration::from_secs(2));
         chattool::wait::AgentDialer::dial(&connector, agent).await
     }
 }

@@ -4,15 +4,11 @@
 
 mod admin_api;
 mod chat_api;
-mod chat_tools;
 mod chatctl;
 mod config;
-mod engine;
 mod metrics;
 mod migrate;
 mod python_client;
-mod resolver;
 mod serve;
 mod streams;
-mod tool_waits;
 mod workspaces;

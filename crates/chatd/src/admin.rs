@@ -40,7 +40,7 @@ pub(crate) const DEFAULT_COMPRESSION_THRESHOLD: i32 = 70;
 /// The admin service over a workspace store (users, tokens, organizations and model
 /// configurations live there).
 #[derive(Clone)]
-pub struct Admin {
+pub(crate) struct Admin {
     store: Arc<dyn Database>,
 }
 
@@ -52,12 +52,12 @@ impl std::fmt::Debug for Admin {
 
 impl Admin {
     /// The service.
-    pub fn new(store: Arc<dyn Database>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Database>) -> Self {
         Self { store }
     }
 
     /// The tonic server.
-    pub fn into_server(self) -> AdminServiceServer<Self> {
+    pub(crate) fn into_server(self) -> AdminServiceServer<Self> {
         AdminServiceServer::new(self)
     }
 

@@ -10,7 +10,7 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use uuid::Uuid;
 
 /// The `domain` of every `google.rpc.ErrorInfo` chatd sends.
-pub const ERROR_DOMAIN: &str = "chatd.dev";
+pub(crate) const ERROR_DOMAIN: &str = "chatd.dev";
 
 /// The token of `authorization: Bearer <token>`; `what` names it in the error ("API token",
 /// "agent token").

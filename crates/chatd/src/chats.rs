@@ -39,7 +39,7 @@ const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
 /// The chat service.
 #[derive(Clone)]
-pub struct Chats {
+pub(crate) struct Chats {
     store: Arc<dyn Store>,
     workspaces: Arc<dyn Database>,
     streams: Streams,
@@ -56,7 +56,7 @@ impl Chats {
     /// The service over the chat store and the workspace store (users, tokens, workspaces,
     /// model configurations; in the daemon both are the same PostgreSQL store), with `streams`
     /// serving `StreamChat` and `watches` serving `WatchChats`.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         workspaces: Arc<dyn Database>,
         streams: Streams,
@@ -71,7 +71,7 @@ impl Chats {
     }
 
     /// The tonic server.
-    pub fn into_server(self) -> ChatServiceServer<Self> {
+    pub(crate) fn into_server(self) -> ChatServiceServer<Self> {
         ChatServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 

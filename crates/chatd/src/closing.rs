@@ -14,43 +14,35 @@ use std::future::Future;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
-use crate::metrics::Live;
+use chatengine::metrics::Live;
 
 /// The message of the `UNAVAILABLE` status that ends streams of a closing server.
-pub const SERVER_CLOSED: &str = "chatd server inflight closed";
+pub(crate) const SERVER_CLOSED: &str = "chatd server inflight closed";
 
 /// Closes every stream that watches the paired [`Closing`].
 #[derive(Debug)]
-pub struct Closer(watch::Sender<bool>);
+pub(crate) struct Closer(watch::Sender<bool>);
 
 /// Whether the server is closing; cheap to clone, one per stream task.
 #[derive(Debug, Clone)]
-pub struct Closing(watch::Receiver<bool>);
+pub(crate) struct Closing(watch::Receiver<bool>);
 
 impl Closer {
     /// A closer and the signal its streams watch.
-    pub fn new() -> (Self, Closing) {
+    pub(crate) fn new() -> (Self, Closing) {
         let (tx, rx) = watch::channel(false);
         (Self(tx), Closing(rx))
     }
 
     /// Ends every stream (and refuses new ones).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.0.send_replace(true);
     }
 }
 
 impl Closing {
-    /// A signal that never fires (for servers built without a shutdown of their own).
-    pub fn never() -> Self {
-        let (tx, rx) = watch::channel(false);
-        // Keep the value readable after the sender is gone: `closed` then waits forever.
-        drop(tx);
-        Self(rx)
-    }
-
     /// Resolves once the server closes (at once if it already has).
-    pub async fn closed(&mut self) {
+    pub(crate) async fn closed(&mut self) {
         if self.0.wait_for(|closed| *closed).await.is_err() {
             // The closer is gone without closing: nothing will ever close this stream.
             std::future::pending::<()>().await;
@@ -91,7 +83,6 @@ pub(crate) fn spawn_client_stream<T, F>(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 
@@ -121,13 +112,6 @@ mod tests {
         spawn_client_stream("watch", &closing, tx, async {});
         let end = rx.recv().await.unwrap().unwrap_err();
         assert_eq!(end.code(), tonic::Code::Unavailable);
-    }
-
-    #[tokio::test]
-    async fn never_does_not_fire() {
-        let mut never = Closing::never();
-        let waited = tokio::time::timeout(Duration::from_millis(50), never.closed()).await;
-        assert!(waited.is_err(), "Closing::never fired");
     }
 
     #[tokio::test]

@@ -16,8 +16,8 @@ use serde_json::Value;
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::engine::step::LivePart;
-use crate::parts::EpisodeKey;
+use chatengine::parts::EpisodeKey;
+use chatengine::step::LivePart;
 
 /// A timestamp on the wire.
 pub(crate) fn timestamp(t: DateTime<Utc>) -> Timestamp {

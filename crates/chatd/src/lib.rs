@@ -1,41 +1,40 @@
-//! The chatd daemon: the process that serves chatd's gRPC API.
+//! The chatd daemon: the process that serves chatd's gRPC API and runs the chat engine.
 //!
-//! Today this crate holds the command line ([`cli`]), the server ([`serve`]): a tonic server with
-//! `grpc.health.v1` and gRPC server reflection (v1 and v1alpha) that shuts down cleanly on a signal and, with
-//! a database, serves the chat API ([`chats`]), the workspace agents' API ([`agentapi`]),
-//! templates ([`templates`]), workspaces ([`workspaces`]) and administration ([`admin`]), runs the provisioner ([`provision`]) and the chat engine
-//! ([`engine`]: the worker, its runners and their tasks, with the workspace-connection
-//! [`resolver`] and the live [`parts`] buffer); and [`migrate`]. Authentication and the mapping
-//! of store errors to gRPC statuses live in [`auth`]; the chat stream loop in [`stream`], the
-//! part relay between replicas in [`relay`]. The rules they follow live in the policy crates,
-//! not in this one.
+//! The binary parses its command line and configuration file ([`cli`], [`config`]) and runs
+//! one of three commands: [`serve`] (the tonic server: health, reflection and, on the
+//! database, the chat API, the workspace agents' API ([`agentapi`]), templates ([`templates`]),
+//! workspaces and administration; the provisioner's workers ([`provision`]) and one
+//! `chatengine::Engine`), `provisioner` (the workers alone, [`provision::run_alone`]) and
+//! [`migrate`].
+//!
+//! Inside, private modules hold the services (`chats`, `admin`, `workspaces`, `watch`), the
+//! chat stream loop (`stream`), the part relay between replicas (`relay`), authentication and
+//! the mapping of store errors to gRPC statuses (`auth`), the seeding of configured models
+//! (`seed`) and the metrics endpoint (`metrics`). The rules they follow live in the policy
+//! crates and the engine in `chatengine`, not here.
 //!
 //! The daemon is the top of the layer stack: it may depend on every chatd crate, and no chatd
 //! crate may depend on it.
 
-pub mod admin;
+mod admin;
 pub mod agentapi;
-pub mod auth;
-pub mod builds;
-pub mod chats;
+mod auth;
+mod chats;
 pub mod cli;
-pub mod closing;
+mod closing;
 pub mod config;
 mod convert;
-pub mod engine;
 mod error;
-pub mod metrics;
+mod metrics;
 mod paging;
-pub mod parts;
 pub mod provision;
-pub mod relay;
-pub mod resolver;
-pub mod seed;
+mod relay;
+mod seed;
 mod serve;
-pub mod stream;
+mod stream;
 pub mod templates;
-pub mod watch;
-pub mod workspaces;
+mod watch;
+mod workspaces;
 
 pub use error::ChatdError;
 pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, Timing, serve};
@@ -82,14 +81,4 @@ pub(crate) async fn open_database(
     Ok(database)
 }
 
-/// `outer: cause: root cause`, so a log line says why, not only what.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use chatengine::error_chain;

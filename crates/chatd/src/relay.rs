@@ -32,11 +32,11 @@ use uuid::Uuid;
 use crate::auth::{bearer, parse_id};
 use crate::closing::{Closing, spawn_client_stream};
 use crate::convert;
-use crate::engine::step::BufferedPart;
-use crate::parts::{EpisodeKey, PartBuffer, PartSubscription};
+use chatengine::parts::{EpisodeKey, PartBuffer, PartSubscription};
+use chatengine::step::BufferedPart;
 
 /// The name of the relay's cluster secret (`chatd_cluster_secrets`).
-pub const RELAY_SECRET: &str = "relay";
+pub(crate) const RELAY_SECRET: &str = "relay";
 /// Most parts in one relayed batch.
 const BATCH: usize = 64;
 /// Back-off between attempts to reach another replica.
@@ -48,7 +48,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The deployment's relay secret, read from the database on first use (so a daemon started
 /// before its schema exists, `--no-migrate`, still starts) and kept. Cheap to clone.
 #[derive(Clone)]
-pub struct RelaySecret {
+pub(crate) struct RelaySecret {
     store: Arc<dyn Database>,
     cell: Arc<tokio::sync::OnceCell<Arc<str>>>,
 }
@@ -61,7 +61,7 @@ impl std::fmt::Debug for RelaySecret {
 
 impl RelaySecret {
     /// The secret named [`RELAY_SECRET`] in `store`.
-    pub fn new(store: Arc<dyn Database>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Database>) -> Self {
         Self {
             store,
             cell: Arc::default(),
@@ -69,7 +69,7 @@ impl RelaySecret {
     }
 
     /// The secret; an error when the database cannot say (tried again on the next call).
-    pub async fn get(&self) -> Result<Arc<str>, chatstore::StoreError> {
+    pub(crate) async fn get(&self) -> Result<Arc<str>, chatstore::StoreError> {
         self.cell
             .get_or_try_init(|| async {
                 self.store.cluster_secret(RELAY_SECRET).await.map(Arc::from)
@@ -81,7 +81,7 @@ impl RelaySecret {
 
 /// `ChatPartsRelay`: streams the episodes of this replica's part buffer to other replicas.
 #[derive(Debug, Clone)]
-pub struct PartsRelay {
+pub(crate) struct PartsRelay {
     parts: PartBuffer<BufferedPart>,
     secret: RelaySecret,
     subscriber_timeout: Duration,
@@ -93,7 +93,7 @@ impl PartsRelay {
     /// a caller that does not present it as `authorization: Bearer <secret>` is refused.
     /// A consumer that does not take a batch within `subscriber_timeout` is cut off; every
     /// call ends when `closing` fires.
-    pub fn new(
+    pub(crate) fn new(
         parts: PartBuffer<BufferedPart>,
         secret: RelaySecret,
         subscriber_timeout: Duration,
@@ -108,7 +108,7 @@ impl PartsRelay {
     }
 
     /// The tonic server.
-    pub fn into_server(self) -> ChatPartsRelayServer<Self> {
+    pub(crate) fn into_server(self) -> ChatPartsRelayServer<Self> {
         ChatPartsRelayServer::new(self)
     }
 }
@@ -259,7 +259,7 @@ impl<T> Drop for AbortOnDrop<T> {
 /// Where stream loops get live parts from: this replica's buffer, or other replicas through
 /// their relay. One per process; cheap to clone.
 #[derive(Clone)]
-pub struct PartSource {
+pub(crate) struct PartSource {
     worker_id: Uuid,
     parts: PartBuffer<BufferedPart>,
     workspaces: Arc<dyn Database>,
@@ -280,7 +280,7 @@ impl PartSource {
     /// Parts of this replica (`worker_id`, `parts`) and of the replicas registered in the
     /// store (a registration older than `stale_after` is a dead replica), reached with the
     /// deployment's relay `secret`.
-    pub fn new(
+    pub(crate) fn new(
         worker_id: Uuid,
         parts: PartBuffer<BufferedPart>,
         workspaces: Arc<dyn Database>,
@@ -314,7 +314,7 @@ impl PartSource {
 /// The consuming end of a stream loop: point it at a worker's episode and read parts from the
 /// receiver [`Relay::new`] returned.
 #[derive(Debug)]
-pub struct Relay {
+pub(crate) struct Relay {
     source: PartSource,
     chat_id: Uuid,
     tx: mpsc::Sender<pb::ChatMessagePartEvent>,
@@ -330,7 +330,7 @@ struct Conn {
 
 impl Relay {
     /// A relay for one chat, not pointed anywhere yet, and the receiver of its parts.
-    pub fn new(
+    pub(crate) fn new(
         source: PartSource,
         chat_id: Uuid,
     ) -> (Self, mpsc::Receiver<pb::ChatMessagePartEvent>) {
@@ -348,7 +348,7 @@ impl Relay {
 
     /// Relays the episode `(history_version, generation_attempt)` of the chat from `worker_id`;
     /// `None` stops relaying. The same worker keeps its connection and only switches episode.
-    pub fn point(
+    pub(crate) fn point(
         &mut self,
         worker_id: Option<Uuid>,
         history_version: i64,

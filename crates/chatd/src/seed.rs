@@ -191,7 +191,7 @@ impl ModelSeeding {
                 default = record.is_default,
                 "seeded model: {what}"
             );
-            if crate::engine::models::read_key(&config.api_key_ref).is_err() {
+            if chatengine::models::read_key(&config.api_key_ref).is_err() {
                 warn!(
                     model = %record.model,
                     api_key_ref = %config.api_key_ref,

@@ -21,12 +21,12 @@ use crate::admin::Admin;
 use crate::agentapi::AgentApi;
 use crate::chats::Chats;
 use crate::closing::Closer;
-use crate::engine::{Engine, EngineConfig};
 use crate::relay::{PartSource, PartsRelay, RelaySecret};
 use crate::stream::{StreamConfig, Streams};
 use crate::templates::Templates;
 use crate::watch::Watches;
 use crate::workspaces::{Workspaces, WorkspacesConfig};
+use chatengine::{Engine, EngineConfig};
 
 /// What `chatd serve` needs to run.
 #[derive(Debug, Clone)]
@@ -401,14 +401,14 @@ async fn start_engine(
     pubsub: Arc<dyn Pubsub>,
     config: EngineConfig,
 ) -> Engine {
-    use crate::engine::EngineDeps;
-    use crate::resolver::StoreConnector;
+    use chatengine::EngineDeps;
+    use chatengine::resolver::StoreConnector;
 
     let connector = Arc::new(StoreConnector::new(store.clone(), Duration::from_secs(5)));
     let deps = EngineDeps {
         store: store.clone(),
         pubsub,
-        provisioner: Some(Arc::new(crate::builds::StoreProvisioner::new(store))),
+        provisioner: Some(Arc::new(chatengine::builds::StoreProvisioner::new(store))),
         connector: Some(connector.clone()),
         dialer: Some(connector),
     };

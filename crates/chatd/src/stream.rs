@@ -26,12 +26,12 @@ use uuid::Uuid;
 
 use crate::closing::{Closing, spawn_client_stream};
 use crate::convert;
-use crate::engine::step::pending_dynamic_calls;
 use crate::relay::{PartSource, Relay};
+use chatengine::step::pending_dynamic_calls;
 
 /// Timing knobs of stream loops (spec/engine.md §18).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamConfig {
+pub(crate) struct StreamConfig {
     /// `stream.sync_poll_interval`: re-check the chat without a notification (10 s).
     pub sync_poll_interval: Duration,
     /// `parts.subscriber_timeout`: a client that takes no batch for this long is cut off (10 s).
@@ -57,7 +57,7 @@ const CLIENT_BUFFER: usize = 32;
 
 /// Opens stream loops. One per process; cheap to clone.
 #[derive(Clone)]
-pub struct Streams {
+pub(crate) struct Streams {
     store: Arc<dyn Store>,
     pubsub: Arc<dyn Pubsub>,
     parts: PartSource,
@@ -74,12 +74,12 @@ impl std::fmt::Debug for Streams {
 }
 
 /// The responses of one `StreamChat` call.
-pub type ChatEvents = ReceiverStream<Result<pb::StreamChatResponse, Status>>;
+pub(crate) type ChatEvents = ReceiverStream<Result<pb::StreamChatResponse, Status>>;
 
 impl Streams {
     /// Stream loops over the store, its notifications and the live parts of `parts`, ended
     /// when `closing` fires.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         pubsub: Arc<dyn Pubsub>,
         parts: PartSource,
@@ -98,7 +98,7 @@ impl Streams {
     /// Starts the loop of one client on `chat_id` (already authorised); `after_id` skips
     /// committed messages with an id at or below it in the initial state. The loop ends when
     /// the returned stream is dropped.
-    pub fn open(&self, chat_id: Uuid, after_id: Option<i64>) -> ChatEvents {
+    pub(crate) fn open(&self, chat_id: Uuid, after_id: Option<i64>) -> ChatEvents {
         // Subscribe before the bootstrap read, so no change between the two is missed.
         let updates = self.pubsub.subscribe(Topic::Chat(chat_id));
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);

@@ -33,11 +33,11 @@ const LIST_PAGE: i64 = 200;
 const CLIENT_BUFFER: usize = 64;
 
 /// The responses of one `WatchChats` call.
-pub type WatchEvents = ReceiverStream<Result<pb::WatchChatsResponse, Status>>;
+pub(crate) type WatchEvents = ReceiverStream<Result<pb::WatchChatsResponse, Status>>;
 
 /// Opens watches. One per process; cheap to clone.
 #[derive(Clone)]
-pub struct Watches {
+pub(crate) struct Watches {
     store: Arc<dyn Store>,
     pubsub: Arc<dyn Pubsub>,
     poll_interval: Duration,
@@ -57,7 +57,7 @@ impl Watches {
     /// Watches over the store and its notifications; the listing is re-read every
     /// `poll_interval`, and a client that takes no event for `subscriber_timeout` is cut off.
     /// Watches end when `closing` fires.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         pubsub: Arc<dyn Pubsub>,
         poll_interval: Duration,
@@ -75,7 +75,7 @@ impl Watches {
 
     /// Starts watching the chats of `owner_id` (in `organization_id` only, when given). The
     /// watch ends when the returned stream is dropped.
-    pub fn open(&self, owner_id: Uuid, organization_id: Option<Uuid>) -> WatchEvents {
+    pub(crate) fn open(&self, owner_id: Uuid, organization_id: Option<Uuid>) -> WatchEvents {
         // Subscribe before the first listing, so no change in between is missed.
         let updates = self.pubsub.subscribe(Topic::Owner(owner_id));
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);

@@ -22,10 +22,10 @@ use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
 use crate::auth::{caller, not_found, parse_id, parse_optional_id, store_status, with_reason};
-use crate::builds::StoreProvisioner;
 use crate::closing::{Closing, spawn_client_stream};
 use crate::convert;
 use crate::paging::{finish_page, page_size, parse_time_token, time_token};
+use chatengine::builds::StoreProvisioner;
 
 /// Log lines per streamed batch.
 const LOG_BATCH: i64 = 500;
@@ -34,7 +34,7 @@ const CLIENT_BUFFER: usize = 16;
 
 /// Timing of the workspace service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkspacesConfig {
+pub(crate) struct WorkspacesConfig {
     /// `workspace.agent_inactive_disconnect_timeout` (30 s): when a silent agent counts as
     /// disconnected in the agents' connection status.
     pub agent_inactive_timeout: Duration,
@@ -57,7 +57,7 @@ impl Default for WorkspacesConfig {
 
 /// The workspace service.
 #[derive(Clone)]
-pub struct Workspaces {
+pub(crate) struct Workspaces {
     store: Arc<dyn Database>,
     pubsub: Arc<dyn Pubsub>,
     provisioner: StoreProvisioner,
@@ -74,7 +74,7 @@ impl std::fmt::Debug for Workspaces {
 }
 
 /// The responses of one `StreamBuildLogs` call.
-pub type BuildLogStream = ReceiverStream<Result<pb::StreamBuildLogsResponse, Status>>;
+pub(crate) type BuildLogStream = ReceiverStream<Result<pb::StreamBuildLogsResponse, Status>>;
 
 fn workspace_not_found(id: Uuid) -> Status {
     not_found("workspace", id, "WORKSPACE_NOT_FOUND")
@@ -132,7 +132,7 @@ fn parameter_values(values: &[pb::ParameterValue]) -> Result<BTreeMap<String, St
 impl Workspaces {
     /// The service over the store, its job notifications (for following build logs) and the
     /// provisioner front that records builds. Followed build logs end when `closing` fires.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn Database>,
         pubsub: Arc<dyn Pubsub>,
         config: WorkspacesConfig,
@@ -148,7 +148,7 @@ impl Workspaces {
     }
 
     /// The tonic server.
-    pub fn into_server(self) -> WorkspaceServiceServer<Self> {
+    pub(crate) fn into_server(self) -> WorkspaceServiceServer<Self> {
         WorkspaceServiceServer::new(self)
     }
 

@@ -1,6 +1,6 @@
 //! Creating, starting and stopping workspaces with the chat owner's authority
 //! (spec/chattool.md §1 `WorkspaceProvisioner`) and the control plane's refusals
-//! ([`ResponseError`]). chatd's implementation over the store is `chatd::builds::StoreProvisioner`
+//! ([`ResponseError`]). chatd's implementation over the store is `chatengine::builds::StoreProvisioner`
 //! (the service layer, where template manifests are understood); tests may bring their own.
 
 use std::collections::BTreeMap;

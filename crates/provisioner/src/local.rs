@@ -21,9 +21,9 @@ use chatstore::workspaces::{JobStatus, WorkspaceTransition};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use shellscript::{self as script, Outcome};
 use tokio::sync::mpsc;
 use uuid::Uuid;
-use wsagent::startup::{self, StartupOutcome};
 
 use crate::backend::{Backend, BuildError, BuildLogs, BuildRequest, LOG_DELAY, Reconciled, codes};
 use crate::template::{parameter_env_name, relative_path};
@@ -177,7 +177,7 @@ impl LocalBackend {
         if build.script.trim().is_empty() {
             return Ok(());
         }
-        let (tx, mut rx) = mpsc::channel::<startup::LogLine>(256);
+        let (tx, mut rx) = mpsc::channel::<script::LogLine>(256);
         let forward = {
             let logs = logs.clone();
             tokio::spawn(async move {
@@ -193,8 +193,8 @@ impl LocalBackend {
                         }
                     };
                     let level = match line.stream {
-                        startup::Stream::Stdout => "info",
-                        startup::Stream::Stderr => "warn",
+                        script::Stream::Stdout => "info",
+                        script::Stream::Stderr => "warn",
                     };
                     if tail.len() == 10 {
                         tail.pop_front();
@@ -205,7 +205,7 @@ impl LocalBackend {
                 tail
             })
         };
-        let outcome = startup::run_script(
+        let outcome = script::run_script(
             &self.config.shell,
             "build script",
             &build.script,
@@ -217,8 +217,8 @@ impl LocalBackend {
         .await;
         let tail: Vec<String> = forward.await.unwrap_or_default().into();
         match outcome {
-            StartupOutcome::Ready => Ok(()),
-            StartupOutcome::Error(why) => {
+            Outcome::Succeeded => Ok(()),
+            Outcome::Failed(why) => {
                 let mut message = why;
                 if !tail.is_empty() {
                     message.push_str("; last output:\n");
@@ -226,7 +226,7 @@ impl LocalBackend {
                 }
                 Err(BuildError::new(codes::BUILD_SCRIPT_FAILED, message))
             }
-            StartupOutcome::Timeout => Err(BuildError::new(
+            Outcome::TimedOut => Err(BuildError::new(
                 codes::BUILD_TIMEOUT,
                 format!(
                     "the build script did not finish within {}",

@@ -11,11 +11,11 @@
 //! - [`server::AgentService`]: the `wsagent.v1.Agent` gRPC service over both, requiring the
 //!   per-workspace secret as `authorization: Bearer <secret>`.
 //!
-//! - [`startup`]: the template's startup script, its output streamed line by line.
-//! - [`runtime::run`]: the agent process itself (the `wsagent` binary's `main`): standalone with
-//!   a secret, or reporting to chatd's agent API with its token (manifest, heartbeats, startup
-//!   logs, lifecycle `created → starting → ready | start_error | start_timeout`, and
-//!   `shutting_down → off` on SIGTERM).
+//! - `runtime::run` (feature `server`, on by default): the agent process itself (the `wsagent`
+//!   binary's `main`): standalone with a secret, or reporting to chatd's agent API with its
+//!   token (manifest, heartbeats, the startup script's logs through `shellscript`, lifecycle
+//!   `created → starting → ready | start_error | start_timeout`, and `shutting_down → off` on
+//!   SIGTERM).
 //! - [`client`]: dialing an agent (`http://…` or `unix:/path`) with the workspace secret, and
 //!   the control plane with an agent token.
 //!
@@ -24,6 +24,6 @@
 pub mod client;
 pub mod files;
 pub mod process;
+#[cfg(feature = "server")]
 pub mod runtime;
 pub mod server;
-pub mod startup;

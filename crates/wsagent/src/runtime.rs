@@ -21,7 +21,7 @@ use crate::client::{self, ControlPlaneConn, DialError};
 use crate::files::FileRoots;
 use crate::process::{ProcessConfig, ProcessManager, non_interactive_env};
 use crate::server::AgentService;
-use crate::startup::{self, LogLine, StartupOutcome, Stream};
+use shellscript::{self as startup, LogLine, Outcome, Stream};
 
 /// Where the agent listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,12 +261,12 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         .await;
         let _ = shipper.await;
         let state = match &outcome {
-            StartupOutcome::Ready => Lifecycle::Ready,
-            StartupOutcome::Error(why) => {
+            Outcome::Succeeded => Lifecycle::Ready,
+            Outcome::Failed(why) => {
                 tracing::warn!(reason = %why, "startup script failed");
                 Lifecycle::StartError
             }
-            StartupOutcome::Timeout => {
+            Outcome::TimedOut => {
                 tracing::warn!(timeout = ?plan.startup_timeout, "startup script timed out");
                 Lifecycle::StartTimeout
             }

@@ -15,10 +15,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::runner::{self, RunnerHandle};
-use super::step::BufferedPart;
-use super::{EngineConfig, EngineDeps, Shared, models};
 use crate::parts::PartBuffer;
+use crate::runner::{self, RunnerHandle};
+use crate::step::BufferedPart;
+use crate::{EngineConfig, EngineDeps, Shared, models};
 
 /// A running engine: its worker loops and runners. Drop it only after [`Engine::shutdown`] (a
 /// dropped engine's tasks keep running until the runtime ends, which is what a crash test wants).

@@ -1,4 +1,4 @@
-//! The chat engine (spec/engine.md §9–§13, spec/chatretry.md §7, spec/recovery.md §6, §8): one
+//! chatd's chat engine (spec/engine.md §9–§13, spec/chatretry.md §7, spec/recovery.md §6, §8): one
 //! **worker** per process acquires runnable chats and keeps their leases; one **runner** per owned
 //! chat turns chat updates into short-lived **tasks** — generation (one model call or one tool
 //! step per task), interrupt, requires-action timeout, abandon — each fenced so a stale task can
@@ -10,15 +10,27 @@
 //! - [`generation`]: load → decide → act, with the persisted retry of spec/chatretry.md §7;
 //! - [`interrupt`]: finalising an interrupted turn from the buffered parts;
 //! - [`step`]: the pure pieces (prompt rows, decision, accumulation of parts, result caps);
-//! - [`payload`]: the stored error and retry JSON; [`models`]: provider clients.
+//! - [`payload`]: the stored error and retry JSON; [`models`]: provider clients;
+//! - [`resolver`]: a chat's workspace connection, with the recovery gate of spec/recovery.md;
+//! - [`parts`]: the live parts of running turns, which streams and the relay read;
+//! - [`builds`]: workspace builds requested by the tools, checked and recorded in the store;
+//! - [`metrics`]: what the engine and the daemon's services record.
+//!
+//! The daemon (`chatd`) starts one [`Engine`] per process with [`EngineDeps`] and
+//! [`EngineConfig`], serves the API around it, and reads the live parts through
+//! [`Engine::parts`]. This crate has no gRPC server.
 //!
 //! The engine holds no lock across a model or tool call (E4), and reads leases and deadlines on
 //! the database clock (E2).
 
+pub mod builds;
 pub mod generation;
 pub mod interrupt;
+pub mod metrics;
 pub mod models;
+pub mod parts;
 pub mod payload;
+pub mod resolver;
 pub mod runner;
 pub mod step;
 pub mod worker;
@@ -313,4 +325,16 @@ impl TaskCtx {
 /// `Cancelled(cause)` of a token that fired.
 pub(crate) fn cancelled(token: &CancelToken) -> TaskExit {
     TaskExit::Cancelled(token.cause().unwrap_or(CancelCause::Shutdown))
+}
+
+/// `outer: cause: root cause`, so a log line says why, not only what.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

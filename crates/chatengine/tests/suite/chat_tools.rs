@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatd::builds::StoreProvisioner;
 use chatd_e2e::on_pool;
 use chatd_e2e::workspaces::{Dialer, Harness, eventually};
+use chatengine::builds::StoreProvisioner;
 use chatstore::templates::TemplateSettings;
 use chatstore::types::{Chat, MessagePart, NewChat};
 use chatstore::workspaces::JobStatus;

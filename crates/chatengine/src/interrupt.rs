@@ -6,9 +6,9 @@
 use chatstate::ChatStatus;
 use chatstore::Change;
 
-use super::step::{self, Accumulator};
-use super::{TaskCtx, TaskExit};
 use crate::parts::EpisodeKey;
+use crate::step::{self, Accumulator};
+use crate::{TaskCtx, TaskExit};
 
 /// Finalises an interrupted turn.
 pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {

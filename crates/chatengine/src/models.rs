@@ -56,10 +56,11 @@ impl ModelClients {
             "openai-compat" => (WireFormat::OpenAiCompatible, ""),
             other => return Err(ModelSetupError::Unsupported(other.to_owned())),
         };
-        let api_key = read_key(&config.api_key_ref).map_err(|()| ModelSetupError::MissingKey {
-            provider: config.provider.clone(),
-            reference: config.api_key_ref.clone(),
-        })?;
+        let api_key =
+            read_key(&config.api_key_ref).map_err(|UnreadableKey| ModelSetupError::MissingKey {
+                provider: config.provider.clone(),
+                reference: config.api_key_ref.clone(),
+            })?;
         let base_url = if config.base_url.is_empty() {
             default_url.to_owned()
         } else {
@@ -81,21 +82,26 @@ impl ModelClients {
     }
 }
 
+/// An API key reference that names no readable, non-empty key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the API key reference is not `env:NAME` or `file:PATH` naming a non-empty key")]
+pub struct UnreadableKey;
+
 /// Resolves an API key reference: empty = no key, `env:NAME`, `file:PATH`.
-pub(crate) fn read_key(reference: &str) -> Result<Option<String>, ()> {
+pub fn read_key(reference: &str) -> Result<Option<String>, UnreadableKey> {
     if reference.is_empty() {
         return Ok(None);
     }
     let key = if let Some(name) = reference.strip_prefix("env:") {
-        std::env::var(name).map_err(|_| ())?
+        std::env::var(name).map_err(|_| UnreadableKey)?
     } else if let Some(path) = reference.strip_prefix("file:") {
-        std::fs::read_to_string(path).map_err(|_| ())?
+        std::fs::read_to_string(path).map_err(|_| UnreadableKey)?
     } else {
-        return Err(());
+        return Err(UnreadableKey);
     };
     let key = key.trim().to_owned();
     if key.is_empty() {
-        Err(())
+        Err(UnreadableKey)
     } else {
         Ok(Some(key))
     }
@@ -108,8 +114,11 @@ mod tests {
     #[test]
     fn key_references() {
         assert_eq!(read_key(""), Ok(None));
-        assert_eq!(read_key("plain-secret"), Err(()));
-        assert_eq!(read_key("env:CHATD_TEST_SURELY_UNSET_VARIABLE"), Err(()));
-        assert_eq!(read_key("file:/nonexistent/chatd/key"), Err(()));
+        assert_eq!(read_key("plain-secret"), Err(UnreadableKey));
+        assert_eq!(
+            read_key("env:CHATD_TEST_SURELY_UNSET_VARIABLE"),
+            Err(UnreadableKey)
+        );
+        assert_eq!(read_key("file:/nonexistent/chatd/key"), Err(UnreadableKey));
     }
 }

@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{Shared, TaskCtx, TaskExit, generation, interrupt};
 use crate::resolver::{AgentConnCache, WorkspaceConnResolver};
+use crate::{Shared, TaskCtx, TaskExit, generation, interrupt};
 
 /// What a runner's tasks share: the workspace connection and the per-chat workspace mutex.
 pub(crate) struct RunnerState {

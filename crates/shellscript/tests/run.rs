@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use shellscript::{LogLine, Outcome, Stream, run_script};
 use tokio::sync::mpsc;
-use wsagent::startup::{LogLine, StartupOutcome, Stream, run_script};
 
-async fn run(script: &str, timeout: Duration) -> (StartupOutcome, Vec<LogLine>) {
+async fn run(script: &str, timeout: Duration) -> (Outcome, Vec<LogLine>) {
     let (tx, mut rx) = mpsc::channel(100);
     let env = vec![("GREETING".to_owned(), "hi".to_owned())];
     let outcome = run_script(
@@ -36,7 +36,7 @@ async fn output_lines_arrive_with_their_stream() {
         Duration::ZERO,
     )
     .await;
-    assert_eq!(outcome, StartupOutcome::Ready);
+    assert_eq!(outcome, Outcome::Succeeded);
     let mut got: Vec<(Stream, String)> = lines.into_iter().map(|l| (l.stream, l.text)).collect();
     got.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(
@@ -51,7 +51,7 @@ async fn output_lines_arrive_with_their_stream() {
 
 #[tokio::test]
 async fn an_empty_script_is_ready_at_once() {
-    assert_eq!(run("  ", Duration::ZERO).await.0, StartupOutcome::Ready);
+    assert_eq!(run("  ", Duration::ZERO).await.0, Outcome::Succeeded);
 }
 
 #[tokio::test]
@@ -59,7 +59,7 @@ async fn a_non_zero_exit_is_an_error_naming_the_script_and_status() {
     let (outcome, _) = run("exit 5", Duration::ZERO).await;
     assert_eq!(
         outcome,
-        StartupOutcome::Error("the test script exited with status 5".into())
+        Outcome::Failed("the test script exited with status 5".into())
     );
 }
 
@@ -68,7 +68,7 @@ async fn a_timeout_kills_the_whole_group() {
     let marker = std::env::temp_dir().join(format!("wsagent-startup-{}", std::process::id()));
     let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
     let (outcome, _) = run(&script, Duration::from_millis(300)).await;
-    assert_eq!(outcome, StartupOutcome::Timeout);
+    assert_eq!(outcome, Outcome::TimedOut);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
         !marker.exists(),

@@ -1,7 +1,10 @@
-//! Scripts with streamed output: the template's startup script (run once when the agent comes
-//! up, its end mapped to a lifecycle state) and, through the provisioner, a template's build
-//! script. Output is streamed line by line to whoever reports it; a timeout, or dropping the
-//! future, kills the script's whole process group.
+//! Shell scripts with streamed output, as chatd runs them: a template's build script (in the
+//! provisioner) and a workspace's startup script (in the agent, its end mapped to a lifecycle
+//! state). The script runs with `shell -c` in its own process group; its output is streamed line
+//! by line to whoever reports it; a timeout, or dropping the future, kills the whole group.
+//!
+//! It does not capture output beyond what it streams, retry, or sandbox the script: the caller
+//! chooses the directory and the environment.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -14,13 +17,13 @@ use tokio::sync::mpsc;
 
 /// How a script ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartupOutcome {
-    /// It exited 0 (or there was none): the agent is `ready`.
-    Ready,
-    /// It failed: the agent is `start_error`.
-    Error(String),
-    /// It outlived its timeout and was killed: the agent is `start_timeout`.
-    Timeout,
+pub enum Outcome {
+    /// It exited 0, or there was none (an agent is then `ready`).
+    Succeeded,
+    /// It failed, and why (an agent is then `start_error`).
+    Failed(String),
+    /// It outlived its timeout and was killed (an agent is then `start_timeout`).
+    TimedOut,
 }
 
 /// Which stream a line came from.
@@ -32,7 +35,7 @@ pub enum Stream {
     Stderr,
 }
 
-/// One line of startup output.
+/// One line of a script's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     /// When it was read.
@@ -54,9 +57,9 @@ pub async fn run_script(
     env: &[(String, String)],
     timeout: Duration,
     logs: mpsc::Sender<LogLine>,
-) -> StartupOutcome {
+) -> Outcome {
     if script.trim().is_empty() {
-        return StartupOutcome::Ready;
+        return Outcome::Succeeded;
     }
     let mut command = tokio::process::Command::new(shell);
     command
@@ -74,7 +77,7 @@ pub async fn run_script(
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            return StartupOutcome::Error(format!(
+            return Outcome::Failed(format!(
                 "cannot start the {label} in {}: {e}",
                 dir.display()
             ));
@@ -99,18 +102,18 @@ pub async fn run_script(
         tokio::time::timeout(timeout, child.wait()).await
     };
     let outcome = match waited {
-        Ok(Ok(status)) if status.success() => StartupOutcome::Ready,
-        Ok(Ok(status)) => StartupOutcome::Error(match status.code() {
+        Ok(Ok(status)) if status.success() => Outcome::Succeeded,
+        Ok(Ok(status)) => Outcome::Failed(match status.code() {
             Some(code) => format!("the {label} exited with status {code}"),
             None => format!("the {label} was killed ({status})"),
         }),
-        Ok(Err(e)) => StartupOutcome::Error(format!("waiting for the {label}: {e}")),
+        Ok(Err(e)) => Outcome::Failed(format!("waiting for the {label}: {e}")),
         Err(_) => {
             if let Some(pgid) = guard.0.take() {
                 let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
             }
             let _ = child.wait().await;
-            StartupOutcome::Timeout
+            Outcome::TimedOut
         }
     };
     guard.0 = None;

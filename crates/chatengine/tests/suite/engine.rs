@@ -8,12 +8,12 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatd::builds::StoreProvisioner;
-use chatd::engine::{Engine, EngineConfig, EngineDeps};
-use chatd::resolver::{ResolverSettings, StoreConnector};
 use chatd_e2e::on_pool;
 use chatd_e2e::test_db::skip_on_sqlite;
 use chatd_e2e::workspaces::{Harness, eventually};
+use chatengine::builds::StoreProvisioner;
+use chatengine::resolver::{ResolverSettings, StoreConnector};
+use chatengine::{Engine, EngineConfig, EngineDeps};
 use chatretry::{Jitter, RetryPolicy, SilenceTimeout};
 use chatstate::{BusyBehavior, ChatStatus};
 use chatstore::Database;
@@ -486,7 +486,7 @@ async fn dispatched(run: &Run, chat: Uuid, call: &str) {
 async fn parts_streamed(run: &Run, engine: &Engine, chat: Uuid, n: usize) {
     eventually("parts to stream", || async {
         let c = run.read(chat).await;
-        let key = chatd::parts::EpisodeKey {
+        let key = chatengine::parts::EpisodeKey {
             chat_id: chat,
             history_version: c.history_version,
             generation_attempt: c.generation_attempt,
@@ -921,7 +921,7 @@ async fn a_graceful_shutdown_hands_the_chat_off_and_the_next_owner_honours_a_pen
     // The new owner waited for the recorded retry time, not less.
     let requests = run.emulator.requests();
     assert_eq!(requests.len(), 2);
-    let retrying_at = chatd::engine::payload::retrying_at(&retrying.retry_state.unwrap()).unwrap();
+    let retrying_at = chatengine::payload::retrying_at(&retrying.retry_state.unwrap()).unwrap();
     // The answer is committed after the call, which may not start before the retry time (both
     // on the database clock); without the wait it would land right after the hand-off.
     let answered = run.history(chat).await[1].created_at;
@@ -941,12 +941,13 @@ async fn a_commit_whose_notification_outruns_its_reply_keeps_its_side_effects() 
         return;
     }
     // The counters below are process-wide: other tests' engines must not add to them.
-    let name = "engine::a_commit_whose_notification_outruns_its_reply_keeps_its_side_effects";
+    let name =
+        "suite::engine::a_commit_whose_notification_outruns_its_reply_keeps_its_side_effects";
     if !chatd_e2e::in_own_process(name).await {
         return;
     }
-    let metrics = chatd::metrics::serve_metrics("127.0.0.1:0".parse().unwrap())
-        .await
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
         .unwrap();
     let overloaded = reply("never sent").fault(
         FaultPoint::BeforeHeaders,
@@ -982,14 +983,15 @@ async fn a_commit_whose_notification_outruns_its_reply_keeps_its_side_effects() 
     let chat = run.chat("count me").await;
     let done = run.settled(chat).await;
     assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
-    let at = metrics.addr().to_string();
     eventually("the turn and its retry to be counted", || async {
-        let (_, text) = super::metrics::get(&at, "/metrics").await;
-        let turns = super::metrics::value(&text, "chatd_turns_total{outcome=\"completed\"}");
-        let retries = super::metrics::value(
-            &text,
-            "chatd_retries_total{kind=\"overloaded\",provider=\"anthropic\"}",
-        );
+        let text = metrics.render();
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let turns = value("chatd_turns_total{outcome=\"completed\"}");
+        let retries = value("chatd_retries_total{kind=\"overloaded\",provider=\"anthropic\"}");
         (turns == Some(1.0) && retries == Some(1.0)).then_some(())
     })
     .await;

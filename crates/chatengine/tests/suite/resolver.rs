@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatd::resolver::{
-    AgentConnCache, AgentConnector, BindingPhase, ResolveError, ResolverSettings, StoreConnector,
-    WorkspaceConnError, WorkspaceConnResolver,
-};
 use chatd_e2e::on_pool;
 use chatd_e2e::test_db::TestPool;
 use chatd_e2e::workspaces::Harness;
+use chatengine::resolver::{
+    AgentConnCache, AgentConnector, BindingPhase, ResolveError, ResolverSettings, StoreConnector,
+    WorkspaceConnError, WorkspaceConnResolver,
+};
 use chatproto::tonic::Status;
 use chatproto::wsagent::v1 as pb;
 use chatretry::{CancelCause, CancelToken};

@@ -16,10 +16,10 @@ use chatstore::{Change, StoreError};
 use chattool::{ChatScope, ToolContext, ToolResult};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 
-use super::payload::{self, RetryStatus};
-use super::step::{self, Accumulator, Action, LivePart, PendingCall};
-use super::{TaskCtx, TaskExit, cancelled};
 use crate::parts::EpisodeKey;
+use crate::payload::{self, RetryStatus};
+use crate::step::{self, Accumulator, Action, LivePart, PendingCall};
+use crate::{TaskCtx, TaskExit, cancelled};
 
 /// Runs generation steps for one history version until a step commits (which supersedes this
 /// task) or the task must stop.

@@ -1,0 +1,4 @@
+mod chat_tools;
+mod engine;
+mod resolver;
+mod tool_waits;
