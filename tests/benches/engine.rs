@@ -216,7 +216,7 @@ async fn round(chats: usize) {
         EngineDeps {
             store: h.store.clone(),
             pubsub,
-            provisioner: None,
+            builds: None,
             connector: None,
             dialer: None,
         },

@@ -77,7 +77,8 @@ pub fn database_url_or_default(url: Option<&str>, data_dir: Option<&std::path::P
     match url {
         Some(url) => url.to_owned(),
         None => {
-            let dir = data_dir.map_or_else(crate::provision::default_data_dir, ToOwned::to_owned);
+            let dir =
+                data_dir.map_or_else(crate::build_workers::default_data_dir, ToOwned::to_owned);
             format!("sqlite://{}", dir.join("chatd.db").display())
         }
     }
@@ -116,17 +117,17 @@ pub struct ProvisionerArgs {
 
 impl ProvisionerArgs {
     /// The settings, with `workers` jobs at once.
-    pub fn settings(&self, workers: usize) -> crate::provision::ProvisionerSettings {
-        crate::provision::ProvisionerSettings {
+    pub fn settings(&self, workers: usize) -> crate::build_workers::ProvisionerSettings {
+        crate::build_workers::ProvisionerSettings {
             data_dir: self
                 .data_dir
                 .clone()
-                .unwrap_or_else(crate::provision::default_data_dir),
+                .unwrap_or_else(crate::build_workers::default_data_dir),
             workers,
             agent_binary: self
                 .agent_binary
                 .clone()
-                .unwrap_or_else(crate::provision::default_agent_binary),
+                .unwrap_or_else(crate::build_workers::default_agent_binary),
             control_plane_url: self.control_plane_url.clone(),
             agent_stop_grace: self.agent_stop_grace,
             agent_heartbeat_interval: self.agent_heartbeat_interval,

@@ -8,7 +8,7 @@ use chatstore::agents::Agent;
 use chatstore::identity::{ApiToken, Organization, User};
 use chatstore::models::ModelConfigRecord;
 use chatstore::templates::{Template, TemplateVersion};
-use chatstore::types::{Chat, Message, MessagePart, QueuedMessage, Role, Usage};
+use chatstore::types::{Chat, Message, MessagePart, MessageUsage, QueuedMessage, Role};
 use chatstore::workspaces::{Build, Job, JobLog, JobStatus, WorkspaceListing, WorkspaceTransition};
 use chrono::{DateTime, Utc};
 use provisioner::template::Manifest;
@@ -121,7 +121,7 @@ pub(crate) fn queued(q: &QueuedMessage) -> pb::ChatQueuedMessage {
     }
 }
 
-fn usage(u: &Usage) -> pb::ChatMessageUsage {
+fn usage(u: &MessageUsage) -> pb::ChatMessageUsage {
     pb::ChatMessageUsage {
         input_tokens: u.input_tokens,
         output_tokens: u.output_tokens,

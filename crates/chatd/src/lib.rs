@@ -3,8 +3,8 @@
 //! The binary parses its command line and configuration file ([`cli`], [`config`]) and runs
 //! one of three commands: [`serve`] (the tonic server: health, reflection and, on the
 //! database, the chat API, the workspace agents' API ([`agentapi`]), templates ([`templates`]),
-//! workspaces and administration; the provisioner's workers ([`provision`]) and one
-//! `chatengine::Engine`), `provisioner` (the workers alone, [`provision::run_alone`]) and
+//! workspaces and administration; the provisioner's workers ([`build_workers`]) and one
+//! `chatengine::Engine`), `provisioner` (the workers alone, [`build_workers::run_alone`]) and
 //! [`migrate`].
 //!
 //! Inside, private modules hold the services (`chats`, `admin`, `workspaces`, `watch`), the
@@ -19,6 +19,7 @@
 mod admin;
 pub mod agentapi;
 mod auth;
+pub mod build_workers;
 mod chats;
 pub mod cli;
 mod closing;
@@ -27,7 +28,6 @@ mod convert;
 mod error;
 mod metrics;
 mod paging;
-pub mod provision;
 mod relay;
 mod seed;
 mod serve;

@@ -76,7 +76,7 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                     args.provisioner
                         .data_dir
                         .clone()
-                        .unwrap_or_else(chatd::provision::default_data_dir)
+                        .unwrap_or_else(chatd::build_workers::default_data_dir)
                         .join("admin-token")
                 }),
                 provisioner: (args.provisioner_workers > 0).then(|| {
@@ -94,7 +94,7 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                 connect_timeout: args.connect.database_connect_timeout,
             };
             let settings = args.provisioner.settings(usize::from(args.workers));
-            chatd::provision::run_alone(settings, database, args.shutdown_grace, signals.recv())
+            chatd::build_workers::run_alone(settings, database, args.shutdown_grace, signals.recv())
                 .await
         }
         Command::Migrate(args) => {

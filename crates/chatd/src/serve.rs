@@ -44,7 +44,7 @@ pub struct ServeConfig {
     /// not create one.
     pub admin_token_file: Option<std::path::PathBuf>,
     /// The embedded provisioner; `None` = jobs are run by a separate `chatd provisioner`.
-    pub provisioner: Option<crate::provision::ProvisionerSettings>,
+    pub provisioner: Option<crate::build_workers::ProvisionerSettings>,
     /// Timing of the engine and the streams.
     pub timing: Timing,
     /// Model configurations to seed at start (needs a database).
@@ -214,7 +214,7 @@ pub async fn serve(
                 .control_plane_url
                 .clone()
                 .unwrap_or_else(|| local_url(addr));
-            Some(crate::provision::start(settings, store.clone(), pubsub.clone(), url).await?)
+            Some(crate::build_workers::start(settings, store.clone(), pubsub.clone(), url).await?)
         }
         _ => None,
     };
@@ -408,7 +408,7 @@ async fn start_engine(
     let deps = EngineDeps {
         store: store.clone(),
         pubsub,
-        provisioner: Some(Arc::new(chatengine::builds::StoreProvisioner::new(store))),
+        builds: Some(Arc::new(chatengine::builds::StoreBuilds::new(store))),
         connector: Some(connector.clone()),
         dialer: Some(connector),
     };

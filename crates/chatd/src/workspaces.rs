@@ -1,7 +1,7 @@
 //! `chatd.v1.WorkspaceService`: listing, reading, creating, starting, stopping and deleting
 //! workspaces, and streaming build logs. Reads are scoped to the caller: their own workspaces
 //! (admins: every workspace of their organizations); anything else is NOT_FOUND, like a missing
-//! workspace. Builds go through [`StoreProvisioner`], the same front the chat tools use, so the
+//! workspace. Builds go through [`StoreBuilds`], the same front the chat tools use, so the
 //! parameter rules live in one place.
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use chatstore::identity::Caller;
 use chatstore::prelude::*;
 use chatstore::pubsub::{Pubsub, Subscription, Topic};
 use chatstore::workspaces::{Build, JobStatus, WorkspaceListQuery, WorkspaceListing, valid_name};
-use chattool::provision::{CreateRequest, ProvisionError, WorkspaceProvisioner as _};
+use chattool::builds::{BuildRequestError, CreateRequest, WorkspaceBuilds as _};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
@@ -25,7 +25,7 @@ use crate::auth::{caller, not_found, parse_id, parse_optional_id, store_status, 
 use crate::closing::{Closing, spawn_client_stream};
 use crate::convert;
 use crate::paging::{finish_page, page_size, parse_time_token, time_token};
-use chatengine::builds::StoreProvisioner;
+use chatengine::builds::StoreBuilds;
 
 /// Log lines per streamed batch.
 const LOG_BATCH: i64 = 500;
@@ -60,7 +60,7 @@ impl Default for WorkspacesConfig {
 pub(crate) struct Workspaces {
     store: Arc<dyn Database>,
     pubsub: Arc<dyn Pubsub>,
-    provisioner: StoreProvisioner,
+    provisioner: StoreBuilds,
     config: WorkspacesConfig,
     closing: Closing,
 }
@@ -90,9 +90,9 @@ fn precondition(message: impl Into<String>, reason: &str) -> Status {
 
 /// A refusal of the provisioner front as a status: its HTTP-like code, its message and every
 /// field problem.
-fn provision_status(err: ProvisionError) -> Status {
+fn provision_status(err: BuildRequestError) -> Status {
     match err {
-        ProvisionError::Response(r) => {
+        BuildRequestError::Response(r) => {
             let mut message = r.message.clone();
             for v in &r.validations {
                 message.push_str(&format!("; {}: {}", v.field, v.detail));
@@ -105,7 +105,7 @@ fn provision_status(err: ProvisionError) -> Status {
             };
             with_reason(code, message, reason)
         }
-        ProvisionError::Other(message) => {
+        BuildRequestError::Other(message) => {
             tracing::error!(error = %message, "a workspace build request failed");
             Status::internal(message)
         }
@@ -139,7 +139,7 @@ impl Workspaces {
         closing: Closing,
     ) -> Self {
         Self {
-            provisioner: StoreProvisioner::new(store.clone()),
+            provisioner: StoreBuilds::new(store.clone()),
             store,
             pubsub,
             config,
@@ -599,7 +599,7 @@ impl LogFollower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chattool::provision::{ResponseError, Validation};
+    use chattool::builds::{FieldError, ResponseError};
 
     #[test]
     fn parameters_given_twice_are_refused() {
@@ -616,11 +616,11 @@ mod tests {
     #[test]
     fn provisioner_refusals_keep_their_meaning() {
         let refusal = |status| {
-            provision_status(ProvisionError::Response(ResponseError {
+            provision_status(BuildRequestError::Response(ResponseError {
                 status,
                 message: "invalid workspace parameters".into(),
                 detail: String::new(),
-                validations: vec![Validation {
+                validations: vec![FieldError {
                     field: "parameters".into(),
                     detail: "region is required".into(),
                 }],
@@ -635,7 +635,7 @@ mod tests {
         assert_eq!(refusal(404).code(), Code::NotFound);
         assert_eq!(refusal(409).code(), Code::AlreadyExists);
         assert_eq!(
-            provision_status(ProvisionError::Other("boom".into())).code(),
+            provision_status(BuildRequestError::Other("boom".into())).code(),
             Code::Internal
         );
     }

@@ -1,4 +1,4 @@
-//! chatd's [`WorkspaceProvisioner`]: the control plane's front for workspace builds. It checks a
+//! chatd's [`WorkspaceBuilds`]: the control plane's front for workspace builds. It checks a
 //! request against the template version the build will use (presets, parameters and their
 //! validation, immutable parameters, name collisions) and records the build in the store, where
 //! the provisioner workers take it. The chat tools and the `WorkspaceService` use it.
@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chatstore::StoreError;
 use chatstore::prelude::*;
 use chatstore::workspaces::{Build, Workspace, WorkspaceTransition};
-use chattool::provision::{
-    CreateRequest, ProvisionError, ResponseError, Validation, WorkspaceProvisioner,
+use chattool::builds::{
+    BuildRequestError, CreateRequest, FieldError, ResponseError, WorkspaceBuilds,
 };
 use provisioner::template::{Manifest, parameters_from_json, resolve_parameters};
 use uuid::Uuid;
@@ -19,13 +19,13 @@ use uuid::Uuid;
 /// chatd's provisioner front: checks and records builds in the store, where the provisioner
 /// workers take them.
 #[derive(Clone)]
-pub struct StoreProvisioner {
+pub struct StoreBuilds {
     store: Arc<dyn Database>,
 }
 
-impl std::fmt::Debug for StoreProvisioner {
+impl std::fmt::Debug for StoreBuilds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreProvisioner").finish_non_exhaustive()
+        f.debug_struct("StoreBuilds").finish_non_exhaustive()
     }
 }
 
@@ -37,14 +37,14 @@ fn stored(values: &BTreeMap<String, String>) -> serde_json::Value {
         .collect()
 }
 
-fn parameter_problems(message: &str, problems: Vec<String>) -> ProvisionError {
-    ProvisionError::Response(ResponseError {
+fn parameter_problems(message: &str, problems: Vec<String>) -> BuildRequestError {
+    BuildRequestError::Response(ResponseError {
         status: 400,
         message: message.to_owned(),
         detail: String::new(),
         validations: problems
             .into_iter()
-            .map(|detail| Validation {
+            .map(|detail| FieldError {
                 field: "parameters".into(),
                 detail,
             })
@@ -52,22 +52,21 @@ fn parameter_problems(message: &str, problems: Vec<String>) -> ProvisionError {
     })
 }
 
-impl StoreProvisioner {
+impl StoreBuilds {
     /// A provisioner front over the store.
     pub fn new(store: Arc<dyn Database>) -> Self {
         Self { store }
     }
 
-    async fn manifest(&self, version_id: Uuid) -> Result<Manifest, ProvisionError> {
+    async fn manifest(&self, version_id: Uuid) -> Result<Manifest, BuildRequestError> {
         let version = self.store.template_version(version_id).await?;
-        Manifest::from_stored(&version.manifest).map_err(ProvisionError::Other)
+        Manifest::from_stored(&version.manifest).map_err(BuildRequestError::Other)
     }
 
-    async fn latest(&self, workspace_id: Uuid) -> Result<Build, ProvisionError> {
-        self.store
-            .latest_build(workspace_id)
-            .await?
-            .ok_or_else(|| ProvisionError::Other(format!("workspace {workspace_id} has no build")))
+    async fn latest(&self, workspace_id: Uuid) -> Result<Build, BuildRequestError> {
+        self.store.latest_build(workspace_id).await?.ok_or_else(|| {
+            BuildRequestError::Other(format!("workspace {workspace_id} has no build"))
+        })
     }
 
     /// Requests a `delete` build of the owner's workspace (with the latest build's parameters);
@@ -77,7 +76,7 @@ impl StoreProvisioner {
         &self,
         owner_id: Uuid,
         workspace_id: Uuid,
-    ) -> Result<Build, ProvisionError> {
+    ) -> Result<Build, BuildRequestError> {
         self.transition(owner_id, workspace_id, WorkspaceTransition::Delete)
             .await
     }
@@ -88,7 +87,7 @@ impl StoreProvisioner {
         owner_id: Uuid,
         workspace_id: Uuid,
         transition: WorkspaceTransition,
-    ) -> Result<Build, ProvisionError> {
+    ) -> Result<Build, BuildRequestError> {
         self.owned(owner_id, workspace_id).await?;
         let latest = self.latest(workspace_id).await?;
         Ok(self
@@ -97,10 +96,14 @@ impl StoreProvisioner {
             .await?)
     }
 
-    async fn owned(&self, owner_id: Uuid, workspace_id: Uuid) -> Result<Workspace, ProvisionError> {
+    async fn owned(
+        &self,
+        owner_id: Uuid,
+        workspace_id: Uuid,
+    ) -> Result<Workspace, BuildRequestError> {
         let workspace = self.store.workspace(workspace_id).await?;
         if workspace.owner_id != owner_id || workspace.deleted {
-            return Err(ProvisionError::Response(ResponseError {
+            return Err(BuildRequestError::Response(ResponseError {
                 status: 404,
                 message: format!("workspace {workspace_id} not found"),
                 detail: String::new(),
@@ -112,21 +115,22 @@ impl StoreProvisioner {
 }
 
 #[async_trait]
-impl WorkspaceProvisioner for StoreProvisioner {
+impl WorkspaceBuilds for StoreBuilds {
     async fn create_workspace(
         &self,
         request: CreateRequest,
-    ) -> Result<(Workspace, Build), ProvisionError> {
+    ) -> Result<(Workspace, Build), BuildRequestError> {
         let template = self.store.template(request.template_id).await?;
         let version_id = template
             .active_version_id
-            .ok_or_else(|| ProvisionError::Other("the template has no active version".into()))?;
+            .ok_or_else(|| BuildRequestError::Other("the template has no active version".into()))?;
         let version = self.store.template_version(version_id).await?;
-        let manifest = Manifest::from_stored(&version.manifest).map_err(ProvisionError::Other)?;
+        let manifest =
+            Manifest::from_stored(&version.manifest).map_err(BuildRequestError::Other)?;
         let mut given: Vec<(String, String)> = Vec::new();
         if let Some(preset_id) = request.preset_id {
             let Some((_, preset)) = version.presets.iter().find(|(id, _)| *id == preset_id) else {
-                return Err(ProvisionError::Response(ResponseError::invalid(
+                return Err(BuildRequestError::Response(ResponseError::invalid(
                     "invalid preset",
                     "preset_id",
                     format!("{preset_id} is not a preset of the template's active version"),
@@ -152,11 +156,11 @@ impl WorkspaceProvisioner for StoreProvisioner {
             )
             .await
             .map_err(|e| match e {
-                StoreError::Conflict(detail) => ProvisionError::Response(ResponseError {
+                StoreError::Conflict(detail) => BuildRequestError::Response(ResponseError {
                     status: 409,
                     message: format!("workspace name {:?} is already in use", request.name),
                     detail: String::new(),
-                    validations: vec![Validation {
+                    validations: vec![FieldError {
                         field: "name".into(),
                         detail,
                     }],
@@ -170,7 +174,7 @@ impl WorkspaceProvisioner for StoreProvisioner {
         owner_id: Uuid,
         workspace_id: Uuid,
         parameters: BTreeMap<String, String>,
-    ) -> Result<Build, ProvisionError> {
+    ) -> Result<Build, BuildRequestError> {
         let workspace = self.owned(owner_id, workspace_id).await?;
         let latest = self.latest(workspace_id).await?;
         let template = self.store.template(workspace.template_id).await?;
@@ -179,7 +183,8 @@ impl WorkspaceProvisioner for StoreProvisioner {
             _ => latest.template_version_id,
         };
         let manifest = self.manifest(target).await?;
-        let previous = parameters_from_json(&latest.parameters).map_err(ProvisionError::Other)?;
+        let previous =
+            parameters_from_json(&latest.parameters).map_err(BuildRequestError::Other)?;
         let mut problems = Vec::new();
         for (name, value) in &parameters {
             // Only a value the workspace already has can be an immutable one's change.
@@ -232,7 +237,7 @@ impl WorkspaceProvisioner for StoreProvisioner {
         &self,
         owner_id: Uuid,
         workspace_id: Uuid,
-    ) -> Result<Build, ProvisionError> {
+    ) -> Result<Build, BuildRequestError> {
         self.transition(owner_id, workspace_id, WorkspaceTransition::Stop)
             .await
     }

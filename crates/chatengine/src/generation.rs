@@ -11,7 +11,7 @@ use chatmodel::{FinishReason, ModelRequest, StreamPart, ToolDefinition};
 use chatretry::{RetryDecision, RetryEvent, guard_silence, normalize_attempt_error};
 use chatstate::ChatStatus;
 use chatstore::models::ModelConfig;
-use chatstore::types::{Chat, Message, NewMessage, Role, Usage};
+use chatstore::types::{Chat, Message, MessageUsage, NewMessage, Role};
 use chatstore::{Change, StoreError};
 use chattool::{ChatScope, ToolContext, ToolResult};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
@@ -328,11 +328,11 @@ fn build_request(
     }
 }
 
-fn store_usage(u: chatmodel::Usage, context_limit: i64) -> Usage {
+fn store_usage(u: chatmodel::Usage, context_limit: i64) -> MessageUsage {
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let input = n(u.input_tokens);
     let output = n(u.output_tokens);
-    Usage {
+    MessageUsage {
         input_tokens: input,
         output_tokens: output,
         total_tokens: input.saturating_add(output),
@@ -542,7 +542,7 @@ fn tool_context(t: &TaskCtx, chat: &Chat) -> ToolContext {
     ctx.runner_id = Some(t.runner_id);
     ctx.store = Some(deps.store.clone());
     ctx.pubsub = Some(deps.pubsub.clone());
-    ctx.provisioner = deps.provisioner.clone();
+    ctx.builds = deps.builds.clone();
     ctx.dialer = deps.dialer.clone();
     ctx.resolver = t.runner.resolver.as_ref().map(|r| {
         Arc::new(r.for_turn(t.token.clone())) as Arc<dyn chattool::context::WorkspaceResolver>

@@ -45,7 +45,7 @@ use chatretry::{CancelCause, CancelToken, RetryPolicy, SilenceTimeout};
 use chatstore::pubsub::{ChatUpdate, Pubsub};
 use chatstore::types::Fence;
 use chatstore::{Applied, Change, StoreError};
-use chattool::provision::WorkspaceProvisioner;
+use chattool::builds::WorkspaceBuilds;
 use chattool::wait::AgentDialer;
 use chattool::{Tool, ToolSettings};
 use tokio::sync::mpsc;
@@ -138,7 +138,7 @@ pub struct EngineDeps {
     /// Change notifications.
     pub pubsub: Arc<dyn Pubsub>,
     /// Builds workspaces for the lifecycle tools; `None` = not configured.
-    pub provisioner: Option<Arc<dyn WorkspaceProvisioner>>,
+    pub builds: Option<Arc<dyn WorkspaceBuilds>>,
     /// Dials workspace agents for the tools; `None` = workspace tools answer "not configured".
     pub connector: Option<Arc<dyn AgentConnector>>,
     /// Proves a new agent reachable during readiness waits.

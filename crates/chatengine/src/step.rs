@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chatmodel::{AssistantPart, ModelMessage, StreamPart, ToolResult as ModelToolResult};
+use chatmodel::{AssistantPart, ModelMessage, StreamPart, ToolResultBlock};
 use chatstore::types::{Chat, Message, MessagePart, NewMessage, Role, Visibility};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -252,7 +252,7 @@ pub fn prompt(rows: &[&Message]) -> (Vec<String>, Vec<ModelMessage>) {
                 }
             }
             Role::Tool => {
-                let results: Vec<ModelToolResult> = m
+                let results: Vec<ToolResultBlock> = m
                     .content
                     .iter()
                     .filter_map(|p| match p {
@@ -262,7 +262,7 @@ pub fn prompt(rows: &[&Message]) -> (Vec<String>, Vec<ModelMessage>) {
                             result,
                             is_error,
                             ..
-                        } => Some(ModelToolResult {
+                        } => Some(ToolResultBlock {
                             call_id: tool_call_id.clone(),
                             name: tool_name.clone(),
                             // An error is replayed as its text only (spec/engine.md §12.2).

@@ -20,5 +20,5 @@ mod types;
 pub use error::ModelError;
 pub use types::{
     AssistantPart, FinishReason, ModelMessage, ModelRequest, StreamPart, ToolDefinition,
-    ToolResult, Usage,
+    ToolResultBlock, Usage,
 };

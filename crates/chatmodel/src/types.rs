@@ -37,7 +37,7 @@ pub enum ModelMessage {
     /// Results of the previous reply's tool calls.
     ToolResults {
         /// The results.
-        results: Vec<ToolResult>,
+        results: Vec<ToolResultBlock>,
     },
 }
 
@@ -66,7 +66,7 @@ pub enum AssistantPart {
 
 /// A tool call's result.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolResult {
+pub struct ToolResultBlock {
     /// The call answered.
     pub call_id: String,
     /// The tool's name.

@@ -328,7 +328,7 @@ fn openai_malformed_chunk_is_a_typed_error() {
 
 #[test]
 fn request_bodies_follow_the_wire_formats() {
-    use chatmodel::{AssistantPart, ModelMessage, ModelRequest, ToolDefinition, ToolResult};
+    use chatmodel::{AssistantPart, ModelMessage, ModelRequest, ToolDefinition, ToolResultBlock};
     let req = ModelRequest {
         model: "m".into(),
         system: "be brief".into(),
@@ -345,7 +345,7 @@ fn request_bodies_follow_the_wire_formats() {
                 ],
             },
             ModelMessage::ToolResults {
-                results: vec![ToolResult {
+                results: vec![ToolResultBlock {
                     call_id: "c1".into(),
                     name: "execute".into(),
                     content: "{\"ok\":true}".into(),

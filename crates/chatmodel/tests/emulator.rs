@@ -515,7 +515,7 @@ async fn a_stall_before_the_first_event_trips_the_first_byte_timeout() {
 
 #[tokio::test]
 async fn turns_can_be_scripted_by_what_the_client_sent() {
-    use chatmodel::{AssistantPart, ToolResult};
+    use chatmodel::{AssistantPart, ToolResultBlock};
     use chattest::emulator::Match;
     // Listed out of order on purpose: the emulator picks the turn whose condition matches.
     let emulator = Emulator::start(vec![
@@ -542,7 +542,7 @@ async fn turns_can_be_scripted_by_what_the_client_sent() {
         }],
     });
     follow_up.messages.push(ModelMessage::ToolResults {
-        results: vec![ToolResult {
+        results: vec![ToolResultBlock {
             call_id: "call_1".into(),
             name: "read_file".into(),
             content: "answer-42".into(),

@@ -13,7 +13,7 @@ mod plan;
 mod state;
 mod transition;
 
-pub use model::{ChatModel, ModelMessage, Role, StepContent};
+pub use model::{ChatModel, ModelRow, RowRole, StepContent};
 pub use plan::{ChatFacts, Effect, INVALID_STATE_MESSAGE, MAX_QUEUE, Plan, plan};
 pub use state::{ChatStatus, ExecState, Ownership};
 pub use transition::{BusyBehavior, CancelReason, Transition, TransitionError};

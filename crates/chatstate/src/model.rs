@@ -6,7 +6,7 @@ use crate::{ChatFacts, ChatStatus, Effect, ExecState, Plan, Transition, Transiti
 
 /// Who wrote a model message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub enum RowRole {
     /// The user.
     User,
     /// The model.
@@ -19,11 +19,11 @@ pub enum Role {
 
 /// One history row of the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelMessage {
+pub struct ModelRow {
     /// Row id (increasing).
     pub id: u64,
     /// Author.
-    pub role: Role,
+    pub role: RowRole,
     /// Tool calls made by an assistant row: (call id, client-executed?).
     pub tool_calls: Vec<(u64, bool)>,
     /// For a tool row: the call it answers.
@@ -44,7 +44,7 @@ pub struct ChatModel {
     /// Queue, head first (ids).
     pub queue: Vec<u64>,
     /// History, oldest first (including soft-deleted rows).
-    pub history: Vec<ModelMessage>,
+    pub history: Vec<ModelRow>,
     /// `last_error` is set.
     pub last_error: Option<String>,
     /// `requires_action_deadline_at` is set.
@@ -116,7 +116,7 @@ impl ChatModel {
         step: StepContent,
     ) -> Result<Option<Plan>, TransitionError> {
         let users: Vec<usize> = (0..self.history.len())
-            .filter(|&i| self.history[i].role == Role::User && !self.history[i].deleted)
+            .filter(|&i| self.history[i].role == RowRole::User && !self.history[i].deleted)
             .collect();
         let target_message = users.get(pick % users.len().max(1)).copied();
         let target_queued = (!self.queue.is_empty()).then(|| pick % self.queue.len());
@@ -149,16 +149,16 @@ impl ChatModel {
 
     fn push(
         &mut self,
-        role: Role,
+        role: RowRole,
         tool_calls: Vec<(u64, bool)>,
         answers: Option<u64>,
         queued: Option<u64>,
     ) {
-        if role == Role::User && !self.open_calls().is_empty() {
+        if role == RowRole::User && !self.open_calls().is_empty() {
             self.user_message_over_open_call = true;
         }
         let id = self.id();
-        self.history.push(ModelMessage {
+        self.history.push(ModelRow {
             id,
             role,
             tool_calls,
@@ -178,7 +178,7 @@ impl ChatModel {
     fn answer(&mut self, only_dynamic: bool) {
         for (call, dynamic) in self.open_calls() {
             if dynamic || !only_dynamic {
-                self.push(Role::Tool, vec![], Some(call), None);
+                self.push(RowRole::Tool, vec![], Some(call), None);
             }
         }
     }
@@ -194,7 +194,7 @@ impl ChatModel {
         match effect {
             E::InsertChat => {
                 self.status = Some(ChatStatus::Running);
-                self.push(Role::User, vec![], None, None);
+                self.push(RowRole::User, vec![], None, None);
             }
             E::SetStatus(status) => self.status = Some(status.clone()),
             E::SetArchived(archived) => self.archived = *archived,
@@ -202,7 +202,7 @@ impl ChatModel {
             E::CancelOpenToolCalls(_) => self.answer(false),
             E::CancelPendingDynamicCalls(_) => self.answer(true),
             E::InsertUserMessage | E::InsertReplacement => {
-                self.push(Role::User, vec![], None, None)
+                self.push(RowRole::User, vec![], None, None)
             }
             E::AppendToQueue => {
                 let id = self.id();
@@ -211,7 +211,7 @@ impl ChatModel {
             E::PromoteQueueHead => {
                 if !self.queue.is_empty() {
                     let head = self.queue.remove(0);
-                    self.push(Role::User, vec![], None, Some(head));
+                    self.push(RowRole::User, vec![], None, Some(head));
                 }
             }
             E::MoveQueuedToHead => {
@@ -236,7 +236,7 @@ impl ChatModel {
             }
             E::InsertToolResults => self.answer(true),
             E::InsertPartialOutput => {
-                self.push(Role::Assistant, vec![], None, None);
+                self.push(RowRole::Assistant, vec![], None, None);
                 self.answer(false);
             }
             E::InsertStepMessages => match step {
@@ -249,7 +249,7 @@ impl ChatModel {
                         let id = self.id();
                         calls.push((id, i >= u16::from(local_calls)));
                     }
-                    self.push(Role::Assistant, calls, None, None);
+                    self.push(RowRole::Assistant, calls, None, None);
                 }
                 StepContent::LocalResults => {
                     let open: Vec<u64> = self
@@ -259,18 +259,18 @@ impl ChatModel {
                         .map(|(c, _)| c)
                         .collect();
                     if open.is_empty() {
-                        self.push(Role::Assistant, vec![], None, None);
+                        self.push(RowRole::Assistant, vec![], None, None);
                     }
                     for call in open {
-                        self.push(Role::Tool, vec![], Some(call), None);
+                        self.push(RowRole::Tool, vec![], Some(call), None);
                     }
                 }
             },
             E::InsertBoundaryTriplet => {
-                self.push(Role::System, vec![], None, None);
+                self.push(RowRole::System, vec![], None, None);
                 let call = self.id();
-                self.push(Role::Assistant, vec![(call, false)], None, None);
-                self.push(Role::Tool, vec![], Some(call), None);
+                self.push(RowRole::Assistant, vec![(call, false)], None, None);
+                self.push(RowRole::Tool, vec![], Some(call), None);
             }
             E::ClearLastError => self.last_error = None,
             E::StoreLastError => self.last_error = Some("classified error".to_owned()),

@@ -15,7 +15,7 @@ use crate::templates::{
     Template, TemplateListing, TemplateParameter, TemplatePreset, TemplateVersion,
 };
 use crate::types::{
-    Chat, Message, MessagePart, QueuedMessage, ToolExecution, ToolExecutionState, Usage,
+    Chat, Message, MessagePart, MessageUsage, QueuedMessage, ToolExecution, ToolExecutionState,
 };
 use crate::workspaces::{
     Build, Job, JobLog, JobStatus, Workspace, WorkspaceListing, WorkspaceTransition,
@@ -364,7 +364,7 @@ pub(crate) struct MessageRow {
 impl MessageRow {
     pub(crate) fn decode(self) -> Result<Message, StoreError> {
         let content = decode_content(self.content)?;
-        let usage = self.input_tokens.map(|input_tokens| Usage {
+        let usage = self.input_tokens.map(|input_tokens| MessageUsage {
             input_tokens,
             output_tokens: self.output_tokens.unwrap_or(0),
             total_tokens: self.total_tokens.unwrap_or(0),

@@ -143,7 +143,7 @@ stored_names!(Visibility { User => "user", Model => "model", Both => "both" });
 
 /// Token usage of a model call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Usage {
+pub struct MessageUsage {
     /// Prompt tokens.
     pub input_tokens: i64,
     /// Generated tokens.
@@ -188,7 +188,7 @@ pub struct Message {
     /// The queued message it was promoted from.
     pub queued_message_id: Option<i64>,
     /// Usage of the model call that produced it.
-    pub usage: Option<Usage>,
+    pub usage: Option<MessageUsage>,
 }
 
 /// A message to insert.
@@ -207,7 +207,7 @@ pub struct NewMessage {
     /// A compaction boundary.
     pub compressed: bool,
     /// Usage of the model call.
-    pub usage: Option<Usage>,
+    pub usage: Option<MessageUsage>,
 }
 
 impl NewMessage {

@@ -15,8 +15,8 @@ use chatstore::pubsub::Pubsub;
 use chatstore::types::Chat;
 use uuid::Uuid;
 
+use crate::builds::WorkspaceBuilds;
 use crate::conn::WorkspaceConn;
-use crate::provision::WorkspaceProvisioner;
 use crate::wait::{AgentDialer, WaitSettings, Waits};
 
 /// The text returned when the chat has no workspace (spec/chattool.md §2.7).
@@ -134,7 +134,7 @@ pub struct ToolContext {
     /// Change notifications of the store (build and readiness waits).
     pub pubsub: Option<Arc<dyn Pubsub>>,
     /// Creates, starts and stops workspaces; `None` = not configured.
-    pub provisioner: Option<Arc<dyn WorkspaceProvisioner>>,
+    pub builds: Option<Arc<dyn WorkspaceBuilds>>,
     /// Dials an agent for readiness phase 1; `None` skips the dial (phase 2 still runs).
     pub dialer: Option<Arc<dyn AgentDialer>>,
     /// The chat's workspace connection; `None` = not configured.
@@ -170,7 +170,7 @@ impl ToolContext {
             runner_id: None,
             store: None,
             pubsub: None,
-            provisioner: None,
+            builds: None,
             dialer: None,
             resolver: None,
             workspace_lock: Arc::default(),

@@ -6,7 +6,7 @@
 //!   a text error saying what was wrong, never a panic.
 //! - [`ToolResult`]: the two failure shapes of §2.1 (text error, or JSON with an `error` key).
 //! - [`ToolContext`]: the chat (owner, organization), the store and its notifications, the
-//!   [`provision::WorkspaceProvisioner`], the per-chat workspace mutex, the
+//!   [`builds::WorkspaceBuilds`], the per-chat workspace mutex, the
 //!   [`context::WorkspaceResolver`], the [`ToolSettings`] and the binding callback.
 //! - The tools: [`templates`] (`list_templates`, `read_template`), [`lifecycle`]
 //!   (`create_workspace`, `start_workspace`, `stop_workspace`), [`process`] (`execute`,
@@ -22,6 +22,7 @@
 //! ```
 
 pub mod args;
+pub mod builds;
 pub mod conn;
 pub mod context;
 pub mod duration;
@@ -29,7 +30,6 @@ pub mod files;
 pub mod ledger;
 pub mod lifecycle;
 pub mod process;
-pub mod provision;
 pub mod readme;
 mod result;
 pub mod templates;

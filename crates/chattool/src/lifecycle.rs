@@ -27,7 +27,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::provision::{CreateRequest, ProvisionError, WorkspaceProvisioner};
+use crate::builds::{BuildRequestError, CreateRequest, WorkspaceBuilds};
 use crate::templates::NOT_ALLOWED;
 use crate::tool::TypedTool;
 use crate::wait::{AgentDialer, BuildWaitError, Phases, Readiness, Waits, agent_infos};
@@ -192,7 +192,7 @@ impl AgentDialer for NoDial {
 /// What the lifecycle tools need, checked up front.
 struct Services {
     store: Arc<dyn Database>,
-    provisioner: Arc<dyn WorkspaceProvisioner>,
+    builds: Arc<dyn WorkspaceBuilds>,
     waits: Waits,
     dialer: Arc<dyn AgentDialer>,
 }
@@ -200,8 +200,8 @@ struct Services {
 impl Services {
     /// The services, or the tool's "not configured" texts.
     fn of(ctx: &ToolContext, not_configured: &str, improper: &str) -> Result<Self, ToolResult> {
-        let provisioner = ctx
-            .provisioner
+        let builds = ctx
+            .builds
             .clone()
             .ok_or_else(|| ToolResult::error(not_configured))?;
         let (Some(store), Some(waits)) = (ctx.store.clone(), ctx.waits()) else {
@@ -209,7 +209,7 @@ impl Services {
         };
         Ok(Self {
             store,
-            provisioner,
+            builds,
             waits,
             dialer: ctx.dialer.clone().unwrap_or_else(|| Arc::new(NoDial)),
         })
@@ -321,16 +321,20 @@ fn with_readiness(mut fields: Map<String, Value>, readiness: &Readiness) -> Map<
     fields
 }
 
-fn provision_error(e: ProvisionError, text_prefix: &str, template_id: Option<Uuid>) -> ToolResult {
+fn provision_error(
+    e: BuildRequestError,
+    text_prefix: &str,
+    template_id: Option<Uuid>,
+) -> ToolResult {
     match e {
-        ProvisionError::Response(response) => {
+        BuildRequestError::Response(response) => {
             let mut fields = response.to_json();
             if let Some(id) = template_id {
                 fields.insert("template_id".into(), id.to_string().into());
             }
             object(fields)
         }
-        ProvisionError::Other(text) => ToolResult::error(format!("{text_prefix}: {text}")),
+        BuildRequestError::Other(text) => ToolResult::error(format!("{text_prefix}: {text}")),
     }
 }
 
@@ -533,10 +537,10 @@ impl TypedTool for CreateWorkspace {
             preset_id,
             ttl,
         };
-        let created = match s.provisioner.create_workspace(request.clone()).await {
-            Err(ProvisionError::Response(e)) if e.is_conflict_on("name") => {
+        let created = match s.builds.create_workspace(request.clone()).await {
+            Err(BuildRequestError::Response(e)) if e.is_conflict_on("name") => {
                 // One retry with a random suffix; a second conflict is reported.
-                s.provisioner
+                s.builds
                     .create_workspace(CreateRequest {
                         name: generate_name(&name),
                         ..request
@@ -633,7 +637,7 @@ impl TypedTool for StartWorkspace {
             previous => {
                 let template = s.store.template(workspace.template_id).await.ok();
                 let build = s
-                    .provisioner
+                    .builds
                     .start_workspace(ctx.chat.owner_id, workspace.id, args.parameters.0)
                     .await
                     .map_err(|e| {
@@ -727,7 +731,7 @@ impl TypedTool for StopWorkspace {
             })));
         }
         let build = s
-            .provisioner
+            .builds
             .stop_workspace(ctx.chat.owner_id, workspace.id)
             .await
             .map_err(|e| provision_error(e, "stop workspace", None))?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatd_e2e::on_pool;
 use chatd_e2e::workspaces::{Dialer, Harness, eventually};
-use chatengine::builds::StoreProvisioner;
+use chatengine::builds::StoreBuilds;
 use chatstore::templates::TemplateSettings;
 use chatstore::types::{Chat, MessagePart, NewChat};
 use chatstore::workspaces::JobStatus;
@@ -115,7 +115,7 @@ impl Env {
         );
         ctx.store = Some(h.store.clone());
         ctx.pubsub = Some(h.pubsub.clone());
-        ctx.provisioner = Some(Arc::new(StoreProvisioner::new(h.store.clone())));
+        ctx.builds = Some(Arc::new(StoreBuilds::new(h.store.clone())));
         ctx.dialer = Some(Arc::new(Dialer {
             store: h.store.clone(),
         }));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chatd_e2e::on_pool;
 use chatd_e2e::test_db::skip_on_sqlite;
 use chatd_e2e::workspaces::{Harness, eventually};
-use chatengine::builds::StoreProvisioner;
+use chatengine::builds::StoreBuilds;
 use chatengine::resolver::{ResolverSettings, StoreConnector};
 use chatengine::{Engine, EngineConfig, EngineDeps};
 use chatretry::{Jitter, RetryPolicy, SilenceTimeout};
@@ -67,7 +67,7 @@ fn deps(store: Arc<dyn Database>, pubsub: Arc<dyn Pubsub>) -> EngineDeps {
     EngineDeps {
         store: store.clone(),
         pubsub,
-        provisioner: Some(Arc::new(StoreProvisioner::new(store.clone()))),
+        builds: Some(Arc::new(StoreBuilds::new(store.clone()))),
         connector: Some(Arc::new(StoreConnector::new(
             store.clone(),
             Duration::from_secs(2),

@@ -311,7 +311,7 @@ async fn run_sequence<S: Store>(
         let model_users = model
             .history
             .iter()
-            .filter(|m| m.role == chatstate::Role::User && !m.deleted)
+            .filter(|m| m.role == chatstate::RowRole::User && !m.deleted)
             .count();
         prop_assert_eq!(users, model_users, "user messages after {:?}", t);
     }

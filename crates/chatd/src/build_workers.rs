@@ -1,5 +1,5 @@
-//! The provisioner inside chatd: embedded in `chatd serve` (unless `--provisioner-workers 0`)
-//! or alone as `chatd provisioner`, always with the local backend.
+//! The provisioner's build workers inside chatd: embedded in `chatd serve` (unless
+//! `--provisioner-workers 0`) or alone as `chatd provisioner`, always with the local backend.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

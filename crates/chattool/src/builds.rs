@@ -1,7 +1,9 @@
-//! Creating, starting and stopping workspaces with the chat owner's authority
-//! (spec/chattool.md §1 `WorkspaceProvisioner`) and the control plane's refusals
-//! ([`ResponseError`]). chatd's implementation over the store is `chatengine::builds::StoreProvisioner`
-//! (the service layer, where template manifests are understood); tests may bring their own.
+//! Requesting workspace builds — create, start and stop a workspace with the chat owner's
+//! authority ([`WorkspaceBuilds`], the spec's `WorkspaceProvisioner` of spec/chattool.md §1) —
+//! and the control plane's refusals ([`ResponseError`]). The tools only ask; the builds run in
+//! the `provisioner` crate's workers. chatd's implementation over the store is
+//! `chatengine::builds::StoreBuilds` (where template manifests are understood); tests may bring
+//! their own.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use uuid::Uuid;
 
 /// One field's problem in a [`ResponseError`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Validation {
+pub struct FieldError {
     /// The field (`name`, `parameters`, `preset_id`, …).
     pub field: String,
     /// What is wrong with it.
@@ -31,7 +33,7 @@ pub struct ResponseError {
     /// More detail; empty when none.
     pub detail: String,
     /// Per-field problems.
-    pub validations: Vec<Validation>,
+    pub validations: Vec<FieldError>,
 }
 
 impl ResponseError {
@@ -41,7 +43,7 @@ impl ResponseError {
             status: 400,
             message: message.into(),
             detail: String::new(),
-            validations: vec![Validation {
+            validations: vec![FieldError {
                 field: field.to_owned(),
                 detail: detail.into(),
             }],
@@ -77,7 +79,7 @@ impl ResponseError {
 
 /// Why a provisioner call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProvisionError {
+pub enum BuildRequestError {
     /// The control plane refused (returned to the model as JSON, §2.2).
     #[error("{}", .0.message)]
     Response(ResponseError),
@@ -86,7 +88,7 @@ pub enum ProvisionError {
     Other(String),
 }
 
-impl From<StoreError> for ProvisionError {
+impl From<StoreError> for BuildRequestError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::InvalidInput(message) => Self::Response(ResponseError {
@@ -121,25 +123,25 @@ pub struct CreateRequest {
 
 /// Creates, starts and stops workspaces with the chat owner's authority.
 #[async_trait]
-pub trait WorkspaceProvisioner: Send + Sync {
+pub trait WorkspaceBuilds: Send + Sync {
     /// Creates a workspace and its first (start) build.
     async fn create_workspace(
         &self,
         request: CreateRequest,
-    ) -> Result<(Workspace, Build), ProvisionError>;
+    ) -> Result<(Workspace, Build), BuildRequestError>;
     /// Requests a start build; `parameters` change mutable parameters.
     async fn start_workspace(
         &self,
         owner_id: Uuid,
         workspace_id: Uuid,
         parameters: BTreeMap<String, String>,
-    ) -> Result<Build, ProvisionError>;
+    ) -> Result<Build, BuildRequestError>;
     /// Requests a stop build.
     async fn stop_workspace(
         &self,
         owner_id: Uuid,
         workspace_id: Uuid,
-    ) -> Result<Build, ProvisionError>;
+    ) -> Result<Build, BuildRequestError>;
 }
 
 #[cfg(test)]
@@ -152,7 +154,7 @@ mod tests {
             status: 409,
             message: String::new(),
             detail: "taken".into(),
-            validations: vec![Validation {
+            validations: vec![FieldError {
                 field: "name".into(),
                 detail: "in use".into(),
             }],
