@@ -10,8 +10,8 @@
 //!
 //! This crate is pure policy: no I/O, no clock (the caller passes `now` in
 //! [`ClassifyContext`]), no logging, no randomness, no async runtime, no HTTP or gRPC library.
-//! It knows the wire types of `chatproto` (without its gRPC stack) only to convert to and from
-//! `chatd.v1.ChatError`.
+//! With the `wire` feature (off by default) it knows the wire types of `chatproto` (without its
+//! gRPC stack), only to convert to and from `chatd.v1.ChatError`.
 //!
 //! ```
 //! use chaterror::{ClassifyContext, ErrorKind, Provider, classify};
@@ -32,6 +32,7 @@ mod detail;
 mod extract;
 mod graph;
 mod kind;
+#[cfg(feature = "wire")]
 mod payload;
 mod values;
 
@@ -45,6 +46,7 @@ pub use graph::{find_in_graph, full_text};
 pub use kind::{
     ClassificationSource, ErrorKind, Provider, RetryAfterSource, SubReason, normalize_provider,
 };
+#[cfg(feature = "wire")]
 pub use payload::{
     classification_from_wire, kind_from_wire, kind_to_wire, provider_from_wire, provider_to_wire,
     retry_payload, terminal_payload,

@@ -8,6 +8,7 @@ use chaterror::{
     BoxError, CancelCause, Cancelled, Classification, ClassifyContext, Pinned, ProviderHttpError,
     ProviderTransportReset, classify, find_in_graph, full_text, with_classification,
 };
+#[cfg(feature = "wire")]
 use chatproto::chatd::v1 as wire;
 use tokio::time::Instant;
 
@@ -38,8 +39,9 @@ pub struct RetryEvent {
     pub provider_request_id: Option<String>,
 }
 
+#[cfg(feature = "wire")]
 impl RetryEvent {
-    /// The wire form: the `retry` stream event and `chats.retry_state`.
+    /// The wire form: the `retry` stream event and `chats.retry_state` (feature `wire`).
     pub fn to_wire(&self) -> wire::RetryEvent {
         let mut event = chaterror::retry_payload(
             &self.classification,

@@ -292,6 +292,7 @@ async fn row12_insufficient_quota_with_cancellation_stays_usage_limit() {
     }
 }
 
+#[cfg(feature = "wire")]
 #[tokio::test(start_paused = true)]
 async fn retry_events_are_typed_on_the_wire() {
     let script = always(1, || {
