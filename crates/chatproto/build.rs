@@ -43,11 +43,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         for_reflection.encode_to_vec(),
     )?;
 
+    // Every message implements `prost::Name`, so a client can name a message's protobuf type
+    // (`chatd.v1.Chat`) without writing the string by hand.
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_server(grpc)
         .build_client(grpc)
         .build_transport(grpc)
-        .compile_fds(descriptors)?;
+        .compile_fds_with_config(descriptors, config)?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 //! alone at 2 s (the reference's fixed polling), and the ratio of the p50s. Target: p99 under
 //! 50 ms, at least 20× faster than polling at p50.
 //!
-//! Run: `cargo bench -p chatd-e2e --bench tool_waits` (needs PostgreSQL, like the tests).
+//! Run: `cargo bench -p chatd-e2e --bench tool_waits` (on PostgreSQL by default; `CHATD_TEST_BACKEND=sqlite` for the embedded file, like the tests).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a bench prints and panics
 

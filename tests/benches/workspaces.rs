@@ -1,11 +1,11 @@
 //! Workspace runtime figures, printed, never asserted:
 //! - build request → agent `ready` for a plain template, p50 / p90 / max over 20 builds
 //!   (provisioner, local backend, a real `wsagent` reporting to the agent API);
-//! - job completion → the job notification reaching a subscriber through PostgreSQL
-//!   LISTEN/NOTIFY, p50 / p99 / max over 500 jobs (target: p99 under 20 ms; the reference polls
+//! - job completion → the job notification reaching a subscriber through the store (PostgreSQL
+//!   LISTEN/NOTIFY, or the embedded hub), p50 / p99 / max over 500 jobs (target: p99 under 20 ms; the reference polls
 //!   every 2 s).
 //!
-//! Run: `cargo bench -p chatd-e2e --bench workspaces` (needs PostgreSQL, like the tests).
+//! Run: `cargo bench -p chatd-e2e --bench workspaces` (on PostgreSQL by default; `CHATD_TEST_BACKEND=sqlite` for the embedded file, like the tests).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a bench prints and panics
 

@@ -443,3 +443,17 @@ async fn exit_codes_say_what_went_wrong() {
     );
     h.finish().await;
 }
+
+#[tokio::test]
+async fn completions_need_no_server_and_know_every_command() {
+    let ctl = Ctl::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ctl.ok(&["completions", shell]).await;
+        for word in ["chatctl", "login", "chat", "template", "workspace", "admin"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = ctl.run(&["completions", "tcsh"]).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("bash"), "{}", stderr(&out));
+}

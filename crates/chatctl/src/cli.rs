@@ -55,6 +55,17 @@ pub enum Command {
     /// Administration (admin tokens): users, API tokens, model configurations.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Print a shell completion script, e.g. `chatctl completions bash >
+    /// /etc/bash_completion.d/chatctl` (needs no server).
+    Completions(CompletionsArgs),
+}
+
+/// Flags of `chatctl completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Flags of `chatctl login`.

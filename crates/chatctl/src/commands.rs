@@ -17,8 +17,23 @@ use crate::{json, render};
 /// The server `login` uses when none is given.
 const DEFAULT_SERVER: &str = "http://127.0.0.1:7420";
 
+/// Writes the completion script for `shell` to standard output.
+fn completions(shell: clap_complete::Shell) -> Result<(), CtlError> {
+    use clap::CommandFactory as _;
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "chatctl", &mut script);
+    std::io::stdout()
+        .lock()
+        .write_all(&script)
+        .map_err(CtlError::Output)
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
+    if let Command::Completions(args) = &cli.command {
+        return completions(args.shell);
+    }
     let config_path = cli.config.clone().unwrap_or_else(config::default_path);
     if let Command::Login(args) = &cli.command {
         return login(&cli, args, &config_path).await;
@@ -37,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     let conn = Conn::open(&server, &token).await?;
     let out = Out { json: cli.json };
     match cli.command {
-        Command::Login(_) => Ok(()),
+        Command::Login(_) | Command::Completions(_) => Ok(()),
         Command::Whoami => whoami(&conn, out).await,
         Command::Chat(command) => chat(&conn, out, command).await,
         Command::Template(command) => template(&conn, out, command).await,
@@ -54,14 +69,13 @@ struct Out {
 
 impl Out {
     /// Prints `message` as JSON (`--json`) or as `text`.
-    fn show<M: prost::Message>(
+    fn show<M: prost::Message + prost::Name>(
         self,
         message: &M,
-        full_name: &str,
         text: impl FnOnce() -> String,
     ) -> Result<(), CtlError> {
         if self.json {
-            json::print(message, full_name)
+            json::print(message)
         } else {
             let text = text();
             let mut stdout = std::io::stdout().lock();
@@ -106,7 +120,7 @@ async fn login(cli: &Cli, args: &LoginArgs, config_path: &Path) -> Result<(), Ct
     }
     .save(config_path)?;
     let out = Out { json: cli.json };
-    out.show(&me, "chatd.v1.WhoAmIResponse", || {
+    out.show(&me, || {
         format!(
             "Logged in to {server} as {}; saved in {}",
             me.user.as_ref().map_or("?", |u| u.username.as_str()),
@@ -121,7 +135,7 @@ async fn whoami(conn: &Conn, out: Out) -> Result<(), CtlError> {
         .who_am_i(conn.req(pb::WhoAmIRequest {}))
         .await?
         .into_inner();
-    out.show(&me, "chatd.v1.WhoAmIResponse", || {
+    out.show(&me, || {
         let user = me.user.clone().unwrap_or_default();
         let role = pb::UserRole::try_from(user.role).map_or_else(
             |_| "?".to_owned(),
@@ -192,7 +206,7 @@ async fn chat(conn: &Conn, out: Out, command: ChatCommand) -> Result<(), CtlErro
                 }))
                 .await?
                 .into_inner();
-            out.show(&chat, "chatd.v1.Chat", || chat.id.clone())?;
+            out.show(&chat, || chat.id.clone())?;
             if args.attach {
                 // The whole new chat: the turn may have committed steps before the stream
                 // opens, and they belong to what the user asked to see.
@@ -215,7 +229,7 @@ async fn chat(conn: &Conn, out: Out, command: ChatCommand) -> Result<(), CtlErro
                 }))
                 .await?
                 .into_inner();
-            out.show(&sent, "chatd.v1.SendMessageResponse", || {
+            out.show(&sent, || {
                 if sent.queued {
                     "queued behind the current turn".to_owned()
                 } else {
@@ -240,7 +254,7 @@ async fn chat(conn: &Conn, out: Out, command: ChatCommand) -> Result<(), CtlErro
                 }))
                 .await?
                 .into_inner();
-            out.show(&listed, "chatd.v1.ListChatsResponse", || {
+            out.show(&listed, || {
                 listed
                     .chats
                     .iter()
@@ -265,8 +279,8 @@ async fn chat(conn: &Conn, out: Out, command: ChatCommand) -> Result<(), CtlErro
                 .await?
                 .into_inner();
             if out.json {
-                json::print(&chat, "chatd.v1.Chat")?;
-                return json::print(&history, "chatd.v1.ListMessagesResponse");
+                json::print(&chat)?;
+                return json::print(&history);
             }
             let mut text = Vec::new();
             let write = |text: &mut Vec<u8>| -> std::io::Result<()> {
@@ -296,7 +310,7 @@ async fn chat(conn: &Conn, out: Out, command: ChatCommand) -> Result<(), CtlErro
                 }))
                 .await?
                 .into_inner();
-            out.show(&chat, "chatd.v1.Chat", || render::chat_line(&chat))
+            out.show(&chat, || render::chat_line(&chat))
         }
         ChatCommand::Archive(args) => {
             let chat = chats
@@ -307,7 +321,7 @@ async fn chat(conn: &Conn, out: Out, command: ChatCommand) -> Result<(), CtlErro
                 }))
                 .await?
                 .into_inner();
-            out.show(&chat, "chatd.v1.Chat", || render::chat_line(&chat))
+            out.show(&chat, || render::chat_line(&chat))
         }
     }
 }
@@ -341,7 +355,7 @@ async fn attach(
     while let Some(response) = stream.message().await? {
         for event in &response.events {
             if out.json {
-                json::print(event, "chatd.v1.ChatStreamEvent")?;
+                json::print(event)?;
             }
             view.event(event).map_err(CtlError::Output)?;
         }
@@ -431,7 +445,7 @@ async fn template(conn: &Conn, out: Out, command: TemplateCommand) -> Result<(),
                 }))
                 .await?
                 .into_inner();
-            out.show(&pushed, "chatd.v1.PushTemplateVersionResponse", || {
+            out.show(&pushed, || {
                 let template = pushed.template.clone().unwrap_or_default();
                 let version = pushed.version.clone().unwrap_or_default();
                 format!(
@@ -457,7 +471,7 @@ async fn template(conn: &Conn, out: Out, command: TemplateCommand) -> Result<(),
                 }))
                 .await?
                 .into_inner();
-            out.show(&listed, "chatd.v1.ListTemplatesResponse", || {
+            out.show(&listed, || {
                 listed
                     .templates
                     .iter()
@@ -473,7 +487,7 @@ async fn template(conn: &Conn, out: Out, command: TemplateCommand) -> Result<(),
                 }))
                 .await?
                 .into_inner();
-            out.show(&shown, "chatd.v1.GetTemplateResponse", || {
+            out.show(&shown, || {
                 let t = shown.template.clone().unwrap_or_default();
                 let active = shown
                     .active_version
@@ -532,7 +546,7 @@ async fn workspace(conn: &Conn, out: Out, command: WorkspaceCommand) -> Result<(
                 }))
                 .await?
                 .into_inner();
-            out.show(&listed, "chatd.v1.ListWorkspacesResponse", || {
+            out.show(&listed, || {
                 listed
                     .workspaces
                     .iter()
@@ -549,7 +563,7 @@ async fn workspace(conn: &Conn, out: Out, command: WorkspaceCommand) -> Result<(
                 }))
                 .await?
                 .into_inner();
-            out.show(&build, "chatd.v1.WorkspaceBuild", || build_line(&build))
+            out.show(&build, || build_line(&build))
         }
         WorkspaceCommand::Stop(args) => {
             let build = workspaces
@@ -558,7 +572,7 @@ async fn workspace(conn: &Conn, out: Out, command: WorkspaceCommand) -> Result<(
                 }))
                 .await?
                 .into_inner();
-            out.show(&build, "chatd.v1.WorkspaceBuild", || build_line(&build))
+            out.show(&build, || build_line(&build))
         }
         WorkspaceCommand::Logs(args) => {
             let workspace = workspaces
@@ -579,7 +593,7 @@ async fn workspace(conn: &Conn, out: Out, command: WorkspaceCommand) -> Result<(
                 .await?
                 .into_inner();
             while let Some(batch) = logs.message().await? {
-                out.show(&batch, "chatd.v1.StreamBuildLogsResponse", || {
+                out.show(&batch, || {
                     batch
                         .logs
                         .iter()
@@ -601,7 +615,7 @@ async fn admin(conn: &Conn, out: Out, command: AdminCommand) -> Result<(), CtlEr
                 .list_users(conn.req(pb::ListUsersRequest::default()))
                 .await?
                 .into_inner();
-            out.show(&listed, "chatd.v1.ListUsersResponse", || {
+            out.show(&listed, || {
                 listed
                     .users
                     .iter()
@@ -632,7 +646,7 @@ async fn admin(conn: &Conn, out: Out, command: AdminCommand) -> Result<(), CtlEr
                 }))
                 .await?
                 .into_inner();
-            out.show(&user, "chatd.v1.User", || {
+            out.show(&user, || {
                 format!("created user {} ({})", user.username, user.id)
             })
         }
@@ -645,9 +659,7 @@ async fn admin(conn: &Conn, out: Out, command: AdminCommand) -> Result<(), CtlEr
                 }))
                 .await?
                 .into_inner();
-            out.show(&created, "chatd.v1.CreateApiTokenResponse", || {
-                created.token.clone()
-            })
+            out.show(&created, || created.token.clone())
         }
         AdminCommand::Token(TokenCommand::Ls(args)) => {
             let listed = admin
@@ -657,7 +669,7 @@ async fn admin(conn: &Conn, out: Out, command: AdminCommand) -> Result<(), CtlEr
                 }))
                 .await?
                 .into_inner();
-            out.show(&listed, "chatd.v1.ListApiTokensResponse", || {
+            out.show(&listed, || {
                 listed
                     .api_tokens
                     .iter()
@@ -680,9 +692,7 @@ async fn admin(conn: &Conn, out: Out, command: AdminCommand) -> Result<(), CtlEr
                 }))
                 .await?
                 .into_inner();
-            out.show(&revoked, "chatd.v1.RevokeApiTokenResponse", || {
-                format!("revoked {}", args.id)
-            })
+            out.show(&revoked, || format!("revoked {}", args.id))
         }
         AdminCommand::Model(ModelCommand::Create(args)) => {
             let organization_id = organization(conn, args.org.as_deref()).await?;
@@ -704,7 +714,7 @@ async fn admin(conn: &Conn, out: Out, command: AdminCommand) -> Result<(), CtlEr
                 }))
                 .await?
                 .into_inner();
-            out.show(&created, "chatd.v1.ModelConfig", || {
+            out.show(&created, || {
                 format!(
                     "created model configuration {} ({})",
                     created.model, created.id
@@ -719,7 +729,7 @@ async fn admin(conn: &Conn, out: Out, command: AdminCommand) -> Result<(), CtlEr
                 }))
                 .await?
                 .into_inner();
-            out.show(&listed, "chatd.v1.ListModelConfigsResponse", || {
+            out.show(&listed, || {
                 listed
                     .model_configs
                     .iter()

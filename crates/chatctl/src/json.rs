@@ -15,8 +15,10 @@ fn pool() -> Option<&'static DescriptorPool> {
         .as_ref()
 }
 
-/// The JSON of `message`, whose protobuf type is `full_name` (e.g. `chatd.v1.Chat`).
-pub fn to_json<M: prost::Message>(message: &M, full_name: &str) -> Result<String, CtlError> {
+/// The JSON of `message`, its protobuf type named by `prost::Name` (e.g. `chatd.v1.Chat`).
+pub fn to_json<M: prost::Message + prost::Name>(message: &M) -> Result<String, CtlError> {
+    let full_name = M::full_name();
+    let full_name = full_name.as_str();
     let internal = |what: String| CtlError::Output(std::io::Error::other(what));
     let descriptor = pool()
         .and_then(|p| p.get_message_by_name(full_name))
@@ -34,8 +36,8 @@ pub fn to_json<M: prost::Message>(message: &M, full_name: &str) -> Result<String
 }
 
 /// Prints `message` as one JSON line.
-pub fn print<M: prost::Message>(message: &M, full_name: &str) -> Result<(), CtlError> {
-    let line = to_json(message, full_name)?;
+pub fn print<M: prost::Message + prost::Name>(message: &M) -> Result<(), CtlError> {
+    let line = to_json(message)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}").map_err(CtlError::Output)
 }
@@ -53,12 +55,10 @@ mod tests {
             status: pb::ChatStatus::Waiting.into(),
             ..Default::default()
         };
-        let json: serde_json::Value =
-            serde_json::from_str(&to_json(&chat, "chatd.v1.Chat").unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&to_json(&chat).unwrap()).unwrap();
         assert_eq!(json["id"], "c1");
         assert_eq!(json["title"], "Hello");
         assert_eq!(json["status"], "CHAT_STATUS_WAITING");
         assert_eq!(json["archived"], false, "defaults are written out");
-        assert!(to_json(&chat, "chatd.v1.Nope").is_err());
     }
 }

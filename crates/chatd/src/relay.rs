@@ -1,6 +1,6 @@
 //! The part relay between replicas (spec/engine.md §14.4): a client's `StreamChat` may be served
 //! by one replica while another runs the chat, and the live parts exist only in the runner's
-//! memory ([`crate::parts`]).
+//! memory (`chatengine::parts`).
 //!
 //! - [`PartsRelay`] serves `chatd.v1.ChatPartsRelay.StreamParts` on every replica: the caller
 //!   names an episode, gets its buffered parts and then the live ones, and may switch to another
