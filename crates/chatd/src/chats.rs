@@ -678,8 +678,8 @@ impl ChatService for Chats {
         &self,
         _request: Request<pb::CompactChatRequest>,
     ) -> Result<Response<pb::Chat>, Status> {
-        // The engine does not summarise yet (ARCHITECTURE.md, "Left for later"): accepting the
-        // request would mark the chat for a compaction that never happens.
+        // The engine has no summarising task: accepting the request would mark the chat for a
+        // compaction that never happens.
         Err(unimplemented("CompactChat (history compaction)"))
     }
 

@@ -13,6 +13,32 @@
 //! Classification is `chaterror`'s job; this crate only acts on it. It knows nothing of
 //! databases, gRPC servers or HTTP clients; provider clients must never retry on their own.
 //! Timing uses Tokio's clock, so tests run the whole 25-attempt schedule on a paused clock.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+//! use chaterror::{BoxError, ErrorKind, ProviderHttpError};
+//! use chatretry::{CancelToken, RetryError, RetryPolicy, retry};
+//!
+//! // A call that fails twice with HTTP 503 (retryable), then with HTTP 401 (terminal).
+//! let mut calls = 0;
+//! let mut retries = Vec::new();
+//! let result = retry(
+//!     &CancelToken::new(),
+//!     &RetryPolicy::default(),
+//!     |_attempt: CancelToken| {
+//!         calls += 1;
+//!         let status = if calls < 3 { 503 } else { 401 };
+//!         async move { Err::<String, BoxError>(Box::new(ProviderHttpError::new(status, "no"))) }
+//!     },
+//!     |event| retries.push(event.attempt),
+//! )
+//! .await;
+//!
+//! assert_eq!(retries, [1, 2]);
+//! let Err(RetryError::Terminal { classification, .. }) = result else { panic!("{result:?}") };
+//! assert_eq!(classification.kind, Some(ErrorKind::Auth));
+//! # });
+//! ```
 
 mod driver;
 mod policy;
