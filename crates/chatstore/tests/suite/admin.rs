@@ -6,18 +6,12 @@ use std::time::Duration;
 
 use chatstore::identity::{NewUser, UserChanges, UserListQuery};
 use chatstore::models::{ModelConfigChanges, NewModelConfig};
-use chatstore::postgres::PgStore;
 use chatstore::prelude::*;
 use chatstore::workspaces::{WorkspaceListQuery, WorkspaceTransition};
-use chatstore::{StoreConfig, StoreError};
+use chatstore::StoreError;
 use uuid::Uuid;
 
-use super::support::*;
 use super::workspace::{started_workspace, version};
-
-fn store(s: &Seeded) -> PgStore {
-    PgStore::new(s.pool().clone(), StoreConfig::default())
-}
 
 fn new_user(username: &str, email: &str, organizations: Vec<Uuid>) -> NewUser {
     NewUser {
@@ -29,19 +23,7 @@ fn new_user(username: &str, email: &str, organizations: Vec<Uuid>) -> NewUser {
     }
 }
 
-#[tokio::test]
-async fn organizations_are_unique_by_name_and_listed_by_name_in_pages() {
-    let s = Seeded::new().await;
-    organizations_are_unique_by_name_and_listed_by_name_in_pages_on(&store(&s), s.org, s.user)
-        .await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn organizations_are_unique_by_name_and_listed_by_name_in_pages_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    organizations_are_unique_by_name_and_listed_by_name_in_pages_on(&s.store, s.org, s.user).await;
-}
+both_backends!(organizations_are_unique_by_name_and_listed_by_name_in_pages, organizations_are_unique_by_name_and_listed_by_name_in_pages_on_sqlite => organizations_are_unique_by_name_and_listed_by_name_in_pages_on(org, user));
 
 async fn organizations_are_unique_by_name_and_listed_by_name_in_pages_on(
     store: &(impl IdentityStore + ?Sized),
@@ -77,18 +59,7 @@ async fn organizations_are_unique_by_name_and_listed_by_name_in_pages_on(
     assert_eq!(store.organization(Uuid::new_v4()).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn users_are_created_with_memberships_listed_and_changed() {
-    let s = Seeded::new().await;
-    users_are_created_with_memberships_listed_and_changed_on(&store(&s), s.org, s.user).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn users_are_created_with_memberships_listed_and_changed_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    users_are_created_with_memberships_listed_and_changed_on(&s.store, s.org, s.user).await;
-}
+both_backends!(users_are_created_with_memberships_listed_and_changed, users_are_created_with_memberships_listed_and_changed_on_sqlite => users_are_created_with_memberships_listed_and_changed_on(org, user));
 
 async fn users_are_created_with_memberships_listed_and_changed_on(
     store: &(impl IdentityStore + ?Sized),
@@ -244,18 +215,7 @@ async fn users_are_created_with_memberships_listed_and_changed_on(
     assert_eq!(store.user(dora.id).await.unwrap(), Some(changed));
 }
 
-#[tokio::test]
-async fn issued_tokens_have_unique_names_metadata_and_pages() {
-    let s = Seeded::new().await;
-    issued_tokens_have_unique_names_metadata_and_pages_on(&store(&s), s.org, s.user).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn issued_tokens_have_unique_names_metadata_and_pages_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    issued_tokens_have_unique_names_metadata_and_pages_on(&s.store, s.org, s.user).await;
-}
+both_backends!(issued_tokens_have_unique_names_metadata_and_pages, issued_tokens_have_unique_names_metadata_and_pages_on_sqlite => issued_tokens_have_unique_names_metadata_and_pages_on(org, user));
 
 async fn issued_tokens_have_unique_names_metadata_and_pages_on(
     store: &(impl IdentityStore + ?Sized),
@@ -337,18 +297,7 @@ fn model(org: Uuid, name: &str) -> NewModelConfig {
     }
 }
 
-#[tokio::test]
-async fn model_configs_keep_one_enabled_default() {
-    let s = Seeded::new().await;
-    model_configs_keep_one_enabled_default_on(&store(&s), s.org, s.model_config).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn model_configs_keep_one_enabled_default_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    model_configs_keep_one_enabled_default_on(&s.store, s.org, s.model_config).await;
-}
+both_backends!(model_configs_keep_one_enabled_default, model_configs_keep_one_enabled_default_on_sqlite => model_configs_keep_one_enabled_default_on(org, model_config));
 
 async fn model_configs_keep_one_enabled_default_on(
     store: &(impl IdentityStore + ModelStore + ?Sized),
@@ -500,18 +449,7 @@ async fn model_configs_keep_one_enabled_default_on(
     assert!(matches!(bad, StoreError::InvalidInput(_)), "{bad:?}");
 }
 
-#[tokio::test]
-async fn seeding_adds_a_model_once_and_follows_only_its_key_reference() {
-    let s = Seeded::new().await;
-    seeding_adds_a_model_once_and_follows_only_its_key_reference_on(&store(&s), s.org).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn seeding_adds_a_model_once_and_follows_only_its_key_reference_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    seeding_adds_a_model_once_and_follows_only_its_key_reference_on(&s.store, s.org).await;
-}
+both_backends!(seeding_adds_a_model_once_and_follows_only_its_key_reference, seeding_adds_a_model_once_and_follows_only_its_key_reference_on_sqlite => seeding_adds_a_model_once_and_follows_only_its_key_reference_on(org));
 
 async fn seeding_adds_a_model_once_and_follows_only_its_key_reference_on(
     store: &(impl ModelStore + ?Sized),
@@ -605,18 +543,7 @@ async fn seeding_adds_a_model_once_and_follows_only_its_key_reference_on(
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
 }
 
-#[tokio::test]
-async fn model_listings_order_by_name_beyond_ascii_in_pages() {
-    let s = Seeded::new().await;
-    model_listings_order_by_name_beyond_ascii_in_pages_on(&store(&s)).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn model_listings_order_by_name_beyond_ascii_in_pages_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    model_listings_order_by_name_beyond_ascii_in_pages_on(&s.store).await;
-}
+both_backends!(model_listings_order_by_name_beyond_ascii_in_pages, model_listings_order_by_name_beyond_ascii_in_pages_on_sqlite => model_listings_order_by_name_beyond_ascii_in_pages_on());
 
 async fn model_listings_order_by_name_beyond_ascii_in_pages_on(
     store: &(impl IdentityStore + ModelStore + ?Sized),
@@ -697,18 +624,7 @@ async fn model_listings_order_by_name_beyond_ascii_in_pages_on(
     }
 }
 
-#[tokio::test]
-async fn template_and_workspace_listings_for_the_api() {
-    let s = Seeded::new().await;
-    template_and_workspace_listings_for_the_api_on(&store(&s), s.org, s.user).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn template_and_workspace_listings_for_the_api_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    template_and_workspace_listings_for_the_api_on(&s.store, s.org, s.user).await;
-}
+both_backends!(template_and_workspace_listings_for_the_api, template_and_workspace_listings_for_the_api_on_sqlite => template_and_workspace_listings_for_the_api_on(org, user));
 
 async fn template_and_workspace_listings_for_the_api_on(
     store: &(impl TemplateStore + WorkspaceStore + ?Sized),

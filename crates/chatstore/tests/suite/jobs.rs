@@ -50,18 +50,7 @@ job_status_rows! {
     started_is_running, started_is_running_on_sqlite: started true, canceled false, completed false, error "" => "running";
 }
 
-#[tokio::test]
-async fn job_status_follows_updates() {
-    let s = Seeded::new().await;
-    job_status_follows_updates_on(&s.store(), s.org, s.user).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn job_status_follows_updates_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    job_status_follows_updates_on(&s.store, s.org, s.user).await;
-}
+both_backends!(job_status_follows_updates, job_status_follows_updates_on_sqlite => job_status_follows_updates_on(org, user));
 
 async fn job_status_follows_updates_on(
     store: &(impl TemplateStore + WorkspaceStore + ?Sized),

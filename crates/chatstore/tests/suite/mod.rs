@@ -1,3 +1,22 @@
+/// A domain test on both backends: `$name` on PostgreSQL and `$on_sqlite` on the embedded file,
+/// each calling `$body(&store, seed.field, ...)` with the seed's fields named.
+macro_rules! both_backends {
+    ($name:ident, $on_sqlite:ident => $body:ident($($field:ident),* $(,)?)) => {
+        #[tokio::test]
+        async fn $name() {
+            let s = $crate::suite::support::Seeded::new().await;
+            $body(&s.store(), $(s.$field),*).await;
+            s.finish().await;
+        }
+
+        #[tokio::test]
+        async fn $on_sqlite() {
+            let s = $crate::suite::support::SqliteSeeded::new().await;
+            $body(&s.store, $(s.$field),*).await;
+        }
+    };
+}
+
 mod admin;
 mod jobs;
 mod listing;

@@ -78,29 +78,7 @@ async fn api_tokens_authenticate_until_revoked_or_expired() {
     s.finish().await;
 }
 
-#[tokio::test]
-async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default() {
-    let s = Seeded::new().await;
-    let store = PgStore::new(s.pool().clone(), StoreConfig::default());
-    model_configs_resolve_to_the_chats_choice_or_the_organization_default_on(
-        &store,
-        s.org,
-        s.model_config,
-    )
-    .await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    model_configs_resolve_to_the_chats_choice_or_the_organization_default_on(
-        &s.store,
-        s.org,
-        s.model_config,
-    )
-    .await;
-}
+both_backends!(model_configs_resolve_to_the_chats_choice_or_the_organization_default, model_configs_resolve_to_the_chats_choice_or_the_organization_default_on_sqlite => model_configs_resolve_to_the_chats_choice_or_the_organization_default_on(org, model_config));
 
 async fn model_configs_resolve_to_the_chats_choice_or_the_organization_default_on(
     store: &(impl IdentityStore + ModelStore + ?Sized),

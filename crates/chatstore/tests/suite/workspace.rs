@@ -84,18 +84,7 @@ async fn finish_import(store: &(impl WorkspaceStore + ?Sized)) {
     store.complete_job(job.id, "", "").await.unwrap();
 }
 
-#[tokio::test]
-async fn template_versions_are_stored_and_the_first_is_active() {
-    let s = Seeded::new().await;
-    template_versions_are_stored_and_the_first_is_active_on(&s.store(), s.org, s.user).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn template_versions_are_stored_and_the_first_is_active_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    template_versions_are_stored_and_the_first_is_active_on(&s.store, s.org, s.user).await;
-}
+both_backends!(template_versions_are_stored_and_the_first_is_active, template_versions_are_stored_and_the_first_is_active_on_sqlite => template_versions_are_stored_and_the_first_is_active_on(org, user));
 
 async fn template_versions_are_stored_and_the_first_is_active_on(
     store: &(impl TemplateStore + WorkspaceStore + ?Sized),
@@ -141,20 +130,7 @@ async fn template_versions_are_stored_and_the_first_is_active_on(
     );
 }
 
-#[tokio::test]
-async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other() {
-    let s = Seeded::new().await;
-    a_workspace_starts_with_a_build_and_builds_wait_for_each_other_on(&s.store(), s.org, s.user)
-        .await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    a_workspace_starts_with_a_build_and_builds_wait_for_each_other_on(&s.store, s.org, s.user)
-        .await;
-}
+both_backends!(a_workspace_starts_with_a_build_and_builds_wait_for_each_other, a_workspace_starts_with_a_build_and_builds_wait_for_each_other_on_sqlite => a_workspace_starts_with_a_build_and_builds_wait_for_each_other_on(org, user));
 
 async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other_on(
     store: &(impl TemplateStore + WorkspaceStore + ?Sized),
@@ -220,18 +196,7 @@ async fn a_workspace_starts_with_a_build_and_builds_wait_for_each_other_on(
     assert!(matches!(unknown, StoreError::InvalidInput(_)), "{unknown}");
 }
 
-#[tokio::test]
-async fn jobs_are_taken_once_and_finish_as_failed_or_canceled() {
-    let s = Seeded::new().await;
-    jobs_are_taken_once_and_finish_as_failed_or_canceled_on(&s.store(), s.org, s.user).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn jobs_are_taken_once_and_finish_as_failed_or_canceled_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    jobs_are_taken_once_and_finish_as_failed_or_canceled_on(&s.store, s.org, s.user).await;
-}
+both_backends!(jobs_are_taken_once_and_finish_as_failed_or_canceled, jobs_are_taken_once_and_finish_as_failed_or_canceled_on_sqlite => jobs_are_taken_once_and_finish_as_failed_or_canceled_on(org, user));
 
 async fn jobs_are_taken_once_and_finish_as_failed_or_canceled_on(
     store: &(impl TemplateStore + WorkspaceStore + ?Sized),
@@ -281,18 +246,7 @@ async fn jobs_are_taken_once_and_finish_as_failed_or_canceled_on(
     assert!(matches!(unknown, StoreError::InvalidInput(_)), "{unknown}");
 }
 
-#[tokio::test]
-async fn a_pending_job_canceled_is_finished_at_once() {
-    let s = Seeded::new().await;
-    a_pending_job_canceled_is_finished_at_once_on(&s.store(), s.org, s.user).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn a_pending_job_canceled_is_finished_at_once_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    a_pending_job_canceled_is_finished_at_once_on(&s.store, s.org, s.user).await;
-}
+both_backends!(a_pending_job_canceled_is_finished_at_once, a_pending_job_canceled_is_finished_at_once_on_sqlite => a_pending_job_canceled_is_finished_at_once_on(org, user));
 
 async fn a_pending_job_canceled_is_finished_at_once_on(
     store: &(impl TemplateStore + WorkspaceStore + ?Sized),
@@ -360,18 +314,7 @@ async fn job_and_agent_changes_notify_their_waiters_on(
     assert!(matches!(recv(&mut agent_events).await, Notification::Agent(u) if u.agent_id == agent));
 }
 
-#[tokio::test]
-async fn agents_report_connection_and_lifecycle() {
-    let s = Seeded::new().await;
-    agents_report_connection_and_lifecycle_on(&s.store(), s.org, s.user).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn agents_report_connection_and_lifecycle_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    agents_report_connection_and_lifecycle_on(&s.store, s.org, s.user).await;
-}
+both_backends!(agents_report_connection_and_lifecycle, agents_report_connection_and_lifecycle_on_sqlite => agents_report_connection_and_lifecycle_on(org, user));
 
 async fn agents_report_connection_and_lifecycle_on(
     store: &(impl TemplateStore + WorkspaceStore + AgentStore + ?Sized),
@@ -483,18 +426,7 @@ async fn the_replica_registry_forgets_silent_replicas() {
     s.finish().await;
 }
 
-#[tokio::test]
-async fn templates_read_back_with_parameters_presets_and_settings() {
-    let s = Seeded::new().await;
-    templates_read_back_with_parameters_presets_and_settings_on(&s.store(), s.org, s.user).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn templates_read_back_with_parameters_presets_and_settings_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    templates_read_back_with_parameters_presets_and_settings_on(&s.store, s.org, s.user).await;
-}
+both_backends!(templates_read_back_with_parameters_presets_and_settings, templates_read_back_with_parameters_presets_and_settings_on_sqlite => templates_read_back_with_parameters_presets_and_settings_on(org, user));
 
 async fn templates_read_back_with_parameters_presets_and_settings_on(
     store: &(impl TemplateStore + ?Sized),
@@ -584,20 +516,7 @@ fn report(address: &str) -> chatstore::agents::AgentReport {
     }
 }
 
-#[tokio::test]
-async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build() {
-    let s = Seeded::new().await;
-    an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on(&s.store(), s.org, s.user)
-        .await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on(&s.store, s.org, s.user)
-        .await;
-}
+both_backends!(an_agent_token_leads_to_its_manifest_until_a_newer_start_build, an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on_sqlite => an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on(org, user));
 
 async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on(
     store: &(impl TemplateStore + WorkspaceStore + AgentStore + ?Sized),
@@ -685,18 +604,7 @@ async fn an_agent_token_leads_to_its_manifest_until_a_newer_start_build_on(
     );
 }
 
-#[tokio::test]
-async fn agent_logs_are_capped() {
-    let s = Seeded::new().await;
-    agent_logs_are_capped_on(&s.store(), s.org, s.user).await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn agent_logs_are_capped_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    agent_logs_are_capped_on(&s.store, s.org, s.user).await;
-}
+both_backends!(agent_logs_are_capped, agent_logs_are_capped_on_sqlite => agent_logs_are_capped_on(org, user));
 
 async fn agent_logs_are_capped_on(
     store: &(impl TemplateStore + AgentStore + Raw + ?Sized),
@@ -737,20 +645,7 @@ async fn agent_logs_are_capped_on(
     assert!(matches!(unknown, StoreError::InvalidInput(_)), "{unknown}");
 }
 
-#[tokio::test]
-async fn templates_list_by_active_developers_then_name_and_filter_by_name() {
-    let s = Seeded::new().await;
-    templates_list_by_active_developers_then_name_and_filter_by_name_on(&s.store(), s.org, s.user)
-        .await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn templates_list_by_active_developers_then_name_and_filter_by_name_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    templates_list_by_active_developers_then_name_and_filter_by_name_on(&s.store, s.org, s.user)
-        .await;
-}
+both_backends!(templates_list_by_active_developers_then_name_and_filter_by_name, templates_list_by_active_developers_then_name_and_filter_by_name_on_sqlite => templates_list_by_active_developers_then_name_and_filter_by_name_on(org, user));
 
 async fn templates_list_by_active_developers_then_name_and_filter_by_name_on(
     store: &(impl TemplateStore + WorkspaceStore + IdentityStore + ?Sized),
@@ -828,26 +723,7 @@ async fn templates_list_by_active_developers_then_name_and_filter_by_name_on(
     assert_eq!(store.username(other).await.unwrap(), "other");
 }
 
-#[tokio::test]
-async fn later_builds_keep_their_version_unless_the_template_requires_the_active_one() {
-    let s = Seeded::new().await;
-    later_builds_keep_their_version_unless_the_template_requires_the_active_one_on(
-        &s.store(),
-        s.org,
-        s.user,
-    )
-    .await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn later_builds_keep_their_version_unless_the_template_requires_the_active_one_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    later_builds_keep_their_version_unless_the_template_requires_the_active_one_on(
-        &s.store, s.org, s.user,
-    )
-    .await;
-}
+both_backends!(later_builds_keep_their_version_unless_the_template_requires_the_active_one, later_builds_keep_their_version_unless_the_template_requires_the_active_one_on_sqlite => later_builds_keep_their_version_unless_the_template_requires_the_active_one_on(org, user));
 
 async fn later_builds_keep_their_version_unless_the_template_requires_the_active_one_on(
     store: &(impl TemplateStore + WorkspaceStore + ?Sized),
@@ -973,26 +849,7 @@ async fn a_chat_binds_an_agent_only_while_its_workspace_is_unchanged() {
     s.finish().await;
 }
 
-#[tokio::test]
-async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory() {
-    let s = Seeded::new().await;
-    an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on(
-        &s.store(),
-        s.org,
-        s.user,
-    )
-    .await;
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on_sqlite() {
-    let s = SqliteSeeded::new().await;
-    an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on(
-        &s.store, s.org, s.user,
-    )
-    .await;
-}
+both_backends!(an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory, an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on_sqlite => an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on(org, user));
 
 async fn an_agent_reads_back_its_secret_its_external_flag_and_its_expanded_directory_on(
     store: &(impl TemplateStore + WorkspaceStore + AgentStore + ?Sized),

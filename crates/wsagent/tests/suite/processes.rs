@@ -1,8 +1,6 @@
 //! Processes: output and exit codes, waits, idempotency, chat scoping, signals to the whole
 //! group, bounded output, cancellation.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;

@@ -1,8 +1,6 @@
 //! The effects of transitions and the cross-cutting rules of spec/engine.md §4 and §6, plus a
 //! property test that drives the reference model with random transition sequences.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use chatstate::{
     BusyBehavior, CancelReason, ChatFacts, ChatModel, ChatStatus, Effect, ExecState, StepContent,
     Transition, plan,

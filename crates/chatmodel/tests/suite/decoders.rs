@@ -2,8 +2,6 @@
 //! reasoning, parallel tool calls with streamed arguments, usage, every finish reason, in-stream
 //! errors (classified end to end by chaterror), malformed frames and truncated streams.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use std::time::SystemTime;
 
 use chaterror::{ClassifyContext, ErrorKind, Provider, classify};

@@ -1,8 +1,6 @@
 //! The test table of spec/agentselect.md §5: every row its own test, the selection rows run once
 //! with the reference suffix `-coderd-chat` and once with the default `-chat`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic where it fails
-
 use agentselect::{AgentInfo, ChatSuffix, SelectError, find_chat_agent, is_chat_agent};
 use uuid::Uuid;
 

@@ -2,8 +2,6 @@
 //! its secret, runs its startup script, reports its lifecycle in `Health`, and exits cleanly on
 //! SIGTERM.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

@@ -2,8 +2,6 @@
 //! allowed cell's outcome (with the queue sizes that decide `0`/`1`) and that every other
 //! transition is refused with the right error.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use chatstate::ExecState::{self, *};
 use chatstate::{BusyBehavior, ChatFacts, ChatStatus, Transition, TransitionError, plan};
 

@@ -1,8 +1,6 @@
 //! The process and file tools against a real workspace agent on loopback (the wsagent.v1 service
 //! over a temporary directory), through the same client the engine dials.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,6 @@
 //! The agent's gRPC service over a real loopback connection: authentication, processes, files,
 //! idempotent edits and status codes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use std::time::Duration;
 
 use chatproto::tonic::transport::{Channel, Server};

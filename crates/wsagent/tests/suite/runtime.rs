@@ -1,8 +1,6 @@
 //! The agent's runtime against a scripted control plane (in-process): what it reports, in
 //! which order, when a shutdown meets a report still in flight.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -3,8 +3,6 @@
 //! installs the SDKs into `target/sdk-venv`; `CHATD_SDK_PYTHON` may point at another
 //! interpreter that has them (see [`chattest::python`]).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use std::path::PathBuf;
 
 use chattest::emulator::{Emulator, FaultKind, FaultPoint, ScriptPart, Turn};

@@ -1,8 +1,6 @@
 //! chatmodel against the provider emulator (real HTTP and SSE on loopback), for both wire
 //! formats: complete turns, and every fault classified end to end by chaterror.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use std::time::{Duration, SystemTime};
 
 use chaterror::{

@@ -1,7 +1,5 @@
 //! The `chattest-provider` binary: plays a JSON script over real HTTP, refuses bad input.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};

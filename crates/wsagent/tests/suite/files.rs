@@ -1,7 +1,5 @@
 //! File operations: reads, atomic writes, edit batches, and confinement to the workspace roots.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;

@@ -1,8 +1,6 @@
 //! Scripts with streamed output: line order and streams, exit status, and a timeout that kills
 //! the script's whole process group.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic where they fail
-
 use std::path::Path;
 use std::time::Duration;
 

@@ -2,8 +2,6 @@
 //! reflection, the RPCs the spec names exist, and every element of every .proto file is
 //! documented.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic where it fails
-
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 

@@ -1,0 +1,2 @@
+mod decoders;
+mod emulator;

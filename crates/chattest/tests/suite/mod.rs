@@ -1,0 +1,2 @@
+mod provider_binary;
+mod python_sdks;

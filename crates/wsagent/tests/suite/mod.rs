@@ -1,0 +1,5 @@
+mod binary;
+mod files;
+mod grpc;
+mod processes;
+mod runtime;
