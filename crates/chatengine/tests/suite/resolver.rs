@@ -380,63 +380,60 @@ const DISCONNECTED: WorkspaceConnError = WorkspaceConnError::AgentDisconnected {
 
 // §5.1, one test per case ------------------------------------------------------------------------
 
-#[tokio::test]
-async fn case01_disconnected_45_seconds_ago_is_a_dial_timeout() {
+/// One row of the gate table: a plain workspace whose agent has `connection_timeout` seconds
+/// to connect and the times `ago`, resolved through a dial that never answers. The sentinel the
+/// resolver returned, and the agents it dialled.
+async fn gate_row(
+    connection_timeout: i32,
+    ago: &[(&str, Duration)],
+) -> (WorkspaceConnError, Uuid, Vec<Uuid>) {
     let f = Fixture::new().await;
     let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, 0).await;
-    f.set(
-        agent,
-        &[
-            ("first_connected_at", mins(10)),
-            ("last_connected_at", secs(50)),
-            ("disconnected_at", secs(45)),
-        ],
-    )
-    .await;
+    let (_, _, agent) = f.workspace(template, connection_timeout).await;
+    f.set(agent, ago).await;
     let connector = Arc::new(FakeConnector::timing_out());
     let resolver = f.resolver(connector.clone(), short());
-    assert_eq!(
-        sentinel(&resolver, f.chat).await,
-        WorkspaceConnError::DialTimeout
-    );
-    assert_eq!(connector.dialled(), vec![agent]);
+    let error = sentinel(&resolver, f.chat).await;
     f.finish().await;
+    (error, agent, connector.dialled())
+}
+
+/// Connected twenty minutes ago and last heard from `last` ago.
+fn heard(last: Duration) -> [(&'static str, Duration); 2] {
+    [
+        ("first_connected_at", mins(20)),
+        ("last_connected_at", last),
+    ]
+}
+
+#[tokio::test]
+async fn case01_disconnected_45_seconds_ago_is_a_dial_timeout() {
+    let disconnected = [
+        ("first_connected_at", mins(10)),
+        ("last_connected_at", secs(50)),
+        ("disconnected_at", secs(45)),
+    ];
+    let (error, agent, dialled) = gate_row(0, &disconnected).await;
+    assert_eq!(error, WorkspaceConnError::DialTimeout);
+    assert_eq!(dialled, vec![agent]);
 }
 
 #[tokio::test]
 async fn case02_disconnected_exactly_the_threshold_ago_suggests_a_restart() {
-    let f = Fixture::new().await;
-    let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, 0).await;
-    f.set(
-        agent,
-        &[
-            ("first_connected_at", mins(10)),
-            ("last_connected_at", secs(95)),
-            ("disconnected_at", secs(90)),
-        ],
-    )
-    .await;
-    let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
-    let error = sentinel(&resolver, f.chat).await;
+    let disconnected = [
+        ("first_connected_at", mins(10)),
+        ("last_connected_at", secs(95)),
+        ("disconnected_at", secs(90)),
+    ];
+    let (error, _, _) = gate_row(0, &disconnected).await;
     assert_eq!(error, DISCONNECTED);
     assert!(error.to_string().contains("at least 90 seconds"), "{error}");
-    f.finish().await;
 }
 
 #[tokio::test]
 async fn case03_never_connected_past_its_connection_timeout() {
-    let f = Fixture::new().await;
-    let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, 60).await;
-    f.set(agent, &[("created_at", mins(10))]).await;
-    let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
-    assert_eq!(
-        sentinel(&resolver, f.chat).await,
-        WorkspaceConnError::AgentNeverConnected
-    );
-    f.finish().await;
+    let (error, _, _) = gate_row(60, &[("created_at", mins(10))]).await;
+    assert_eq!(error, WorkspaceConnError::AgentNeverConnected);
 }
 
 #[tokio::test]
@@ -490,41 +487,20 @@ async fn case04_the_latest_agent_is_classified_not_a_stale_external_binding() {
 
 #[tokio::test]
 async fn case05_never_connected_within_its_connection_timeout_is_a_dial_timeout() {
-    let f = Fixture::new().await;
-    let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, 60).await;
-    f.set(agent, &[("created_at", secs(30))]).await;
-    let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
-    assert_eq!(
-        sentinel(&resolver, f.chat).await,
-        WorkspaceConnError::DialTimeout
-    );
-    f.finish().await;
+    let (error, _, _) = gate_row(60, &[("created_at", secs(30))]).await;
+    assert_eq!(error, WorkspaceConnError::DialTimeout);
 }
 
 #[tokio::test]
 async fn case06_connected_agent_is_a_dial_timeout() {
-    let f = Fixture::new().await;
-    let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, 0).await;
-    f.heard_from(agent, secs(5)).await;
-    let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
-    assert_eq!(
-        sentinel(&resolver, f.chat).await,
-        WorkspaceConnError::DialTimeout
-    );
-    f.finish().await;
+    let (error, _, _) = gate_row(0, &heard(secs(5))).await;
+    assert_eq!(error, WorkspaceConnError::DialTimeout);
 }
 
 #[tokio::test]
 async fn case07_silent_for_120_seconds_without_a_disconnect_suggests_a_restart() {
-    let f = Fixture::new().await;
-    let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, 0).await;
-    f.heard_from(agent, secs(120)).await;
-    let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
-    assert_eq!(sentinel(&resolver, f.chat).await, DISCONNECTED);
-    f.finish().await;
+    let (error, _, _) = gate_row(0, &heard(secs(120))).await;
+    assert_eq!(error, DISCONNECTED);
 }
 
 /// Log lines written while the guard lives (on this thread: the test runtime is

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use chatstore::StoreError;
 use chatstore::identity::{NewUser, UserChanges, UserListQuery};
 use chatstore::models::{ModelConfigChanges, NewModelConfig};
 use chatstore::prelude::*;
 use chatstore::workspaces::{WorkspaceListQuery, WorkspaceTransition};
-use chatstore::StoreError;
 use uuid::Uuid;
 
 use super::workspace::{started_workspace, version};
