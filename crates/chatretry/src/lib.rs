@@ -45,7 +45,9 @@ mod policy;
 mod silence;
 mod token;
 
-pub use chaterror::CancelCause;
+/// What a retried call returns on failure, and the cancellation value a call may fail with:
+/// re-exported so a caller of [`retry`] needs no direct dependency on `chaterror`.
+pub use chaterror::{BoxError, CancelCause, Cancelled};
 pub use driver::{Retrier, RetryError, RetryEvent, normalize_attempt_error, retry};
 pub use policy::{
     DelaySource, ExhaustedReason, FixedRng, Jitter, OsSeededRng, PolicyError, RetryDecision,
