@@ -77,6 +77,23 @@ fn not_allowed(from: ExecState, transition: Transition) -> TransitionError {
 
 const OWNERSHIP: [Transition; 2] = [Transition::Acquire, Transition::Abandon];
 
+/// One row of the matrix: from `f` every `(transition, to)` cell goes where it says; `also`
+/// lists the row's other allowed transitions (their cells need other facts and are checked
+/// beside); every other transition but ownership's is refused as not allowed.
+#[track_caller]
+fn row(f: &ChatFacts, cells: &[(Transition, ExecState)], also: &[Transition]) {
+    for &(t, to) in cells {
+        goes(f, t, to);
+    }
+    let allowed: Vec<Transition> = cells
+        .iter()
+        .map(|&(t, _)| t)
+        .chain(also.iter().copied())
+        .chain(OWNERSHIP)
+        .collect();
+    refuses_others(f, &allowed, not_allowed);
+}
+
 #[test]
 fn state_n() {
     let f = facts(N, 0);
@@ -89,224 +106,183 @@ fn state_n() {
 #[test]
 fn state_w() {
     let f = facts(W, 0);
-    let allowed = [
-        Transition::SetArchived(true),
-        QUEUE,
-        INTERRUPT_SEND,
-        Transition::EditMessage,
-        Transition::RequestCompaction,
-        Transition::ClearContext,
-        Transition::FinishError,
-    ];
-    goes(&f, Transition::SetArchived(true), XW);
-    goes(&f, QUEUE, R0);
-    goes(&f, INTERRUPT_SEND, R0);
-    goes(&f, Transition::EditMessage, R0);
-    goes(&f, Transition::RequestCompaction, R0);
-    goes(&f, Transition::ClearContext, W);
-    goes(&f, Transition::FinishError, E0);
+    row(
+        &f,
+        &[
+            (Transition::SetArchived(true), XW),
+            (QUEUE, R0),
+            (INTERRUPT_SEND, R0),
+            (Transition::EditMessage, R0),
+            (Transition::RequestCompaction, R0),
+            (Transition::ClearContext, W),
+            (Transition::FinishError, E0),
+        ],
+        &[],
+    );
     for t in OWNERSHIP {
         goes(&f, t, W);
     }
-    refuses_others(&f, &[&allowed[..], &OWNERSHIP].concat(), not_allowed);
 }
 
 #[test]
 fn state_e0() {
     let f = facts(E0, 0);
-    let allowed = [
-        Transition::SetArchived(true),
-        QUEUE,
-        INTERRUPT_SEND,
-        Transition::EditMessage,
-        Transition::RequestCompaction,
-        Transition::ClearContext,
-    ];
-    goes(&f, Transition::SetArchived(true), XE0);
-    goes(&f, QUEUE, R0);
-    goes(&f, INTERRUPT_SEND, R0);
-    goes(&f, Transition::EditMessage, R0);
-    goes(&f, Transition::RequestCompaction, R0);
-    goes(&f, Transition::ClearContext, W);
-    refuses_others(&f, &[&allowed[..], &OWNERSHIP].concat(), not_allowed);
+    row(
+        &f,
+        &[
+            (Transition::SetArchived(true), XE0),
+            (QUEUE, R0),
+            (INTERRUPT_SEND, R0),
+            (Transition::EditMessage, R0),
+            (Transition::RequestCompaction, R0),
+            (Transition::ClearContext, W),
+        ],
+        &[],
+    );
 }
 
 #[test]
 fn state_e1() {
     let f = facts(E1, 2);
-    let allowed = [
-        Transition::SetArchived(true),
-        QUEUE,
-        INTERRUPT_SEND,
-        Transition::EditMessage,
-        Transition::RequestCompaction,
-        Transition::DeleteQueuedMessage,
-        Transition::PromoteQueuedMessage,
-    ];
-    goes(&f, Transition::SetArchived(true), XE1);
-    goes(&f, QUEUE, R1);
-    goes(&f, Transition::EditMessage, R0);
-    goes(&f, Transition::RequestCompaction, R1);
-    goes(&f, Transition::DeleteQueuedMessage, E1);
+    row(
+        &f,
+        &[
+            (Transition::SetArchived(true), XE1),
+            (QUEUE, R1),
+            (Transition::EditMessage, R0),
+            (Transition::RequestCompaction, R1),
+            (Transition::DeleteQueuedMessage, E1),
+            (Transition::PromoteQueuedMessage, R1),
+        ],
+        &[INTERRUPT_SEND],
+    );
     goes(&facts(E1, 1), Transition::DeleteQueuedMessage, E0);
-    goes(&f, Transition::PromoteQueuedMessage, R1);
     goes(&facts(E1, 1), Transition::PromoteQueuedMessage, R0);
-    refuses_others(&f, &[&allowed[..], &OWNERSHIP].concat(), not_allowed);
 }
 
 #[test]
 fn state_r0() {
     let f = facts(R0, 0);
-    let allowed = [
-        QUEUE,
-        INTERRUPT_SEND,
-        Transition::EditMessage,
-        Transition::Interrupt,
-        Transition::RecordGenerationAttempt,
-        Transition::RecordRetryState,
-        COMMIT,
-        COMMIT_COMPACTION,
-        Transition::EnterRequiresAction,
-        Transition::FinishTurn,
-        Transition::FinishError,
-    ];
-    goes(&f, QUEUE, R1);
-    goes(&f, INTERRUPT_SEND, I1);
-    goes(&f, Transition::EditMessage, R0);
-    goes(&f, Transition::Interrupt, I0);
+    row(
+        &f,
+        &[
+            (QUEUE, R1),
+            (INTERRUPT_SEND, I1),
+            (Transition::EditMessage, R0),
+            (Transition::Interrupt, I0),
+            (Transition::RecordGenerationAttempt, R0),
+            (Transition::RecordRetryState, R0),
+            (COMMIT, R0),
+            (COMMIT_COMPACTION, R0),
+            (Transition::EnterRequiresAction, A0),
+            (Transition::FinishTurn, W),
+            (Transition::FinishError, E0),
+        ],
+        &[],
+    );
     goes(&unowned(f.clone()), Transition::Interrupt, W);
-    goes(&f, Transition::RecordGenerationAttempt, R0);
-    goes(&f, Transition::RecordRetryState, R0);
-    goes(&f, COMMIT, R0);
-    goes(&f, COMMIT_COMPACTION, R0);
-    goes(&f, Transition::EnterRequiresAction, A0);
-    goes(&f, Transition::FinishTurn, W);
-    goes(&f, Transition::FinishError, E0);
-    refuses_others(&f, &[&allowed[..], &OWNERSHIP].concat(), not_allowed);
 }
 
 #[test]
 fn state_r1() {
     let f = facts(R1, 2);
-    let allowed = [
-        QUEUE,
-        INTERRUPT_SEND,
-        Transition::EditMessage,
-        Transition::DeleteQueuedMessage,
-        Transition::PromoteQueuedMessage,
-        Transition::Interrupt,
-        Transition::RecordGenerationAttempt,
-        Transition::RecordRetryState,
-        COMMIT,
-        COMMIT_COMPACTION,
-        Transition::EnterRequiresAction,
-        Transition::FinishTurn,
-        Transition::FinishError,
-    ];
-    goes(&f, QUEUE, R1);
-    goes(&f, INTERRUPT_SEND, I1);
-    goes(&f, Transition::EditMessage, R0);
-    goes(&f, Transition::DeleteQueuedMessage, R1);
+    row(
+        &f,
+        &[
+            (QUEUE, R1),
+            (INTERRUPT_SEND, I1),
+            (Transition::EditMessage, R0),
+            (Transition::DeleteQueuedMessage, R1),
+            (Transition::PromoteQueuedMessage, I1),
+            (Transition::Interrupt, I1),
+            (Transition::RecordGenerationAttempt, R1),
+            (Transition::RecordRetryState, R1),
+            (COMMIT, R1),
+            (Transition::EnterRequiresAction, A1),
+            (Transition::FinishTurn, R1),
+            (Transition::FinishError, E1),
+        ],
+        &[COMMIT_COMPACTION],
+    );
     goes(&facts(R1, 1), Transition::DeleteQueuedMessage, R0);
-    goes(&f, Transition::PromoteQueuedMessage, I1);
-    goes(&f, Transition::Interrupt, I1);
     goes(&unowned(f.clone()), Transition::Interrupt, R1);
     goes(&unowned(facts(R1, 1)), Transition::Interrupt, R0);
-    goes(&f, Transition::RecordGenerationAttempt, R1);
-    goes(&f, Transition::RecordRetryState, R1);
-    goes(&f, COMMIT, R1);
-    goes(&f, Transition::EnterRequiresAction, A1);
-    goes(&f, Transition::FinishTurn, R1);
     goes(&facts(R1, 1), Transition::FinishTurn, R0);
-    goes(&f, Transition::FinishError, E1);
-    refuses_others(&f, &[&allowed[..], &OWNERSHIP].concat(), not_allowed);
 }
 
 #[test]
 fn state_i0() {
     let f = facts(I0, 0);
-    let allowed = [
-        QUEUE,
-        INTERRUPT_SEND,
-        Transition::EditMessage,
-        Transition::FinishInterruption,
-    ];
-    goes(&f, QUEUE, I1);
-    goes(&f, INTERRUPT_SEND, I1);
-    goes(&f, Transition::EditMessage, R0);
-    goes(&f, Transition::FinishInterruption, W);
+    row(
+        &f,
+        &[
+            (QUEUE, I1),
+            (INTERRUPT_SEND, I1),
+            (Transition::EditMessage, R0),
+            (Transition::FinishInterruption, W),
+        ],
+        &[],
+    );
     // Interrupt only when nobody owns the chat.
     goes(&unowned(f.clone()), Transition::Interrupt, W);
-    refuses_others(&f, &[&allowed[..], &OWNERSHIP].concat(), not_allowed);
 }
 
 #[test]
 fn state_i1() {
     let f = facts(I1, 2);
-    let allowed = [
-        QUEUE,
-        INTERRUPT_SEND,
-        Transition::EditMessage,
-        Transition::DeleteQueuedMessage,
-        Transition::PromoteQueuedMessage,
-        Transition::FinishInterruption,
-    ];
-    goes(&f, QUEUE, I1);
-    goes(&f, Transition::EditMessage, R0);
-    goes(&f, Transition::DeleteQueuedMessage, I1);
+    row(
+        &f,
+        &[
+            (QUEUE, I1),
+            (Transition::EditMessage, R0),
+            (Transition::DeleteQueuedMessage, I1),
+            (Transition::PromoteQueuedMessage, I1),
+            (Transition::FinishInterruption, R1),
+        ],
+        &[INTERRUPT_SEND],
+    );
     goes(&facts(I1, 1), Transition::DeleteQueuedMessage, I0);
-    goes(&f, Transition::PromoteQueuedMessage, I1);
-    goes(&f, Transition::FinishInterruption, R1);
     goes(&facts(I1, 1), Transition::FinishInterruption, R0);
     goes(&unowned(f.clone()), Transition::Interrupt, R1);
     goes(&unowned(facts(I1, 1)), Transition::Interrupt, R0);
-    refuses_others(&f, &[&allowed[..], &OWNERSHIP].concat(), not_allowed);
 }
 
 #[test]
 fn state_a0() {
     let f = facts(A0, 0);
-    let allowed = [
-        QUEUE,
-        INTERRUPT_SEND,
-        Transition::EditMessage,
-        Transition::Interrupt,
-        Transition::CompleteRequiresAction,
-        Transition::CancelRequiresAction,
-    ];
-    goes(&f, QUEUE, A1);
-    goes(&f, INTERRUPT_SEND, R1);
-    goes(&f, Transition::EditMessage, R0);
-    goes(&f, Transition::Interrupt, R0);
-    goes(&f, Transition::CompleteRequiresAction, R0);
-    goes(&f, Transition::CancelRequiresAction, R0);
-    refuses_others(&f, &[&allowed[..], &OWNERSHIP].concat(), not_allowed);
+    row(
+        &f,
+        &[
+            (QUEUE, A1),
+            (INTERRUPT_SEND, R1),
+            (Transition::EditMessage, R0),
+            (Transition::Interrupt, R0),
+            (Transition::CompleteRequiresAction, R0),
+            (Transition::CancelRequiresAction, R0),
+        ],
+        &[],
+    );
 }
 
 #[test]
 fn state_a1() {
     let f = facts(A1, 2);
-    let allowed = [
-        QUEUE,
-        INTERRUPT_SEND,
-        Transition::EditMessage,
-        Transition::DeleteQueuedMessage,
-        Transition::PromoteQueuedMessage,
-        Transition::Interrupt,
-        Transition::CompleteRequiresAction,
-        Transition::CancelRequiresAction,
-    ];
-    goes(&f, QUEUE, A1);
-    goes(&f, INTERRUPT_SEND, R1);
-    goes(&f, Transition::EditMessage, R0);
-    goes(&f, Transition::DeleteQueuedMessage, A1);
+    row(
+        &f,
+        &[
+            (QUEUE, A1),
+            (INTERRUPT_SEND, R1),
+            (Transition::EditMessage, R0),
+            (Transition::DeleteQueuedMessage, A1),
+            (Transition::PromoteQueuedMessage, R1),
+            (Transition::Interrupt, R1),
+            (Transition::CompleteRequiresAction, R1),
+            (Transition::CancelRequiresAction, R1),
+        ],
+        &[],
+    );
     goes(&facts(A1, 1), Transition::DeleteQueuedMessage, A0);
-    goes(&f, Transition::PromoteQueuedMessage, R1);
     goes(&facts(A1, 1), Transition::PromoteQueuedMessage, R0);
-    goes(&f, Transition::Interrupt, R1);
-    goes(&f, Transition::CompleteRequiresAction, R1);
-    goes(&f, Transition::CancelRequiresAction, R1);
-    refuses_others(&f, &[&allowed[..], &OWNERSHIP].concat(), not_allowed);
 }
 
 #[test]
