@@ -288,34 +288,19 @@ fn state_a1() {
 #[test]
 fn state_xw() {
     let f = facts(XW, 0);
-    goes(&f, Transition::SetArchived(false), W);
-    refuses_others(
-        &f,
-        &[&[Transition::SetArchived(false)][..], &OWNERSHIP].concat(),
-        not_allowed,
-    );
+    row(&f, &[(Transition::SetArchived(false), W)], &[]);
 }
 
 #[test]
 fn state_xe0() {
     let f = facts(XE0, 0);
-    goes(&f, Transition::SetArchived(false), E0);
-    refuses_others(
-        &f,
-        &[&[Transition::SetArchived(false)][..], &OWNERSHIP].concat(),
-        not_allowed,
-    );
+    row(&f, &[(Transition::SetArchived(false), E0)], &[]);
 }
 
 #[test]
 fn state_xe1() {
     let f = facts(XE1, 1);
-    goes(&f, Transition::SetArchived(false), E1);
-    refuses_others(
-        &f,
-        &[&[Transition::SetArchived(false)][..], &OWNERSHIP].concat(),
-        not_allowed,
-    );
+    row(&f, &[(Transition::SetArchived(false), E1)], &[]);
 }
 
 #[test]
