@@ -29,6 +29,14 @@ struct Caller {
     workspaces: WorkspaceServiceClient<Channel>,
 }
 
+/// `self.client.method(message)` with the caller's token: the response message.
+macro_rules! rpc {
+    ($self:ident . $client:ident . $method:ident ( $message:expr )) => {{
+        let request = $self.req($message);
+        $self.$client.$method(request).await.map(|r| r.into_inner())
+    }};
+}
+
 impl Caller {
     async fn new(daemon: &Daemon, token: &str) -> Self {
         let channel = super::serve::channel(daemon).await;
@@ -45,8 +53,7 @@ impl Caller {
     }
 
     async fn who_am_i(&mut self) -> Result<pb::WhoAmIResponse, tonic::Status> {
-        let request = self.req(pb::WhoAmIRequest {});
-        self.admin.who_am_i(request).await.map(|r| r.into_inner())
+        rpc!(self.admin.who_am_i(pb::WhoAmIRequest {}))
     }
 
     async fn create_user(
@@ -54,17 +61,13 @@ impl Caller {
         username: &str,
         organization: Uuid,
     ) -> Result<pb::User, tonic::Status> {
-        let request = self.req(pb::CreateUserRequest {
+        rpc!(self.admin.create_user(pb::CreateUserRequest {
             username: username.into(),
             email: format!("{username}@example.com"),
             name: format!("{username} Example"),
             role: pb::UserRole::Member.into(),
             organization_ids: vec![organization.to_string()],
-        });
-        self.admin
-            .create_user(request)
-            .await
-            .map(|r| r.into_inner())
+        }))
     }
 
     async fn create_token(
@@ -72,80 +75,57 @@ impl Caller {
         user_id: &str,
         name: &str,
     ) -> Result<pb::CreateApiTokenResponse, tonic::Status> {
-        let request = self.req(pb::CreateApiTokenRequest {
+        rpc!(self.admin.create_api_token(pb::CreateApiTokenRequest {
             user_id: user_id.into(),
             name: name.into(),
             lifetime: None,
-        });
-        self.admin
-            .create_api_token(request)
-            .await
-            .map(|r| r.into_inner())
+        }))
     }
 
     async fn update_user(
         &mut self,
         update: pb::UpdateUserRequest,
     ) -> Result<pb::User, tonic::Status> {
-        let request = self.req(update);
-        self.admin
-            .update_user(request)
-            .await
-            .map(|r| r.into_inner())
+        rpc!(self.admin.update_user(update))
     }
 
     async fn list_models(
         &mut self,
         organization: Uuid,
     ) -> Result<Vec<pb::ModelConfig>, tonic::Status> {
-        let request = self.req(pb::ListModelConfigsRequest {
+        rpc!(self.admin.list_model_configs(pb::ListModelConfigsRequest {
             organization_id: organization.to_string(),
             ..Default::default()
-        });
-        self.admin
-            .list_model_configs(request)
-            .await
-            .map(|r| r.into_inner().model_configs)
+        }))
+        .map(|r| r.model_configs)
     }
 
     async fn create_model(
         &mut self,
         create: pb::CreateModelConfigRequest,
     ) -> Result<pb::ModelConfig, tonic::Status> {
-        let request = self.req(create);
-        self.admin
-            .create_model_config(request)
-            .await
-            .map(|r| r.into_inner())
+        rpc!(self.admin.create_model_config(create))
     }
 
     async fn update_model(
         &mut self,
         update: pb::UpdateModelConfigRequest,
     ) -> Result<pb::ModelConfig, tonic::Status> {
-        let request = self.req(update);
-        self.admin
-            .update_model_config(request)
-            .await
-            .map(|r| r.into_inner())
+        rpc!(self.admin.update_model_config(update))
     }
 
     async fn list_workspaces(&mut self) -> Result<Vec<pb::Workspace>, tonic::Status> {
-        let request = self.req(pb::ListWorkspacesRequest::default());
-        self.workspaces
-            .list_workspaces(request)
-            .await
-            .map(|r| r.into_inner().workspaces)
+        rpc!(
+            self.workspaces
+                .list_workspaces(pb::ListWorkspacesRequest::default())
+        )
+        .map(|r| r.workspaces)
     }
 
     async fn get_workspace(&mut self, id: &str) -> Result<pb::Workspace, tonic::Status> {
-        let request = self.req(pb::GetWorkspaceRequest {
+        rpc!(self.workspaces.get_workspace(pb::GetWorkspaceRequest {
             workspace_id: id.into(),
-        });
-        self.workspaces
-            .get_workspace(request)
-            .await
-            .map(|r| r.into_inner())
+        }))
     }
 
     /// Every message of a build's log stream, until it ends.
