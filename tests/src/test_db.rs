@@ -73,7 +73,7 @@ macro_rules! on_pool {
 
 /// A fresh database (seeded with organization `acme` and admin `ada` by [`TestDb::create`])
 /// and a data dir.
-#[allow(missing_debug_implementations)] // holds a `dyn Database`
+#[derive(Debug)]
 pub struct TestDb {
     /// The store with the default configuration.
     pub store: Arc<dyn Database>,

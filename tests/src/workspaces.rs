@@ -30,7 +30,7 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A database (of the backend `CHATD_TEST_BACKEND` names), the agent API on loopback, and a
 /// running provisioner over the database's data dir.
-#[allow(missing_debug_implementations)] // holds a `dyn Database`
+#[derive(Debug)]
 pub struct Harness {
     pub db: TestDb,
     pub store: Arc<dyn Database>,
@@ -352,8 +352,7 @@ impl Harness {
 
 /// Readiness phase 1 for tests: chatd's `StoreConnector` (dials the agent for real with its
 /// workspace's secret and asks for its health).
-#[derive(Clone)]
-#[allow(missing_debug_implementations)] // holds a `dyn Database`
+#[derive(Debug, Clone)]
 pub struct Dialer {
     pub store: Arc<dyn Database>,
 }

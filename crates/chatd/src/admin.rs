@@ -39,15 +39,9 @@ pub(crate) const DEFAULT_COMPRESSION_THRESHOLD: i32 = 70;
 
 /// The admin service over a workspace store (users, tokens, organizations and model
 /// configurations live there).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct Admin {
     store: Arc<dyn Database>,
-}
-
-impl std::fmt::Debug for Admin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admin").finish_non_exhaustive()
-    }
 }
 
 impl Admin {

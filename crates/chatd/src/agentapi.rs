@@ -15,18 +15,10 @@ use tonic::{Request, Response, Status};
 use crate::auth::{bearer, store_status};
 
 /// The agent API over a workspace store.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AgentApi {
     store: Arc<dyn Database>,
     heartbeat_interval: Duration,
-}
-
-impl std::fmt::Debug for AgentApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentApi")
-            .field("heartbeat_interval", &self.heartbeat_interval)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AgentApi {

@@ -38,7 +38,7 @@ const MAX_DYNAMIC_TOOLS: usize = 64;
 const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
 /// The chat service.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct Chats {
     store: Arc<dyn Store>,
     workspaces: Arc<dyn Database>,
@@ -46,15 +46,9 @@ pub(crate) struct Chats {
     watches: Watches,
 }
 
-impl std::fmt::Debug for Chats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chats").finish_non_exhaustive()
-    }
-}
-
 impl Chats {
     /// The service over the chat store and the workspace store (users, tokens, workspaces,
-    /// model configurations; in the daemon both are the same PostgreSQL store), with `streams`
+    /// model configurations; in the daemon both are the same store), with `streams`
     /// serving `StreamChat` and `watches` serving `WatchChats`.
     pub(crate) fn new(
         store: Arc<dyn Store>,

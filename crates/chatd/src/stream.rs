@@ -56,21 +56,13 @@ const PART_BATCH: usize = 64;
 const CLIENT_BUFFER: usize = 32;
 
 /// Opens stream loops. One per process; cheap to clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct Streams {
     store: Arc<dyn Store>,
     pubsub: Arc<dyn Pubsub>,
     parts: PartSource,
     config: StreamConfig,
     closing: Closing,
-}
-
-impl std::fmt::Debug for Streams {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Streams")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The responses of one `StreamChat` call.

@@ -24,15 +24,9 @@ use crate::convert;
 use crate::paging::{finish_page, page_size, parse_name_token, parse_time_token};
 
 /// The template service over a workspace store.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Templates {
     store: Arc<dyn Database>,
-}
-
-impl std::fmt::Debug for Templates {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Templates").finish_non_exhaustive()
-    }
 }
 
 impl Templates {

@@ -36,21 +36,13 @@ const CLIENT_BUFFER: usize = 64;
 pub(crate) type WatchEvents = ReceiverStream<Result<pb::WatchChatsResponse, Status>>;
 
 /// Opens watches. One per process; cheap to clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct Watches {
     store: Arc<dyn Store>,
     pubsub: Arc<dyn Pubsub>,
     poll_interval: Duration,
     subscriber_timeout: Duration,
     closing: Closing,
-}
-
-impl std::fmt::Debug for Watches {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watches")
-            .field("poll_interval", &self.poll_interval)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Watches {

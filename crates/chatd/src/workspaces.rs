@@ -56,21 +56,13 @@ impl Default for WorkspacesConfig {
 }
 
 /// The workspace service.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct Workspaces {
     store: Arc<dyn Database>,
     pubsub: Arc<dyn Pubsub>,
     provisioner: StoreBuilds,
     config: WorkspacesConfig,
     closing: Closing,
-}
-
-impl std::fmt::Debug for Workspaces {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Workspaces")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The responses of one `StreamBuildLogs` call.

@@ -18,15 +18,9 @@ use uuid::Uuid;
 
 /// chatd's provisioner front: checks and records builds in the store, where the provisioner
 /// workers take them.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct StoreBuilds {
     store: Arc<dyn Database>,
-}
-
-impl std::fmt::Debug for StoreBuilds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreBuilds").finish_non_exhaustive()
-    }
 }
 
 /// `[{name, value}]`, the form builds store their parameters in.

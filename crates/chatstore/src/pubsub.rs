@@ -12,9 +12,10 @@ use uuid::Uuid;
 
 use crate::types::Chat;
 
-/// Subscribing to change hints. Implemented by [`crate::postgres::PgPubsub`]; tests and other
-/// backends can drive a [`Hub`] directly.
-pub trait Pubsub: Send + Sync {
+/// Subscribing to change hints. Implemented by [`crate::postgres::PgPubsub`] and by the [`Hub`]
+/// itself (the embedded store publishes on it; tests drive one directly). `Debug` so that
+/// whatever holds a `dyn Pubsub` can derive its own.
+pub trait Pubsub: Send + Sync + std::fmt::Debug {
     /// Subscribes to a topic. Subscribe **before** reading the state the topic describes.
     fn subscribe(&self, topic: Topic) -> Subscription;
 }

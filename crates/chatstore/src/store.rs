@@ -185,10 +185,11 @@ impl Default for StoreConfig {
     }
 }
 
-/// Every read and write of chat state. Implemented by the PostgreSQL backend; the contract tests
-/// in `tests/` are written against this trait so another backend can reuse them.
+/// Every read and write of chat state. Implemented by both backends; the contract tests in
+/// `tests/` are written against this trait. `Debug` so that whatever holds a `dyn Store` (or a
+/// `dyn Database`) can derive its own.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: Send + Sync + std::fmt::Debug {
     /// Creates a chat (N → R0) with its first user message.
     async fn create_chat(&self, new: NewChat) -> Result<Applied, StoreError>;
 

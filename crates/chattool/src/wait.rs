@@ -105,19 +105,11 @@ pub struct Readiness {
 pub const EXTERNAL_AGENT_NOT_CONNECTED: &str = "workspace uses an externally managed agent that has not connected yet. The user needs to start the workspace externally and make sure the external agent is connected, then try again";
 
 /// The waits over a store and its notifications.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Waits {
     store: Arc<dyn Database>,
     pubsub: Arc<dyn Pubsub>,
     settings: WaitSettings,
-}
-
-impl std::fmt::Debug for Waits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waits")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Waits for the next hint, the safety poll or the deadline, whichever comes first; false once
