@@ -30,73 +30,43 @@ mod transitions;
 mod triggers;
 mod workspace;
 
-/// Generates one `#[test]` per contract test for a backend. A second backend adds one line.
+/// The backend-neutral contract of `Store`: one module per backend (`postgres_contract`,
+/// `sqlite_contract`), each with `the_database_follows_the_model` and one `#[test]` per contract
+/// test listed once below. Another backend adds one `name: Backend` pair.
 macro_rules! contract_tests {
-    ($backend:ty => $($module:ident: [$($test:ident),* $(,)?]),* $(,)?) => {$(
-        mod $module {
+    ($($suite:ident: $backend:ident),* ; $tests:tt) => {
+        $(contract_tests!(@suite $suite $backend $tests);)*
+    };
+    (@suite $suite:ident $backend:ident { $($module:ident: [$($test:ident),* $(,)?]),* $(,)? }) => {
+        mod $suite {
+            #[test]
+            fn the_database_follows_the_model() {
+                crate::suite::model_check::the_database_follows_the_model::<
+                    crate::suite::support::$backend,
+                >();
+            }
+
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $test() {
-                    use super::super::support::Backend as _;
-                    super::super::$module::$test(<$backend>::open().await).await;
+                mod $module {
+                    $(
+                        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                        async fn $test() {
+                            use crate::suite::support::Backend as _;
+                            crate::suite::$module::$test(
+                                crate::suite::support::$backend::open().await,
+                            )
+                            .await;
+                        }
+                    )*
                 }
             )*
         }
-    )*};
+    };
 }
 
-/// The backend-neutral contract of `Store`, run on PostgreSQL.
-mod postgres_contract {
-    #[test]
-    fn the_database_follows_the_model() {
-        super::model_check::the_database_follows_the_model::<super::support::PgBackend>();
-    }
-
-    contract_tests! {
-        super::super::support::PgBackend =>
-        ownership: [
-            eight_workers_racing_over_fifty_chats_own_each_exactly_once,
-            a_stale_runners_commit_is_rejected_after_a_takeover,
-            the_generation_fence_rejects_an_older_attempt,
-            a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one,
-            abandon_needs_the_owner_and_leaves_the_chat_acquirable,
-            candidates_are_ordered_interrupting_then_requires_action_then_running,
-        ],
-        listing: [
-            chats_list_pinned_first_then_newest_and_pages_follow_the_cursor,
-            chats_filter_by_archived_labels_and_title,
-            history_pages_run_backwards_from_the_newest_or_forwards_from_an_id,
-            metadata_writes_change_only_what_is_set,
-        ],
-        pubsub: [
-            an_unowned_runnable_chat_sends_an_ownership_hint,
-            an_owner_hears_of_every_chat_of_theirs_including_title_changes,
-        ],
-        transitions: [
-            create_starts_running_with_history_version_one,
-            the_queue_holds_twenty_messages_in_order,
-            oversized_and_empty_messages_are_refused,
-            unknown_chats_and_messages_are_not_found,
-            edit_soft_deletes_from_the_target_and_clears_the_queue,
-            requires_action_round_trip_and_result_validation,
-            a_new_message_cancels_open_tool_calls_with_the_spec_reason,
-            finish_interruption_refuses_to_leave_a_call_unanswered,
-            clear_context_inserts_the_boundary_triplet,
-            an_invalid_chat_is_reconciled_into_error,
-            a_snapshot_reads_chat_history_and_queue_consistently,
-        ],
-    }
-}
-
-/// The same contract, run on the embedded SQLite backend.
-mod sqlite_contract {
-    #[test]
-    fn the_database_follows_the_model() {
-        super::model_check::the_database_follows_the_model::<super::support::SqliteBackend>();
-    }
-
-    contract_tests! {
-        super::super::support::SqliteBackend =>
+contract_tests! {
+    postgres_contract: PgBackend, sqlite_contract: SqliteBackend;
+    {
         ownership: [
             eight_workers_racing_over_fifty_chats_own_each_exactly_once,
             a_stale_runners_commit_is_rejected_after_a_takeover,
