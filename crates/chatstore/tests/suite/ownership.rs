@@ -3,26 +3,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chatstore::types::{Fence, MessagePart, NewChat, NewMessage};
+use chatstore::types::{Fence, MessagePart, NewMessage};
 use chatstore::{Change, Store, StoreError};
 use uuid::Uuid;
 
 use super::support::*;
-
-fn new_chat(s: &Fixture) -> NewChat {
-    NewChat {
-        organization_id: s.org,
-        owner_id: s.user,
-        model_config_id: s.model_config,
-        content: vec![MessagePart::text("hi")],
-        title: None,
-        system_prompt: None,
-        workspace_id: None,
-        reasoning_effort: None,
-        labels: Default::default(),
-        dynamic_tools: None,
-    }
-}
 
 async fn acquire_all<S: Store>(store: &S, worker: Uuid) -> Vec<Uuid> {
     let mut owned = Vec::new();
@@ -53,7 +38,7 @@ pub async fn eight_workers_racing_over_fifty_chats_own_each_exactly_once<B: Back
     let s = b.fixture();
     let store = Arc::new(b.store().clone());
     for _ in 0..50 {
-        store.create_chat(new_chat(&s)).await.unwrap();
+        store.create_chat(s.new_chat()).await.unwrap();
     }
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -85,7 +70,7 @@ pub async fn eight_workers_racing_over_fifty_chats_own_each_exactly_once<B: Back
 pub async fn a_stale_runners_commit_is_rejected_after_a_takeover<B: Backend>(b: B) {
     let s = b.fixture();
     let store = b.store().clone();
-    let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
+    let chat = store.create_chat(s.new_chat()).await.unwrap().chat;
     let (old_worker, old_runner) = (Uuid::new_v4(), Uuid::new_v4());
     let acquired = store
         .acquire(chat.id, old_worker, old_runner)
@@ -141,7 +126,7 @@ pub async fn a_stale_runners_commit_is_rejected_after_a_takeover<B: Backend>(b: 
 pub async fn the_generation_fence_rejects_an_older_attempt<B: Backend>(b: B) {
     let s = b.fixture();
     let store = b.store().clone();
-    let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
+    let chat = store.create_chat(s.new_chat()).await.unwrap().chat;
     let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
     let chat = store
         .acquire(chat.id, worker, runner)
@@ -182,8 +167,8 @@ pub async fn a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one<B: Ba
     let s = b.fixture();
     let store = b.store().clone();
     let worker = Uuid::new_v4();
-    let fresh = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
-    let stale = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
+    let fresh = store.create_chat(s.new_chat()).await.unwrap().chat.id;
+    let stale = store.create_chat(s.new_chat()).await.unwrap().chat.id;
     let (fresh_runner, stale_runner) = (Uuid::new_v4(), Uuid::new_v4());
     store
         .acquire(fresh, worker, fresh_runner)
@@ -224,7 +209,7 @@ pub async fn a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one<B: Ba
 pub async fn abandon_needs_the_owner_and_leaves_the_chat_acquirable<B: Backend>(b: B) {
     let s = b.fixture();
     let store = b.store().clone();
-    let chat = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
+    let chat = store.create_chat(s.new_chat()).await.unwrap().chat.id;
     let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
     store.acquire(chat, worker, runner).await.unwrap().unwrap();
     let wrong = Fence {
@@ -259,8 +244,8 @@ pub async fn candidates_are_ordered_interrupting_then_requires_action_then_runni
 ) {
     let s = b.fixture();
     let store = b.store().clone();
-    let running = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
-    let interrupting = store.create_chat(new_chat(&s)).await.unwrap().chat.id;
+    let running = store.create_chat(s.new_chat()).await.unwrap().chat.id;
+    let interrupting = store.create_chat(s.new_chat()).await.unwrap().chat.id;
     // Owned and then interrupted, then the lease lapses.
     let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
     store

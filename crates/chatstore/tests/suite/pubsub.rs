@@ -3,25 +3,10 @@
 use chatstate::BusyBehavior;
 use chatstore::postgres::{PgPubsub, PgStore};
 use chatstore::pubsub::{Notification, Pubsub as _, Topic};
-use chatstore::types::{MessagePart, NewChat, NewMessage};
+use chatstore::types::{MessagePart, NewMessage};
 use chatstore::{Change, Store, StoreConfig};
 
 use super::support::*;
-
-fn new_chat(s: &Fixture) -> NewChat {
-    NewChat {
-        organization_id: s.org,
-        owner_id: s.user,
-        model_config_id: s.model_config,
-        content: vec![MessagePart::text("hi")],
-        title: None,
-        system_prompt: None,
-        workspace_id: None,
-        reasoning_effort: None,
-        labels: Default::default(),
-        dynamic_tools: None,
-    }
-}
 
 async fn next_update(sub: &mut chatstore::pubsub::Subscription) -> Notification {
     tokio::time::timeout(std::time::Duration::from_secs(10), sub.recv())
@@ -42,7 +27,7 @@ async fn updates_arrive_after_commit_and_never_after_rollback() {
         user: s.user,
         model_config: s.model_config,
     };
-    let chat = store.create_chat(new_chat(&fixture)).await.unwrap().chat;
+    let chat = store.create_chat(fixture.new_chat()).await.unwrap().chat;
     let mut sub = hub.subscribe(Topic::Chat(chat.id));
 
     // Notifications are sent inside the transition's transaction: one rolled back is never
@@ -97,7 +82,7 @@ pub async fn an_unowned_runnable_chat_sends_an_ownership_hint<B: Backend>(b: B) 
     let store = b.store().clone();
     let hub = b.pubsub().await;
     let mut hints = hub.subscribe(Topic::Ownership);
-    let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
+    let chat = store.create_chat(s.new_chat()).await.unwrap().chat;
     match next_update(&mut hints).await {
         Notification::Ownership(hint) => assert_eq!(hint.chat_id, chat.id),
         other => panic!("expected an ownership hint, got {other:?}"),
@@ -111,7 +96,7 @@ pub async fn an_owner_hears_of_every_chat_of_theirs_including_title_changes<B: B
     let hub = b.pubsub().await;
     let mut mine = hub.subscribe(Topic::Owner(s.user));
     let mut someone_elses = hub.subscribe(Topic::Owner(uuid::Uuid::new_v4()));
-    let chat = store.create_chat(new_chat(&s)).await.unwrap().chat;
+    let chat = store.create_chat(s.new_chat()).await.unwrap().chat;
     match next_update(&mut mine).await {
         Notification::ChatUpdate(update) => {
             assert_eq!(update.chat_id, chat.id);
@@ -154,7 +139,7 @@ async fn a_killed_listener_connection_resyncs_and_later_notifications_arrive() {
         user: s.user,
         model_config: s.model_config,
     };
-    let chat = store.create_chat(new_chat(&fixture)).await.unwrap().chat;
+    let chat = store.create_chat(fixture.new_chat()).await.unwrap().chat;
     let mut sub = hub.subscribe(Topic::Chat(chat.id));
 
     let killed: i64 = sqlx::query_scalar(

@@ -9,18 +9,12 @@ use uuid::Uuid;
 
 use super::support::*;
 
+/// The fixture's chat, titled "t", with a client-executed tool when `dynamic`.
 fn new_chat(s: &Fixture, dynamic: bool) -> NewChat {
     NewChat {
-        organization_id: s.org,
-        owner_id: s.user,
-        model_config_id: s.model_config,
-        content: vec![MessagePart::text("hi")],
         title: Some("t".into()),
-        system_prompt: None,
-        workspace_id: None,
-        reasoning_effort: None,
-        labels: Default::default(),
         dynamic_tools: dynamic.then(|| serde_json::json!([{"name": "client_tool"}])),
+        ..s.new_chat()
     }
 }
 
