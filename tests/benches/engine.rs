@@ -195,18 +195,12 @@ async fn round(chats: usize) {
     for i in 0..chats {
         let chat = h
             .store
-            .create_chat(NewChat {
-                organization_id: h.organization,
-                owner_id: h.user,
-                model_config_id: model,
-                content: vec![MessagePart::text(format!("chat {i}"))],
-                title: None,
-                system_prompt: None,
-                workspace_id: None,
-                reasoning_effort: None,
-                labels: Default::default(),
-                dynamic_tools: None,
-            })
+            .create_chat(NewChat::new(
+                h.organization,
+                h.user,
+                model,
+                vec![MessagePart::text(format!("chat {i}"))],
+            ))
             .await
             .unwrap()
             .chat;

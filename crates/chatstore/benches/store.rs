@@ -30,18 +30,12 @@ struct Env {
 
 impl Env {
     fn new_chat(&self) -> NewChat {
-        NewChat {
-            organization_id: self.org,
-            owner_id: self.user,
-            model_config_id: self.model,
-            content: vec![MessagePart::text("benchmark")],
-            title: None,
-            system_prompt: None,
-            workspace_id: None,
-            reasoning_effort: None,
-            labels: Default::default(),
-            dynamic_tools: None,
-        }
+        NewChat::new(
+            self.org,
+            self.user,
+            self.model,
+            vec![MessagePart::text("benchmark")],
+        )
     }
 }
 

@@ -352,6 +352,31 @@ pub struct NewChat {
     pub dynamic_tools: Option<serde_json::Value>,
 }
 
+impl NewChat {
+    /// A chat of `owner_id` in `organization_id` on `model_config_id` whose first message is
+    /// `content`; no title, system prompt, workspace, labels or client tools (set the fields
+    /// for those).
+    pub fn new(
+        organization_id: Uuid,
+        owner_id: Uuid,
+        model_config_id: Uuid,
+        content: Vec<MessagePart>,
+    ) -> Self {
+        Self {
+            organization_id,
+            owner_id,
+            model_config_id,
+            content,
+            title: None,
+            system_prompt: None,
+            workspace_id: None,
+            reasoning_effort: None,
+            labels: BTreeMap::new(),
+            dynamic_tools: None,
+        }
+    }
+}
+
 /// The checks every worker-side write makes under the row lock (spec/engine.md §9.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fence {

@@ -89,18 +89,12 @@ impl Env {
             .unwrap();
         let chat = h
             .store
-            .create_chat(NewChat {
-                organization_id: h.organization,
-                owner_id: h.user,
-                model_config_id: model,
-                content: vec![MessagePart::text("make me a workspace")],
-                title: None,
-                system_prompt: None,
-                workspace_id: None,
-                reasoning_effort: None,
-                labels: Default::default(),
-                dynamic_tools: None,
-            })
+            .create_chat(NewChat::new(
+                h.organization,
+                h.user,
+                model,
+                vec![MessagePart::text("make me a workspace")],
+            ))
             .await
             .unwrap()
             .chat

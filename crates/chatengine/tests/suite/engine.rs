@@ -119,18 +119,12 @@ impl Run {
 
     async fn chat(&self, text: &str) -> Uuid {
         self.store
-            .create_chat(NewChat {
-                organization_id: self.h.organization,
-                owner_id: self.h.user,
-                model_config_id: self.model,
-                content: vec![MessagePart::text(text)],
-                title: None,
-                system_prompt: None,
-                workspace_id: None,
-                reasoning_effort: None,
-                labels: Default::default(),
-                dynamic_tools: None,
-            })
+            .create_chat(NewChat::new(
+                self.h.organization,
+                self.h.user,
+                self.model,
+                vec![MessagePart::text(text)],
+            ))
             .await
             .unwrap()
             .chat

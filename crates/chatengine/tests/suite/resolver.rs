@@ -180,18 +180,12 @@ impl Fixture {
             .unwrap();
         let chat = h
             .store
-            .create_chat(NewChat {
-                organization_id: h.organization,
-                owner_id: h.user,
-                model_config_id: model,
-                content: vec![MessagePart::text("run something")],
-                title: None,
-                system_prompt: None,
-                workspace_id: None,
-                reasoning_effort: None,
-                labels: Default::default(),
-                dynamic_tools: None,
-            })
+            .create_chat(NewChat::new(
+                h.organization,
+                h.user,
+                model,
+                vec![MessagePart::text("run something")],
+            ))
             .await
             .unwrap()
             .chat

@@ -12,19 +12,12 @@ use super::support::*;
 async fn create(store: &impl Store, s: &Fixture, title: &str, labels: &[(&str, &str)]) -> Uuid {
     store
         .create_chat(NewChat {
-            organization_id: s.org,
-            owner_id: s.user,
-            model_config_id: s.model_config,
-            content: vec![MessagePart::text("hi")],
             title: Some(title.to_owned()),
-            system_prompt: None,
-            workspace_id: None,
-            reasoning_effort: None,
             labels: labels
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-            dynamic_tools: None,
+            ..s.new_chat()
         })
         .await
         .unwrap()

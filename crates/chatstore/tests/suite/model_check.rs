@@ -207,18 +207,11 @@ async fn run_sequence<S: Store>(
         .unwrap();
     let created = store
         .create_chat(chatstore::types::NewChat {
-            organization_id: s.org,
-            owner_id: s.user,
-            model_config_id: s.model_config,
             content: vec![MessagePart::text("first")],
-            title: None,
-            system_prompt: None,
-            workspace_id: None,
-            reasoning_effort: None,
-            labels: Default::default(),
             dynamic_tools: Some(
                 serde_json::json!([{"name": CLIENT_TOOL, "description": "runs on the client"}]),
             ),
+            ..s.new_chat()
         })
         .await
         .unwrap();

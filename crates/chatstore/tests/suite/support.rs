@@ -20,18 +20,12 @@ pub struct Fixture {
 impl Fixture {
     /// A chat of the fixture's user on its model, first message "hi", untitled.
     pub fn new_chat(&self) -> chatstore::types::NewChat {
-        chatstore::types::NewChat {
-            organization_id: self.org,
-            owner_id: self.user,
-            model_config_id: self.model_config,
-            content: vec![chatstore::types::MessagePart::text("hi")],
-            title: None,
-            system_prompt: None,
-            workspace_id: None,
-            reasoning_effort: None,
-            labels: Default::default(),
-            dynamic_tools: None,
-        }
+        chatstore::types::NewChat::new(
+            self.org,
+            self.user,
+            self.model_config,
+            vec![chatstore::types::MessagePart::text("hi")],
+        )
     }
 }
 
