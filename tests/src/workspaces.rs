@@ -106,6 +106,31 @@ impl Harness {
         }
     }
 
+    /// A default model of `provider` (`openai`, `anthropic`) at `base_url` (empty: the
+    /// provider's own) for `acme`.
+    pub async fn model(&self, provider: &str, base_url: &str, name: &str) -> Uuid {
+        use chatstore::testing::ModelFixtures as _;
+        self.store
+            .fixture_model(self.organization, provider, base_url, name, 200_000, true)
+            .await
+            .unwrap()
+    }
+
+    /// A chat of `ada` on `model` whose first message is `text`.
+    pub async fn chat(&self, model: Uuid, text: &str) -> Uuid {
+        self.store
+            .create_chat(chatstore::types::NewChat::new(
+                self.organization,
+                self.user,
+                model,
+                vec![chatstore::types::MessagePart::text(text)],
+            ))
+            .await
+            .unwrap()
+            .chat
+            .id
+    }
+
     pub fn backend(&self) -> LocalBackend {
         let mut config = LocalConfig::new(
             self.db.data_dir.0.clone(),

@@ -2,7 +2,7 @@
 //! provisioner with the local backend, and real `wsagent` processes reached on loopback.
 //! One test per row, text and branch of spec/chattool.md §7–§8 and §10.2.
 
-use chatstore::testing::{Fixtures as _, ModelFixtures as _};
+use chatstore::testing::Fixtures as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use chatd_e2e::on_pool;
 use chatd_e2e::workspaces::{Dialer, Harness, eventually};
 use chatengine::builds::StoreBuilds;
 use chatstore::templates::TemplateSettings;
-use chatstore::types::{Chat, MessagePart, NewChat};
+use chatstore::types::Chat;
 use chatstore::workspaces::JobStatus;
 use chattool::conn::{Rooted, WorkspaceConn};
 use chattool::context::{NO_WORKSPACE, WorkspaceResolver};
@@ -82,23 +82,8 @@ struct Env {
 
 impl Env {
     async fn new(h: Harness) -> Self {
-        let model = h
-            .store
-            .fixture_model(h.organization, "openai", "", "gpt", 100_000, true)
-            .await
-            .unwrap();
-        let chat = h
-            .store
-            .create_chat(NewChat::new(
-                h.organization,
-                h.user,
-                model,
-                vec![MessagePart::text("make me a workspace")],
-            ))
-            .await
-            .unwrap()
-            .chat
-            .id;
+        let model = h.model("openai", "", "gpt").await;
+        let chat = h.chat(model, "make me a workspace").await;
         let mut ctx = ToolContext::new(
             ChatScope {
                 id: chat,

@@ -2,7 +2,6 @@
 //! local workspace backend with real agents, and one or two engines (worker ids) on one
 //! database.
 
-use chatstore::testing::ModelFixtures as _;
 use std::net::ToSocketAddrs as _;
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -89,17 +88,8 @@ impl Run {
     async fn new(h: Harness, turns: Vec<Turn>) -> Self {
         let emulator = Emulator::start(turns).await.unwrap();
         let model = h
-            .store
-            .fixture_model(
-                h.organization,
-                "anthropic",
-                &emulator.base_url(),
-                "claude-test",
-                200_000,
-                true,
-            )
-            .await
-            .unwrap();
+            .model("anthropic", &emulator.base_url(), "claude-test")
+            .await;
         let store = h.db.store_with(store_config());
         Self {
             h,

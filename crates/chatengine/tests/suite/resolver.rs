@@ -7,7 +7,6 @@
 //! answers (the dial times out) or returns a connection that counts its closes. Settings are
 //! short: a 300 ms dial timeout with the stale-binding check at 100 ms.
 
-use chatstore::testing::ModelFixtures as _;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +25,7 @@ use chatproto::wsagent::v1 as pb;
 use chatretry::{CancelCause, CancelToken};
 use chatstore::agents::AgentLifecycle;
 use chatstore::templates::NewTemplateVersion;
-use chatstore::types::{Chat, MessagePart, NewChat};
+use chatstore::types::Chat;
 use chatstore::workspaces::{Build, WorkspaceTransition};
 use chattool::conn::WorkspaceConn;
 use chattool::context::{NO_WORKSPACE, WorkspaceResolver};
@@ -173,23 +172,8 @@ impl Fixture {
     }
 
     async fn on(h: Harness) -> Self {
-        let model = h
-            .store
-            .fixture_model(h.organization, "openai", "", "gpt", 100_000, true)
-            .await
-            .unwrap();
-        let chat = h
-            .store
-            .create_chat(NewChat::new(
-                h.organization,
-                h.user,
-                model,
-                vec![MessagePart::text("run something")],
-            ))
-            .await
-            .unwrap()
-            .chat
-            .id;
+        let model = h.model("openai", "", "gpt").await;
+        let chat = h.chat(model, "run something").await;
         Self {
             h,
             chat,
