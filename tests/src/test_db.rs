@@ -177,6 +177,34 @@ impl TestDb {
         self.url.clone()
     }
 
+    /// `chatd serve` arguments for a daemon on this database that builds workspaces in the data
+    /// dir with `workers` embedded provisioner workers, listening on `listen` (a fixed address, so
+    /// a restarted daemon is where its agents report). Closes the test's handle like
+    /// [`TestDb::database_url`].
+    pub async fn serve_with_provisioner(&mut self, listen: &str, workers: u32) -> Vec<String> {
+        let wsagent = crate::workspace_binary("wsagent").unwrap();
+        let url = self.database_url().await;
+        [
+            "serve",
+            "--listen",
+            listen,
+            "--database-url",
+            &url,
+            "--data-dir",
+            &self.data_dir.0.display().to_string(),
+            "--agent-binary",
+            &wsagent.display().to_string(),
+            "--agent-heartbeat-interval",
+            "200ms",
+            "--provisioner-poll-interval",
+            "1s",
+            "--provisioner-workers",
+            &workers.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     /// Opens the database again after a daemon on it has stopped (an embedded file is free
     /// again only then), to check what it left.
     pub async fn reopen(&mut self) {

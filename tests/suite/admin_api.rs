@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use chatd_e2e::Daemon;
 use chatd_e2e::test_db::TestDb;
-use chatd_e2e::workspace_binary;
 use chatd_e2e::workspaces::{WithToken, free_port, push_example};
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::admin_service_client::AdminServiceClient;
@@ -638,31 +637,9 @@ async fn templates_and_owned_workspaces_through_the_api_with_streamed_build_logs
         .await
         .unwrap();
     let carol_key = h.store.fixture_token(carol, "carol", None).await.unwrap();
-    let wsagent = workspace_binary("wsagent").unwrap();
-    let url = h.database_url().await;
-    let data_dir = h.data_dir.0.display().to_string();
-    let daemon = Daemon::start(
-        &[
-            "serve",
-            "--listen",
-            &listen,
-            "--database-url",
-            &url,
-            "--data-dir",
-            &data_dir,
-            "--agent-binary",
-            wsagent.to_str().unwrap(),
-            "--agent-heartbeat-interval",
-            "200ms",
-            "--provisioner-poll-interval",
-            "1s",
-            "--provisioner-workers",
-            "1",
-        ],
-        &[],
-    )
-    .await
-    .unwrap();
+    let args = h.serve_with_provisioner(&listen, 1).await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let daemon = Daemon::start(&args, &[]).await.unwrap();
     let services = super::serve::reflected_services(super::serve::channel(&daemon).await).await;
     for service in ["chatd.v1.AdminService", "chatd.v1.WorkspaceService"] {
         assert!(services.contains(&service.to_owned()), "{services:?}");

@@ -74,26 +74,8 @@ fn stderr(out: &Output) -> String {
 /// A daemon with the embedded provisioner over the test's database.
 async fn daemon_with_provisioner(h: &mut TestDb) -> Daemon {
     let listen = format!("127.0.0.1:{}", free_port());
-    let wsagent = workspace_binary("wsagent").unwrap();
-    let url = h.database_url().await;
-    let data_dir = h.data_dir.0.display().to_string();
-    let args = [
-        "serve",
-        "--listen",
-        &listen,
-        "--database-url",
-        &url,
-        "--data-dir",
-        &data_dir,
-        "--agent-binary",
-        wsagent.to_str().unwrap(),
-        "--agent-heartbeat-interval",
-        "200ms",
-        "--provisioner-poll-interval",
-        "1s",
-        "--provisioner-workers",
-        "1",
-    ];
+    let args = h.serve_with_provisioner(&listen, 1).await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Daemon::start(&args, &[]).await.unwrap()
 }
 

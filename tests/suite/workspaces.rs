@@ -438,26 +438,8 @@ async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents(
     let mut db = TestDb::create().await;
     let key = db.store.fixture_token(db.user, "test", None).await.unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
-    let wsagent = workspace_binary("wsagent").unwrap();
-    let data_dir = db.data_dir.0.display().to_string();
-    let database_url = db.database_url().await;
-    let args = [
-        "serve",
-        "--listen",
-        &listen,
-        "--database-url",
-        &database_url,
-        "--data-dir",
-        &data_dir,
-        "--agent-binary",
-        wsagent.to_str().unwrap(),
-        "--agent-heartbeat-interval",
-        "200ms",
-        "--provisioner-poll-interval",
-        "1s",
-        "--provisioner-workers",
-        "2",
-    ];
+    let args = db.serve_with_provisioner(&listen, 2).await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let daemon = chatd_e2e::Daemon::start(&args, &[]).await.unwrap();
     let services = super::serve::reflected_services(super::serve::channel(&daemon).await).await;
     for service in ["chatd.v1.AgentApiService", "chatd.v1.TemplateService"] {
