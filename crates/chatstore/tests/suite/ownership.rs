@@ -167,8 +167,8 @@ pub async fn a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one<B: Ba
     let s = b.fixture();
     let store = b.store().clone();
     let worker = Uuid::new_v4();
-    let fresh = store.create_chat(s.new_chat()).await.unwrap().chat.id;
-    let stale = store.create_chat(s.new_chat()).await.unwrap().chat.id;
+    let fresh = created(&store, s.new_chat()).await;
+    let stale = created(&store, s.new_chat()).await;
     let (fresh_runner, stale_runner) = (Uuid::new_v4(), Uuid::new_v4());
     store
         .acquire(fresh, worker, fresh_runner)
@@ -209,7 +209,7 @@ pub async fn a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one<B: Ba
 pub async fn abandon_needs_the_owner_and_leaves_the_chat_acquirable<B: Backend>(b: B) {
     let s = b.fixture();
     let store = b.store().clone();
-    let chat = store.create_chat(s.new_chat()).await.unwrap().chat.id;
+    let chat = created(&store, s.new_chat()).await;
     let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
     store.acquire(chat, worker, runner).await.unwrap().unwrap();
     let wrong = Fence {
@@ -244,8 +244,8 @@ pub async fn candidates_are_ordered_interrupting_then_requires_action_then_runni
 ) {
     let s = b.fixture();
     let store = b.store().clone();
-    let running = store.create_chat(s.new_chat()).await.unwrap().chat.id;
-    let interrupting = store.create_chat(s.new_chat()).await.unwrap().chat.id;
+    let running = created(&store, s.new_chat()).await;
+    let interrupting = created(&store, s.new_chat()).await;
     // Owned and then interrupted, then the lease lapses.
     let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
     store

@@ -29,6 +29,14 @@ impl Fixture {
     }
 }
 
+/// Creates `new` and returns the chat's id.
+pub async fn created<S: chatstore::Store + ?Sized>(
+    store: &S,
+    new: chatstore::types::NewChat,
+) -> Uuid {
+    store.create_chat(new).await.unwrap().chat.id
+}
+
 /// What the backend-neutral contract tests need from a storage backend. A second backend
 /// implements this and runs the same `contract_tests!` list.
 #[async_trait]

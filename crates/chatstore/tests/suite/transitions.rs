@@ -82,12 +82,7 @@ pub async fn create_starts_running_with_history_version_one<B: Backend>(b: B) {
 pub async fn the_queue_holds_twenty_messages_in_order<B: Backend>(b: B) {
     let s = b.fixture();
     let store = b.store().clone();
-    let chat = store
-        .create_chat(new_chat(&s, false))
-        .await
-        .unwrap()
-        .chat
-        .id;
+    let chat = created(&store, new_chat(&s, false)).await;
     for i in 0..20 {
         let applied = store
             .apply(chat, send(s.user, &format!("q{i}")), None)
@@ -151,12 +146,7 @@ pub async fn oversized_and_empty_messages_are_refused<B: Backend>(b: B) {
         ..StoreConfig::default()
     };
     let store = b.store_with(config);
-    let chat = store
-        .create_chat(new_chat(&s, false))
-        .await
-        .unwrap()
-        .chat
-        .id;
+    let chat = created(&store, new_chat(&s, false)).await;
     let big = store
         .apply(chat, send(s.user, &"x".repeat(2000)), None)
         .await
@@ -314,12 +304,7 @@ pub async fn requires_action_round_trip_and_result_validation<B: Backend>(b: B) 
 pub async fn a_new_message_cancels_open_tool_calls_with_the_spec_reason<B: Backend>(b: B) {
     let s = b.fixture();
     let store = b.store().clone();
-    let chat = store
-        .create_chat(new_chat(&s, false))
-        .await
-        .unwrap()
-        .chat
-        .id;
+    let chat = created(&store, new_chat(&s, false)).await;
     let fence = own(&store, chat).await;
     store
         .apply(
@@ -355,12 +340,7 @@ pub async fn a_new_message_cancels_open_tool_calls_with_the_spec_reason<B: Backe
 pub async fn finish_interruption_refuses_to_leave_a_call_unanswered<B: Backend>(b: B) {
     let s = b.fixture();
     let store = b.store().clone();
-    let chat = store
-        .create_chat(new_chat(&s, false))
-        .await
-        .unwrap()
-        .chat
-        .id;
+    let chat = created(&store, new_chat(&s, false)).await;
     let fence = own(&store, chat).await;
     store.apply(chat, Change::Interrupt, None).await.unwrap();
     let partial = vec![NewMessage::assistant(vec![tool_call("c", "execute")])];
@@ -380,12 +360,7 @@ pub async fn finish_interruption_refuses_to_leave_a_call_unanswered<B: Backend>(
 pub async fn clear_context_inserts_the_boundary_triplet<B: Backend>(b: B) {
     let s = b.fixture();
     let store = b.store().clone();
-    let chat = store
-        .create_chat(new_chat(&s, false))
-        .await
-        .unwrap()
-        .chat
-        .id;
+    let chat = created(&store, new_chat(&s, false)).await;
     let fence = own(&store, chat).await;
     store
         .apply(chat, Change::FinishTurn, Some(fence))
@@ -412,12 +387,7 @@ pub async fn clear_context_inserts_the_boundary_triplet<B: Backend>(b: B) {
 pub async fn an_invalid_chat_is_reconciled_into_error<B: Backend>(b: B) {
     let s = b.fixture();
     let store = b.store().clone();
-    let chat = store
-        .create_chat(new_chat(&s, false))
-        .await
-        .unwrap()
-        .chat
-        .id;
+    let chat = created(&store, new_chat(&s, false)).await;
     b.force_status(chat, "paused").await;
     let err = store
         .apply(chat, send(s.user, "hi"), None)
