@@ -5,7 +5,7 @@
 use chatstore::testing::Fixtures as _;
 use std::time::Duration;
 
-use chatd_e2e::test_db::{TestDb, skip_on_sqlite};
+use chatd_e2e::test_db::{TestDb, processes_under, skip_on_sqlite};
 use chatd_e2e::workspace_binary;
 use chatd_e2e::workspaces::{Harness, WorkspaceApi, eventually, free_port, push_example};
 use chatproto::chatd::v1 as pb;
@@ -462,7 +462,7 @@ async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents(
             a.lifecycle_state() == pb::WorkspaceAgentLifecycle::Ready
         })
         .await;
-    let agents = agent_pids(&db.data_dir.0);
+    let agents = processes_under(&db.data_dir.0);
     assert_eq!(agents.len(), 1, "one agent process");
 
     // The daemon goes away; its agent does not.
@@ -471,7 +471,7 @@ async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents(
         .await
         .unwrap();
     assert!(status.success());
-    assert_eq!(agent_pids(&db.data_dir.0), agents);
+    assert_eq!(processes_under(&db.data_dir.0), agents);
 
     // The restarted daemon adopts it, and its heartbeats reach the daemon again.
     let daemon = chatd_e2e::Daemon::start(&args, &[]).await.unwrap();
@@ -490,7 +490,7 @@ async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents(
         a.id == agent.id && heard.is_some_and(|t| t > restarted_at)
     })
     .await;
-    assert_eq!(agent_pids(&db.data_dir.0), agents);
+    assert_eq!(processes_under(&db.data_dir.0), agents);
 
     // And stops it through a stop build.
     api.stop(&workspace).await;
@@ -504,7 +504,7 @@ async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents(
         job.error
     );
     eventually("the agent process to exit", || async {
-        agent_pids(&db.data_dir.0).is_empty().then_some(())
+        processes_under(&db.data_dir.0).is_empty().then_some(())
     })
     .await;
     let status = daemon
@@ -513,21 +513,6 @@ async fn chatd_serve_builds_workspaces_and_a_restarted_daemon_adopts_its_agents(
         .unwrap();
     assert!(status.success());
     db.finish().await;
-}
-
-/// The pids of the processes whose working directory is under `dir` (a daemon's agents).
-fn agent_pids(dir: &std::path::Path) -> Vec<i32> {
-    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
-            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
-            cwd.starts_with(dir).then_some(pid)
-        })
-        .collect();
-    pids.sort_unstable();
-    pids
 }
 
 #[tokio::test]
