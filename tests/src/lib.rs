@@ -221,6 +221,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
     /// The data dir the daemon was given through `CHATD_DATA_DIR` (a `--data-dir` flag wins).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir.0

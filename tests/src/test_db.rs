@@ -8,10 +8,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use chatstore::pubsub::Pubsub;
 use chatstore::testing::{Fixtures as _, TestDatabase};
 use chatstore::{Database, DatabaseUrl, OpenDatabase, StoreConfig};
+use provisioner::WorkspaceUsers;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -35,6 +37,21 @@ impl TestBackend {
             Ok("sqlite") => Self::Sqlite,
             Ok(other) => panic!("CHATD_TEST_BACKEND={other:?}: use postgres or sqlite"),
         }
+    }
+}
+
+/// A range of workspace uids of its own for one test database. Uids are host-wide, so each
+/// daemon on a host needs a range of its own, and tests run at once, in one process or in a
+/// process each: the range comes from the process id (below 2^22 on Linux) and a counter of
+/// this process, 16 uids from 2^30 up, well clear of the system's users and the default range.
+pub fn test_workspace_users() -> WorkspaceUsers {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let pid = std::process::id() % (1 << 22);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 16;
+    WorkspaceUsers {
+        first_uid: (1 << 30) + (pid << 8) + (n << 4),
+        count: 16,
+        max_processes: 1024,
     }
 }
 
@@ -83,6 +100,8 @@ pub struct TestDb {
     pub user: Uuid,
     /// The data dir (workspaces live here; so does an embedded file).
     pub data_dir: tempdir::Dir,
+    /// The uids this test's workspaces run as when the tests run as root ([`test_workspace_users`]).
+    pub workspace_users: WorkspaceUsers,
     backend: TestBackend,
     url: String,
     postgres: Option<TestDatabase>,
@@ -123,6 +142,7 @@ impl TestDb {
             organization: Uuid::nil(),
             user: Uuid::nil(),
             data_dir,
+            workspace_users: test_workspace_users(),
             backend,
             url,
             postgres,
@@ -196,6 +216,12 @@ impl TestDb {
             &wsagent.display().to_string(),
             "--agent-heartbeat-interval",
             "200ms",
+            "--workspace-uids",
+            &format!(
+                "{}-{}",
+                self.workspace_users.first_uid,
+                self.workspace_users.first_uid + self.workspace_users.count - 1
+            ),
             "--provisioner-poll-interval",
             "1s",
             "--provisioner-workers",

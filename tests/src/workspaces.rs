@@ -140,6 +140,7 @@ impl Harness {
         // The default 10 s: on a loaded machine a stopping agent needs time to report `off`.
         config.stop_grace = Duration::from_secs(10);
         config.heartbeat_interval = HEARTBEAT;
+        config.isolation = provisioner::Isolation::for_this_process(self.db.workspace_users);
         LocalBackend::new(self.store.clone(), config)
     }
 
@@ -354,6 +355,40 @@ impl Harness {
     /// Pushes `examples/templates/shell` through the daemon at `url` ([`push_example`]).
     pub async fn push_example(&self, url: &str, token: &str) -> Uuid {
         push_example(url, self.organization, token).await
+    }
+
+    /// Runs `command` in the workspace through its agent at `address` with the control plane's
+    /// secret, as `execute` does, and waits up to 10 s for it to exit: the process's output.
+    pub async fn run_in(
+        &self,
+        workspace: Uuid,
+        address: &str,
+        command: &str,
+    ) -> chatproto::wsagent::v1::ProcessOutputResponse {
+        let mut conn = wsagent::client::connect_agent(
+            address,
+            &self.secret(workspace).await,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let started = conn
+            .start_process(chatproto::wsagent::v1::StartProcessRequest {
+                command: command.into(),
+                chat_id: "c1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        conn.process_output(chatproto::wsagent::v1::ProcessOutputRequest {
+            process_id: started.process_id,
+            chat_id: "c1".into(),
+            wait_timeout: Some(Duration::from_secs(10).try_into().unwrap()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
     }
 
     pub fn home(&self, workspace: Uuid) -> PathBuf {

@@ -9,6 +9,7 @@ mod config;
 mod metrics;
 mod migrate;
 mod python_client;
+mod security;
 mod serve;
 mod streams;
 mod workspaces;

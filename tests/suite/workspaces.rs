@@ -73,31 +73,13 @@ async fn a_workspace_builds_and_its_agent_connects_and_becomes_ready() {
 
     // The control plane reaches the agent with the workspace secret; processes get the
     // parameters and the non-interactive environment.
-    let mut conn = wsagent::client::connect_agent(
-        &agent.address,
-        &h.secret(workspace).await,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    let started = conn
-        .start_process(chatproto::wsagent::v1::StartProcessRequest {
-            command: "echo $CHATD_PARAM_GREETING $GIT_PAGER $CHATD_WORKSPACE_NAME; pwd".into(),
-            chat_id: "c1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let output = conn
-        .process_output(chatproto::wsagent::v1::ProcessOutputRequest {
-            process_id: started.process_id,
-            chat_id: "c1".into(),
-            wait_timeout: Some(Duration::from_secs(10).try_into().unwrap()),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let output = h
+        .run_in(
+            workspace,
+            &agent.address,
+            "echo $CHATD_PARAM_GREETING $GIT_PAGER $CHATD_WORKSPACE_NAME; pwd",
+        )
+        .await;
     assert_eq!(output.exit_code, Some(0));
     let home = std::fs::canonicalize(h.home(workspace)).unwrap();
     assert_eq!(

@@ -97,8 +97,8 @@ pub(crate) fn with_reason(code: Code, message: impl Into<String>, reason: &str) 
 
 /// A store failure as a status (spec/engine.md §16): what the caller asked for that does not
 /// exist → NOT_FOUND, a transition the state machine refuses → FAILED_PRECONDITION, bad input →
-/// INVALID_ARGUMENT, a full queue → RESOURCE_EXHAUSTED; anything else is ours, logged, and
-/// UNAVAILABLE with a `RetryInfo`.
+/// INVALID_ARGUMENT, a full queue → RESOURCE_EXHAUSTED, data the database refuses →
+/// INVALID_ARGUMENT; anything else is ours, logged, and UNAVAILABLE with a `RetryInfo`.
 pub(crate) fn store_status(err: StoreError) -> Status {
     match err {
         StoreError::ChatNotFound(id) => with_reason(
@@ -136,6 +136,15 @@ pub(crate) fn store_status(err: StoreError) -> Status {
         StoreError::NotFound(message) => with_reason(Code::NotFound, message, "NOT_FOUND"),
         StoreError::Precondition(message) => {
             with_reason(Code::FailedPrecondition, message, "FAILED_PRECONDITION")
+        }
+        // The database refused the request's data: retrying the same request cannot help.
+        other if other.is_permanent() => {
+            tracing::warn!(error = %crate::error_chain(&other), "the database refused a request's data");
+            with_reason(
+                Code::InvalidArgument,
+                "the database refused the request's data (a value it cannot store)",
+                "DATA_REFUSED",
+            )
         }
         other => {
             let database = crate::DATABASE_NAME.get().map_or("", String::as_str);

@@ -8,7 +8,9 @@ use std::time::Duration;
 use chatstore::Database;
 use chatstore::StoreConfig;
 use chatstore::pubsub::Pubsub;
-use provisioner::{LocalBackend, LocalConfig, Provisioner, ProvisionerConfig};
+use provisioner::{
+    Isolation, LocalBackend, LocalConfig, Provisioner, ProvisionerConfig, WorkspaceUsers,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -32,10 +34,16 @@ pub struct ProvisionerSettings {
     pub agent_heartbeat_interval: Duration,
     /// Safety-net poll for jobs and cancellation.
     pub poll_interval: Duration,
+    /// The users workspaces run as when the daemon is root.
+    pub workspace_users: WorkspaceUsers,
 }
 
+/// `/var/lib/chatd` for root (whose home workspace users cannot enter), else
 /// `$XDG_DATA_HOME/chatd`, else `~/.local/share/chatd`, else `./chatd-data`.
 pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/chatd");
+    }
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(xdg).join("chatd");
     }
@@ -53,15 +61,6 @@ pub fn default_agent_binary() -> PathBuf {
         .and_then(|exe| exe.parent().map(|dir| dir.join("wsagent")))
         .filter(|path| path.is_file())
         .unwrap_or_else(|| PathBuf::from("wsagent"))
-}
-
-/// Whether `path` names an existing file, directly or through `PATH` for a bare name.
-fn runnable(path: &Path) -> bool {
-    if path.components().count() > 1 {
-        return path.is_file();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|dirs| std::env::split_paths(&dirs).any(|dir| dir.join(path).is_file()))
 }
 
 /// The provisioner's id, kept in the data dir so a restarted provisioner recognises the jobs
@@ -120,7 +119,7 @@ pub async fn start(
         source,
     })?;
     let worker_id = worker_id(&settings.data_dir)?;
-    if !runnable(&settings.agent_binary) {
+    if provisioner::isolation::find_program(&settings.agent_binary).is_none() {
         tracing::warn!(
             agent_binary = %settings.agent_binary.display(),
             "the workspace agent executable was not found; start builds will fail until it exists \
@@ -134,7 +133,24 @@ pub async fn start(
     );
     local.stop_grace = settings.agent_stop_grace;
     local.heartbeat_interval = settings.agent_heartbeat_interval;
+    local.isolation = Isolation::for_this_process(settings.workspace_users);
+    match local.isolation.users() {
+        Some(users) => tracing::info!(
+            first_uid = users.first_uid,
+            uids = users.count,
+            max_processes = users.max_processes,
+            "workspaces run as users of their own"
+        ),
+        None => tracing::warn!(
+            "chatd is not running as root: workspaces run as its own user and are isolated by \
+             environment only, so anything a workspace runs can read what this user can; the \
+             local backend is then for a single trusted user"
+        ),
+    }
     let backend = Arc::new(LocalBackend::new(store.clone(), local));
+    if let Err(why) = backend.prepare() {
+        tracing::warn!(%why, "workspace builds will fail until this is fixed");
+    }
     let mut config = ProvisionerConfig::new(worker_id);
     config.workers = settings.workers.max(1);
     config.poll_interval = settings.poll_interval;

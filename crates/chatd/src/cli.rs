@@ -88,9 +88,22 @@ pub fn database_url_or_default(url: Option<&str>, data_dir: Option<&std::path::P
 #[derive(Debug, Args)]
 pub struct ProvisionerArgs {
     /// Where workspaces live (`<dir>/workspaces/<id>/home`) and the provisioner keeps its id.
-    /// Default: `$XDG_DATA_HOME/chatd`, else `~/.local/share/chatd`.
+    /// Default: `/var/lib/chatd` for root, else `$XDG_DATA_HOME/chatd`, else
+    /// `~/.local/share/chatd`.
     #[arg(long, env = "CHATD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// The uids workspaces run as, `FIRST-LAST`, when chatd runs as root: each workspace gets
+    /// one of its own, owns its home, and cannot read other workspaces or the data dir's
+    /// secrets. Run unprivileged, chatd cannot switch users: workspaces then run as chatd's
+    /// user, isolated by environment only, and the local backend is for a single trusted user.
+    #[arg(long, env = "CHATD_WORKSPACE_UIDS", default_value = "200000-265535", value_parser = parse_uid_range)]
+    pub workspace_uids: (u32, u32),
+
+    /// Most processes (threads included) one workspace may run, when workspaces have users of
+    /// their own.
+    #[arg(long, env = "CHATD_WORKSPACE_MAX_PROCESSES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..))]
+    pub workspace_max_processes: u64,
 
     /// The workspace agent executable started for each workspace. Default: `wsagent` next to
     /// the chatd executable, else from `PATH`.
@@ -132,8 +145,32 @@ impl ProvisionerArgs {
             agent_stop_grace: self.agent_stop_grace,
             agent_heartbeat_interval: self.agent_heartbeat_interval,
             poll_interval: self.provisioner_poll_interval,
+            workspace_users: provisioner::WorkspaceUsers {
+                first_uid: self.workspace_uids.0,
+                count: self.workspace_uids.1 - self.workspace_uids.0 + 1,
+                max_processes: self.workspace_max_processes,
+            },
         }
     }
+}
+
+/// `FIRST-LAST`: an inclusive uid range above the system's own users (1000 and up).
+fn parse_uid_range(text: &str) -> Result<(u32, u32), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not FIRST-LAST, e.g. 200000-265535"))?;
+    let number = |part: &str| {
+        part.trim()
+            .parse::<u32>()
+            .map_err(|e| format!("{part:?} in {text:?} is not a uid: {e}"))
+    };
+    let (first, last) = (number(first)?, number(last)?);
+    if first < 1000 || last < first || last == u32::MAX {
+        return Err(format!(
+            "{text:?}: the range must start at 1000 or above and end at or after its start"
+        ));
+    }
+    Ok((first, last))
 }
 
 /// Flags of `chatd migrate`.
@@ -144,7 +181,7 @@ pub struct MigrateArgs {
     #[arg(long, env = "CHATD_DATABASE_URL")]
     pub database_url: Option<String>,
     /// The data directory whose `chatd.db` is migrated when no `--database-url` is given.
-    /// Default: `$XDG_DATA_HOME/chatd`, else `~/.local/share/chatd`.
+    /// Default: `/var/lib/chatd` for root, else `$XDG_DATA_HOME/chatd`, else `~/.local/share/chatd`.
     #[arg(long, env = "CHATD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    harden();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -46,6 +47,19 @@ fn main() -> ExitCode {
             error!(error = %chatd::error_chain(&err), "chatd failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What the daemon does to its own process before anything else, because the workspaces it
+/// builds run untrusted code: files it creates are private to its user (mode 0600, directories
+/// 0700; the provisioner opens the path to the workspace homes on purpose), and it is
+/// non-dumpable, so no process of its user (a workspace running as the daemon's user, on an
+/// unprivileged daemon) can read its `/proc/<pid>/environ`, where provider keys and the database
+/// URL live, or its memory.
+fn harden() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    if let Err(err) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %err, "cannot make the daemon non-dumpable");
     }
 }
 

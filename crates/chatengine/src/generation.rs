@@ -23,6 +23,24 @@ use crate::{TaskCtx, TaskExit, cancelled};
 
 /// Runs generation steps for one history version until a step commits (which supersedes this
 /// task) or the task must stop.
+/// [`run`], and when the database refused the turn's data for good (a permanent store error),
+/// the turn ends in error saying so, so the chat never stays `running` with a write that can
+/// never succeed.
+pub(crate) async fn run_or_fail(t: TaskCtx) -> Result<(), TaskExit> {
+    match run(t.clone()).await {
+        Err(TaskExit::Store(err)) if err.is_permanent() => {
+            let c = Classification {
+                message: "chatd could not store this turn: the database refused its data".into(),
+                detail: crate::error_chain(&err),
+                kind: Some(ErrorKind::Generic),
+                ..Classification::default()
+            };
+            finish_error(&t, &c, RetryStatus::Terminal, 0, None).await
+        }
+        other => other,
+    }
+}
+
 pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {
     loop {
         let snapshot = t

@@ -290,6 +290,9 @@ impl TaskCtx {
             };
             match result {
                 Ok(value) => return Ok(value),
+                // The database refused the data: the same write fails again, so it ends the
+                // task instead of wedging the chat in retries.
+                Err(err) if err.is_permanent() => return Err(TaskExit::Store(err)),
                 Err(StoreError::Query(err)) | Err(StoreError::Connect(err)) => {
                     tracing::warn!(chat_id = %self.chat_id, error = %err, "database error in a chat task; retrying");
                 }

@@ -220,7 +220,7 @@ impl Runner {
         let task = tokio::spawn(async move {
             let chat_id = ctx.chat_id;
             let result = match kind {
-                Kind::Generation => generation::run(ctx).await,
+                Kind::Generation => generation::run_or_fail(ctx).await,
                 Kind::Interrupt => interrupt::run(ctx).await,
                 Kind::RequiresActionTimeout => requires_action_timeout(ctx).await,
                 Kind::Abandon => abandon(ctx).await,

@@ -87,6 +87,25 @@ impl StoreError {
         }
     }
 
+    /// Whether the database refused the data itself, so the same write fails again however
+    /// often it is retried: PostgreSQL's SQLSTATE classes 22 (data exception, e.g. a NUL
+    /// character in text) and 23 (integrity constraint violation); SQLite's constraint, type
+    /// mismatch, range and too-big errors. Such a failure is never an outage to wait out.
+    pub fn is_permanent(&self) -> bool {
+        let Self::Query(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        let Some(code) = db.code() else {
+            return false;
+        };
+        if code.starts_with("22") || code.starts_with("23") {
+            return true;
+        }
+        // SQLite's extended result codes keep the primary code in the low byte.
+        code.parse::<u32>()
+            .is_ok_and(|n| matches!(n & 0xff, 18 | 19 | 20 | 25))
+    }
+
     /// Whether retrying the whole transaction may succeed (serialization failure, deadlock).
     pub(crate) fn is_retryable_conflict(&self) -> bool {
         match self {

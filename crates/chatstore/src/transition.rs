@@ -736,10 +736,36 @@ fn dynamic_tool_names(tools: Option<&serde_json::Value>) -> HashSet<String> {
         .unwrap_or_default()
 }
 
-/// The JSON of a value the store writes.
+/// The JSON of a value the store writes, with every NUL character (in strings and keys)
+/// replaced by U+FFFD: PostgreSQL refuses NUL in `jsonb` and `text`, and what models, tools and
+/// users send may hold one (`printf 'a\0b'`, `cat` of a binary file). The replacement marks
+/// where the NUL was; everything else is kept.
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, StoreError> {
-    serde_json::to_value(value).map_err(|source| StoreError::Corrupt {
+    let value = serde_json::to_value(value).map_err(|source| StoreError::Corrupt {
         what: "value",
         source,
-    })
+    })?;
+    Ok(without_nul(value))
+}
+
+/// [`json`]'s replacement of NUL characters.
+fn without_nul(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let clean = |s: String| {
+        if s.contains('\0') {
+            s.replace('\0', "\u{FFFD}")
+        } else {
+            s
+        }
+    };
+    match value {
+        Value::String(s) => Value::String(clean(s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (clean(k), without_nul(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }

@@ -7,8 +7,11 @@
 //! - `agent.json` — the running agent: pid, its start time (so a reused pid is not mistaken
 //!   for it), build, agent id and token (mode 0600), read back by reconciliation;
 //! - `agent.log` — the agent's own log (appended).
+//!
+//! Every process of a workspace runs confined as [`crate::isolation`] describes: a cleared
+//! environment, and when the daemon is root a Unix user of the workspace's own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::backend::{Backend, BuildError, BuildLogs, BuildRequest, LOG_DELAY, Reconciled, codes};
+use crate::isolation::{Isolation, WorkspaceUsers};
 use crate::template::{parameter_env_name, relative_path};
 
 /// The local backend's settings.
@@ -44,6 +48,9 @@ pub struct LocalConfig {
     pub heartbeat_interval: Duration,
     /// The shell for build scripts (`/bin/sh`).
     pub shell: PathBuf,
+    /// How workspaces are kept from the daemon and from each other: a user per workspace when
+    /// the daemon runs as root, else a cleared environment only.
+    pub isolation: Isolation,
 }
 
 impl LocalConfig {
@@ -56,6 +63,7 @@ impl LocalConfig {
             stop_grace: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(15),
             shell: PathBuf::from("/bin/sh"),
+            isolation: Isolation::for_this_process(WorkspaceUsers::default()),
         }
     }
 }
@@ -65,6 +73,11 @@ impl LocalConfig {
 pub struct LocalBackend {
     store: Arc<dyn Database>,
     config: Arc<LocalConfig>,
+    /// What [`Isolation::prepare`] said, once.
+    prepared: Arc<std::sync::OnceLock<Result<(), String>>>,
+    /// One builder of a workspace's processes at a time: a build, and the watcher of an agent
+    /// that exited, which kills what the agent left.
+    workspace_locks: Arc<std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl std::fmt::Debug for LocalBackend {
@@ -85,6 +98,9 @@ struct AgentState {
     agent_id: Uuid,
     token: String,
     directory: PathBuf,
+    /// The workspace user the agent runs as, when workspaces have users.
+    #[serde(default)]
+    uid: Option<u32>,
 }
 
 fn backend_error(what: &str, path: &Path, e: impl std::fmt::Display) -> BuildError {
@@ -100,6 +116,54 @@ impl LocalBackend {
         Self {
             store,
             config: Arc::new(config),
+            prepared: Arc::default(),
+            workspace_locks: Arc::default(),
+        }
+    }
+
+    /// Gets the data dir ready and checks that workspace users can reach their homes and run
+    /// the agent ([`Isolation::prepare`]); the first build does it too when nobody called this.
+    pub fn prepare(&self) -> Result<(), String> {
+        self.prepared
+            .get_or_init(|| {
+                self.config
+                    .isolation
+                    .prepare(&self.config.data_dir, &self.config.agent_binary)
+            })
+            .clone()
+    }
+
+    /// The lock of one workspace's processes.
+    fn workspace_lock(&self, workspace_id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .workspace_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(workspace_id).or_default().clone()
+    }
+
+    /// The workspace user of an existing home (its owner, when in the range).
+    fn home_user(&self, workspace_id: Uuid) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt as _;
+        let users = self.config.isolation.users()?;
+        let owner = std::fs::metadata(self.home_dir(workspace_id)).ok()?.uid();
+        users.contains(owner).then_some(owner)
+    }
+
+    /// Kills every process the workspace's user still has, and logs how many there were.
+    async fn kill_leftovers(&self, workspace_id: Uuid, logs: Option<&BuildLogs>) {
+        let uid = self.home_user(workspace_id);
+        let killed = self.config.isolation.kill_workspace_processes(uid).await;
+        if killed > 0 {
+            tracing::info!(workspace = %workspace_id, killed, "killed the workspace's remaining processes");
+            if let Some(logs) = logs {
+                logs.line(
+                    "info",
+                    "stop",
+                    format!("killed {killed} remaining processes of the workspace"),
+                )
+                .await;
+            }
         }
     }
 
@@ -123,14 +187,16 @@ impl LocalBackend {
             .map(|s| s.pid)
     }
 
+    /// Copies the template's files that the home lacks, and gives them (and the directories
+    /// made for them) to the workspace user `uid`.
     async fn copy_files(
         &self,
         request: &BuildRequest,
         home: &Path,
+        uid: Option<u32>,
         logs: &BuildLogs,
     ) -> Result<(), BuildError> {
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::create_dir_all(home).map_err(|e| backend_error("cannot create", home, e))?;
         let mut copied = 0;
         for file in &request.files {
             let relative = relative_path(&file.path).map_err(|why| {
@@ -151,6 +217,9 @@ impl LocalBackend {
                 .map_err(|e| backend_error("cannot write", &target, e))?;
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(file.mode))
                 .map_err(|e| backend_error("cannot set the mode of", &target, e))?;
+            for path in target.ancestors().take_while(|p| *p != home) {
+                self.config.isolation.hand_over(path, uid)?;
+            }
             copied += 1;
         }
         logs.line(
@@ -170,6 +239,7 @@ impl LocalBackend {
         &self,
         request: &BuildRequest,
         home: &Path,
+        uid: Option<u32>,
         env: &[(String, String)],
         logs: &BuildLogs,
     ) -> Result<(), BuildError> {
@@ -205,16 +275,10 @@ impl LocalBackend {
                 tail
             })
         };
-        let outcome = script::run_script(
-            &self.config.shell,
-            "build script",
-            &build.script,
-            home,
-            env,
-            build.timeout,
-            tx,
-        )
-        .await;
+        let mut command = tokio::process::Command::new(&self.config.shell);
+        command.arg("-c").arg(&build.script).current_dir(home);
+        self.config.isolation.confine(&mut command, home, uid, env);
+        let outcome = script::run_command(command, "build script", build.timeout, tx).await;
         let tail: Vec<String> = forward.await.unwrap_or_default().into();
         match outcome {
             Outcome::Succeeded => Ok(()),
@@ -236,7 +300,11 @@ impl LocalBackend {
         }
     }
 
-    fn spawn_agent(&self, workspace_dir: &Path, state: &mut AgentState) -> Result<(), BuildError> {
+    /// Starts the agent of `state` confined to its workspace, records it in `agent.json`, and
+    /// watches it: when it exits, whatever its workspace still runs is killed.
+    fn spawn_agent(&self, workspace_id: Uuid, state: &mut AgentState) -> Result<(), BuildError> {
+        let workspace_dir = self.workspace_dir(workspace_id);
+        let workspace_dir = workspace_dir.as_path();
         let log_path = workspace_dir.join("agent.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -246,23 +314,29 @@ impl LocalBackend {
         let log_err = log
             .try_clone()
             .map_err(|e| backend_error("cannot open", &log_path, e))?;
-        let mut child = tokio::process::Command::new(&self.config.agent_binary)
-            .arg("--control-plane")
-            .arg(&self.config.control_plane_url)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .env("WSAGENT_TOKEN", &state.token)
-            .env(
-                "WSAGENT_HEARTBEAT_INTERVAL",
+        let env = [
+            ("WSAGENT_TOKEN".to_owned(), state.token.clone()),
+            (
+                "WSAGENT_HEARTBEAT_INTERVAL".to_owned(),
                 humantime::format_duration(self.config.heartbeat_interval).to_string(),
-            )
-            .env(
-                "WSAGENT_SHUTDOWN_GRACE",
+            ),
+            (
+                "WSAGENT_SHUTDOWN_GRACE".to_owned(),
                 format!(
                     "{}ms",
                     agent_process_grace(self.config.stop_grace).as_millis()
                 ),
-            )
+            ),
+        ];
+        let mut command = tokio::process::Command::new(&self.config.agent_binary);
+        self.config
+            .isolation
+            .confine(&mut command, &self.home_dir(workspace_id), state.uid, &env);
+        let child = command
+            .arg("--control-plane")
+            .arg(&self.config.control_plane_url)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
             .current_dir(&state.directory)
             .stdin(Stdio::null())
             .stdout(log)
@@ -275,22 +349,68 @@ impl LocalBackend {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .ok_or_else(|| BuildError::new(codes::BACKEND_FAILED, "the agent exited at once"))?;
-        // Reap the child whenever it exits, so its pid never lingers as a zombie.
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-        });
         state.pid = pid;
         state.start_ticks = start_ticks(pid).unwrap_or(0);
-        write_state(workspace_dir, state)
+        write_state(workspace_dir, state)?;
+        self.watch_agent(workspace_id, state.clone(), Some(child));
+        Ok(())
     }
 
-    /// SIGTERM to the agent's group, SIGKILL after the grace period; removes `agent.json`.
+    /// Waits for the agent of `state` to exit (reaping it when it is our child, so its pid never
+    /// lingers as a zombie), then kills what its workspace still runs, unless a newer agent has
+    /// replaced it meanwhile.
+    fn watch_agent(
+        &self,
+        workspace_id: Uuid,
+        state: AgentState,
+        child: Option<tokio::process::Child>,
+    ) {
+        if child.is_none() && self.config.isolation.users().is_none() {
+            return;
+        }
+        let backend = self.clone();
+        tokio::spawn(async move {
+            match child {
+                Some(mut child) => {
+                    let _ = child.wait().await;
+                }
+                None => {
+                    while alive(&state) {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            if backend.config.isolation.users().is_none() {
+                return;
+            }
+            let lock = backend.workspace_lock(workspace_id);
+            let _held = lock.lock().await;
+            let current = read_state(&backend.workspace_dir(workspace_id));
+            if current.is_none_or(|current| current.pid == state.pid) {
+                backend.kill_leftovers(workspace_id, None).await;
+            }
+        });
+    }
+
+    /// SIGTERM to the agent's group, SIGKILL after the grace period; removes `agent.json`;
+    /// then kills whatever else the workspace's user still runs.
     async fn stop_agent(
         &self,
-        workspace_dir: &Path,
+        workspace_id: Uuid,
         logs: Option<&BuildLogs>,
     ) -> Result<(), BuildError> {
-        let Some(state) = read_state(workspace_dir) else {
+        let stopped = self.stop_agent_group(workspace_id, logs).await;
+        self.kill_leftovers(workspace_id, logs).await;
+        stopped
+    }
+
+    async fn stop_agent_group(
+        &self,
+        workspace_id: Uuid,
+        logs: Option<&BuildLogs>,
+    ) -> Result<(), BuildError> {
+        let workspace_dir = self.workspace_dir(workspace_id);
+        let Some(state) = read_state(&workspace_dir) else {
             if let Some(logs) = logs {
                 logs.line("info", "stop", "no agent is running").await;
             }
@@ -331,11 +451,21 @@ impl LocalBackend {
 #[async_trait]
 impl Backend for LocalBackend {
     async fn start(&self, request: &BuildRequest, logs: &BuildLogs) -> Result<(), BuildError> {
-        let workspace_dir = self.workspace_dir(request.workspace.id);
-        // A start over a running agent (a restart) replaces it.
-        self.stop_agent(&workspace_dir, Some(logs)).await?;
-        let home = self.home_dir(request.workspace.id);
-        self.copy_files(request, &home, logs).await?;
+        self.prepare()
+            .map_err(|why| BuildError::new(codes::BACKEND_FAILED, why))?;
+        let workspace_id = request.workspace.id;
+        let lock = self.workspace_lock(workspace_id);
+        let _held = lock.lock().await;
+        let workspace_dir = self.workspace_dir(workspace_id);
+        // A start over a running agent (a restart) replaces it, and nothing of the old one
+        // survives.
+        self.stop_agent(workspace_id, Some(logs)).await?;
+        let home = self.home_dir(workspace_id);
+        let uid = self
+            .config
+            .isolation
+            .workspace_user(&self.config.data_dir.join("workspaces"), &home)?;
+        self.copy_files(request, &home, uid, logs).await?;
 
         let mut env: BTreeMap<String, String> = request.manifest.agent.env.clone();
         env.insert(
@@ -350,7 +480,7 @@ impl Backend for LocalBackend {
             env.insert(parameter_env_name(name), value.clone());
         }
         let env_list: Vec<(String, String)> = env.clone().into_iter().collect();
-        self.run_build_script(request, &home, &env_list, logs)
+        self.run_build_script(request, &home, uid, &env_list, logs)
             .await?;
 
         let directory = if request.manifest.agent.directory.is_empty() {
@@ -363,6 +493,9 @@ impl Backend for LocalBackend {
         };
         std::fs::create_dir_all(&directory)
             .map_err(|e| backend_error("cannot create", &directory, e))?;
+        for path in directory.ancestors().take_while(|p| *p != home) {
+            self.config.isolation.hand_over(path, uid)?;
+        }
         let token = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
         let connection_timeout =
             i32::try_from(request.manifest.agent.connection_timeout.as_secs()).unwrap_or(i32::MAX);
@@ -402,6 +535,7 @@ impl Backend for LocalBackend {
             agent_id,
             token,
             directory,
+            uid,
         };
         if request.manifest.external_agent {
             write_state(&workspace_dir, &state)?;
@@ -416,7 +550,7 @@ impl Backend for LocalBackend {
             .await;
             return Ok(());
         }
-        self.spawn_agent(&workspace_dir, &mut state)?;
+        self.spawn_agent(workspace_id, &mut state)?;
         logs.line(
             "info",
             "agent",
@@ -430,13 +564,16 @@ impl Backend for LocalBackend {
     }
 
     async fn stop(&self, request: &BuildRequest, logs: &BuildLogs) -> Result<(), BuildError> {
-        self.stop_agent(&self.workspace_dir(request.workspace.id), Some(logs))
-            .await
+        let lock = self.workspace_lock(request.workspace.id);
+        let _held = lock.lock().await;
+        self.stop_agent(request.workspace.id, Some(logs)).await
     }
 
     async fn delete(&self, request: &BuildRequest, logs: &BuildLogs) -> Result<(), BuildError> {
+        let lock = self.workspace_lock(request.workspace.id);
+        let _held = lock.lock().await;
         let dir = self.workspace_dir(request.workspace.id);
-        self.stop_agent(&dir, Some(logs)).await?;
+        self.stop_agent(request.workspace.id, Some(logs)).await?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -487,13 +624,17 @@ impl Backend for LocalBackend {
             if external {
                 continue;
             }
+            let lock = self.workspace_lock(workspace_id);
+            let _held = lock.lock().await;
             if !keep {
-                self.stop_agent(&dir, None).await?;
+                self.stop_agent(workspace_id, None).await?;
                 report.stopped += 1;
             } else if alive(&state) {
+                self.watch_agent(workspace_id, state, None);
                 report.adopted += 1;
             } else {
-                self.spawn_agent(&dir, &mut state)?;
+                self.kill_leftovers(workspace_id, None).await;
+                self.spawn_agent(workspace_id, &mut state)?;
                 report.restarted += 1;
             }
         }

@@ -4,7 +4,8 @@
 //! by line to whoever reports it; a timeout, or dropping the future, kills the whole group.
 //!
 //! It does not capture output beyond what it streams, retry, or sandbox the script: the caller
-//! chooses the directory and the environment.
+//! chooses the directory, the environment and the user ([`run_command`] takes a prepared
+//! command).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -46,9 +47,9 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// Runs `script` with `shell -c` in `dir` with `env`, sending each output line to `logs`.
-/// A zero `timeout` means none. On timeout the script's whole process group is killed.
-/// `label` names the script in error texts (`startup script`, `build script`).
+/// Runs `script` with `shell -c` in `dir`, with `env` added to the inherited environment, sending
+/// each output line to `logs`. A zero `timeout` means none. On timeout the script's whole process
+/// group is killed. `label` names the script in error texts (`startup script`, `build script`).
 pub async fn run_script(
     shell: &Path,
     label: &str,
@@ -62,25 +63,37 @@ pub async fn run_script(
         return Outcome::Succeeded;
     }
     let mut command = tokio::process::Command::new(shell);
+    command.arg("-c").arg(script).current_dir(dir);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    run_command(command, label, timeout, logs).await
+}
+
+/// Runs a script command that the caller prepared (program, arguments, directory, environment,
+/// user), as [`run_script`] does: in its own process group, its output streamed to `logs`, killed
+/// with its group on timeout or when the future is dropped. Standard input is closed.
+pub async fn run_command(
+    mut command: tokio::process::Command,
+    label: &str,
+    timeout: Duration,
+    logs: mpsc::Sender<LogLine>,
+) -> Outcome {
     command
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            return Outcome::Failed(format!(
-                "cannot start the {label} in {}: {e}",
-                dir.display()
-            ));
+            let dir = command
+                .as_std()
+                .get_current_dir()
+                .map(|d| format!(" in {}", d.display()))
+                .unwrap_or_default();
+            return Outcome::Failed(format!("cannot start the {label}{dir}: {e}"));
         }
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());

@@ -57,6 +57,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    hide_secrets();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -109,6 +110,18 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Keeps the agent's secrets from the processes it runs, which are the workspace's and untrusted.
+/// The agent becomes non-dumpable, so processes of its own user can read neither its
+/// `/proc/<pid>/environ` (the environment it started with, token included) nor its memory; and
+/// no child inherits a `WSAGENT_*` variable ([`wsagent::process::workspace_command`]).
+fn hide_secrets() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("wsagent: cannot make the agent non-dumpable: {e}");
+    }
+    // chatd creates its own files private; the workspace's files get the usual mode.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
 }
 
 /// SIGTERM and SIGINT, installed before the agent starts.

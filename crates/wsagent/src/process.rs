@@ -311,11 +311,8 @@ impl ProcessManager {
         } else {
             self.config.working_dir.join(&req.workdir)
         };
-        let mut command = tokio::process::Command::new(&self.config.shell);
+        let mut command = workspace_command(&self.config.shell, &req.command, &workdir, &[]);
         command
-            .arg("-c")
-            .arg(&req.command)
-            .current_dir(&workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -508,6 +505,28 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, proc: Arc<Proc>) {
         }
         lock(&proc.output).push(&buf[..n]);
     }
+}
+
+/// `shell -c script` in `dir` with `env`, as the workspace runs it: the agent's environment
+/// without its own `WSAGENT_*` variables (the token above all), so nothing the workspace runs
+/// inherits the agent's credentials.
+pub fn workspace_command(
+    shell: &std::path::Path,
+    script: &str,
+    dir: &std::path::Path,
+    env: &[(String, String)],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(shell);
+    command.arg("-c").arg(script).current_dir(dir);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("WSAGENT_") {
+            command.env_remove(name);
+        }
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tonic::Code;
 
 use crate::client::{self, ControlPlaneConn, DialError};
 use crate::files::FileRoots;
-use crate::process::{ProcessConfig, ProcessManager, non_interactive_env};
+use crate::process::{ProcessConfig, ProcessManager, non_interactive_env, workspace_command};
 use crate::server::AgentService;
 use shellscript::{self as startup, LogLine, Outcome, Stream};
 
@@ -249,16 +249,13 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         set_lifecycle(&service, reporter.as_ref(), Lifecycle::Starting).await;
         let (log_tx, log_rx) = mpsc::channel(1024);
         let shipper = tokio::spawn(ship_logs(reporter.clone(), log_rx));
-        let outcome = startup::run_script(
-            &shell,
-            "startup script",
-            &plan.startup_script,
-            &directory,
-            &env,
-            plan.startup_timeout,
-            log_tx,
-        )
-        .await;
+        let outcome = if plan.startup_script.trim().is_empty() {
+            drop(log_tx);
+            Outcome::Succeeded
+        } else {
+            let command = workspace_command(&shell, &plan.startup_script, &directory, &env);
+            startup::run_command(command, "startup script", plan.startup_timeout, log_tx).await
+        };
         let _ = shipper.await;
         let state = match &outcome {
             Outcome::Succeeded => Lifecycle::Ready,

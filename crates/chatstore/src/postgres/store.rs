@@ -687,7 +687,7 @@ concat!(
         )
         .bind(chat_id)
         .bind(tool_call_id)
-        .bind(result)
+        .bind(json(result)?)
         .execute(&self.pool)
         .await?
         .rows_affected();

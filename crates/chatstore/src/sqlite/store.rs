@@ -750,7 +750,7 @@ impl Store for SqliteStore {
         ))
         .bind(chat_id)
         .bind(tool_call_id)
-        .bind(result)
+        .bind(json(result)?)
         .execute(self.db.writer())
         .await?
         .rows_affected();

@@ -1,0 +1,315 @@
+//! A hostile workspace against a real daemon: what the model runs (a README can tell it what to
+//! run) must not reach the daemon's secrets, another workspace, or outlive its workspace.
+//!
+//! The daemon here runs as the tests do; as root, each workspace runs as a user of its own.
+//! Without root, the local backend isolates by environment only, and the cases that need a user
+//! per workspace skip with a line that says so.
+
+use std::time::Duration;
+
+use chatd_e2e::Daemon;
+use chatd_e2e::test_db::{TestDb, kill_processes_under};
+use chatd_e2e::workspaces::{
+    Harness, WithToken as _, WorkspaceApi, eventually, free_port, push_example,
+};
+use chatproto::chatd::v1 as pb;
+use chatstore::agents::AgentLifecycle;
+use chatstore::workspaces::{JobStatus, WorkspaceTransition};
+use chattest::emulator::{Emulator, Match, ScriptPart, Turn};
+use uuid::Uuid;
+
+const PROVIDER_KEY: &str = "sk-ant-provider-key-that-must-not-leak";
+const DATABASE_PASSWORD: &str = "database-password-that-must-not-leak";
+const VICTIM_SECRET: &str = "another workspace's secret that must not leak";
+
+/// Whether the case needs root and this run has none; says so when it skips.
+fn skip_unless_root(why: &str) -> bool {
+    let skip = !nix::unistd::geteuid().is_root();
+    if skip {
+        eprintln!("skipped: not root, so workspaces have no users of their own ({why})");
+    }
+    skip
+}
+
+/// The daemon's `serve` arguments with the database URL moved to its environment, with a
+/// password in it (trust authentication ignores it), as a deployment passes it: never on the
+/// command line, which every user can read.
+async fn daemon_args(db: &mut TestDb, listen: &str) -> (Vec<String>, String) {
+    let mut args = db.serve_with_provisioner(listen, 2).await;
+    let at = args.iter().position(|a| a == "--database-url").unwrap();
+    let url: Vec<String> = args.drain(at..at + 2).collect();
+    let url = url[1].replacen(
+        "postgres://postgres@",
+        &format!("postgres://postgres:{DATABASE_PASSWORD}@"),
+        1,
+    );
+    (args, url)
+}
+
+/// A daemon as a deployment runs it (provider key and database URL in its environment, the
+/// first admin bootstrapped on an empty database, the example template pushed), a scripted
+/// model, and the admin's token.
+struct Hostile {
+    db: TestDb,
+    daemon: Daemon,
+    emulator: Emulator,
+    token: String,
+    organization: Uuid,
+    template: Uuid,
+    _agents: KillUnder,
+}
+
+impl Hostile {
+    async fn start() -> Self {
+        let mut db = TestDb::empty().await;
+        let emulator = Emulator::start(Vec::new()).await.unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let (mut args, database_url) = daemon_args(&mut db, &listen).await;
+        let base_url = emulator.base_url();
+        args.extend(
+            [
+                "--anthropic-base-url",
+                &base_url,
+                "--anthropic-models",
+                "claude-test",
+            ]
+            .map(String::from),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let daemon = Daemon::start(
+            &args,
+            &[
+                ("ANTHROPIC_API_KEY", PROVIDER_KEY),
+                ("CHATD_DATABASE_URL", &database_url),
+            ],
+        )
+        .await
+        .unwrap();
+        let agents = KillUnder(db.data_dir.0.clone());
+        let token = std::fs::read_to_string(db.data_dir.0.join("admin-token")).unwrap();
+        let token = token.trim().to_owned();
+        let url = daemon.url();
+        let organization = organization_of(&url, &token).await;
+        let template = push_example(&url, organization, &token).await;
+        Self {
+            db,
+            daemon,
+            emulator,
+            token,
+            organization,
+            template,
+            _agents: agents,
+        }
+    }
+
+    /// Runs `command` in a new workspace `hostile` through a chat (its first message `text`)
+    /// whose scripted model calls `create_workspace`, then `execute`; the chat's messages as
+    /// text.
+    async fn run_in_new_workspace(&self, text: &str, command: &str) -> String {
+        self.emulator.push(Turn::with(vec![ScriptPart::tool_call(
+            "c1",
+            "create_workspace",
+            serde_json::json!({"template_id": self.template, "name": "hostile"}).to_string(),
+        )]));
+        self.emulator.push(
+            Turn::with(vec![ScriptPart::tool_call(
+                "c2",
+                "execute",
+                serde_json::json!({ "command": command }).to_string(),
+            )])
+            .when(Match::LastToolResultContains("/hostile".into())),
+        );
+        self.emulator.push(
+            Turn::with(vec![ScriptPart::text("Done.")])
+                .when(Match::LastToolResultContains("probe done".into())),
+        );
+        let mut client = super::chat_api::Client::new(&self.daemon, &self.token).await;
+        let chat = client.create(text).await.unwrap();
+        client.until(&chat.id, pb::ChatStatus::Waiting).await;
+        let messages = client.messages(&chat.id).await.unwrap();
+        format!("{messages:?}")
+    }
+
+    async fn finish(self) {
+        self.daemon
+            .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+            .await
+            .unwrap();
+        self.db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_workspace_reaches_no_secret_of_the_daemon_or_of_another_workspace() {
+    if skip_unless_root("the admin token, the database and other homes are then readable") {
+        return;
+    }
+    let h = Hostile::start().await;
+    let data_dir = h.db.data_dir.0.clone();
+    let (organization, template, admin_token) = (h.organization, h.template, h.token.clone());
+    let url = h.daemon.url();
+
+    // The victim: another workspace with a file as its own processes would leave it.
+    let api = WorkspaceApi::connect(&url, &admin_token).await;
+    let victim = api.create(organization, template, "victim").await.id;
+    assert_eq!(
+        api.built(&victim).await.job.unwrap().status(),
+        pb::ProvisionerJobStatus::Succeeded
+    );
+    let victim_home = data_dir.join("workspaces").join(&victim).join("home");
+    let victim_file = victim_home.join("notes.txt");
+    std::fs::write(&victim_file, VICTIM_SECRET).unwrap();
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&victim_home).unwrap());
+    std::os::unix::fs::chown(&victim_file, Some(owner), Some(owner)).unwrap();
+
+    let chatd_pid = h.daemon.pid();
+    let probe = format!(
+        "env; echo ---; cat {data}/admin-token; echo ---; tr '\\0' '\\n' < /proc/{chatd_pid}/environ; \
+         echo ---; tr '\\0' '\\n' < /proc/$PPID/environ; echo ---; cat {victim}; echo ---; \
+         ls {data}; head -c 64 {data}/chatd.db; cat {data}/workspaces/{victim_id}/agent.json; echo; echo probe done",
+        data = data_dir.display(),
+        victim = victim_file.display(),
+        victim_id = victim,
+    );
+    let transcript = h.run_in_new_workspace("look around", &probe).await;
+    assert!(transcript.contains("probe done"), "{transcript}");
+    assert!(transcript.contains("Permission denied"), "{transcript}");
+    for secret in [
+        PROVIDER_KEY,
+        DATABASE_PASSWORD,
+        &admin_token,
+        VICTIM_SECRET,
+        "WSAGENT_TOKEN",
+        "CHATD_DATABASE_URL",
+        "SQLite format",
+        "start_ticks",
+    ] {
+        assert!(
+            !transcript.contains(secret),
+            "the workspace read {secret:?}:\n{transcript}"
+        );
+    }
+    assert!(
+        !h.daemon.log().contains(DATABASE_PASSWORD),
+        "the log shows the database password"
+    );
+    // The provider got its key; the workspace sees its own variables.
+    assert!(
+        h.emulator
+            .requests()
+            .iter()
+            .any(|r| r.header("x-api-key") == Some(PROVIDER_KEY)),
+        "the daemon did not use the provider key"
+    );
+    assert!(
+        transcript.contains("CHATD_WORKSPACE_NAME=hostile"),
+        "{transcript}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn nul_characters_in_a_tool_result_and_in_a_message_keep_the_chat_working() {
+    // PostgreSQL refuses NUL in text and jsonb; the store replaces it with U+FFFD.
+    let h = Hostile::start().await;
+    let transcript = h
+        .run_in_new_workspace("binary\0input", "printf 'a\\0b'; echo; echo probe done")
+        .await;
+    assert!(transcript.contains("binary\u{fffd}input"), "{transcript}");
+    assert!(transcript.contains("a\u{fffd}b"), "{transcript}");
+    assert!(transcript.contains("Done."), "{transcript}");
+    h.finish().await;
+}
+
+async fn organization_of(url: &str, token: &str) -> Uuid {
+    let mut admin = pb::admin_service_client::AdminServiceClient::connect(url.to_owned())
+        .await
+        .unwrap();
+    let me = admin
+        .who_am_i(pb::WhoAmIRequest {}.into_request_with(token.to_owned()))
+        .await
+        .unwrap()
+        .into_inner();
+    Uuid::parse_str(&me.organizations[0].id).unwrap()
+}
+
+/// SIGKILLs on drop every process whose working directory is under the path.
+struct KillUnder(std::path::PathBuf);
+
+impl Drop for KillUnder {
+    fn drop(&mut self) {
+        kill_processes_under(&self.0);
+    }
+}
+
+/// The pids whose command line contains `needle`.
+fn processes_running(needle: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn background_processes_survive_neither_a_stop_nor_a_killed_agent() {
+    if skip_unless_root("without a user per workspace, only the agent's process groups are killed")
+    {
+        return;
+    }
+    let h = Harness::start().await;
+    let template = h.template("name = \"plain\"", Vec::new()).await;
+    let (workspace, _) = h.create_workspace(template, "dev").await;
+    let agent = h.lifecycle(workspace, AgentLifecycle::Ready).await;
+
+    // A daemon that left the agent's process group, and a plain background job.
+    let marker = format!("sleep 10{}", std::process::id());
+    let escape = format!(
+        "setsid {marker}1 >/dev/null 2>&1 & nohup {marker}2 >/dev/null 2>&1 & echo started"
+    );
+    let output = h.run_in(workspace, &agent.address, &escape).await;
+    assert_eq!(output.exit_code, Some(0), "{}", output.output);
+    eventually("both background processes to run", || async {
+        (processes_running(&marker).len() == 2).then_some(())
+    })
+    .await;
+
+    // The agent is SIGKILLed: nothing it started survives it.
+    let pid = h.backend().agent_pid(workspace).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("the background processes to die with the agent", || async {
+        processes_running(&marker).is_empty().then_some(())
+    })
+    .await;
+
+    // A new agent, new background processes, then a stop: nothing survives it either.
+    let start = h.transition(workspace, WorkspaceTransition::Start).await;
+    assert_eq!(start.status, JobStatus::Succeeded, "{}", start.error);
+    let agent = h.lifecycle(workspace, AgentLifecycle::Ready).await;
+    let output = h.run_in(workspace, &agent.address, &escape).await;
+    assert_eq!(output.exit_code, Some(0), "{}", output.output);
+    eventually("both background processes to run again", || async {
+        (processes_running(&marker).len() == 2).then_some(())
+    })
+    .await;
+    let stop = h.transition(workspace, WorkspaceTransition::Stop).await;
+    assert_eq!(stop.status, JobStatus::Succeeded, "{}", stop.error);
+    assert!(
+        processes_running(&marker).is_empty(),
+        "a process outlived the stop"
+    );
+    h.finish().await;
+}
