@@ -55,6 +55,11 @@ pub fn test_workspace_users() -> WorkspaceUsers {
     }
 }
 
+/// `--workspace-uids` for a range.
+pub fn uid_range(users: &WorkspaceUsers) -> String {
+    format!("{}-{}", users.first_uid, users.first_uid + users.count - 1)
+}
+
 /// Whether a test that is PostgreSQL-only by nature must skip on this run's backend; when it
 /// must, it says so in one line: `if skip_on_sqlite("two replicas share one database") {
 /// return; }`.
@@ -217,11 +222,7 @@ impl TestDb {
             "--agent-heartbeat-interval",
             "200ms",
             "--workspace-uids",
-            &format!(
-                "{}-{}",
-                self.workspace_users.first_uid,
-                self.workspace_users.first_uid + self.workspace_users.count - 1
-            ),
+            &uid_range(&self.workspace_users),
             "--provisioner-poll-interval",
             "1s",
             "--provisioner-workers",

@@ -258,6 +258,7 @@ async fn with_no_database_configured_the_embedded_store_serves_a_newcomers_first
     let data_dir = data.0.display().to_string();
     let listen = format!("127.0.0.1:{}", free_port());
     let wsagent = workspace_binary("wsagent").unwrap();
+    let uids = chatd_e2e::test_db::uid_range(&chatd_e2e::test_db::test_workspace_users());
     let daemon = Daemon::start(
         &[
             "serve",
@@ -265,6 +266,8 @@ async fn with_no_database_configured_the_embedded_store_serves_a_newcomers_first
             &listen,
             "--data-dir",
             &data_dir,
+            "--workspace-uids",
+            &uids,
             "--agent-binary",
             wsagent.to_str().unwrap(),
             "--agent-heartbeat-interval",

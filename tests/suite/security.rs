@@ -313,3 +313,87 @@ async fn background_processes_survive_neither_a_stop_nor_a_killed_agent() {
     );
     h.finish().await;
 }
+
+#[tokio::test]
+async fn the_first_admins_token_expires_and_chatd_admin_token_mints_another() {
+    let mut db = TestDb::empty().await;
+    let url = db.database_url().await;
+    let data_dir = db.data_dir.0.display().to_string();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_dir,
+        "--provisioner-workers",
+        "0",
+        "--bootstrap-token-lifetime",
+        "1h",
+    ];
+    let env = [("CHATD_DATABASE_URL", url.as_str())];
+    let daemon = Daemon::start(&args, &env).await.unwrap();
+    let token = std::fs::read_to_string(db.data_dir.0.join("admin-token")).unwrap();
+    let mut admin =
+        pb::admin_service_client::AdminServiceClient::new(super::serve::channel(&daemon).await);
+    let tokens = admin
+        .list_api_tokens(pb::ListApiTokensRequest::default().into_request_with(token.trim().into()))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_tokens;
+    let expires = tokens[0]
+        .expires_at
+        .expect("the first admin's token expires");
+    let created = tokens[0].created_at.unwrap();
+    assert_eq!(expires.seconds - created.seconds, 3600, "{tokens:?}");
+    daemon
+        .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // With the daemon stopped (an embedded database has one user at a time), a local command
+    // mints another token for the admin, and refuses anyone else.
+    let chatd = chatd_e2e::workspace_binary("chatd").unwrap();
+    let mint = |username: &'static str| {
+        let mut command = tokio::process::Command::new(&chatd);
+        command
+            .args([
+                "admin",
+                "token",
+                "--username",
+                username,
+                "--lifetime",
+                "10m",
+            ])
+            .args(["--data-dir", &data_dir])
+            .env("CHATD_DATABASE_URL", &url);
+        command.output()
+    };
+    let refused = mint("nobody").await.unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no user is named \"nobody\""), "{stderr}");
+    let minted = mint("admin").await.unwrap();
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let minted = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    assert!(minted.starts_with("chatd_"), "{minted}");
+
+    let daemon = Daemon::start(&args, &env).await.unwrap();
+    let mut admin =
+        pb::admin_service_client::AdminServiceClient::new(super::serve::channel(&daemon).await);
+    let me = admin
+        .who_am_i(pb::WhoAmIRequest {}.into_request_with(minted))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.user.unwrap().username, "admin");
+    daemon
+        .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
+    db.finish().await;
+}

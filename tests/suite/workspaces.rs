@@ -542,6 +542,8 @@ async fn chatd_provisioner_runs_builds_apart_from_the_serving_daemon() {
         .arg("--agent-binary")
         .arg(&wsagent)
         .args(["--workers", "1", "--agent-heartbeat-interval", "200ms"])
+        .arg("--workspace-uids")
+        .arg(chatd_e2e::test_db::uid_range(&h.db.workspace_users))
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()

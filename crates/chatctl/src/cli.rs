@@ -75,7 +75,8 @@ pub struct LoginArgs {
     #[arg(long = "to", value_name = "SERVER")]
     pub to: Option<String>,
     /// Read the token from this file (default: `--token`, else the admin token a local
-    /// `chatd serve` wrote on its first start, `~/.local/share/chatd/admin-token`).
+    /// `chatd serve` wrote on its first start, `~/.local/share/chatd/admin-token`, or
+    /// `/var/lib/chatd/admin-token` as root).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
 }

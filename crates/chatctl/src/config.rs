@@ -28,8 +28,12 @@ pub fn default_path() -> PathBuf {
 }
 
 /// The token file a local `chatd serve` writes on its first start with its default data dir:
-/// `$XDG_DATA_HOME/chatd/admin-token`, else `~/.local/share/chatd/admin-token`.
+/// `/var/lib/chatd/admin-token` for root, else `$XDG_DATA_HOME/chatd/admin-token`, else
+/// `~/.local/share/chatd/admin-token`.
 pub fn default_admin_token_file() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/chatd/admin-token");
+    }
     let base = std::env::var_os("XDG_DATA_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

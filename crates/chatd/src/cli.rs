@@ -38,6 +38,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply the database migrations (`migrations/postgres/` or `migrations/sqlite/`) and exit.
     Migrate(MigrateArgs),
+    /// Administration that needs the database, not a running daemon.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Run only the provisioner (workspace build jobs on the local backend), apart from the
     /// daemon that serves the API; start that one with `--provisioner-workers 0`.
     Provisioner(ProvisionerCommandArgs),
@@ -173,6 +176,34 @@ fn parse_uid_range(text: &str) -> Result<(u32, u32), String> {
     Ok((first, last))
 }
 
+/// `chatd admin …`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Mint a new API token for an admin and print it: the way back in when the first admin's
+    /// token has expired or was lost. Needs access to the database, not a running daemon.
+    Token(AdminTokenArgs),
+}
+
+/// Flags of `chatd admin token`.
+#[derive(Debug, Args)]
+pub struct AdminTokenArgs {
+    /// The admin to mint the token for.
+    #[arg(long, default_value = "admin")]
+    pub username: String,
+    /// How long the token is valid.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub lifetime: Duration,
+    /// The database, as for `migrate`.
+    #[arg(long, env = "CHATD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The data directory whose `chatd.db` is used when no `--database-url` is given.
+    #[arg(long, env = "CHATD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Connection settings.
+    #[command(flatten)]
+    pub connect: DatabaseConnectArgs,
+}
+
 /// Flags of `chatd migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -241,6 +272,11 @@ pub struct ServeArgs {
     /// `<data-dir>/admin-token` (readable only by its owner).
     #[arg(long, env = "CHATD_NO_BOOTSTRAP_ADMIN")]
     pub no_bootstrap_admin: bool,
+
+    /// How long the first admin's token (in `<data-dir>/admin-token`) is valid. Mint another
+    /// with `chatd admin token`.
+    #[arg(long, env = "CHATD_BOOTSTRAP_TOKEN_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    pub bootstrap_token_lifetime: Duration,
 
     /// Connection settings.
     #[command(flatten)]

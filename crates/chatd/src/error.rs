@@ -39,6 +39,12 @@ pub enum ChatdError {
     /// The configuration is inconsistent (e.g. timings that contradict each other).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// `chatd admin token` cannot mint a token for the user it was given (the text says why).
+    #[error("{0}")]
+    AdminToken(String),
+    /// Writing a command's output failed.
+    #[error("cannot write the output")]
+    Output(#[source] io::Error),
     /// Installing the signal handlers failed.
     #[error("cannot install signal handlers")]
     Signals(#[source] io::Error),

@@ -39,6 +39,50 @@ mod workspaces;
 pub use error::ChatdError;
 pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, Timing, serve};
 
+/// `chatd admin token`: mints a new API token for the admin `username`, valid for `lifetime`,
+/// straight in the database (no daemon needed): the way back in when the bootstrap token has
+/// expired, was lost, or its file could not be written. Only an active admin gets one.
+pub async fn mint_admin_token(
+    config: &DatabaseConfig,
+    username: &str,
+    lifetime: std::time::Duration,
+) -> Result<String, ChatdError> {
+    use chatstore::identity::UserListQuery;
+    let database = open_database(config).await?;
+    let store = database.store(chatstore::StoreConfig::default());
+    let users = store
+        .list_users(&UserListQuery {
+            organization_id: None,
+            query: username.to_owned(),
+            include_suspended: true,
+            after_username: None,
+            limit: 1000,
+        })
+        .await?;
+    let user = users
+        .into_iter()
+        .find(|u| u.username == username)
+        .ok_or_else(|| ChatdError::AdminToken(format!("no user is named {username:?}")))?;
+    if user.role != "admin" {
+        return Err(ChatdError::AdminToken(format!(
+            "{username:?} is not an admin (role {:?})",
+            user.role
+        )));
+    }
+    if user.suspended {
+        return Err(ChatdError::AdminToken(format!("{username:?} is suspended")));
+    }
+    let name = format!(
+        "admin-token-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ")
+    );
+    let (key, _) = store
+        .issue_api_token(user.id, &name, Some(lifetime))
+        .await?;
+    database.close().await;
+    Ok(key.token)
+}
+
 /// `chatd migrate`: applies every pending migration to the database at `url` (PostgreSQL or
 /// an embedded file), waiting up to `connect_timeout` for a server to answer.
 pub async fn migrate(url: &str, connect_timeout: std::time::Duration) -> Result<(), ChatdError> {

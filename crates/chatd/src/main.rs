@@ -93,6 +93,7 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                         .unwrap_or_else(chatd::build_workers::default_data_dir)
                         .join("admin-token")
                 }),
+                admin_token_lifetime: args.bootstrap_token_lifetime,
                 provisioner: (args.provisioner_workers > 0).then(|| {
                     args.provisioner
                         .settings(usize::from(args.provisioner_workers))
@@ -110,6 +111,23 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
             let settings = args.provisioner.settings(usize::from(args.workers));
             chatd::build_workers::run_alone(settings, database, args.shutdown_grace, signals.recv())
                 .await
+        }
+        Command::Admin(chatd::cli::AdminCommand::Token(args)) => {
+            let database = DatabaseConfig {
+                url: chatd::cli::database_url_or_default(
+                    args.database_url.as_deref(),
+                    args.data_dir.as_deref(),
+                ),
+                migrate: false,
+                connect_timeout: args.connect.database_connect_timeout,
+            };
+            let token = chatd::mint_admin_token(&database, &args.username, args.lifetime).await?;
+            // The token is the command's output, for a pipe or a file.
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{token}")
+                .and_then(|()| out.flush())
+                .map_err(chatd::ChatdError::Output)
         }
         Command::Migrate(args) => {
             let url = chatd::cli::database_url_or_default(

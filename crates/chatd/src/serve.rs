@@ -43,6 +43,8 @@ pub struct ServeConfig {
     /// Where the first admin's API token goes when the database has no user yet; `None` = do
     /// not create one.
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// How long the first admin's token is valid.
+    pub admin_token_lifetime: Duration,
     /// The embedded provisioner; `None` = jobs are run by a separate `chatd provisioner`.
     pub provisioner: Option<crate::build_workers::ProvisionerSettings>,
     /// Timing of the engine and the streams.
@@ -134,7 +136,8 @@ pub async fn serve(
             let database = crate::open_database(db).await?;
             let store = database.store(StoreConfig::default());
             if let Some(path) = &config.admin_token_file
-                && let Err(err) = bootstrap_admin(store.as_ref(), path).await
+                && let Err(err) =
+                    bootstrap_admin(store.as_ref(), path, config.admin_token_lifetime).await
             {
                 // Not fatal: e.g. with --no-migrate the schema may not exist yet; the next start
                 // tries again (it acts only while the database has no user).
@@ -358,20 +361,35 @@ fn store_config(timing: &Timing) -> StoreConfig {
 
 /// On a database without users: creates organization `default` with admin `admin` and writes
 /// the admin's API token to `path` (mode 0600), so a newcomer can use the API at once.
-async fn bootstrap_admin(store: &dyn Database, path: &std::path::Path) -> Result<(), ChatdError> {
-    let Some(created) = store.bootstrap_admin("default", "admin").await? else {
+async fn bootstrap_admin(
+    store: &dyn Database,
+    path: &std::path::Path,
+    lifetime: Duration,
+) -> Result<(), ChatdError> {
+    let Some(created) = store
+        .bootstrap_admin("default", "admin", Some(lifetime))
+        .await?
+    else {
         return Ok(());
     };
-    write_secret(path, &format!("{}\n", created.key.token)).map_err(|source| {
-        ChatdError::DataDir {
+    if let Err(source) = write_secret(path, &format!("{}\n", created.key.token)) {
+        // The admin exists; its token is lost with this error. `chatd admin token` mints one.
+        tracing::error!(
+            path = %path.display(),
+            error = %source,
+            "created the first admin (user `admin` in organization `default`) but cannot write its \
+             API token; mint one with `chatd admin token`"
+        );
+        return Err(ChatdError::DataDir {
             path: path.to_owned(),
             source,
-        }
-    })?;
+        });
+    }
     info!(
         path = %path.display(),
         organization_id = %created.organization_id,
-        "created the first admin (user `admin` in organization `default`); its API token is in the file at `path`"
+        valid_for = %humantime::format_duration(lifetime),
+        "created the first admin (user `admin` in organization `default`); its API token is in the file at `path` (`chatd admin token` mints another)"
     );
     Ok(())
 }

@@ -176,12 +176,13 @@ pub(crate) fn same_hash(a: &[u8], b: &[u8]) -> bool {
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
     /// First start: on a database without any user, creates the organization, an admin user in
-    /// it and an API token for them, atomically and once across concurrent callers. `None` when
-    /// a user already exists.
+    /// it and an API token for them (valid for `lifetime`, or for good with `None`), atomically
+    /// and once across concurrent callers. `None` when a user already exists.
     async fn bootstrap_admin(
         &self,
         organization: &str,
         username: &str,
+        lifetime: Option<Duration>,
     ) -> Result<Option<Bootstrapped>, StoreError>;
     /// The caller a token belongs to; `None` for an unknown, revoked or expired token or a
     /// suspended user.

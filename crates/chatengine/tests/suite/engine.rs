@@ -709,6 +709,14 @@ async fn a_crashed_owner_is_taken_over_and_a_replayed_execute_does_not_run_twice
     let chat = run.chat("count once").await;
     dispatched(&run, chat, "c2").await;
     assert_eq!(run.read(chat).await.worker_id, Some(worker_a));
+    // The ledger says dispatched before the agent is called: crash only once the command runs
+    // (its first act is to count), or the replay rightly finds nothing to attach to.
+    let workspace = run.read(chat).await.workspace_id.unwrap();
+    let count = run.h.home(workspace).join("count");
+    eventually("the command to start", || async {
+        count.exists().then_some(())
+    })
+    .await;
     // Crash: no abandon, no more heartbeats.
     crashing.shutdown_background();
 
@@ -736,8 +744,8 @@ async fn a_crashed_owner_is_taken_over_and_a_replayed_execute_does_not_run_twice
         executed.1
     );
     assert_eq!(text_of(&history[5]), "all done");
-    let workspace = done.workspace_id.unwrap();
-    let count = std::fs::read_to_string(run.h.home(workspace).join("count")).unwrap();
+    assert_eq!(done.workspace_id, Some(workspace));
+    let count = std::fs::read_to_string(count).unwrap();
     assert_eq!(count, "run\n", "the command ran exactly once");
     b.shutdown().await;
     run.finish().await;

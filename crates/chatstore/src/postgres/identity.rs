@@ -361,6 +361,7 @@ impl IdentityStore for PgStore {
         &self,
         organization: &str,
         username: &str,
+        lifetime: Option<Duration>,
     ) -> Result<Option<Bootstrapped>, StoreError> {
         let mut tx = self.pool().begin().await?;
         // One bootstrap at a time across replicas; the second sees the first's user.
@@ -391,7 +392,7 @@ impl IdentityStore for PgStore {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        let key = insert_api_key(&mut tx, user_id, "bootstrap", None).await?;
+        let key = insert_api_key(&mut tx, user_id, "bootstrap", lifetime).await?;
         tx.commit().await?;
         Ok(Some(Bootstrapped {
             organization_id,

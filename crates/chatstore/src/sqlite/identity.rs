@@ -192,6 +192,7 @@ impl IdentityStore for SqliteStore {
         &self,
         organization: &str,
         username: &str,
+        lifetime: Option<Duration>,
     ) -> Result<Option<Bootstrapped>, StoreError> {
         // Write transactions run one at a time: a second bootstrap sees the first's user.
         let mut tx = self.db.writer().begin().await?;
@@ -221,7 +222,7 @@ impl IdentityStore for SqliteStore {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        let key = insert_api_key(&mut tx, user_id, "bootstrap", None).await?;
+        let key = insert_api_key(&mut tx, user_id, "bootstrap", lifetime).await?;
         tx.commit().await?;
         Ok(Some(Bootstrapped {
             organization_id,
