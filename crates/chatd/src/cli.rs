@@ -193,25 +193,27 @@ pub struct AdminTokenArgs {
     /// How long the token is valid.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub lifetime: Duration,
-    /// The database, as for `migrate`.
-    #[arg(long, env = "CHATD_DATABASE_URL")]
-    pub database_url: Option<String>,
-    /// The data directory whose `chatd.db` is used when no `--database-url` is given.
-    #[arg(long, env = "CHATD_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Connection settings.
+    /// The database.
     #[command(flatten)]
-    pub connect: DatabaseConnectArgs,
+    pub database: LocalDatabaseArgs,
 }
 
 /// Flags of `chatd migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
+    /// The database to migrate.
+    #[command(flatten)]
+    pub database: LocalDatabaseArgs,
+}
+
+/// The database of a local command (`migrate`, `admin token`).
+#[derive(Debug, Args)]
+pub struct LocalDatabaseArgs {
     /// The database: `postgres://USER@HOST:PORT/DB` or `sqlite://PATH`. Default: the embedded
     /// file `<data-dir>/chatd.db`, as for `serve`.
     #[arg(long, env = "CHATD_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// The data directory whose `chatd.db` is migrated when no `--database-url` is given.
+    /// The data directory whose `chatd.db` is used when no `--database-url` is given.
     /// Default: `/var/lib/chatd` for root, else `$XDG_DATA_HOME/chatd`, else `~/.local/share/chatd`.
     #[arg(long, env = "CHATD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -219,6 +221,17 @@ pub struct MigrateArgs {
     /// Connection settings.
     #[command(flatten)]
     pub connect: DatabaseConnectArgs,
+}
+
+impl LocalDatabaseArgs {
+    /// The database to open, applying migrations when `migrate`.
+    pub fn config(&self, migrate: bool) -> crate::DatabaseConfig {
+        crate::DatabaseConfig {
+            url: database_url_or_default(self.database_url.as_deref(), self.data_dir.as_deref()),
+            migrate,
+            connect_timeout: self.connect.database_connect_timeout,
+        }
+    }
 }
 
 /// How to reach the database.

@@ -113,14 +113,7 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                 .await
         }
         Command::Admin(chatd::cli::AdminCommand::Token(args)) => {
-            let database = DatabaseConfig {
-                url: chatd::cli::database_url_or_default(
-                    args.database_url.as_deref(),
-                    args.data_dir.as_deref(),
-                ),
-                migrate: false,
-                connect_timeout: args.connect.database_connect_timeout,
-            };
+            let database = args.database.config(false);
             let token = chatd::mint_admin_token(&database, &args.username, args.lifetime).await?;
             // The token is the command's output, for a pipe or a file.
             use std::io::Write as _;
@@ -130,11 +123,8 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                 .map_err(chatd::ChatdError::Output)
         }
         Command::Migrate(args) => {
-            let url = chatd::cli::database_url_or_default(
-                args.database_url.as_deref(),
-                args.data_dir.as_deref(),
-            );
-            chatd::migrate(&url, args.connect.database_connect_timeout).await
+            let database = args.database.config(true);
+            chatd::migrate(&database.url, database.connect_timeout).await
         }
     }
 }
