@@ -476,6 +476,29 @@ async fn model_configs_are_created_listed_updated_and_deleted() {
             },
             "api_key_ref",
         ),
+        // References the daemon must not read for an API admin: its database URL, a system
+        // file; and a base URL that would carry credentials.
+        (
+            pb::CreateModelConfigRequest {
+                api_key_ref: "env:CHATD_DATABASE_URL".into(),
+                ..model_request(h.organization, "x")
+            },
+            "environment variable CHATD_DATABASE_URL is not allowed as an API key",
+        ),
+        (
+            pb::CreateModelConfigRequest {
+                api_key_ref: "file:/etc/shadow".into(),
+                ..model_request(h.organization, "x")
+            },
+            "file /etc/shadow is not allowed as an API key",
+        ),
+        (
+            pb::CreateModelConfigRequest {
+                base_url: "https://user:pass@example.com/v1".into(),
+                ..model_request(h.organization, "x")
+            },
+            "base_url must not carry a user or password",
+        ),
         (
             pb::CreateModelConfigRequest {
                 context_limit: 0,

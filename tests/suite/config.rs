@@ -73,7 +73,7 @@ async fn a_config_file_seeds_models_once_and_turns_use_the_referenced_key() {
             provider = "anthropic"
             model = "claude-seeded"
             base-url = "{emu}"
-            api-key-ref = "env:E2E_ANTHROPIC_KEY"
+            api-key-ref = "env:E2E_ANTHROPIC_API_KEY"
             default = true
             "#,
             emu = emulator.base_url()
@@ -96,7 +96,7 @@ async fn a_config_file_seeds_models_once_and_turns_use_the_referenced_key() {
         async move { chatd_e2e::Daemon::start(&args, &env).await.unwrap() }
     };
 
-    let daemon = start(vec![("E2E_ANTHROPIC_KEY", "sk-e2e-seeded")]).await;
+    let daemon = start(vec![("E2E_ANTHROPIC_API_KEY", "sk-e2e-seeded")]).await;
     assert_eq!(
         models(&daemon, &key.token, h.organization).await,
         [

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use chatengine::models::KeyReferences;
 use chatproto::chatd::v1 as pb;
 use chatproto::chatd::v1::admin_service_server::{AdminService, AdminServiceServer};
 use chatstore::identity::Caller;
@@ -42,12 +43,13 @@ pub(crate) const DEFAULT_COMPRESSION_THRESHOLD: i32 = 70;
 #[derive(Debug, Clone)]
 pub(crate) struct Admin {
     store: Arc<dyn Database>,
+    keys: KeyReferences,
 }
 
 impl Admin {
-    /// The service.
-    pub(crate) fn new(store: Arc<dyn Database>) -> Self {
-        Self { store }
+    /// The service; model configurations may name only the API key references `keys` allows.
+    pub(crate) fn new(store: Arc<dyn Database>, keys: KeyReferences) -> Self {
+        Self { store, keys }
     }
 
     /// The tonic server.
@@ -155,33 +157,53 @@ pub(crate) fn check_model(model: &str) -> Result<String, Status> {
     Ok(model.to_owned())
 }
 
+/// An `http://` or `https://` URL (or empty) that carries no credentials: no user or password
+/// before the host, no query parameter named like a key or token. The API key goes with the
+/// requests to this URL; credentials in it would be stored and shown as plain configuration.
 pub(crate) fn check_base_url(url: &str) -> Result<String, Status> {
     let url = url.trim();
     check_len("base_url", url, MAX_URL_CHARS)?;
-    if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+    if url.is_empty() {
+        return Ok(String::new());
+    }
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
         return Err(Status::invalid_argument(format!(
             "base_url {url:?} must start with http:// or https://"
         )));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(Status::invalid_argument(
+            "base_url must not carry a user or password; give the key as api_key_ref",
+        ));
+    }
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or("");
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = pair.split('=').next().unwrap_or("").to_ascii_lowercase();
+        if ["key", "token", "secret", "password", "auth", "sig"]
+            .iter()
+            .any(|word| name.contains(word))
+        {
+            return Err(Status::invalid_argument(format!(
+                "base_url must not carry credentials (query parameter {name:?}); give the key as \
+                 api_key_ref"
+            )));
+        }
     }
     Ok(url.to_owned())
 }
 
-/// `env:<NAME>` or `file:<path>` (or empty): a reference, never a key.
-pub(crate) fn check_key_ref(value: &str) -> Result<String, Status> {
+/// `env:<NAME>` or `file:<path>` that `keys` allows (or empty): a reference, never a key.
+pub(crate) fn check_key_ref(keys: &KeyReferences, value: &str) -> Result<String, Status> {
     let value = value.trim();
     check_len("api_key_ref", value, MAX_KEY_REF_CHARS)?;
-    let valid = value.is_empty()
-        || value.strip_prefix("env:").is_some_and(|name| {
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        })
-        || value.strip_prefix("file:").is_some_and(|p| !p.is_empty());
-    if valid {
-        Ok(value.to_owned())
-    } else {
-        Err(Status::invalid_argument(
-            "api_key_ref must be env:<NAME> or file:<path> (a reference to the key, never the key)",
-        ))
-    }
+    keys.check(value)
+        .map_err(|why| Status::invalid_argument(format!("api_key_ref: {why}")))?;
+    Ok(value.to_owned())
 }
 
 /// The providers that have no public endpoint need a base URL.
@@ -474,7 +496,7 @@ impl AdminService for Admin {
             model: check_model(&r.model)?,
             display_name,
             base_url,
-            api_key_ref: check_key_ref(&r.api_key_ref)?,
+            api_key_ref: check_key_ref(&self.keys, &r.api_key_ref)?,
             context_limit: check_context_limit(r.context_limit)?,
             compression_threshold: check_threshold(
                 r.compression_threshold
@@ -548,7 +570,11 @@ impl AdminService for Admin {
                 })
                 .transpose()?,
             base_url: r.base_url.as_deref().map(check_base_url).transpose()?,
-            api_key_ref: r.api_key_ref.as_deref().map(check_key_ref).transpose()?,
+            api_key_ref: r
+                .api_key_ref
+                .as_deref()
+                .map(|r| check_key_ref(&self.keys, r))
+                .transpose()?,
             context_limit: r.context_limit.map(check_context_limit).transpose()?,
             compression_threshold: r.compression_threshold.map(check_threshold).transpose()?,
             max_output_tokens: match r.max_output_tokens {
@@ -616,12 +642,41 @@ mod tests {
     }
 
     #[test]
-    fn key_refs_are_references_never_keys() {
+    fn key_refs_are_allowed_references_never_keys() {
+        let keys = KeyReferences::default();
         for good in ["", "env:ANTHROPIC_API_KEY", "file:/run/secrets/key"] {
-            assert!(check_key_ref(good).is_ok(), "{good:?}");
+            assert!(check_key_ref(&keys, good).is_ok(), "{good:?}");
         }
-        for bad in ["sk-ant-123", "env:", "env:A-B", "file:"] {
-            assert!(check_key_ref(bad).is_err(), "{bad:?}");
+        for bad in [
+            "sk-ant-123",
+            "env:",
+            "env:A-B",
+            "file:",
+            "env:CHATD_DATABASE_URL",
+            "file:/etc/shadow",
+        ] {
+            assert!(check_key_ref(&keys, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn base_urls_carry_no_credentials() {
+        for good in [
+            "",
+            "https://api.example.com/v1",
+            "http://127.0.0.1:8000/v1",
+            "https://x.openai.azure.com/openai?api-version=2024-10-21",
+        ] {
+            assert!(check_base_url(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "ftp://example.com",
+            "https://user:pass@example.com/v1",
+            "https://token@example.com",
+            "https://example.com/v1?api_key=sk-1",
+            "https://example.com/v1?x=1&access_token=t",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad:?}");
         }
     }
 

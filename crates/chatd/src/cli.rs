@@ -337,6 +337,7 @@ impl ServeArgs {
             organization: self.providers.models_organization.clone(),
             seeds,
             from_environment,
+            keys: self.providers.key_references(),
         }
     }
 }
@@ -415,6 +416,30 @@ pub struct ProviderArgs {
     )]
     pub openai_compat_models: Vec<String>,
 
+    /// The environment variables chatd reads API keys from (`env:NAME` references), as
+    /// comma-separated patterns where `*` matches any run of characters. A model configuration
+    /// naming any other variable is refused: it would send, say, the database URL to a host of
+    /// an API admin's choosing.
+    #[arg(
+        long,
+        env = "CHATD_API_KEY_ENV_PATTERNS",
+        value_delimiter = ',',
+        default_value = "*_API_KEY",
+        value_name = "PATTERNS"
+    )]
+    pub api_key_env_patterns: Vec<String>,
+
+    /// The directories chatd reads API key files from (`file:PATH` references),
+    /// comma-separated; files elsewhere (symbolic links resolved) are refused.
+    #[arg(
+        long,
+        env = "CHATD_API_KEY_DIRS",
+        value_delimiter = ',',
+        default_value = "/run/secrets",
+        value_name = "DIRS"
+    )]
+    pub api_key_dirs: Vec<PathBuf>,
+
     /// The organization seeded models belong to (the first start creates `default`).
     #[arg(
         long,
@@ -426,6 +451,14 @@ pub struct ProviderArgs {
 }
 
 impl ProviderArgs {
+    /// The API key references chatd reads.
+    pub fn key_references(&self) -> chatengine::models::KeyReferences {
+        chatengine::models::KeyReferences::new(
+            self.api_key_env_patterns.clone(),
+            self.api_key_dirs.clone(),
+        )
+    }
+
     /// The models of `provider` (its `--…-models` and `--…-base-url`) with the key reference
     /// `key_ref`.
     fn provider_seeds(&self, provider: SeedProvider, key_ref: &str) -> Vec<ModelSeed> {

@@ -11,6 +11,7 @@
 //! Seeds are validated by the same rules as `CreateModelConfig` before the daemon connects
 //! anywhere, so a typo stops the start with a clear message.
 
+use chatengine::models::KeyReferences;
 use chatstore::models::{NewModelConfig, Seeded};
 use chatstore::prelude::*;
 use serde::Deserialize;
@@ -83,7 +84,11 @@ pub struct ModelSeed {
 
 impl ModelSeed {
     /// The configuration a seed stands for in an organization.
-    fn new_config(&self, organization_id: uuid::Uuid) -> Result<NewModelConfig, tonic::Status> {
+    fn new_config(
+        &self,
+        organization_id: uuid::Uuid,
+        keys: &KeyReferences,
+    ) -> Result<NewModelConfig, tonic::Status> {
         let seed = self;
         let base_url = check_base_url(&seed.base_url)?;
         check_provider_url(seed.provider.kind(), &base_url)?;
@@ -95,7 +100,7 @@ impl ModelSeed {
             model: check_model(&seed.model)?,
             display_name,
             base_url,
-            api_key_ref: check_key_ref(&seed.api_key_ref)?,
+            api_key_ref: check_key_ref(keys, &seed.api_key_ref)?,
             context_limit: check_context_limit(
                 seed.context_limit
                     .unwrap_or_else(|| seed.provider.default_context_limit()),
@@ -120,6 +125,8 @@ pub struct ModelSeeding {
     /// The environment variables (`ANTHROPIC_API_KEY`, …) whose provider is seeded because the
     /// variable is set and nothing else configures it.
     pub from_environment: Vec<&'static str>,
+    /// The API key references chatd reads: seeds, the admin API and the engine all follow it.
+    pub keys: KeyReferences,
 }
 
 impl ModelSeeding {
@@ -134,7 +141,7 @@ impl ModelSeeding {
             ))
         };
         for (i, seed) in self.seeds.iter().enumerate() {
-            seed.new_config(uuid::Uuid::nil())
+            seed.new_config(uuid::Uuid::nil(), &self.keys)
                 .map_err(|status| invalid(seed, status.message()))?;
             let same = |other: &ModelSeed| {
                 (other.provider, other.model.trim(), other.base_url.trim())
@@ -175,7 +182,7 @@ impl ModelSeeding {
         };
         for seed in &self.seeds {
             let config = seed
-                .new_config(organization_id)
+                .new_config(organization_id, &self.keys)
                 .map_err(|status| ChatdError::InvalidConfig(status.message().to_owned()))?;
             let seeded = store.seed_model_config(&config).await?;
             let record = seeded.record();
@@ -191,7 +198,7 @@ impl ModelSeeding {
                 default = record.is_default,
                 "seeded model: {what}"
             );
-            if chatengine::models::read_key(&config.api_key_ref).is_err() {
+            if self.keys.read(&config.api_key_ref).is_err() {
                 warn!(
                     model = %record.model,
                     api_key_ref = %config.api_key_ref,
@@ -247,6 +254,7 @@ mod tests {
             organization: "default".into(),
             seeds,
             from_environment: Vec::new(),
+            keys: KeyReferences::default(),
         }
         .check()
         .map_err(|e| e.to_string())
@@ -281,7 +289,7 @@ mod tests {
         let err = check(vec![
             seed(SeedProvider::Openai, "gpt"),
             ModelSeed {
-                api_key_ref: "env:OTHER".into(),
+                api_key_ref: "env:OTHER_API_KEY".into(),
                 ..seed(SeedProvider::Openai, "gpt")
             },
         ])

@@ -202,7 +202,9 @@ pub async fn serve(
     let templates = store
         .clone()
         .map(|store| Templates::new(store).into_server());
-    let admin = store.clone().map(|store| Admin::new(store).into_server());
+    let admin = store
+        .clone()
+        .map(|store| Admin::new(store, config.models.keys.clone()).into_server());
     // One notification hub serves the whole process (on PostgreSQL: one LISTEN connection).
     let (pubsub, _listener) = match &database {
         Some(database) => {
@@ -237,6 +239,7 @@ pub async fn serve(
             acquire_interval: config.timing.acquire_interval,
             heartbeat_interval: config.timing.heartbeat_interval,
             lease_stale_after: config.timing.lease_stale_after,
+            key_references: config.models.keys.clone(),
             ..EngineConfig::default()
         };
         let started = start_engine(store.clone(), pubsub.clone(), engine_config).await;

@@ -85,6 +85,9 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// `provider.connect_timeout` / `provider.first_byte_timeout`.
     pub provider_timeouts: Timeouts,
+    /// Which API key references the provider clients read (`*_API_KEY` variables and files
+    /// in `/run/secrets` by default).
+    pub key_references: models::KeyReferences,
     /// The deployment's system prompt (first in every prompt; empty = none).
     pub system_prompt: String,
     /// Where this replica serves the part relay (registered in `chatd_workers`).
@@ -118,6 +121,7 @@ impl Default for EngineConfig {
             stream_silence_timeout: SilenceTimeout::default(),
             retry: RetryPolicy::default(),
             provider_timeouts: Timeouts::default(),
+            key_references: models::KeyReferences::default(),
             system_prompt: String::new(),
             relay_address: String::new(),
             shutdown_grace: Duration::from_secs(10),

@@ -68,7 +68,10 @@ impl Engine {
         let shared = Arc::new(Shared {
             worker_id,
             parts: PartBuffer::new(config.parts),
-            models: models::ModelClients::new(config.provider_timeouts),
+            models: models::ModelClients::new(
+                config.provider_timeouts,
+                config.key_references.clone(),
+            ),
             tool_settings: Arc::new(config.tools.clone()),
             tools,
             rng: Mutex::new(Box::new(OsSeededRng::default())),

@@ -102,7 +102,10 @@ impl ModelClient {
             .pool_idle_timeout(Duration::from_secs(90))
             // reqwest retries protocol NACKs (e.g. REFUSED_STREAM) by default; chatretry is
             // the one retry owner (spec/chatretry.md §11.6), so the client never retries.
-            .retry(reqwest::retry::never());
+            .retry(reqwest::retry::never())
+            // The API key travels in headers reqwest does not strip on a redirect to another
+            // host (`x-api-key`): a provider never redirects a model call, so none is followed.
+            .redirect(reqwest::redirect::Policy::none());
         if config.http2_prior_knowledge {
             builder = builder.http2_prior_knowledge();
         }
