@@ -3,6 +3,8 @@
 //! generated `wsagent.v1` client over an intercepted channel (what `wsagent::client` dials), and
 //! tests may implement it themselves.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chatproto::tonic::service::Interceptor;
 use chatproto::tonic::service::interceptor::InterceptedService;
@@ -160,6 +162,25 @@ impl<C: WorkspaceConn> WorkspaceConn for Rooted<C> {
     }
 }
 
+/// How long chatd waits for an agent's answer to a call that does not wait on purpose (a
+/// process output's `wait_timeout` comes on top): a stopped or hung agent must not hold a tool
+/// call, and its chat, for good.
+pub const AGENT_CALL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The answer of an agent call, or DEADLINE_EXCEEDED once `limit` has passed without one.
+async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<chatproto::tonic::Response<T>, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(answer) => Ok(answer?.into_inner()),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "the workspace agent did not answer within {} s",
+            limit.as_secs()
+        ))),
+    }
+}
+
 #[async_trait]
 impl<F> WorkspaceConn for AgentClient<InterceptedService<Channel, F>>
 where
@@ -169,37 +190,49 @@ where
         &self,
         request: pb::StartProcessRequest,
     ) -> Result<pb::StartProcessResponse, Status> {
-        Ok(
-            AgentClient::start_process(&mut self.clone(), Request::new(request))
-                .await?
-                .into_inner(),
+        let mut client = self.clone();
+        within(
+            AGENT_CALL_DEADLINE,
+            AgentClient::start_process(&mut client, Request::new(request)),
         )
+        .await
     }
 
     async fn process_output(
         &self,
         request: pb::ProcessOutputRequest,
     ) -> Result<pb::ProcessOutputResponse, Status> {
-        Ok(
-            AgentClient::process_output(&mut self.clone(), Request::new(request))
-                .await?
-                .into_inner(),
+        let waits = request
+            .wait_timeout
+            .and_then(|w| Duration::try_from(w).ok())
+            .unwrap_or_default();
+        let mut client = self.clone();
+        within(
+            waits.saturating_add(AGENT_CALL_DEADLINE),
+            AgentClient::process_output(&mut client, Request::new(request)),
         )
+        .await
     }
 
     async fn list_processes(
         &self,
         request: pb::ListProcessesRequest,
     ) -> Result<pb::ListProcessesResponse, Status> {
-        Ok(
-            AgentClient::list_processes(&mut self.clone(), Request::new(request))
-                .await?
-                .into_inner(),
+        let mut client = self.clone();
+        within(
+            AGENT_CALL_DEADLINE,
+            AgentClient::list_processes(&mut client, Request::new(request)),
         )
+        .await
     }
 
     async fn signal_process(&self, request: pb::SignalProcessRequest) -> Result<(), Status> {
-        AgentClient::signal_process(&mut self.clone(), Request::new(request)).await?;
+        let mut client = self.clone();
+        within(
+            AGENT_CALL_DEADLINE,
+            AgentClient::signal_process(&mut client, Request::new(request)),
+        )
+        .await?;
         Ok(())
     }
 
@@ -207,15 +240,21 @@ where
         &self,
         request: pb::ReadFileRequest,
     ) -> Result<pb::ReadFileResponse, Status> {
-        Ok(
-            AgentClient::read_file(&mut self.clone(), Request::new(request))
-                .await?
-                .into_inner(),
+        let mut client = self.clone();
+        within(
+            AGENT_CALL_DEADLINE,
+            AgentClient::read_file(&mut client, Request::new(request)),
         )
+        .await
     }
 
     async fn write_file(&self, request: pb::WriteFileRequest) -> Result<(), Status> {
-        AgentClient::write_file(&mut self.clone(), Request::new(request)).await?;
+        let mut client = self.clone();
+        within(
+            AGENT_CALL_DEADLINE,
+            AgentClient::write_file(&mut client, Request::new(request)),
+        )
+        .await?;
         Ok(())
     }
 
@@ -223,10 +262,26 @@ where
         &self,
         request: pb::EditFilesRequest,
     ) -> Result<pb::EditFilesResponse, Status> {
-        Ok(
-            AgentClient::edit_files(&mut self.clone(), Request::new(request))
-                .await?
-                .into_inner(),
+        let mut client = self.clone();
+        within(
+            AGENT_CALL_DEADLINE,
+            AgentClient::edit_files(&mut client, Request::new(request)),
         )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_agent_that_never_answers_is_a_deadline_exceeded() {
+        let never = std::future::pending::<Result<chatproto::tonic::Response<()>, Status>>();
+        let status = within(Duration::from_millis(20), never).await.unwrap_err();
+        assert_eq!(status.code(), chatproto::tonic::Code::DeadlineExceeded);
+        assert!(status.message().contains("did not answer"), "{status}");
+        let answered = async { Ok(chatproto::tonic::Response::new(7)) };
+        assert_eq!(within(Duration::from_millis(20), answered).await.unwrap(), 7);
     }
 }

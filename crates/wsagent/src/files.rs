@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a file operation failed. The texts are what the model eventually reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,6 +147,50 @@ pub struct ReadResult {
 /// Default number of lines `read_file` returns.
 pub const DEFAULT_READ_LIMIT: u64 = 2000;
 
+/// The largest file `read_file` and `edit_files` read (32 MiB): a bigger one is refused with a
+/// hint instead of filling the agent's memory. `execute` with `head`, `tail` or `sed` reads
+/// parts of it.
+pub const MAX_FILE_BYTES: u64 = 32 << 20;
+
+/// Reads a regular file whole. Anything else is refused without blocking: a pipe (opened
+/// non-blocking, so a FIFO without a writer cannot hang the agent), a socket, a device; so is a
+/// file over [`MAX_FILE_BYTES`], also when it grows while it is read. `shown` is the path as
+/// the caller gave it.
+fn read_regular(path: &Path, shown: &str) -> Result<Vec<u8>, FileError> {
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    let meta = file.metadata().map_err(|e| io(path, e))?;
+    if meta.is_dir() {
+        return Err(FileError::IsDirectory(shown.to_owned()));
+    }
+    if !meta.is_file() {
+        return Err(FileError::Invalid(format!(
+            "{shown} is not a regular file (a pipe, socket or device); only regular files are read"
+        )));
+    }
+    let too_big = || {
+        FileError::Invalid(format!(
+            "{shown} is larger than {} MiB; read parts of it with execute (head, tail, sed)",
+            MAX_FILE_BYTES >> 20
+        ))
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    (&mut file)
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io(path, e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
 /// Reads lines `offset..offset+limit` (1-based; values below 1 take the defaults).
 pub fn read_file(
     roots: &FileRoots,
@@ -154,10 +199,7 @@ pub fn read_file(
     limit: i64,
 ) -> Result<ReadResult, FileError> {
     let resolved = roots.resolve(path)?;
-    if resolved.is_dir() {
-        return Err(FileError::IsDirectory(path.to_owned()));
-    }
-    let bytes = fs::read(&resolved).map_err(|e| io(&resolved, e))?;
+    let bytes = read_regular(&resolved, path)?;
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     let offset = if offset < 1 { 1 } else { offset as u64 };
@@ -204,7 +246,13 @@ fn write_atomic(target: &Path, content: &[u8]) -> Result<(), FileError> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let temp = parent.join(format!(".{name}.wsagent-{}.tmp", std::process::id()));
+    // Unique per write, so concurrent writes of one file never share a temporary file.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let temp = parent.join(format!(
+        ".{name}.wsagent-{}-{}.tmp",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
     let result = (|| {
         let mut file = fs::File::create(&temp)?;
         file.write_all(content)?;
@@ -265,7 +313,11 @@ pub fn edit_files(roots: &FileRoots, edits: &[Edit]) -> Result<Vec<EditedFile>, 
     let mut planned: Vec<(String, PathBuf, String, String)> = Vec::new();
     for path in &order {
         let resolved = roots.resolve(path)?;
-        let original = fs::read_to_string(&resolved).map_err(|e| io(&resolved, e))?;
+        let original = String::from_utf8(read_regular(&resolved, path)?).map_err(|_| {
+            FileError::Invalid(format!(
+                "{path} is not UTF-8 text; edit_files edits text files"
+            ))
+        })?;
         let mut content = original.clone();
         for (i, edit) in &groups[path] {
             content = apply_edit(&content, edit).map_err(|e| match e {

@@ -139,6 +139,17 @@ fn file_status(err: FileError) -> Status {
     }
 }
 
+/// Runs a file operation on the blocking pool: a slow disk or a huge file never stalls the
+/// runtime that serves every other call (heartbeats included).
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, FileError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("the file operation failed: {e}")))?
+        .map_err(file_status)
+}
+
 fn timestamp(t: SystemTime) -> chatproto::prost_types::Timestamp {
     chatproto::prost_types::Timestamp::from(t)
 }
@@ -251,8 +262,9 @@ impl Agent for AgentService {
         request: Request<pb::ReadFileRequest>,
     ) -> Result<Response<pb::ReadFileResponse>, Status> {
         let r = request.into_inner();
+        let roots = self.roots.clone();
         let read =
-            files::read_file(&self.roots, &r.path, r.offset, r.limit).map_err(file_status)?;
+            off_runtime(move || files::read_file(&roots, &r.path, r.offset, r.limit)).await?;
         Ok(Response::new(pb::ReadFileResponse {
             content: read.content,
             file_size: read.file_size as i64,
@@ -274,7 +286,9 @@ impl Agent for AgentService {
                 return Ok(Response::new(pb::WriteFileResponse {}));
             }
         }
-        files::write_file(&self.roots, &r.path, &r.content).map_err(file_status)?;
+        let roots = self.roots.clone();
+        let (path, content) = (r.path, r.content);
+        off_runtime(move || files::write_file(&roots, &path, &content)).await?;
         if !r.idempotency_key.is_empty() {
             lock(&self.writes).insert(key, Instant::now());
         }
@@ -313,7 +327,9 @@ impl Agent for AgentService {
                 replace_all: e.replace_all,
             })
             .collect();
-        let outcome = files::edit_files(&self.roots, &edits)
+        let roots = self.roots.clone();
+        let outcome = off_runtime(move || files::edit_files(&roots, &edits))
+            .await
             .map(|files| pb::EditFilesResponse {
                 files: files
                     .into_iter()
@@ -323,8 +339,7 @@ impl Agent for AgentService {
                     })
                     .collect(),
                 replayed: false,
-            })
-            .map_err(file_status);
+            });
         if !r.idempotency_key.is_empty() {
             lock(&self.edits).insert(key, (Instant::now(), outcome.clone()));
         }

@@ -228,3 +228,54 @@ fn paths_cannot_leave_the_workspace() {
             || !std::path::Path::new("/etc/hostname").exists()
     );
 }
+
+/// Only regular files are read: a FIFO without a writer (which a blocking open would wait on
+/// for good), a character device; a file over the cap is refused, not read whole.
+#[test]
+fn pipes_devices_and_huge_files_are_refused_without_blocking() {
+    let w = Workspace::new("special");
+    let fifo = w.root.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let huge = fs::File::create(w.root.join("huge.bin")).unwrap();
+    huge.set_len(wsagent::files::MAX_FILE_BYTES + 1).unwrap();
+    let devices = FileRoots {
+        roots: vec![PathBuf::from("/dev")],
+        confine: true,
+    };
+    for (roots, path, says) in [
+        (&w.roots, "fifo", "not a regular file"),
+        (&devices, "/dev/zero", "not a regular file"),
+        (&w.roots, "huge.bin", "larger than 32 MiB"),
+    ] {
+        let read = read_file(roots, path, 1, 1);
+        assert!(
+            matches!(&read, Err(FileError::Invalid(why)) if why.contains(says)),
+            "{path}: {read:?}"
+        );
+        let edited = edit_files(roots, &[edit(path, "a", "b")]);
+        assert!(
+            matches!(&edited, Err(FileError::Invalid(why)) if why.contains(says)),
+            "{path}: {edited:?}"
+        );
+    }
+}
+
+/// Writes of one file at once each go through a temporary file of their own: every write
+/// succeeds and the file ends up as one of them, whole.
+#[test]
+fn concurrent_writes_of_one_file_do_not_collide() {
+    let w = Workspace::new("concurrent");
+    let contents: Vec<String> = (0..8).map(|i| format!("{i}").repeat(10_000)).collect();
+    std::thread::scope(|scope| {
+        for content in &contents {
+            let roots = &w.roots;
+            scope.spawn(move || write_file(roots, "same.txt", content.as_bytes()).unwrap());
+        }
+    });
+    assert!(contents.contains(&w.get("same.txt")));
+    let leftovers: Vec<_> = fs::read_dir(&w.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["same.txt"], "no temporary file is left");
+}
