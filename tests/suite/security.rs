@@ -14,6 +14,7 @@ use chatd_e2e::workspaces::{
 };
 use chatproto::chatd::v1 as pb;
 use chatstore::agents::AgentLifecycle;
+use chatstore::testing::Fixtures as _;
 use chatstore::workspaces::{JobStatus, WorkspaceTransition};
 use chattest::emulator::{Emulator, Match, ScriptPart, Turn};
 use uuid::Uuid;
@@ -396,4 +397,77 @@ async fn the_first_admins_token_expires_and_chatd_admin_token_mints_another() {
         .await
         .unwrap();
     db.finish().await;
+}
+
+#[tokio::test]
+async fn a_revoked_tokens_open_stream_and_watch_end_within_seconds() {
+    let mut db = TestDb::create().await;
+    let emulator = Emulator::start(vec![super::chat_api::reply("Hi.")])
+        .await
+        .unwrap();
+    super::chat_api::model(&db, &emulator).await;
+    let admin = db
+        .store
+        .fixture_token(db.user, "admin", None)
+        .await
+        .unwrap();
+    let bob_id = db
+        .store
+        .fixture_user("bob", "member", db.organization)
+        .await
+        .unwrap();
+    let bob = db.store.fixture_token(bob_id, "bob", None).await.unwrap();
+    let daemon = super::chat_api::daemon(&mut db).await;
+    let mut client = super::chat_api::Client::new(&daemon, &bob.token).await;
+    let chat = client.create("hello").await.unwrap();
+    client.until(&chat.id, pb::ChatStatus::Waiting).await;
+    let stream = client.stream(&chat.id, None).await.unwrap();
+    let watch = client
+        .inner
+        .watch_chats(client.req(pb::WatchChatsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut admin_api =
+        pb::admin_service_client::AdminServiceClient::new(super::serve::channel(&daemon).await);
+    admin_api
+        .revoke_api_token(
+            pb::RevokeApiTokenRequest {
+                api_token_id: bob.id.to_string(),
+            }
+            .into_request_with(admin.token.clone()),
+        )
+        .await
+        .unwrap();
+    // Both end with UNAUTHENTICATED (after whatever they had sent), well within the test's
+    // patience: the check runs every few seconds.
+    let ended = |status: tonic::Status| {
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+        assert!(status.message().contains("revoked"), "{status}");
+    };
+    let deadline = Duration::from_secs(20);
+    let (chat_end, watch_end) = tokio::time::timeout(deadline, async {
+        tokio::join!(first_error(stream), first_error(watch))
+    })
+    .await
+    .expect("the streams of a revoked token ended");
+    ended(chat_end);
+    ended(watch_end);
+    daemon
+        .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
+    db.finish().await;
+}
+
+/// The first error of a stream, skipping its messages.
+async fn first_error<T>(mut stream: tonic::Streaming<T>) -> tonic::Status {
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(status) => return status,
+        }
+    }
 }

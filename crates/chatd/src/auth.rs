@@ -1,6 +1,9 @@
 //! Reading credentials from requests and mapping store failures to statuses, shared by the
 //! services.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use chatstate::TransitionError;
 use chatstore::StoreError;
 use chatstore::identity::Caller;
@@ -37,6 +40,85 @@ pub(crate) async fn caller<T>(
         .await
         .map_err(store_status)?
         .ok_or_else(|| Status::unauthenticated("unknown, revoked or expired API token"))
+}
+
+/// How often an open stream checks that its caller may still read it.
+pub(crate) const STREAM_RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A client stream that ends with UNAUTHENTICATED once its caller's token no longer
+/// authenticates (revoked, expired, its user suspended), or with PERMISSION_DENIED once
+/// `allowed` says the caller lost access (removed from the organization), checked every
+/// [`STREAM_RECHECK_INTERVAL`]. A failed check (the database away) keeps the stream.
+pub(crate) struct UntilRevoked<S> {
+    inner: S,
+    revoked: Option<std::pin::Pin<Box<dyn Future<Output = Status> + Send>>>,
+    ended: bool,
+}
+
+/// The check of [`UntilRevoked`], made from the request before it is consumed.
+pub(crate) struct Revocation(std::pin::Pin<Box<dyn Future<Output = Status> + Send>>);
+
+impl Revocation {
+    /// Watches the token of `request`; `allowed` says whether its caller may still read.
+    pub(crate) fn of<T>(
+        store: Arc<dyn Database>,
+        request: &Request<T>,
+        allowed: impl Fn(&Caller) -> bool + Send + 'static,
+    ) -> Result<Self, Status> {
+        let token = bearer(request, "API token")?.to_owned();
+        let revoked = async move {
+            loop {
+                tokio::time::sleep(STREAM_RECHECK_INTERVAL).await;
+                match store.authenticate(&token).await {
+                    Ok(None) => {
+                        return Status::unauthenticated(
+                            "the API token was revoked or has expired, or its user was suspended",
+                        );
+                    }
+                    Ok(Some(caller)) if !allowed(&caller) => {
+                        return Status::permission_denied("the caller lost access to this stream");
+                    }
+                    Ok(Some(_)) | Err(_) => {}
+                }
+            }
+        };
+        Ok(Self(Box::pin(revoked)))
+    }
+
+    /// `inner`, ended once the caller loses access.
+    pub(crate) fn guard<S>(self, inner: S) -> UntilRevoked<S> {
+        UntilRevoked {
+            inner,
+            revoked: Some(self.0),
+            ended: false,
+        }
+    }
+}
+
+impl<S, T> futures_util::Stream for UntilRevoked<S>
+where
+    S: futures_util::Stream<Item = Result<T, Status>> + Unpin,
+{
+    type Item = Result<T, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(revoked) = self.revoked.as_mut()
+            && let Poll::Ready(status) = revoked.as_mut().poll(cx)
+        {
+            // The inner stream is dropped with this one, which ends its feeding task.
+            self.revoked = None;
+            self.ended = true;
+            return Poll::Ready(Some(Err(status)));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
 }
 
 /// PERMISSION_DENIED unless the caller is an admin; `what` says what needs the role

@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
-use crate::auth::{caller, parse_id, parse_optional_id, store_status, with_reason};
+use crate::auth::{
+    Revocation, UntilRevoked, caller, parse_id, parse_optional_id, store_status, with_reason,
+};
 use crate::convert;
 use crate::paging::page_size;
 use crate::stream::{ChatEvents, Streams};
@@ -694,26 +696,30 @@ impl ChatService for Chats {
             .await
     }
 
-    type StreamChatStream = ChatEvents;
+    type StreamChatStream = UntilRevoked<ChatEvents>;
 
     async fn stream_chat(
         &self,
         request: Request<pb::StreamChatRequest>,
     ) -> Result<Response<Self::StreamChatStream>, Status> {
         let caller = self.caller(&request).await?;
-        let request = request.into_inner();
-        if let Some(after) = request.after_id
+        if let Some(after) = request.get_ref().after_id
             && after < 0
         {
             return Err(Status::invalid_argument(format!(
                 "after_id {after} is negative; message ids start at 1"
             )));
         }
-        let chat = self.owned_chat(&caller, &request.chat_id).await?;
-        Ok(Response::new(self.streams.open(chat.id, request.after_id)))
+        let chat = self.owned_chat(&caller, &request.get_ref().chat_id).await?;
+        let organization = chat.organization_id;
+        let revocation = Revocation::of(self.workspaces.clone(), &request, move |caller| {
+            caller.organizations.contains(&organization)
+        })?;
+        let events = self.streams.open(chat.id, request.get_ref().after_id);
+        Ok(Response::new(revocation.guard(events)))
     }
 
-    type WatchChatsStream = WatchEvents;
+    type WatchChatsStream = UntilRevoked<WatchEvents>;
 
     async fn watch_chats(
         &self,
@@ -722,9 +728,11 @@ impl ChatService for Chats {
         let caller = self.caller(&request).await?;
         let requested = &request.get_ref().organization_id;
         let organization_id = parse_optional_id("organization_id", Some(requested))?;
-        Ok(Response::new(
-            self.watches.open(caller.user_id, organization_id),
-        ))
+        let revocation = Revocation::of(self.workspaces.clone(), &request, move |caller| {
+            organization_id.is_none_or(|o| caller.organizations.contains(&o))
+        })?;
+        let events = self.watches.open(caller.user_id, organization_id);
+        Ok(Response::new(revocation.guard(events)))
     }
 }
 

@@ -21,7 +21,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
-use crate::auth::{caller, not_found, parse_id, parse_optional_id, store_status, with_reason};
+use crate::auth::{
+    Revocation, UntilRevoked, caller, not_found, parse_id, parse_optional_id, store_status,
+    with_reason,
+};
 use crate::closing::{Closing, spawn_client_stream};
 use crate::convert;
 use crate::paging::{finish_page, page_size, parse_time_token, time_token};
@@ -470,13 +473,14 @@ impl WorkspaceService for Workspaces {
         self.stop_or_delete(&caller, &id, true).await
     }
 
-    type StreamBuildLogsStream = BuildLogStream;
+    type StreamBuildLogsStream = UntilRevoked<BuildLogStream>;
 
     async fn stream_build_logs(
         &self,
         request: Request<pb::StreamBuildLogsRequest>,
     ) -> Result<Response<Self::StreamBuildLogsStream>, Status> {
         let caller = caller(self.store.as_ref(), &request).await?;
+        let revocation = Revocation::of(self.store.clone(), &request, |_| true)?;
         let r = request.into_inner();
         let build_id = parse_id("build_id", &r.build_id)?;
         if r.after_id < 0 {
@@ -504,7 +508,7 @@ impl WorkspaceService for Workspaces {
             tx: tx.clone(),
         };
         spawn_client_stream("build_logs", &self.closing, tx, follower.run(updates));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(revocation.guard(ReceiverStream::new(rx))))
     }
 }
 

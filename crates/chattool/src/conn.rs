@@ -282,6 +282,9 @@ mod tests {
         assert_eq!(status.code(), chatproto::tonic::Code::DeadlineExceeded);
         assert!(status.message().contains("did not answer"), "{status}");
         let answered = async { Ok(chatproto::tonic::Response::new(7)) };
-        assert_eq!(within(Duration::from_millis(20), answered).await.unwrap(), 7);
+        assert_eq!(
+            within(Duration::from_millis(20), answered).await.unwrap(),
+            7
+        );
     }
 }
