@@ -478,7 +478,7 @@ async fn execute_tools(
     let mut handles = Vec::with_capacity(calls.len());
     for call in &calls {
         let tool = t.shared.tools.get(call.name.as_str()).cloned();
-        let ctx = base.for_call(call.id.clone());
+        let ctx = base.for_call(call.key());
         let call = call.clone();
         let parts = t.shared.parts.clone();
         handles.push(tokio::spawn(async move {

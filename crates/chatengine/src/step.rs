@@ -105,12 +105,14 @@ impl PartSize for BufferedPart {
 /// A tool call the model made that has no result yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingCall {
-    /// The call's id.
+    /// The call's id, as the model gave it.
     pub id: String,
     /// The tool.
     pub name: String,
     /// The arguments as JSON text.
     pub args: String,
+    /// The assistant message that made the call.
+    pub message_id: i64,
 }
 
 /// What a generation task does next (spec/engine.md §12.3, first match wins).
@@ -146,6 +148,16 @@ pub fn prompt_rows(history: &[Message]) -> Vec<&Message> {
         .collect()
 }
 
+impl PendingCall {
+    /// The call's key in the idempotency ledger and the agent: the model's id scoped by the
+    /// message that made the call. Providers' ids are not to be trusted alone: an
+    /// OpenAI-compatible server may send none, or the same one every turn, and a replay must
+    /// never find another turn's result.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.message_id, self.id)
+    }
+}
+
 /// Tool calls of the last assistant message without a result in a later row.
 pub fn pending_calls(rows: &[&Message]) -> Vec<PendingCall> {
     let Some(last) = rows.iter().rposition(|m| m.role == Role::Assistant) else {
@@ -173,6 +185,7 @@ pub fn pending_calls(rows: &[&Message]) -> Vec<PendingCall> {
                 id: tool_call_id.clone(),
                 name: tool_name.clone(),
                 args: args.clone(),
+                message_id: rows[last].id,
             }),
             _ => None,
         })
@@ -797,6 +810,7 @@ mod tests {
             id: "c1".into(),
             name: "read_file".into(),
             args: "{}".into(),
+            message_id: 2,
         }];
         let suffix = acc.interrupted_suffix(&committed, now);
         assert_eq!(suffix.len(), 2);
@@ -826,6 +840,7 @@ mod tests {
             id: "c".into(),
             name: "execute".into(),
             args: "{}".into(),
+            message_id: 2,
         };
         let json = chattool::ToolResult {
             content: format!("{{\"output\":\"{}\"}}", "x".repeat(20_000)),

@@ -86,6 +86,7 @@ pub fn request_body(req: &ModelRequest) -> Value {
 
 #[derive(Debug, Default)]
 struct Call {
+    started: bool,
     id: String,
     name: String,
     args: String,
@@ -205,12 +206,15 @@ impl OpenAiDecoder {
                     .ok_or_else(|| self.invalid("tool call without index"))?;
                 let function = call.get("function").cloned().unwrap_or_default();
                 let entry = self.calls.entry(index).or_default();
-                if entry.id.is_empty() {
+                if !entry.started {
+                    entry.started = true;
+                    // Some compatible servers send no id: the call's index names it then, so
+                    // two calls of one response never share one.
                     entry.id = call
                         .get("id")
                         .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned();
+                        .filter(|id| !id.is_empty())
+                        .map_or_else(|| format!("call_{index}"), str::to_owned);
                     entry.name = function
                         .get("name")
                         .and_then(Value::as_str)

@@ -125,7 +125,9 @@ pub struct ChatScope {
 pub struct ToolContext {
     /// The chat.
     pub chat: ChatScope,
-    /// The model's id of this call; the idempotency key of side-effecting tools.
+    /// The call's key, unique within the chat: the idempotency key of side-effecting tools in
+    /// the ledger and the agent. The engine scopes the model's call id by the message that made
+    /// the call, since providers' ids may be missing or reused.
     pub tool_call_id: String,
     /// The runner dispatching the call (recorded in the ledger).
     pub runner_id: Option<Uuid>,

@@ -453,7 +453,7 @@ async fn dispatched(run: &Run, chat: Uuid, call: &str) {
     eventually("the call to be dispatched", || async {
         let n: i64 = on_pool!(run.h.db.pool(), |pool| {
             sqlx::query_scalar(
-            "SELECT count(*) FROM chat_tool_executions WHERE chat_id = $1 AND tool_call_id = $2",
+            "SELECT count(*) FROM chat_tool_executions WHERE chat_id = $1 AND tool_call_id LIKE '%:' || $2",
         )
         .bind(chat)
         .bind(call)
@@ -994,5 +994,59 @@ async fn a_commit_whose_notification_outruns_its_reply_keeps_its_side_effects() 
     .await;
     engine.shutdown().await;
     delayed.close().await;
+    run.finish().await;
+}
+
+/// An OpenAI-compatible server may give the same call id every turn. The second turn's call is
+/// a new call: it runs, and never gets the first turn's recorded result.
+#[tokio::test]
+async fn a_call_id_reused_in_a_later_turn_runs_anew() {
+    let h = Harness::start().await;
+    let template = h.template("name = \"plain\"", Vec::new()).await;
+    let count = serde_json::json!({"command": "echo run >> count && echo counted"});
+    let run = Run::new(
+        h,
+        vec![
+            call(
+                "w",
+                "create_workspace",
+                serde_json::json!({"template_id": template.to_string()}),
+            )
+            .when(Match::LastUserTextContains("first".into())),
+            after(call("c1", "execute", count.clone()), "created"),
+            after(reply("done one"), "counted"),
+            call("c1", "execute", count).when(Match::LastUserTextContains("second".into())),
+            after(reply("done two"), "counted"),
+        ],
+    )
+    .await;
+    let engine = run.engine().await;
+    let chat = run.chat("first").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    run.store
+        .apply(
+            chat,
+            Change::SendMessage {
+                message: NewMessage::user(run.h.user, vec![MessagePart::text("second")]),
+                busy: BusyBehavior::Queue,
+                reasoning_effort: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let done = run
+        .wait(chat, "the second answer", |c| {
+            c.status == ChatStatus::Waiting && c.history_version > done.history_version
+        })
+        .await;
+    assert_eq!(done.last_error, None);
+    let history = run.history(chat).await;
+    assert_eq!(text_of(history.last().unwrap()), "done two");
+    let workspace = done.workspace_id.unwrap();
+    let count = std::fs::read_to_string(run.h.home(workspace).join("count")).unwrap();
+    assert_eq!(count, "run\nrun\n", "the second turn's call ran too");
+    engine.shutdown().await;
     run.finish().await;
 }

@@ -283,6 +283,30 @@ fn openai_text_parallel_tool_calls_and_usage() {
     );
 }
 
+/// A compatible server that sends no call ids: each call is named by its index, so two calls
+/// of one response stay apart.
+#[test]
+fn openai_calls_without_ids_are_named_by_their_index() {
+    let (parts, _) = openai(&[
+        r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"","function":{"name":"execute","arguments":"{}"}},{"index":1,"function":{"name":"read_file","arguments":"{}"}}]}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+    ]);
+    let ends: Vec<(String, String)> = parts
+        .iter()
+        .filter_map(|p| match p {
+            StreamPart::ToolCallEnd { id, name, .. } => Some((id.clone(), name.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            ("call_0".to_owned(), "execute".to_owned()),
+            ("call_1".to_owned(), "read_file".to_owned())
+        ]
+    );
+}
+
 #[test]
 fn openai_finish_reasons_and_reasoning_content() {
     for (reason, expected) in [
