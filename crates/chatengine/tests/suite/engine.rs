@@ -121,6 +121,22 @@ impl Run {
             .id
     }
 
+    /// Sends a user message to the chat.
+    async fn send(&self, chat: Uuid, text: &str, busy: BusyBehavior) {
+        self.store
+            .apply(
+                chat,
+                Change::SendMessage {
+                    message: NewMessage::user(self.h.user, vec![MessagePart::text(text)]),
+                    busy,
+                    reasoning_effort: None,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    }
+
     async fn read(&self, chat: Uuid) -> Chat {
         self.store.chat(chat).await.unwrap()
     }
@@ -517,18 +533,7 @@ async fn an_interrupt_mid_stream_commits_the_partial_text_and_a_busy_interrupt_r
         .push(reply("answer two").when(Match::LastUserTextContains("second".into())));
     let chat = run.chat("count slowly again").await;
     parts_streamed(&run, &engine, chat, 3).await;
-    run.store
-        .apply(
-            chat,
-            Change::SendMessage {
-                message: NewMessage::user(run.h.user, vec![MessagePart::text("second")]),
-                busy: BusyBehavior::Interrupt,
-                reasoning_effort: None,
-            },
-            None,
-        )
-        .await
-        .unwrap();
+    run.send(chat, "second", BusyBehavior::Interrupt).await;
     let done = run
         .wait(chat, "the second answer", |c| {
             c.status == ChatStatus::Waiting && c.history_version > 0
@@ -800,18 +805,7 @@ async fn a_dead_agent_gets_the_dial_timeout_text_then_the_restart_text_and_recov
     ));
     run.emulator.push(after(execute("e1"), "\"started\":true"));
     run.emulator.push(after(reply("recovered"), "alive"));
-    run.store
-        .apply(
-            chat,
-            Change::SendMessage {
-                message: NewMessage::user(run.h.user, vec![MessagePart::text("run it")]),
-                busy: BusyBehavior::Queue,
-                reasoning_effort: None,
-            },
-            None,
-        )
-        .await
-        .unwrap();
+    run.send(chat, "run it", BusyBehavior::Queue).await;
     let done = run
         .wait(chat, "the recovered answer", |c| {
             c.status != ChatStatus::Running
@@ -1024,18 +1018,7 @@ async fn a_call_id_reused_in_a_later_turn_runs_anew() {
     let chat = run.chat("first").await;
     let done = run.settled(chat).await;
     assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
-    run.store
-        .apply(
-            chat,
-            Change::SendMessage {
-                message: NewMessage::user(run.h.user, vec![MessagePart::text("second")]),
-                busy: BusyBehavior::Queue,
-                reasoning_effort: None,
-            },
-            None,
-        )
-        .await
-        .unwrap();
+    run.send(chat, "second", BusyBehavior::Queue).await;
     let done = run
         .wait(chat, "the second answer", |c| {
             c.status == ChatStatus::Waiting && c.history_version > done.history_version
