@@ -26,6 +26,7 @@ mod closing;
 pub mod config;
 mod convert;
 mod error;
+mod limits;
 mod metrics;
 mod paging;
 mod relay;

@@ -91,6 +91,9 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
 }
 
+/// Streams one client connection may have open at once (HTTP/2 `MAX_CONCURRENT_STREAMS`).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// Services advertised by reflection in every configuration. Only services this process
 /// actually implements are listed; the chat services join as they are implemented.
 const ALWAYS_SERVED: &[&str] = &[
@@ -290,6 +293,12 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = Server::builder()
+        // Dead peers are noticed (a half-open connection holds its streams otherwise), and one
+        // connection cannot open streams without bound.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .layer(crate::limits::OversizedRequestsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
