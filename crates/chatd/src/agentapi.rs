@@ -50,6 +50,62 @@ impl AgentApi {
     }
 }
 
+/// Where chatd may dial an agent, from what the agent reports (an untrusted report: chatd sends
+/// the workspace's secret to that address). An agent the local backend started listens on
+/// loopback, so its address must be `http://` on a loopback host; an external agent's must be
+/// `http://` or `https://` with a host and port. A Unix socket is never taken from a report.
+fn check_listen_address(address: &str, external: bool) -> Result<(), Status> {
+    let refused = |why: &str| {
+        Status::invalid_argument(format!("listen_address {address:?} is refused: {why}"))
+    };
+    let rest = if let Some(rest) = address.strip_prefix("http://") {
+        rest
+    } else if let Some(rest) = address.strip_prefix("https://").filter(|_| external) {
+        rest
+    } else {
+        return Err(refused(if external {
+            "it must be http:// or https://"
+        } else {
+            "it must be http://"
+        }));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        return Err(refused("it must be scheme://host:port and nothing else"));
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => host,
+        _ => return Err(refused("it must name a port")),
+    };
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !external && !loopback {
+        return Err(refused(
+            "an agent of the local backend listens on a loopback address",
+        ));
+    }
+    Ok(())
+}
+
+/// A log source name: 1 to 64 characters of letters, digits, `_`, `-` and `.`.
+fn check_log_source(source: String) -> Result<String, Status> {
+    let valid = source.len() <= 64
+        && source
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid {
+        Ok(source)
+    } else {
+        Err(Status::invalid_argument(
+            "log_source must be at most 64 letters, digits, '_', '-' or '.'",
+        ))
+    }
+}
+
 fn lifecycle(state: pb::WorkspaceAgentLifecycle) -> Option<AgentLifecycle> {
     use pb::WorkspaceAgentLifecycle as P;
     Some(match state {
@@ -109,6 +165,14 @@ impl AgentApiService for AgentApi {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let m = self.agent(&request).await?;
         let r = request.into_inner();
+        if !r.disconnecting && !r.listen_address.is_empty() {
+            let external = self
+                .store
+                .agent_is_external(m.agent_id)
+                .await
+                .map_err(store_status)?;
+            check_listen_address(&r.listen_address, external)?;
+        }
         if r.disconnecting {
             self.store
                 .agent_disconnected(m.agent_id)
@@ -162,7 +226,7 @@ impl AgentApiService for AgentApi {
         let source = if r.log_source.is_empty() {
             "startup_script".to_owned()
         } else {
-            r.log_source
+            check_log_source(r.log_source)?
         };
         let lines: Vec<(String, String)> = r
             .logs
@@ -177,5 +241,45 @@ impl AgentApiService for AgentApi {
         Ok(Response::new(pb::BatchCreateLogsResponse {
             logs_overflowed,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_report_addresses_chatd_may_dial() {
+        for (address, external, allowed) in [
+            ("http://127.0.0.1:4000", false, true),
+            ("http://[::1]:4000", false, true),
+            ("http://localhost:4000/", false, true),
+            ("http://10.0.0.5:4000", false, false),
+            ("https://127.0.0.1:4000", false, false),
+            ("unix:/var/run/docker.sock", false, false),
+            ("unix:/tmp/agent.sock", true, false),
+            ("http://127.0.0.1", false, false),
+            ("http://127.0.0.1:0", false, false),
+            ("http://user@127.0.0.1:4000", false, false),
+            ("http://127.0.0.1:4000/path", false, false),
+            ("https://agent.example.com:443", true, true),
+            ("http://10.0.0.5:4000", true, true),
+            ("ftp://10.0.0.5:21", true, false),
+        ] {
+            assert_eq!(
+                check_listen_address(address, external).is_ok(),
+                allowed,
+                "{address} (external: {external})"
+            );
+        }
+    }
+
+    #[test]
+    fn log_sources_are_short_names() {
+        assert!(check_log_source("startup_script".into()).is_ok());
+        assert!(check_log_source("build-1.2".into()).is_ok());
+        assert!(check_log_source("x".repeat(65)).is_err());
+        assert!(check_log_source("a b".into()).is_err());
+        assert!(check_log_source("../etc".into()).is_err());
     }
 }
