@@ -564,9 +564,20 @@ impl TimingArgs {
     }
 }
 
+/// A duration flag, at most [`MAX_DURATION`]: longer ones would overflow the deadlines they set.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. `10s`, `500ms`, `1m`)"))
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (expected e.g. `10s`, `500ms`, `1m`)"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than the longest duration chatd takes, 10 years"
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest duration a flag takes (ten years).
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 #[cfg(test)]
 mod tests {
@@ -576,6 +587,14 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_stay_far_from_overflow() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("11y").is_err());
+        assert!(parse_duration("500000000000y").is_err());
+        assert!(Cli::try_parse_from(["chatd", "serve", "--shutdown-grace", "1000y"]).is_err());
     }
 
     #[test]

@@ -104,7 +104,15 @@ impl Pubsub for Hub {
             .or_insert_with(|| broadcast::channel(topic.buffer()).0);
         Subscription {
             receiver: sender.subscribe(),
+            leave: Some((Arc::downgrade(&self.topics), topic)),
         }
+    }
+}
+
+impl Hub {
+    /// How many topics have subscribers (a topic goes with its last subscriber).
+    pub fn topics(&self) -> usize {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -112,6 +120,27 @@ impl Pubsub for Hub {
 #[derive(Debug)]
 pub struct Subscription {
     receiver: broadcast::Receiver<Notification>,
+    /// The hub's topics and this one, to remove it when its last subscriber leaves.
+    leave: Option<(
+        std::sync::Weak<Mutex<HashMap<Topic, broadcast::Sender<Notification>>>>,
+        Topic,
+    )>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let Some((topics, topic)) = self.leave.take() else {
+            return;
+        };
+        let Some(topics) = topics.upgrade() else {
+            return;
+        };
+        let mut topics = topics.lock().unwrap_or_else(|p| p.into_inner());
+        // This receiver still counts: it is the last one when the count is one.
+        if topics.get(&topic).is_some_and(|s| s.receiver_count() <= 1) {
+            topics.remove(&topic);
+        }
+    }
 }
 
 impl Subscription {
@@ -261,6 +290,21 @@ mod tests {
             chat_id: Uuid::nil(),
             snapshot_version: n,
         })
+    }
+
+    #[test]
+    fn a_topic_goes_with_its_last_subscriber() {
+        let hub = Hub::default();
+        let first = hub.subscribe(Topic::Chat(Uuid::nil()));
+        let second = hub.subscribe(Topic::Chat(Uuid::nil()));
+        let other = hub.subscribe(Topic::Jobs);
+        assert_eq!(hub.topics(), 2);
+        drop(first);
+        assert_eq!(hub.topics(), 2, "the chat's topic still has a subscriber");
+        drop(second);
+        assert_eq!(hub.topics(), 1);
+        drop(other);
+        assert_eq!(hub.topics(), 0);
     }
 
     #[tokio::test]

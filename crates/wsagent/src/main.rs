@@ -45,14 +45,23 @@ struct Cli {
     #[arg(long, env = "WSAGENT_STARTUP_SCRIPT", default_value = "")]
     startup_script: String,
     /// Standalone mode: the startup script's time limit (0s = none).
-    #[arg(long, env = "WSAGENT_STARTUP_TIMEOUT", default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "WSAGENT_STARTUP_TIMEOUT", default_value = "0s", value_parser = parse_duration)]
     startup_timeout: Duration,
     /// Heartbeat interval until the control plane names one.
-    #[arg(long, env = "WSAGENT_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "WSAGENT_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
     /// Grace for running processes at shutdown before they are killed.
-    #[arg(long, env = "WSAGENT_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "WSAGENT_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+}
+
+/// A duration flag of at most ten years: longer ones would overflow the deadlines they set.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d > Duration::from_secs(10 * 365 * 24 * 3600) {
+        return Err(format!("{text:?} is longer than ten years"));
+    }
+    Ok(d)
 }
 
 fn main() -> ExitCode {
