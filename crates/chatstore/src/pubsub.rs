@@ -41,8 +41,11 @@ impl Topic {
 /// The in-process fan-out of notifications by topic, shared by every subscriber of a process.
 #[derive(Debug, Clone, Default)]
 pub struct Hub {
-    topics: Arc<Mutex<HashMap<Topic, broadcast::Sender<Notification>>>>,
+    topics: Arc<Topics>,
 }
+
+/// The senders of a hub's topics.
+type Topics = Mutex<HashMap<Topic, broadcast::Sender<Notification>>>;
 
 impl Hub {
     /// Delivers a notification to the topic's subscribers (dropped when there are none).
@@ -121,10 +124,7 @@ impl Hub {
 pub struct Subscription {
     receiver: broadcast::Receiver<Notification>,
     /// The hub's topics and this one, to remove it when its last subscriber leaves.
-    leave: Option<(
-        std::sync::Weak<Mutex<HashMap<Topic, broadcast::Sender<Notification>>>>,
-        Topic,
-    )>,
+    leave: Option<(std::sync::Weak<Topics>, Topic)>,
 }
 
 impl Drop for Subscription {
