@@ -134,6 +134,40 @@ async fn a_startup_script_past_its_timeout_is_killed_as_start_timeout() {
     h.finish().await;
 }
 
+/// A build that prints without end keeps its first lines and a line that says the rest is
+/// gone; an endless line is cut. The build itself is not failed for it.
+#[tokio::test]
+async fn a_builds_log_is_capped_in_lines_and_line_length() {
+    let h = Harness::start().await;
+    let template = h
+        .template(
+            "name = \"chatty\"\n[build]\nscript = \"head -c 10000 /dev/zero | tr '\\\\0' a; echo; seq 1 12000\"",
+            Vec::new(),
+        )
+        .await;
+    let (_, job) = h.create_workspace(template, "dev").await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{}", job.error);
+    let lines = h.store.job_logs(job.id, 0, 20_000).await.unwrap();
+    let build: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.stage == "build")
+        .map(|l| l.output.as_str())
+        .collect();
+    assert!(build[0].starts_with("aaaa") && build[0].ends_with("[line cut]"));
+    assert!(build[0].len() < 5000, "{}", build[0].len());
+    assert!(
+        lines.len() <= provisioner::backend::MAX_JOB_LOG_LINES + 1,
+        "{} lines",
+        lines.len()
+    );
+    let last = build.last().unwrap();
+    assert!(
+        last.contains("the rest of its output is not kept"),
+        "{last}"
+    );
+    h.finish().await;
+}
+
 #[tokio::test]
 async fn a_build_script_that_exits_non_zero_fails_the_job_with_its_output() {
     let h = Harness::start().await;

@@ -68,8 +68,21 @@ pub struct BuildRequest {
 pub struct BuildLogs {
     store: Arc<dyn Database>,
     job_id: uuid::Uuid,
-    /// Lines not yet written, and when the oldest of them was added.
-    pending: Arc<Mutex<(Vec<LogLine>, Option<tokio::time::Instant>)>>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+/// What a job's logs hold so far.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Lines not yet written.
+    lines: Vec<LogLine>,
+    /// When the oldest of them was added.
+    since: Option<tokio::time::Instant>,
+    /// Lines and bytes taken in all (towards [`MAX_JOB_LOG_LINES`], [`MAX_JOB_LOG_BYTES`]).
+    taken_lines: usize,
+    taken_bytes: usize,
+    /// Whether the cap was reached (and said so in a last line).
+    full: bool,
 }
 
 /// `(level, stage, output)`.
@@ -85,6 +98,12 @@ impl std::fmt::Debug for BuildLogs {
 
 /// Lines buffered before a write is forced.
 const LOG_BATCH: usize = 100;
+/// The most lines one job logs; a build script printing without end is cut there.
+pub const MAX_JOB_LOG_LINES: usize = 10_000;
+/// The most bytes one job logs.
+pub const MAX_JOB_LOG_BYTES: usize = 4 << 20;
+/// The longest line kept whole; longer ones are cut.
+pub const MAX_JOB_LOG_LINE_BYTES: usize = 4096;
 /// Longest a line stays buffered while more output arrives (or [`BuildLogs::flush_due`] runs).
 pub const LOG_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -99,15 +118,41 @@ impl BuildLogs {
     }
 
     /// Adds a line (`level`: info, warn, error; `stage`: e.g. `prepare`, `build`, `agent`).
+    /// Lines past [`MAX_JOB_LOG_LINES`] or [`MAX_JOB_LOG_BYTES`] are dropped after one line
+    /// that says so; a line longer than [`MAX_JOB_LOG_LINE_BYTES`] is cut.
     pub async fn line(&self, level: &str, stage: &str, output: impl Into<String>) {
+        let mut output: String = output.into();
+        if output.len() > MAX_JOB_LOG_LINE_BYTES {
+            let mut end = MAX_JOB_LOG_LINE_BYTES;
+            while !output.is_char_boundary(end) {
+                end -= 1;
+            }
+            output.truncate(end);
+            output.push_str(" [line cut]");
+        }
         let due = {
             let mut pending = self.pending.lock().await;
-            pending.1.get_or_insert_with(tokio::time::Instant::now);
+            if pending.full {
+                return;
+            }
+            pending.since.get_or_insert_with(tokio::time::Instant::now);
+            pending.taken_lines += 1;
+            pending.taken_bytes += output.len();
+            if pending.taken_lines > MAX_JOB_LOG_LINES || pending.taken_bytes > MAX_JOB_LOG_BYTES {
+                pending.full = true;
+                output = format!(
+                    "the build printed more than {MAX_JOB_LOG_LINES} lines or {} MiB; the rest of \
+                     its output is not kept",
+                    MAX_JOB_LOG_BYTES >> 20
+                );
+            }
             pending
-                .0
-                .push((level.to_owned(), stage.to_owned(), output.into()));
-            pending.0.len() >= LOG_BATCH
-                || pending.1.is_some_and(|since| since.elapsed() >= LOG_DELAY)
+                .lines
+                .push((level.to_owned(), stage.to_owned(), output));
+            pending.lines.len() >= LOG_BATCH
+                || pending
+                    .since
+                    .is_some_and(|since| since.elapsed() >= LOG_DELAY)
         };
         if due {
             self.flush().await;
@@ -121,7 +166,7 @@ impl BuildLogs {
             .pending
             .lock()
             .await
-            .1
+            .since
             .is_some_and(|since| since.elapsed() >= LOG_DELAY);
         if due {
             self.flush().await;
@@ -133,8 +178,8 @@ impl BuildLogs {
     pub async fn flush(&self) {
         let lines = {
             let mut pending = self.pending.lock().await;
-            pending.1 = None;
-            std::mem::take(&mut pending.0)
+            pending.since = None;
+            std::mem::take(&mut pending.lines)
         };
         if lines.is_empty() {
             return;
