@@ -53,16 +53,72 @@ pub(crate) struct UntilRevoked<S> {
     inner: S,
     revoked: Option<std::pin::Pin<Box<dyn Future<Output = Status> + Send>>>,
     ended: bool,
+    _slot: StreamSlot,
 }
 
-/// The check of [`UntilRevoked`], made from the request before it is consumed.
-pub(crate) struct Revocation(std::pin::Pin<Box<dyn Future<Output = Status> + Send>>);
+/// The most streams (chat streams, watches, build logs) one user may have open on one replica.
+pub(crate) const MAX_STREAMS_PER_USER: usize = 64;
+
+/// The open streams of each user on this replica.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamSlots(Arc<std::sync::Mutex<std::collections::HashMap<Uuid, usize>>>);
+
+impl StreamSlots {
+    /// A slot for one more stream of `user`; RESOURCE_EXHAUSTED when they have
+    /// [`MAX_STREAMS_PER_USER`] open.
+    pub(crate) fn take(&self, user: Uuid) -> Result<StreamSlot, Status> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(user).or_default();
+        if *count >= MAX_STREAMS_PER_USER {
+            return Err(with_reason(
+                Code::ResourceExhausted,
+                format!(
+                    "this user has {MAX_STREAMS_PER_USER} streams open on this server; close one \
+                     first"
+                ),
+                "TOO_MANY_STREAMS",
+            ));
+        }
+        *count += 1;
+        Ok(StreamSlot {
+            slots: self.clone(),
+            user,
+        })
+    }
+}
+
+/// One open stream of a user, given back when dropped.
+pub(crate) struct StreamSlot {
+    slots: StreamSlots,
+    user: Uuid,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// The check of [`UntilRevoked`], made from the request before it is consumed, with the
+/// stream's slot.
+pub(crate) struct Revocation {
+    revoked: std::pin::Pin<Box<dyn Future<Output = Status> + Send>>,
+    slot: StreamSlot,
+}
 
 impl Revocation {
-    /// Watches the token of `request`; `allowed` says whether its caller may still read.
+    /// Watches the token of `request`, holding `slot` while the stream is open; `allowed` says
+    /// whether its caller may still read.
     pub(crate) fn of<T>(
         store: Arc<dyn Database>,
         request: &Request<T>,
+        slot: StreamSlot,
         allowed: impl Fn(&Caller) -> bool + Send + 'static,
     ) -> Result<Self, Status> {
         let token = bearer(request, "API token")?.to_owned();
@@ -82,15 +138,19 @@ impl Revocation {
                 }
             }
         };
-        Ok(Self(Box::pin(revoked)))
+        Ok(Self {
+            revoked: Box::pin(revoked),
+            slot,
+        })
     }
 
     /// `inner`, ended once the caller loses access.
     pub(crate) fn guard<S>(self, inner: S) -> UntilRevoked<S> {
         UntilRevoked {
             inner,
-            revoked: Some(self.0),
+            revoked: Some(self.revoked),
             ended: false,
+            _slot: self.slot,
         }
     }
 }
@@ -310,6 +370,22 @@ fn describe(state: chatstate::ExecState) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_has_a_bounded_number_of_open_streams() {
+        let slots = StreamSlots::default();
+        let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut open: Vec<StreamSlot> = (0..MAX_STREAMS_PER_USER)
+            .map(|_| slots.take(ada).unwrap())
+            .collect();
+        let refused = slots.take(ada).err().unwrap();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert!(slots.take(bob).is_ok(), "another user is not affected");
+        open.pop();
+        assert!(slots.take(ada).is_ok(), "a closed stream frees its slot");
+        drop(open);
+        assert!(slots.0.lock().unwrap().is_empty(), "no user holds a slot");
+    }
 
     #[test]
     fn store_errors_map_to_the_spec_codes() {

@@ -22,7 +22,8 @@ use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
 use crate::auth::{
-    Revocation, UntilRevoked, caller, parse_id, parse_optional_id, store_status, with_reason,
+    Revocation, StreamSlots, UntilRevoked, caller, parse_id, parse_optional_id, store_status,
+    with_reason,
 };
 use crate::convert;
 use crate::paging::page_size;
@@ -46,23 +47,27 @@ pub(crate) struct Chats {
     workspaces: Arc<dyn Database>,
     streams: Streams,
     watches: Watches,
+    slots: StreamSlots,
 }
 
 impl Chats {
     /// The service over the chat store and the workspace store (users, tokens, workspaces,
     /// model configurations; in the daemon both are the same store), with `streams`
-    /// serving `StreamChat` and `watches` serving `WatchChats`.
+    /// serving `StreamChat` and `watches` serving `WatchChats`, each taking one of the
+    /// caller's `slots`.
     pub(crate) fn new(
         store: Arc<dyn Store>,
         workspaces: Arc<dyn Database>,
         streams: Streams,
         watches: Watches,
+        slots: StreamSlots,
     ) -> Self {
         Self {
             store,
             workspaces,
             streams,
             watches,
+            slots,
         }
     }
 
@@ -712,7 +717,8 @@ impl ChatService for Chats {
         }
         let chat = self.owned_chat(&caller, &request.get_ref().chat_id).await?;
         let organization = chat.organization_id;
-        let revocation = Revocation::of(self.workspaces.clone(), &request, move |caller| {
+        let slot = self.slots.take(caller.user_id)?;
+        let revocation = Revocation::of(self.workspaces.clone(), &request, slot, move |caller| {
             caller.organizations.contains(&organization)
         })?;
         let events = self.streams.open(chat.id, request.get_ref().after_id);
@@ -728,7 +734,8 @@ impl ChatService for Chats {
         let caller = self.caller(&request).await?;
         let requested = &request.get_ref().organization_id;
         let organization_id = parse_optional_id("organization_id", Some(requested))?;
-        let revocation = Revocation::of(self.workspaces.clone(), &request, move |caller| {
+        let slot = self.slots.take(caller.user_id)?;
+        let revocation = Revocation::of(self.workspaces.clone(), &request, slot, move |caller| {
             organization_id.is_none_or(|o| caller.organizations.contains(&o))
         })?;
         let events = self.watches.open(caller.user_id, organization_id);

@@ -267,6 +267,8 @@ pub async fn serve(
             secret,
             config.timing.lease_stale_after,
         );
+        // One user's open streams, across the chat and workspace services.
+        let slots = crate::auth::StreamSlots::default();
         let watches = Watches::new(
             store.clone(),
             pubsub.clone(),
@@ -283,11 +285,13 @@ pub async fn serve(
                     ..WorkspacesConfig::default()
                 },
                 closing.clone(),
+                slots.clone(),
             )
             .into_server(),
         );
         let streams = Streams::new(store.clone(), pubsub, source, streams, closing);
-        chats = Some(Chats::new(store.clone(), store.clone(), streams, watches).into_server());
+        chats =
+            Some(Chats::new(store.clone(), store.clone(), streams, watches, slots).into_server());
         engine = Some(started);
     }
 

@@ -22,8 +22,8 @@ use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
 use crate::auth::{
-    Revocation, UntilRevoked, caller, not_found, parse_id, parse_optional_id, store_status,
-    with_reason,
+    Revocation, StreamSlots, UntilRevoked, caller, not_found, parse_id, parse_optional_id,
+    store_status, with_reason,
 };
 use crate::closing::{Closing, spawn_client_stream};
 use crate::convert;
@@ -66,6 +66,7 @@ pub(crate) struct Workspaces {
     provisioner: StoreBuilds,
     config: WorkspacesConfig,
     closing: Closing,
+    slots: StreamSlots,
 }
 
 /// The responses of one `StreamBuildLogs` call.
@@ -132,6 +133,7 @@ impl Workspaces {
         pubsub: Arc<dyn Pubsub>,
         config: WorkspacesConfig,
         closing: Closing,
+        slots: StreamSlots,
     ) -> Self {
         Self {
             provisioner: StoreBuilds::new(store.clone()),
@@ -139,6 +141,7 @@ impl Workspaces {
             pubsub,
             config,
             closing,
+            slots,
         }
     }
 
@@ -480,7 +483,8 @@ impl WorkspaceService for Workspaces {
         request: Request<pb::StreamBuildLogsRequest>,
     ) -> Result<Response<Self::StreamBuildLogsStream>, Status> {
         let caller = caller(self.store.as_ref(), &request).await?;
-        let revocation = Revocation::of(self.store.clone(), &request, |_| true)?;
+        let slot = self.slots.take(caller.user_id)?;
+        let revocation = Revocation::of(self.store.clone(), &request, slot, |_| true)?;
         let r = request.into_inner();
         let build_id = parse_id("build_id", &r.build_id)?;
         if r.after_id < 0 {
