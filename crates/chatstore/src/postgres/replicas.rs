@@ -29,7 +29,7 @@ impl ReplicaStore for PgStore {
         )
         .bind(worker_id)
         .bind(relay_address)
-        .execute(self.pool())
+        .execute(self.lease_pool())
         .await?;
         Ok(())
     }

@@ -33,18 +33,38 @@ const TRANSACTION_ATTEMPTS: usize = 3;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections of their own for the lease renewals of chats and replicas, so a flood of
+    /// other queries (many open streams) cannot hold them up until leases go stale.
+    lease_pool: PgPool,
     config: StoreConfig,
 }
 
+/// Connections reserved for lease renewals.
+const LEASE_CONNECTIONS: u32 = 2;
+
 impl PgStore {
-    /// A store on `pool` (migrated).
+    /// A store on `pool` (migrated), with [`LEASE_CONNECTIONS`] connections of its own for
+    /// lease renewals, to the same database (opened on first use).
     pub fn new(pool: PgPool, config: StoreConfig) -> Self {
-        Self { pool, config }
+        let lease_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(LEASE_CONNECTIONS)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with((*pool.connect_options()).clone());
+        Self {
+            pool,
+            lease_pool,
+            config,
+        }
     }
 
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The pool of lease renewals.
+    pub(super) fn lease_pool(&self) -> &PgPool {
+        &self.lease_pool
     }
 
     fn stale_secs(&self) -> f64 {
@@ -572,7 +592,7 @@ concat!(
         .bind(&chats)
         .bind(&runner_ids)
         .bind(self.stale_secs())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.lease_pool)
         .await?)
     }
 

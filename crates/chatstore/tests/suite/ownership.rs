@@ -264,3 +264,32 @@ pub async fn candidates_are_ordered_interrupting_then_requires_action_then_runni
     );
     b.finish().await;
 }
+
+/// Lease renewals have connections of their own: with every connection of the store's pool
+/// taken (a flood of stream reads), a heartbeat still renews its leases.
+#[tokio::test]
+async fn heartbeats_renew_leases_while_the_pool_is_exhausted() {
+    use chatstore::postgres::{PgStore, PoolConfig};
+    let s = Seeded::new().await;
+    let chat = s.chat().await;
+    let pool = chatstore::postgres::connect(
+        &s.db.url,
+        &PoolConfig {
+            max_connections: 1,
+            acquire_timeout: std::time::Duration::from_millis(500),
+        },
+    )
+    .await
+    .unwrap();
+    let store = PgStore::new(pool.clone(), chatstore::StoreConfig::default());
+    let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
+    store.acquire(chat, worker, runner).await.unwrap().unwrap();
+    let _held = pool.acquire().await.unwrap();
+    assert!(
+        store.chat(chat).await.is_err(),
+        "the store's pool is exhausted"
+    );
+    let renewed = store.heartbeat(worker, &[(chat, runner)]).await.unwrap();
+    assert_eq!(renewed, vec![(chat, runner)]);
+    s.finish().await;
+}
