@@ -96,6 +96,7 @@ fn provision_status(err: BuildRequestError) -> Status {
             let (code, reason) = match r.status {
                 404 => (Code::NotFound, "NOT_FOUND"),
                 409 => (Code::AlreadyExists, "CONFLICT"),
+                429 => (Code::ResourceExhausted, "QUOTA"),
                 400 | 422 => (Code::InvalidArgument, "INVALID_INPUT"),
                 _ => (Code::FailedPrecondition, "REFUSED"),
             };

@@ -21,7 +21,11 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct StoreBuilds {
     store: Arc<dyn Database>,
+    max_workspaces: usize,
 }
+
+/// The most workspaces one user may have in one organization (deleted ones do not count).
+pub const MAX_WORKSPACES_PER_USER: usize = 20;
 
 /// `[{name, value}]`, the form builds store their parameters in.
 fn stored(values: &BTreeMap<String, String>) -> serde_json::Value {
@@ -47,9 +51,48 @@ fn parameter_problems(message: &str, problems: Vec<String>) -> BuildRequestError
 }
 
 impl StoreBuilds {
-    /// A provisioner front over the store.
+    /// A provisioner front over the store, allowing [`MAX_WORKSPACES_PER_USER`] workspaces per
+    /// user and organization.
     pub fn new(store: Arc<dyn Database>) -> Self {
-        Self { store }
+        Self {
+            store,
+            max_workspaces: MAX_WORKSPACES_PER_USER,
+        }
+    }
+
+    /// The same front with another cap on each user's workspaces in an organization.
+    pub fn with_max_workspaces(mut self, max: usize) -> Self {
+        self.max_workspaces = max;
+        self
+    }
+
+    /// Refuses a new workspace when the owner already has as many as the cap allows (429).
+    async fn check_quota(&self, request: &CreateRequest) -> Result<(), BuildRequestError> {
+        let cap = i64::try_from(self.max_workspaces).unwrap_or(i64::MAX);
+        let owned = self
+            .store
+            .list_workspaces(&chatstore::workspaces::WorkspaceListQuery {
+                organization_ids: vec![request.organization_id],
+                owner_id: Some(request.owner_id),
+                template_id: None,
+                name_query: String::new(),
+                after: None,
+                limit: cap.saturating_add(1),
+            })
+            .await?;
+        if owned.len() >= self.max_workspaces {
+            return Err(BuildRequestError::Response(ResponseError {
+                status: 429,
+                message: format!(
+                    "workspace quota reached: you have {} workspaces in this organization, the \
+                     most allowed; delete one you no longer need",
+                    owned.len()
+                ),
+                detail: String::new(),
+                validations: Vec::new(),
+            }));
+        }
+        Ok(())
     }
 
     async fn manifest(&self, version_id: Uuid) -> Result<Manifest, BuildRequestError> {
@@ -135,6 +178,7 @@ impl WorkspaceBuilds for StoreBuilds {
         given.extend(request.parameters.clone());
         let values = resolve_parameters(&manifest, &given)
             .map_err(|problems| parameter_problems("invalid workspace parameters", problems))?;
+        self.check_quota(&request).await?;
         let ttl_ms = match request.ttl {
             Some(ttl) => i64::try_from(ttl.as_millis()).ok(),
             None => (template.default_ttl_ms > 0).then_some(template.default_ttl_ms),

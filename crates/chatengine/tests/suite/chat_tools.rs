@@ -1060,3 +1060,35 @@ async fn an_existing_workspace_whose_agent_is_still_connecting_gets_full_readine
     );
     env.finish().await;
 }
+
+/// A user's workspaces in an organization are capped: past the cap the request is refused (429,
+/// RESOURCE_EXHAUSTED at the API).
+#[tokio::test]
+async fn a_users_workspaces_are_capped_per_organization() {
+    use chattool::builds::{BuildRequestError, CreateRequest, WorkspaceBuilds as _};
+    let h = Harness::start().await;
+    let template = h.template("name = \"plain\"", Vec::new()).await;
+    let builds = StoreBuilds::new(h.store.clone()).with_max_workspaces(1);
+    let request = |name: &str| CreateRequest {
+        organization_id: h.organization,
+        owner_id: h.user,
+        template_id: template,
+        name: name.into(),
+        parameters: Default::default(),
+        preset_id: None,
+        ttl: None,
+    };
+    builds.create_workspace(request("one")).await.unwrap();
+    match builds.create_workspace(request("two")).await {
+        Err(BuildRequestError::Response(refused)) => {
+            assert_eq!(refused.status, 429);
+            assert!(
+                refused.message.contains("workspace quota reached"),
+                "{}",
+                refused.message
+            );
+        }
+        other => panic!("expected the quota refusal, got {other:?}"),
+    }
+    h.finish().await;
+}
