@@ -405,19 +405,7 @@ async fn a_revoked_tokens_open_stream_and_watch_end_within_seconds() {
     let emulator = Emulator::start(vec![super::chat_api::reply("Hi.")])
         .await
         .unwrap();
-    super::chat_api::model(&db, &emulator).await;
-    let admin = db
-        .store
-        .fixture_token(db.user, "admin", None)
-        .await
-        .unwrap();
-    let bob_id = db
-        .store
-        .fixture_user("bob", "member", db.organization)
-        .await
-        .unwrap();
-    let bob = db.store.fixture_token(bob_id, "bob", None).await.unwrap();
-    let daemon = super::chat_api::daemon(&mut db).await;
+    let (admin, bob, daemon) = ada_and_bob_on_a_daemon(&mut db, &emulator).await;
     let mut client = super::chat_api::Client::new(&daemon, &bob.token).await;
     let chat = client.create("hello").await.unwrap();
     client.until(&chat.id, pb::ChatStatus::Waiting).await;
@@ -470,4 +458,62 @@ async fn first_error<T>(mut stream: tonic::Streaming<T>) -> tonic::Status {
             Err(status) => return status,
         }
     }
+}
+
+/// One user cannot occupy every worker: past 20 running chats, a new chat is refused until one
+/// of theirs ends; another user is not held up.
+#[tokio::test]
+async fn a_user_runs_at_most_twenty_chats_at_once() {
+    let mut db = TestDb::create().await;
+    // Every turn streams for a minute, so the chats stay running.
+    let slow = || {
+        let mut turn = Turn::with(vec![ScriptPart::Text {
+            text: "x".repeat(600),
+            chunk: 1,
+        }]);
+        turn.pacing = Duration::from_millis(100);
+        turn
+    };
+    let emulator = Emulator::start((0..22).map(|_| slow()).collect())
+        .await
+        .unwrap();
+    let (ada, bob, daemon) = ada_and_bob_on_a_daemon(&mut db, &emulator).await;
+    let mut ada = super::chat_api::Client::new(&daemon, &ada.token).await;
+    let mut bob = super::chat_api::Client::new(&daemon, &bob.token).await;
+    for n in 0..20 {
+        ada.create(&format!("chat {n}")).await.unwrap();
+    }
+    let refused = ada.create("one too many").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    assert!(
+        refused.message().contains("20 of your chats are running"),
+        "{refused}"
+    );
+    bob.create("mine").await.unwrap();
+    daemon
+        .stop(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10))
+        .await
+        .unwrap();
+    db.finish().await;
+}
+
+/// The tokens of `ada` (an admin) and of a new member `bob`, and a daemon whose model is the
+/// emulator.
+async fn ada_and_bob_on_a_daemon(
+    db: &mut TestDb,
+    emulator: &Emulator,
+) -> (
+    chatstore::identity::NewApiKey,
+    chatstore::identity::NewApiKey,
+    Daemon,
+) {
+    super::chat_api::model(db, emulator).await;
+    let ada = db.store.fixture_token(db.user, "ada", None).await.unwrap();
+    let bob = db
+        .store
+        .fixture_user("bob", "member", db.organization)
+        .await
+        .unwrap();
+    let bob = db.store.fixture_token(bob, "bob", None).await.unwrap();
+    (ada, bob, super::chat_api::daemon(db).await)
 }

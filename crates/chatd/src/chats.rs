@@ -36,6 +36,9 @@ const MAX_SYSTEM_PROMPT_BYTES: usize = 64 * 1024;
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_BYTES: usize = 256;
 const MAX_DYNAMIC_TOOLS: usize = 64;
+/// The most chats one user may have running at once.
+pub(crate) const MAX_RUNNING_CHATS_PER_USER: i64 = 20;
+
 /// Largest request the service decodes: messages are capped at 1 MiB by the store, so a bit
 /// more than that reaches it and gets its precise refusal.
 const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
@@ -74,6 +77,27 @@ impl Chats {
     /// The tonic server.
     pub(crate) fn into_server(self) -> ChatServiceServer<Self> {
         ChatServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
+    }
+
+    /// RESOURCE_EXHAUSTED when the user already has [`MAX_RUNNING_CHATS_PER_USER`] chats
+    /// running: one user cannot occupy every worker.
+    async fn room_for_a_turn(&self, user_id: Uuid) -> Result<(), Status> {
+        let running = self
+            .store
+            .running_chats(user_id)
+            .await
+            .map_err(store_status)?;
+        if running >= MAX_RUNNING_CHATS_PER_USER {
+            return Err(with_reason(
+                Code::ResourceExhausted,
+                format!(
+                    "{running} of your chats are running, the most allowed at once; wait for one \
+                     to finish or stop one"
+                ),
+                "TOO_MANY_RUNNING_CHATS",
+            ));
+        }
+        Ok(())
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
@@ -322,6 +346,7 @@ impl ChatService for Chats {
         let r = request.into_inner();
         let organization_id = organization(&caller, &r.organization_id)?;
         let content = convert::input(&r.content, "the first message")?;
+        self.room_for_a_turn(caller.user_id).await?;
         let title = r.title.as_deref().map(check_title).transpose()?;
         if r.system_prompt
             .as_ref()
@@ -532,6 +557,13 @@ impl ChatService for Chats {
         let chat = self.owned_chat(&caller, &r.chat_id).await?;
         let content = convert::input(&r.content, "the message")?;
         let busy = busy(r.busy_behavior)?;
+        if !matches!(
+            chat.status,
+            chatstate::ChatStatus::Running | chatstate::ChatStatus::Interrupting
+        ) {
+            // The message starts a turn (to a busy chat it queues, or replaces the turn).
+            self.room_for_a_turn(caller.user_id).await?;
+        }
         let mut message = NewMessage::user(caller.user_id, content);
         message.model_config_id = self
             .check_model_config(chat.organization_id, r.model_config_id.as_deref())

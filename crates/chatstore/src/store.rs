@@ -21,6 +21,10 @@ pub struct ToolResultInput {
     pub is_error: bool,
 }
 
+/// [`Store::running_chats`], the same SQL on both backends.
+pub(crate) const RUNNING_CHATS: &str =
+    "SELECT count(*) FROM chats WHERE owner_id = $1 AND status IN ('running', 'interrupting')";
+
 /// A state change of a chat: a `chatstate` transition with the data it writes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -247,6 +251,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Deletes stale heartbeat rows; returns how many.
     async fn cleanup_heartbeats(&self) -> Result<u64, StoreError>;
+
+    /// How many of a user's chats are running or being interrupted (archived ones too).
+    async fn running_chats(&self, owner_id: Uuid) -> Result<i64, StoreError>;
 
     /// Binds the chat to a workspace and one of its builds and clears the bound agent (the next
     /// workspace tool resolves the new build's agent). A metadata write, not a transition: no

@@ -596,6 +596,13 @@ concat!(
         .await?)
     }
 
+    async fn running_chats(&self, owner_id: Uuid) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(crate::store::RUNNING_CHATS)
+            .bind(owner_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn cleanup_heartbeats(&self) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "DELETE FROM chat_heartbeats WHERE heartbeat_at < now() - make_interval(secs => $1)",

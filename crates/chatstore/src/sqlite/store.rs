@@ -634,6 +634,13 @@ impl Store for SqliteStore {
         Ok(renewed)
     }
 
+    async fn running_chats(&self, owner_id: Uuid) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(crate::store::RUNNING_CHATS)
+            .bind(owner_id)
+            .fetch_one(self.db.reader())
+            .await?)
+    }
+
     async fn cleanup_heartbeats(&self) -> Result<u64, StoreError> {
         Ok(sqlx::query(concat!(
             "DELETE FROM chat_heartbeats WHERE heartbeat_at < ",
