@@ -1,8 +1,11 @@
 //! The gRPC server's transport limits as clients see them: a request larger than a service
 //! decodes answers RESOURCE_EXHAUSTED, as gRPC's conventions have it (tonic says OUT_OF_RANGE),
-//! with the limit in the message.
+//! with the limit in the message; a call whose handler takes longer than the request timeout
+//! answers DEADLINE_EXCEEDED.
 
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::TryFutureExt as _;
 use futures_util::future::MapOk;
@@ -51,6 +54,61 @@ where
     }
 }
 
+/// The layer of [`HandlerTimeout`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HandlerTimeoutLayer(pub(crate) Duration);
+
+impl<S> tower::Layer<S> for HandlerTimeoutLayer {
+    type Service = HandlerTimeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HandlerTimeout {
+            inner,
+            limit: self.0,
+        }
+    }
+}
+
+/// Answers DEADLINE_EXCEEDED when a handler has not produced its response within the limit.
+/// A unary call's response comes when the handler is done; a streaming call's comes as soon as
+/// its stream is open, so open streams are never cut by this.
+#[derive(Debug, Clone)]
+pub(crate) struct HandlerTimeout<S> {
+    inner: S,
+    limit: Duration,
+}
+
+type Answer<E> = Result<http::Response<tonic::body::Body>, E>;
+
+impl<S, B> tower::Service<http::Request<B>> for HandlerTimeout<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Answer<S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let answer = self.inner.call(request);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, answer).await {
+                Ok(answer) => answer,
+                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                    "the server did not answer within {} s",
+                    limit.as_secs()
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
+
 /// A response that refuses a request for its size, as RESOURCE_EXHAUSTED.
 fn resource_exhausted_when_too_large<R>(mut response: http::Response<R>) -> http::Response<R> {
     let headers = response.headers_mut();
@@ -87,6 +145,25 @@ mod tests {
             .headers_mut()
             .insert("grpc-message", HeaderValue::from_str(message).unwrap());
         response
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_never_answers_is_a_deadline_exceeded() {
+        use tower::{Layer as _, Service as _};
+        let never = tower::service_fn(|_: http::Request<()>| {
+            std::future::pending::<
+                Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+            >()
+        });
+        let mut service = HandlerTimeoutLayer(Duration::from_millis(20)).layer(never);
+        let answer = service.call(http::Request::new(())).await.unwrap();
+        assert_eq!(answer.headers()["grpc-status"], "4");
+        let quick = tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+        });
+        let mut service = HandlerTimeoutLayer(Duration::from_secs(5)).layer(quick);
+        let answer = service.call(http::Request::new(())).await.unwrap();
+        assert!(answer.headers().get("grpc-status").is_none());
     }
 
     #[test]

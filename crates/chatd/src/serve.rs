@@ -94,6 +94,9 @@ pub struct DatabaseConfig {
 /// Streams one client connection may have open at once (HTTP/2 `MAX_CONCURRENT_STREAMS`).
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
+/// How long a call's handler may take to answer (a unary call's whole work; a stream's opening).
+const HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Services advertised by reflection in every configuration. Only services this process
 /// actually implements are listed; the chat services join as they are implemented.
 const ALWAYS_SERVED: &[&str] = &[
@@ -303,6 +306,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .layer(crate::limits::OversizedRequestsLayer)
+        .layer(crate::limits::HandlerTimeoutLayer(HANDLER_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
