@@ -517,3 +517,88 @@ async fn ada_and_bob_on_a_daemon(
     let bob = db.store.fixture_token(bob, "bob", None).await.unwrap();
     (ada, bob, super::chat_api::daemon(db).await)
 }
+
+/// What the model reads through the agent cannot hang or exhaust it: a FIFO without a writer
+/// and a 2 GiB file are refused at once, and the agent keeps serving.
+#[tokio::test]
+async fn a_fifo_and_a_huge_file_neither_hang_nor_exhaust_the_agent() {
+    let h = Harness::start().await;
+    let template = h.template("name = \"plain\"", Vec::new()).await;
+    let (workspace, _) = h.create_workspace(template, "dev").await;
+    let agent = h.lifecycle(workspace, AgentLifecycle::Ready).await;
+    let made = h
+        .run_in(
+            workspace,
+            &agent.address,
+            "mkfifo pipe && truncate -s 2G huge.bin && echo made",
+        )
+        .await;
+    assert_eq!(made.output, "made\n", "{}", made.output);
+    let mut conn = wsagent::client::connect_agent(
+        &agent.address,
+        &h.secret(workspace).await,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    for (path, says) in [
+        ("pipe", "not a regular file"),
+        ("huge.bin", "larger than 32 MiB"),
+    ] {
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            conn.read_file(chatproto::wsagent::v1::ReadFileRequest {
+                path: path.into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("the read answers at once");
+        let status = read.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        assert!(status.message().contains(says), "{status}");
+    }
+    let echoed = h
+        .run_in(workspace, &agent.address, "echo still serving")
+        .await;
+    assert_eq!(echoed.output, "still serving\n");
+    h.finish().await;
+}
+
+/// An API admin cannot point a model's key at the daemon's secrets: a reference to a variable
+/// outside `*_API_KEY` or a file outside the key directories is refused.
+#[tokio::test]
+async fn a_key_reference_to_the_daemons_secrets_is_refused() {
+    let mut db = TestDb::create().await;
+    let admin = db
+        .store
+        .fixture_token(db.user, "admin", None)
+        .await
+        .unwrap();
+    let daemon = super::chat_api::daemon(&mut db).await;
+    let mut api =
+        pb::admin_service_client::AdminServiceClient::new(super::serve::channel(&daemon).await);
+    for reference in ["env:CHATD_DATABASE_URL", "env:HOME", "file:/etc/shadow"] {
+        let refused = api
+            .create_model_config(
+                pb::CreateModelConfigRequest {
+                    organization_id: db.organization.to_string(),
+                    provider: pb::ProviderKind::Anthropic.into(),
+                    model: "claude-test".into(),
+                    api_key_ref: reference.into(),
+                    context_limit: 200_000,
+                    ..Default::default()
+                }
+                .into_request_with(admin.token.clone()),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{reference}");
+        assert!(refused.message().contains("not allowed"), "{refused}");
+    }
+    daemon
+        .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
+    db.finish().await;
+}
