@@ -599,3 +599,51 @@ async fn with_chatretry_a_503_once_means_exactly_two_calls() {
     assert_eq!(retries, 1);
     assert_eq!(emulator.requests().len(), 2);
 }
+
+/// A provider that redirects a model call elsewhere does not get its key carried there: the
+/// client follows no redirect (the Anthropic key travels in `x-api-key`, which HTTP clients do
+/// not strip on a redirect to another host).
+#[tokio::test]
+async fn a_redirect_is_not_followed_with_the_key() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_addr = elsewhere.local_addr().unwrap();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = reached.clone();
+    tokio::spawn(async move {
+        while elsewhere.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let provider = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let provider_addr = provider.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = provider.accept().await {
+            let mut request = vec![0; 64 * 1024];
+            let _ = socket.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{elsewhere_addr}/v1/messages\r\ncontent-length: 0\r\n\r\n"
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    let client = ModelClient::new(ProviderConfig {
+        format: WireFormat::Anthropic,
+        base_url: format!("http://{provider_addr}"),
+        api_key: Some("sk-test-key".into()),
+        extra_headers: Vec::new(),
+        timeouts: Timeouts::default(),
+        http2_prior_knowledge: false,
+    })
+    .unwrap();
+    let err = run(&client).await.unwrap_err();
+    assert_eq!(classified(&err).status_code, 307, "{err:?}");
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}

@@ -43,8 +43,8 @@ pub struct PgStore {
 const LEASE_CONNECTIONS: u32 = 2;
 
 impl PgStore {
-    /// A store on `pool` (migrated), with [`LEASE_CONNECTIONS`] connections of its own for
-    /// lease renewals, to the same database (opened on first use).
+    /// A store on `pool` (migrated), with two connections of its own for lease renewals, to
+    /// the same database (opened on first use).
     pub fn new(pool: PgPool, config: StoreConfig) -> Self {
         let lease_pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(LEASE_CONNECTIONS)
