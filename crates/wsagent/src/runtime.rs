@@ -229,6 +229,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     .await?;
     tracing::info!(addr = %address, "listening");
 
+    // The first heartbeat reports the address before any lifecycle state: an agent that says
+    // `starting` or `ready` can be dialled.
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let heartbeats = reporter.as_ref().map(|r| {
         tokio::spawn(r.clone().heartbeat_loop(
             options.heartbeat_interval,
@@ -237,8 +240,12 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
                 directory: directory.display().to_string(),
             },
             stop_tx.clone(),
+            first_tx,
         ))
     });
+    if heartbeats.is_some() {
+        let _ = first_rx.await;
+    }
 
     // Startup: created → starting → ready | start_error | start_timeout.
     let mut stop_watch = stop_tx.subscribe();
@@ -431,15 +438,22 @@ impl Reporter {
     }
 
     /// Heartbeats until `stop`; a rejected token stops the agent (returned as the reason).
+    /// `first` hears when the first heartbeat has been answered (or has failed).
     async fn heartbeat_loop(
         self,
         mut interval: Duration,
         report: Report,
         stop: watch::Sender<bool>,
+        first: tokio::sync::oneshot::Sender<()>,
     ) -> Option<String> {
         let mut stopped = stop.subscribe();
+        let mut first = Some(first);
         loop {
-            match self.send_heartbeat(&report, false).await {
+            let sent = self.send_heartbeat(&report, false).await;
+            if let Some(first) = first.take() {
+                let _ = first.send(());
+            }
+            match sent {
                 Ok(response) => {
                     if let Some(named) = response
                         .interval
