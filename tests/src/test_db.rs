@@ -268,6 +268,24 @@ pub async fn acme_and_ada(store: &(impl chatstore::IdentityStore + ?Sized)) -> (
 /// The pids, in order, of the processes whose working directory is under `dir` (the agents of
 /// the workspaces built there).
 pub fn processes_under(dir: &std::path::Path) -> Vec<i32> {
+    processes_where(|proc_dir| {
+        std::fs::read_link(proc_dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
+    })
+}
+
+/// The processes whose command line (arguments joined by spaces) contains `needle`.
+pub fn processes_running(needle: &str) -> Vec<i32> {
+    processes_where(|proc_dir| {
+        std::fs::read(proc_dir.join("cmdline")).is_ok_and(|c| {
+            String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .contains(needle)
+        })
+    })
+}
+
+/// The pids whose `/proc/<pid>` directory satisfies `matches`, in order.
+fn processes_where(matches: impl Fn(&std::path::Path) -> bool) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -275,8 +293,7 @@ pub fn processes_under(dir: &std::path::Path) -> Vec<i32> {
         .flatten()
         .filter_map(|entry| {
             let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
-            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
-            cwd.starts_with(dir).then_some(pid)
+            matches(&entry.path()).then_some(pid)
         })
         .collect();
     pids.sort_unstable();
@@ -291,5 +308,17 @@ pub fn kill_processes_under(dir: &std::path::Path) {
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
+    }
+}
+
+/// On drop, SIGKILLs every process whose working directory is under the path
+/// ([`kill_processes_under`]): the agents a test's daemon built there, which outlive the daemon
+/// by design.
+#[derive(Debug)]
+pub struct KillUnder(pub std::path::PathBuf);
+
+impl Drop for KillUnder {
+    fn drop(&mut self) {
+        kill_processes_under(&self.0);
     }
 }

@@ -6,7 +6,7 @@ use chatstore::testing::Fixtures as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use chatd_e2e::test_db::TestDb;
+use chatd_e2e::test_db::{KillUnder, TestDb};
 use chatd_e2e::workspaces::{free_port, tempdir, wait_for_import};
 use chatd_e2e::{Daemon, workspace_binary};
 use chattest::emulator::{Emulator, Match, ScriptPart, Turn};
@@ -77,16 +77,6 @@ async fn daemon_with_provisioner(h: &mut TestDb) -> Daemon {
     let args = h.serve_with_provisioner(&listen, 1).await;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Daemon::start(&args, &[]).await.unwrap()
-}
-
-/// On drop, SIGKILLs every process whose working directory is under the path (the agents
-/// of the workspaces a test's daemon built there).
-struct KillUnder(PathBuf);
-
-impl Drop for KillUnder {
-    fn drop(&mut self) {
-        chatd_e2e::test_db::kill_processes_under(&self.0);
-    }
 }
 
 fn example_template() -> PathBuf {

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chatd_e2e::Daemon;
-use chatd_e2e::test_db::{TestDb, kill_processes_under};
+use chatd_e2e::test_db::{KillUnder, TestDb, processes_running};
 use chatd_e2e::workspaces::{
     Harness, WithToken as _, WorkspaceApi, eventually, free_port, push_example,
 };
@@ -232,33 +232,6 @@ async fn organization_of(url: &str, token: &str) -> Uuid {
         .unwrap()
         .into_inner();
     Uuid::parse_str(&me.organizations[0].id).unwrap()
-}
-
-/// SIGKILLs on drop every process whose working directory is under the path.
-struct KillUnder(std::path::PathBuf);
-
-impl Drop for KillUnder {
-    fn drop(&mut self) {
-        kill_processes_under(&self.0);
-    }
-}
-
-/// The pids whose command line contains `needle`.
-fn processes_running(needle: &str) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .contains(needle)
-            })
-        })
-        .collect()
 }
 
 #[tokio::test]
