@@ -533,6 +533,22 @@ pub struct TimingArgs {
     /// How often an open chat stream re-checks the database without being notified.
     #[arg(long, env = "CHATD_STREAM_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub stream_poll_interval: Duration,
+
+    /// How long a call to a workspace agent may go unanswered (a stopped or hung agent) before
+    /// the tool returns a text telling the model how to recover. Calls that wait on purpose
+    /// (a process's output) get their wait on top.
+    #[arg(long, env = "CHATD_AGENT_CALL_DEADLINE", default_value = "60s", value_parser = parse_duration)]
+    pub agent_call_deadline: Duration,
+
+    /// How long Stop (or an edit that removes a running step) waits in all for the workspace
+    /// agent to cancel the step's commands and file writes; 0s sends no cancel.
+    #[arg(long, env = "CHATD_TOOL_CANCEL_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub tool_cancel_wait: Duration,
+
+    /// How long a chat task may make no progress before it is cancelled and started again;
+    /// raised to the stream silence timeout plus 5 minutes when that is longer.
+    #[arg(long, env = "CHATD_TASK_IDLE_WATCHDOG", default_value = "15m", value_parser = parse_duration)]
+    pub task_idle_watchdog: Duration,
 }
 
 impl TimingArgs {
@@ -542,6 +558,8 @@ impl TimingArgs {
             ("--acquire-interval", self.acquire_interval),
             ("--heartbeat-interval", self.heartbeat_interval),
             ("--stream-poll-interval", self.stream_poll_interval),
+            ("--agent-call-deadline", self.agent_call_deadline),
+            ("--task-idle-watchdog", self.task_idle_watchdog),
         ] {
             if value.is_zero() {
                 return Err(format!("{flag} must be longer than zero"));
@@ -560,6 +578,9 @@ impl TimingArgs {
             heartbeat_interval: self.heartbeat_interval,
             lease_stale_after: self.lease_stale_after,
             stream_poll_interval: self.stream_poll_interval,
+            agent_call_deadline: self.agent_call_deadline,
+            tool_cancel_wait: self.tool_cancel_wait,
+            task_idle_watchdog: self.task_idle_watchdog,
         })
     }
 }
@@ -634,6 +655,15 @@ mod tests {
             err.contains("--stream-poll-interval must be longer than zero"),
             "{err}"
         );
+        for flag in ["--agent-call-deadline", "--task-idle-watchdog"] {
+            let err = parse(&[flag, "0s"]).unwrap_err();
+            assert!(
+                err.contains(&format!("{flag} must be longer than zero")),
+                "{err}"
+            );
+        }
+        let no_cancel = parse(&["--tool-cancel-wait", "0s"]).unwrap();
+        assert!(no_cancel.tool_cancel_wait.is_zero());
         let fast = parse(&["--lease-stale-after", "3s", "--heartbeat-interval", "1s"]).unwrap();
         assert_eq!(fast.lease_stale_after, Duration::from_secs(3));
     }

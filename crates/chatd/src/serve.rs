@@ -66,6 +66,12 @@ pub struct Timing {
     pub lease_stale_after: Duration,
     /// `stream.sync_poll_interval` (10 s).
     pub stream_poll_interval: Duration,
+    /// How long an agent call may go unanswered (60 s).
+    pub agent_call_deadline: Duration,
+    /// `interrupt.tool_cancel_wait` (30 s).
+    pub tool_cancel_wait: Duration,
+    /// `worker.task_idle_watchdog` (15 min).
+    pub task_idle_watchdog: Duration,
 }
 
 impl Default for Timing {
@@ -76,6 +82,9 @@ impl Default for Timing {
             heartbeat_interval: engine.heartbeat_interval,
             lease_stale_after: engine.lease_stale_after,
             stream_poll_interval: StreamConfig::default().sync_poll_interval,
+            agent_call_deadline: chattool::conn::DEFAULT_AGENT_CALL_DEADLINE,
+            tool_cancel_wait: engine.tool_cancel_wait,
+            task_idle_watchdog: engine.task_idle_watchdog,
         }
     }
 }
@@ -245,10 +254,18 @@ pub async fn serve(
             acquire_interval: config.timing.acquire_interval,
             heartbeat_interval: config.timing.heartbeat_interval,
             lease_stale_after: config.timing.lease_stale_after,
+            tool_cancel_wait: config.timing.tool_cancel_wait,
+            task_idle_watchdog: config.timing.task_idle_watchdog,
             key_references: config.models.keys.clone(),
             ..EngineConfig::default()
         };
-        let started = start_engine(store.clone(), pubsub.clone(), engine_config).await;
+        let started = start_engine(
+            store.clone(),
+            pubsub.clone(),
+            engine_config,
+            config.timing.agent_call_deadline,
+        )
+        .await;
         let secret = RelaySecret::new(store.clone());
         let streams = StreamConfig {
             sync_poll_interval: config.timing.stream_poll_interval,
@@ -438,11 +455,15 @@ async fn start_engine(
     store: Arc<dyn Database>,
     pubsub: Arc<dyn Pubsub>,
     config: EngineConfig,
+    agent_call_deadline: Duration,
 ) -> Engine {
     use chatengine::EngineDeps;
     use chatengine::resolver::StoreConnector;
 
-    let connector = Arc::new(StoreConnector::new(store.clone(), Duration::from_secs(5)));
+    let connector = Arc::new(
+        StoreConnector::new(store.clone(), Duration::from_secs(5))
+            .with_call_deadline(agent_call_deadline),
+    );
     let deps = EngineDeps {
         store: store.clone(),
         pubsub,

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use chaterror::{BoxError, Classification, ClassifyContext, ErrorKind, classify, full_text};
 use chatmodel::{FinishReason, ModelRequest, StreamPart, ToolDefinition};
-use chatretry::{RetryDecision, RetryEvent, guard_silence, normalize_attempt_error};
+use chatretry::{CancelCause, RetryDecision, RetryEvent, guard_silence, normalize_attempt_error};
 use chatstate::ChatStatus;
 use chatstore::models::ModelConfig;
 use chatstore::types::{Chat, Message, MessageUsage, NewMessage, Role};
@@ -246,6 +246,7 @@ async fn generate(
             None => break None,
             Some(Err(err)) => break Some(err),
             Some(Ok(part)) => {
+                t.progress.kick();
                 match &part {
                     StreamPart::Usage(u) => usage = *u,
                     StreamPart::Finish(reason) => finish = Some(*reason),
@@ -444,6 +445,8 @@ async fn on_failure(
     t.commit(
         Change::RecordRetryState {
             retry_state: payload::retry_state(&event),
+            // A parked turn's budget starts again when it resumes (spec/chatretry.md §11.3).
+            window_restarts_at: parked.then(|| now + delay),
         },
         t.fence(Some(attempt)),
         move || crate::metrics::retried(kind, &provider),
@@ -496,7 +499,12 @@ async fn execute_tools(
     let _abort = AbortAll(handles.iter().map(|h| h.abort_handle()).collect());
     let joined = tokio::select! {
         biased;
-        _ = t.token.cancelled() => return Err(cancelled(&t.token)),
+        cause = t.token.cancelled() => {
+            if cause == CancelCause::TurnSuperseded {
+                tokio::spawn(cancel_if_edited_away(t.clone(), calls));
+            }
+            return Err(cancelled(&t.token));
+        }
         joined = futures_util::future::join_all(handles) => joined,
     };
     let context_limit = config.map_or(200_000, |c| c.context_limit);
@@ -534,6 +542,32 @@ async fn execute_tools(
     Ok(())
 }
 
+/// After a step was superseded: when this runner still owns the chat and an edit removed the
+/// message that made `calls`, stops them in the workspace (spec/engine.md §12.7). A takeover
+/// also supersedes a step, but then the chat is not ours and the new owner resumes the calls.
+async fn cancel_if_edited_away(t: TaskCtx, calls: Vec<PendingCall>) {
+    let snapshot = match t.shared.deps.store.snapshot(t.chat_id, 0).await {
+        Ok(snapshot) => snapshot,
+        Err(err) => {
+            tracing::debug!(chat_id = %t.chat_id, error = %crate::error_chain(&err), "cannot tell whether a superseded step was edited away");
+            return;
+        }
+    };
+    let chat = &snapshot.chat;
+    if chat.worker_id != Some(t.shared.worker_id) || chat.runner_id != Some(t.runner_id) {
+        return;
+    }
+    let gone = crate::cancel::edited_away(&calls, &snapshot.history);
+    crate::cancel::in_workspace(
+        &t.runner,
+        t.runner.token.clone(),
+        t.chat_id,
+        &gone,
+        t.shared.config.tool_cancel_wait,
+    )
+    .await;
+}
+
 const INTERRUPTED: &str = step::INTERRUPTED_RESULT;
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -566,6 +600,8 @@ fn tool_context(t: &TaskCtx, chat: &Chat) -> ToolContext {
         Arc::new(r.for_turn(t.token.clone())) as Arc<dyn chattool::context::WorkspaceResolver>
     });
     ctx.workspace_lock = t.runner.workspace_lock.clone();
+    let progress = t.progress.clone();
+    ctx.on_progress = Some(Arc::new(move || progress.kick()));
     ctx.settings = t.shared.tool_settings.clone();
     let chat_id = chat.id;
     ctx.on_binding = Some(Arc::new(move |bound: &Chat| {

@@ -1,6 +1,6 @@
-//! The interrupt task (spec/recovery.md §6): close the interrupted episode, build the partial
-//! assistant message from its buffered parts, answer every call left without a result, and apply
-//! `FinishInterruption`. Its token is the runner's child, not the cancelled generation task's,
+//! The interrupt task (spec/recovery.md §6): close the interrupted episode, cancel the step's
+//! calls in the workspace, build the partial assistant message from its buffered parts, answer
+//! every call left without a result, and apply `FinishInterruption`. Its token is the runner's child, not the cancelled generation task's,
 //! so the interrupt itself is not interrupted.
 
 use chatstate::ChatStatus;
@@ -38,6 +38,14 @@ pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {
     }
     let rows = step::prompt_rows(&snapshot.history);
     let committed = step::pending_calls(&rows);
+    crate::cancel::in_workspace(
+        &t.runner,
+        t.token.clone(),
+        t.chat_id,
+        &committed,
+        t.shared.config.tool_cancel_wait,
+    )
+    .await;
     let partial = acc.interrupted_suffix(&committed, now);
     tracing::info!(
         chat_id = %t.chat_id,

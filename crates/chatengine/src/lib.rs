@@ -10,6 +10,7 @@
 //! - [`generation`]: load → decide → act, with the persisted retry of spec/chatretry.md §7;
 //! - [`interrupt`]: finalising an interrupted turn from the buffered parts;
 //! - [`step`]: the pure pieces (prompt rows, decision, accumulation of parts, result caps);
+//! - [`watchdog`]: the idle watchdog that restarts a task making no progress;
 //! - [`payload`]: the stored error and retry JSON; [`models`]: provider clients;
 //! - [`resolver`]: a chat's workspace connection, with the recovery gate of spec/recovery.md;
 //! - [`parts`]: the live parts of running turns, which streams and the relay read;
@@ -24,6 +25,7 @@
 //! the database clock (E2).
 
 pub mod builds;
+mod cancel;
 pub mod generation;
 pub mod interrupt;
 pub mod metrics;
@@ -33,6 +35,7 @@ pub mod payload;
 pub mod resolver;
 pub mod runner;
 pub mod step;
+pub mod watchdog;
 pub mod worker;
 
 use chatstore::prelude::*;
@@ -77,6 +80,10 @@ pub struct EngineConfig {
     pub task_retry_initial: Duration,
     /// See `task_retry_initial`.
     pub task_retry_max: Duration,
+    /// `worker.task_idle_watchdog`: a generation or interrupt task that makes no progress for
+    /// this long is cancelled and started again (15 min; raised to the stream silence timeout
+    /// plus 5 min, so the silence guard fires first).
+    pub task_idle_watchdog: Duration,
     /// `chat.max_steps_per_turn` (1200).
     pub max_steps_per_turn: usize,
     /// `stream_silence_timeout` (10 min; zero disables).
@@ -94,6 +101,10 @@ pub struct EngineConfig {
     pub relay_address: String,
     /// `shutdown.grace`: how long shutdown waits for tasks before abandoning chats (10 s).
     pub shutdown_grace: Duration,
+    /// `interrupt.tool_cancel_wait`: how long an interrupt (or an edit that removes a running
+    /// step) waits in all for the workspace agent to cancel the step's calls (30 s; zero sends
+    /// no cancel).
+    pub tool_cancel_wait: Duration,
     /// How often old idempotency-ledger rows are purged (1 h).
     pub ledger_purge_interval: Duration,
     /// How old a ledger row must be to be purged (7 days).
@@ -117,6 +128,7 @@ impl Default for EngineConfig {
             runner_sync_interval: Duration::from_secs(15),
             task_retry_initial: Duration::from_millis(100),
             task_retry_max: Duration::from_secs(5),
+            task_idle_watchdog: watchdog::DEFAULT_IDLE_LIMIT,
             max_steps_per_turn: 1200,
             stream_silence_timeout: SilenceTimeout::default(),
             retry: RetryPolicy::default(),
@@ -125,6 +137,7 @@ impl Default for EngineConfig {
             system_prompt: String::new(),
             relay_address: String::new(),
             shutdown_grace: Duration::from_secs(10),
+            tool_cancel_wait: Duration::from_secs(30),
             ledger_purge_interval: Duration::from_secs(3600),
             ledger_retention: Duration::from_secs(7 * 24 * 3600),
             parts: PartBufferConfig::default(),
@@ -194,6 +207,8 @@ pub(crate) struct TaskCtx {
     /// The runner's fast path: committed chats are fed back at once.
     pub(crate) hint: mpsc::UnboundedSender<ChatUpdate>,
     pub(crate) runner: Arc<runner::RunnerState>,
+    /// Kicked as the task makes progress (the idle watchdog's input).
+    pub(crate) progress: Arc<watchdog::Progress>,
 }
 
 impl TaskCtx {
@@ -246,6 +261,7 @@ impl TaskCtx {
                     store.apply(t.chat_id, change.clone(), Some(fence))
                 })
                 .await?;
+            t.progress.kick();
             if let Some(outcome) = ended {
                 crate::metrics::turn_finished(outcome);
             }
@@ -312,8 +328,10 @@ impl TaskCtx {
         }
     }
 
-    /// Sleeps, or ends with the token's cause.
+    /// Sleeps (a deliberate wait, which the idle watchdog allows), or ends with the token's
+    /// cause.
     pub(crate) async fn sleep(&self, delay: Duration) -> Result<(), TaskExit> {
+        let _waiting = self.progress.waiting();
         self.token
             .run(tokio::time::sleep(delay))
             .await

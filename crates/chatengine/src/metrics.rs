@@ -9,6 +9,7 @@
 //! | `chatd_tool_duration_seconds` | histogram | `tool`, `outcome` = `ok`, `error` | how long a tool call ran in this replica |
 //! | `chatd_acquisition_lag_seconds` | histogram | | from a chat's last change (a new message, a crashed owner's last write) to a replica taking it |
 //! | `chatd_active_runners` | gauge | | chats this replica runs now |
+//! | `chatd_task_restarts_total` | counter | | chat tasks the idle watchdog cancelled and started again |
 //! | `chatd_stream_subscribers` | gauge | `kind` = `chat`, `watch`, `relay` | open `StreamChat`, `WatchChats` and relay streams |
 //!
 //! The engine and the daemon's services record through the functions here; without an installed
@@ -26,6 +27,8 @@ pub const CLASSIFICATIONS: &str = "chatd_error_classifications_total";
 pub const TOOL_DURATION: &str = "chatd_tool_duration_seconds";
 /// Delay from a chat's last change to its acquisition.
 pub const ACQUISITION_LAG: &str = "chatd_acquisition_lag_seconds";
+/// Chat tasks the idle watchdog started again.
+pub const TASK_RESTARTS: &str = "chatd_task_restarts_total";
 /// Chats run by this replica.
 pub const ACTIVE_RUNNERS: &str = "chatd_active_runners";
 /// Open client streams, by kind.
@@ -73,6 +76,11 @@ pub(crate) fn tool_finished(tool: &str, is_error: bool, elapsed: Duration) {
     let outcome = if is_error { "error" } else { "ok" };
     metrics::histogram!(TOOL_DURATION, "tool" => tool.to_owned(), "outcome" => outcome)
         .record(elapsed.as_secs_f64());
+}
+
+/// The idle watchdog started a chat task again.
+pub(crate) fn task_restarted() {
+    metrics::counter!(TASK_RESTARTS).increment(1);
 }
 
 /// A chat was acquired `lag` after its last change.

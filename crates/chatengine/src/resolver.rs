@@ -29,7 +29,7 @@ use chatstore::agents::{Agent, ConnectionStatus, connection_status};
 use chatstore::prelude::*;
 use chatstore::types::Chat;
 use chatstore::workspaces::Build;
-use chattool::conn::{Rooted, WorkspaceConn};
+use chattool::conn::{DEFAULT_AGENT_CALL_DEADLINE, Deadlined, Rooted, WorkspaceConn};
 use chattool::context::{BindingListener, NO_WORKSPACE, WorkspaceResolver};
 use chattool::wait::{AgentDialer, agent_infos};
 use tokio::time::Instant;
@@ -186,12 +186,14 @@ pub trait AgentConnector: Send + Sync {
 pub struct StoreConnector {
     store: Arc<dyn Database>,
     connect_timeout: Duration,
+    call_deadline: Duration,
 }
 
 impl std::fmt::Debug for StoreConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConnector")
             .field("connect_timeout", &self.connect_timeout)
+            .field("call_deadline", &self.call_deadline)
             .finish_non_exhaustive()
     }
 }
@@ -201,12 +203,20 @@ pub const NO_AGENT_ADDRESS: &str = "the agent has not reported an address yet";
 
 impl StoreConnector {
     /// A connector reading secrets from `store`; a connection attempt fails after
-    /// `connect_timeout`.
+    /// `connect_timeout`, a call on a connection after [`DEFAULT_AGENT_CALL_DEADLINE`].
     pub fn new(store: Arc<dyn Database>, connect_timeout: Duration) -> Self {
         Self {
             store,
             connect_timeout,
+            call_deadline: DEFAULT_AGENT_CALL_DEADLINE,
         }
+    }
+
+    /// How long a call on a dialled connection may go unanswered before it fails with the
+    /// recovery text of [`chattool::conn::no_answer_text`].
+    pub fn with_call_deadline(mut self, deadline: Duration) -> Self {
+        self.call_deadline = deadline;
+        self
     }
 
     async fn client(&self, agent: &Agent) -> Result<wsagent::client::AgentConn, DialFailure> {
@@ -264,7 +274,7 @@ impl AgentConnector for StoreConnector {
     async fn connect(&self, agent: &Agent) -> Result<Arc<dyn WorkspaceConn>, String> {
         let conn = loop {
             match self.client(agent).await {
-                Ok(conn) => break conn,
+                Ok(conn) => break Deadlined::new(conn, self.call_deadline),
                 Err(DialFailure::Fatal(text)) => return Err(text),
                 Err(DialFailure::Unreachable(text)) => {
                     tracing::debug!(agent_id = %agent.id, error = %text, "agent unreachable; dialling again");
@@ -286,10 +296,10 @@ impl AgentConnector for StoreConnector {
 impl AgentDialer for StoreConnector {
     async fn dial(&self, agent: &Agent) -> Result<(), String> {
         let mut conn = self.client(agent).await.map_err(DialFailure::into_text)?;
-        conn.health(pb::HealthRequest {})
-            .await
-            .map(|_| ())
-            .map_err(|s| s.message().to_owned())
+        match tokio::time::timeout(self.call_deadline, conn.health(pb::HealthRequest {})).await {
+            Ok(answer) => answer.map(drop).map_err(|s| s.message().to_owned()),
+            Err(_) => Err(chattool::conn::no_answer_text(self.call_deadline)),
+        }
     }
 }
 
@@ -494,6 +504,24 @@ impl AgentConnHandle {
     }
 }
 
+impl AgentConnHandle {
+    /// A call's answer, after dropping the cached entry when the agent did not answer in time
+    /// or the connection broke: the next call dials again (and meets the recovery gate) instead
+    /// of waiting on the same dead connection.
+    fn observe<T>(&self, answer: Result<T, Status>) -> Result<T, Status> {
+        if let Err(status) = &answer
+            && matches!(
+                status.code(),
+                chatproto::tonic::Code::DeadlineExceeded | chatproto::tonic::Code::Unavailable
+            )
+        {
+            tracing::info!(agent_id = %self.entry.agent_id, error = %status.message(), "dropping the cached agent connection");
+            drop(self.entry.mark_dropped());
+        }
+        answer
+    }
+}
+
 #[async_trait]
 impl WorkspaceConn for AgentConnHandle {
     async fn start_process(
@@ -501,7 +529,7 @@ impl WorkspaceConn for AgentConnHandle {
         mut request: pb::StartProcessRequest,
     ) -> Result<pb::StartProcessResponse, Status> {
         self.scope(&mut request.chat_id);
-        self.conn.start_process(request).await
+        self.observe(self.conn.start_process(request).await)
     }
 
     async fn process_output(
@@ -509,7 +537,7 @@ impl WorkspaceConn for AgentConnHandle {
         mut request: pb::ProcessOutputRequest,
     ) -> Result<pb::ProcessOutputResponse, Status> {
         self.scope(&mut request.chat_id);
-        self.conn.process_output(request).await
+        self.observe(self.conn.process_output(request).await)
     }
 
     async fn list_processes(
@@ -517,24 +545,24 @@ impl WorkspaceConn for AgentConnHandle {
         mut request: pb::ListProcessesRequest,
     ) -> Result<pb::ListProcessesResponse, Status> {
         self.scope(&mut request.chat_id);
-        self.conn.list_processes(request).await
+        self.observe(self.conn.list_processes(request).await)
     }
 
     async fn signal_process(&self, mut request: pb::SignalProcessRequest) -> Result<(), Status> {
         self.scope(&mut request.chat_id);
-        self.conn.signal_process(request).await
+        self.observe(self.conn.signal_process(request).await)
     }
 
     async fn read_file(
         &self,
         request: pb::ReadFileRequest,
     ) -> Result<pb::ReadFileResponse, Status> {
-        self.conn.read_file(request).await
+        self.observe(self.conn.read_file(request).await)
     }
 
     async fn write_file(&self, mut request: pb::WriteFileRequest) -> Result<(), Status> {
         self.scope(&mut request.chat_id);
-        self.conn.write_file(request).await
+        self.observe(self.conn.write_file(request).await)
     }
 
     async fn edit_files(
@@ -542,7 +570,12 @@ impl WorkspaceConn for AgentConnHandle {
         mut request: pb::EditFilesRequest,
     ) -> Result<pb::EditFilesResponse, Status> {
         self.scope(&mut request.chat_id);
-        self.conn.edit_files(request).await
+        self.observe(self.conn.edit_files(request).await)
+    }
+
+    async fn cancel(&self, mut request: pb::CancelRequest) -> Result<pb::CancelResponse, Status> {
+        self.scope(&mut request.chat_id);
+        self.observe(self.conn.cancel(request).await)
     }
 
     fn working_directory(&self) -> Option<&str> {
@@ -988,10 +1021,14 @@ mod tests {
             lock(&self.seen).push(request.chat_id);
             Ok(())
         }
+        /// The path `hung` plays an agent that never answers.
         async fn read_file(
             &self,
-            _request: pb::ReadFileRequest,
+            request: pb::ReadFileRequest,
         ) -> Result<pb::ReadFileResponse, Status> {
+            if request.path == "hung" {
+                return Err(Status::deadline_exceeded("no answer"));
+            }
             Ok(pb::ReadFileResponse::default())
         }
         async fn write_file(&self, request: pb::WriteFileRequest) -> Result<(), Status> {
@@ -1004,6 +1041,10 @@ mod tests {
         ) -> Result<pb::EditFilesResponse, Status> {
             lock(&self.seen).push(request.chat_id);
             Ok(pb::EditFilesResponse::default())
+        }
+        async fn cancel(&self, request: pb::CancelRequest) -> Result<pb::CancelResponse, Status> {
+            lock(&self.seen).push(request.chat_id);
+            Ok(pb::CancelResponse::default())
         }
         fn working_directory(&self) -> Option<&str> {
             Some("/home/dev")
@@ -1127,6 +1168,32 @@ mod tests {
         assert_eq!(cache.borrowers(), 1);
         drop(clone);
         assert_eq!(cache.borrowers(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_call_the_agent_did_not_answer_drops_the_entry_for_a_fresh_dial() {
+        let cache = AgentConnCache::new();
+        let a = Uuid::new_v4();
+        let c = Counter::default();
+        let handle = cache.adopt(a, c.conn());
+        let answered = pb::ReadFileRequest {
+            path: "fine".into(),
+            ..Default::default()
+        };
+        handle.read_file(answered).await.unwrap();
+        assert!(
+            cache.borrow(a).is_some(),
+            "an answered call keeps the entry"
+        );
+        let hung = pb::ReadFileRequest {
+            path: "hung".into(),
+            ..Default::default()
+        };
+        handle.read_file(hung).await.unwrap_err();
+        assert!(cache.borrow(a).is_none(), "the next call dials again");
+        assert_eq!(c.closed(), 0, "closed only when its borrower returns it");
+        drop(handle);
+        assert_eq!(c.closed(), 1);
     }
 
     #[tokio::test]

@@ -13,10 +13,14 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::resolver::{AgentConnCache, WorkspaceConnResolver};
+use crate::watchdog::Progress;
 use crate::{Shared, TaskCtx, TaskExit, generation, interrupt};
 
 /// What a runner's tasks share: the workspace connection and the per-chat workspace mutex.
 pub(crate) struct RunnerState {
+    /// The runner's token: work that must outlive a cancelled task (cancelling its calls in
+    /// the workspace) runs under it.
+    pub(crate) token: CancelToken,
     pub(crate) resolver: Option<WorkspaceConnResolver>,
     pub(crate) cache: Arc<AgentConnCache>,
     pub(crate) workspace_lock: Arc<tokio::sync::Mutex<()>>,
@@ -63,6 +67,7 @@ pub(crate) fn spawn(
         )
     });
     let state = Arc::new(RunnerState {
+        token: token.clone(),
         resolver,
         cache,
         workspace_lock: Arc::default(),
@@ -216,14 +221,39 @@ impl Runner {
             token: token.clone(),
             hint: self.hint.clone(),
             runner: self.state.clone(),
+            progress: Progress::new(),
         };
+        let config = &self.shared.config;
+        // Generation and interrupt tasks only wait on purpose in ways the watchdog knows of;
+        // the requires-action timeout sleeps until its deadline and abandon is one write.
+        let idle_limit = matches!(kind, Kind::Generation | Kind::Interrupt).then(|| {
+            crate::watchdog::effective_limit(
+                config.task_idle_watchdog,
+                config.stream_silence_timeout,
+            )
+        });
         let task = tokio::spawn(async move {
             let chat_id = ctx.chat_id;
-            let result = match kind {
-                Kind::Generation => generation::run_or_fail(ctx).await,
-                Kind::Interrupt => interrupt::run(ctx).await,
-                Kind::RequiresActionTimeout => requires_action_timeout(ctx).await,
-                Kind::Abandon => abandon(ctx).await,
+            let result = loop {
+                // Each run has its own token under the task's, so the watchdog can cancel a
+                // run without cancelling the task.
+                let run = TaskCtx {
+                    token: ctx.token.child(),
+                    progress: Progress::new(),
+                    ..ctx.clone()
+                };
+                let work = run_kind(kind, run.clone());
+                let Some(limit) = idle_limit else {
+                    break work.await;
+                };
+                tokio::select! {
+                    result = work => break result,
+                    () = run.progress.idle_for(limit) => {
+                        run.token.cancel(CancelCause::TurnSuperseded);
+                        crate::metrics::task_restarted();
+                        tracing::warn!(%chat_id, ?kind, idle = ?limit, "a chat task made no progress; starting it again");
+                    }
+                }
             };
             match result {
                 Ok(()) => {}
@@ -239,6 +269,16 @@ impl Runner {
             }
         });
         self.active = Some(Active { token, task });
+    }
+}
+
+/// One run of a task of `kind`.
+async fn run_kind(kind: Kind, ctx: TaskCtx) -> Result<(), TaskExit> {
+    match kind {
+        Kind::Generation => generation::run_or_fail(ctx).await,
+        Kind::Interrupt => interrupt::run(ctx).await,
+        Kind::RequiresActionTimeout => requires_action_timeout(ctx).await,
+        Kind::Abandon => abandon(ctx).await,
     }
 }
 

@@ -84,6 +84,9 @@ pub enum Change {
     RecordRetryState {
         /// The payload.
         retry_state: serde_json::Value,
+        /// A parked turn's retry window restarts when it resumes (spec/chatretry.md §11.3);
+        /// `None` opens the window now if it is not open.
+        window_restarts_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// A worker commits a step.
     CommitStep {

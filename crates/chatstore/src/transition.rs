@@ -65,6 +65,8 @@ pub(crate) enum ChatWrite<'a> {
     IncrementGenerationAttempt,
     /// Stores the retry state (opening the retry window if it is not open) or clears it.
     RetryState(Option<&'a serde_json::Value>),
+    /// Moves the start of the retry window (a parked turn resumes with a fresh window).
+    RetryWindow(chrono::DateTime<chrono::Utc>),
     /// The model and effort of the turn a message starts (`None` keeps the current one).
     TurnSettings {
         model_config_id: Option<Uuid>,
@@ -390,8 +392,13 @@ impl Rules<'_> {
             E::GrantHistoryEpoch => Some(ChatWrite::GrantHistoryEpoch),
             E::IncrementGenerationAttempt => Some(ChatWrite::IncrementGenerationAttempt),
             E::StoreRetryState => match change {
-                Change::RecordRetryState { retry_state } => {
-                    Some(ChatWrite::RetryState(Some(retry_state)))
+                Change::RecordRetryState {
+                    retry_state,
+                    window_restarts_at,
+                } => {
+                    tx.write(chat_id, ChatWrite::RetryState(Some(retry_state)))
+                        .await?;
+                    window_restarts_at.map(ChatWrite::RetryWindow)
                 }
                 _ => None,
             },

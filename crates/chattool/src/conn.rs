@@ -1,7 +1,7 @@
 //! The connection to a workspace agent (spec/chattool.md §1 `WorkspaceAgentConn`): one dialled
 //! connection, every request scoped to the chat. [`WorkspaceConn`] is implemented for the
-//! generated `wsagent.v1` client over an intercepted channel (what `wsagent::client` dials), and
-//! tests may implement it themselves.
+//! generated `wsagent.v1` client over an intercepted channel (what `wsagent::client` dials)
+//! wrapped in [`Deadlined`], which bounds every call; tests may implement it themselves.
 
 use std::time::Duration;
 
@@ -43,6 +43,9 @@ pub trait WorkspaceConn: Send + Sync {
         &self,
         request: pb::EditFilesRequest,
     ) -> Result<pb::EditFilesResponse, Status>;
+    /// Stops what was started with an idempotency key (an interrupted or edited-away call): a
+    /// running process gets SIGTERM, then SIGKILL.
+    async fn cancel(&self, request: pb::CancelRequest) -> Result<pb::CancelResponse, Status>;
     /// The agent's working directory (its expanded directory, else its home), when known: the
     /// primary root of chatd's lexical path check (spec/chattool.md §10.4). `None` leaves the
     /// check to the agent alone.
@@ -95,6 +98,10 @@ impl<T: WorkspaceConn + ?Sized> WorkspaceConn for std::sync::Arc<T> {
         request: pb::EditFilesRequest,
     ) -> Result<pb::EditFilesResponse, Status> {
         (**self).edit_files(request).await
+    }
+
+    async fn cancel(&self, request: pb::CancelRequest) -> Result<pb::CancelResponse, Status> {
+        (**self).cancel(request).await
     }
 
     fn working_directory(&self) -> Option<&str> {
@@ -157,32 +164,79 @@ impl<C: WorkspaceConn> WorkspaceConn for Rooted<C> {
         self.conn.edit_files(request).await
     }
 
+    async fn cancel(&self, request: pb::CancelRequest) -> Result<pb::CancelResponse, Status> {
+        self.conn.cancel(request).await
+    }
+
     fn working_directory(&self) -> Option<&str> {
         Some(&self.working_directory)
     }
 }
 
-/// How long chatd waits for an agent's answer to a call that does not wait on purpose (a
-/// process output's `wait_timeout` comes on top): a stopped or hung agent must not hold a tool
-/// call, and its chat, for good.
-pub const AGENT_CALL_DEADLINE: Duration = Duration::from_secs(60);
+/// How long chatd waits by default for an agent's answer to a call that does not wait on purpose
+/// (a process output's `wait_timeout` comes on top): a stopped or hung agent must not hold a
+/// tool call, and its chat, for good.
+pub const DEFAULT_AGENT_CALL_DEADLINE: Duration = Duration::from_secs(60);
 
-/// The answer of an agent call, or DEADLINE_EXCEEDED once `limit` has passed without one.
+/// The text of an agent call that found no answer within its deadline. It says what the model
+/// can do, as the connection errors do (spec/recovery.md §1).
+pub fn no_answer_text(deadline: Duration) -> String {
+    format!(
+        "the workspace agent did not answer within {} s: it may be overloaded, stopped or \
+         unreachable. Try again; if it keeps happening, call stop_workspace to stop the \
+         workspace, then start_workspace to start it again",
+        deadline.as_secs_f64().ceil() as u64
+    )
+}
+
+/// The answer of an agent call, or DEADLINE_EXCEEDED with [`no_answer_text`] once `limit` has
+/// passed without one.
 async fn within<T>(
     limit: Duration,
+    shown: Duration,
     call: impl std::future::Future<Output = Result<chatproto::tonic::Response<T>, Status>>,
 ) -> Result<T, Status> {
     match tokio::time::timeout(limit, call).await {
         Ok(answer) => Ok(answer?.into_inner()),
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "the workspace agent did not answer within {} s",
-            limit.as_secs()
-        ))),
+        Err(_) => Err(Status::deadline_exceeded(no_answer_text(shown))),
     }
 }
 
+/// The generated agent client with a deadline on every call: what the engine's connector dials.
+#[derive(Debug, Clone)]
+pub struct Deadlined<C> {
+    /// The client.
+    pub client: C,
+    /// How long a call may go unanswered ([`DEFAULT_AGENT_CALL_DEADLINE`] by default).
+    pub deadline: Duration,
+}
+
+impl<C> Deadlined<C> {
+    /// `client` with `deadline` on each call.
+    pub fn new(client: C, deadline: Duration) -> Self {
+        Self { client, deadline }
+    }
+
+    /// `call` on a copy of the client (tonic clients are cheap handles), within the deadline
+    /// plus `waits` (the time the call waits on purpose).
+    async fn call<T, Fut>(&self, waits: Duration, call: impl FnOnce(C) -> Fut) -> Result<T, Status>
+    where
+        C: Clone,
+        Fut: std::future::Future<Output = Result<chatproto::tonic::Response<T>, Status>>,
+    {
+        within(
+            waits.saturating_add(self.deadline),
+            self.deadline,
+            call(self.client.clone()),
+        )
+        .await
+    }
+}
+
+type AgentChannel<F> = AgentClient<InterceptedService<Channel, F>>;
+
 #[async_trait]
-impl<F> WorkspaceConn for AgentClient<InterceptedService<Channel, F>>
+impl<F> WorkspaceConn for Deadlined<AgentChannel<F>>
 where
     F: Interceptor + Clone + Send + Sync + 'static,
 {
@@ -190,11 +244,9 @@ where
         &self,
         request: pb::StartProcessRequest,
     ) -> Result<pb::StartProcessResponse, Status> {
-        let mut client = self.clone();
-        within(
-            AGENT_CALL_DEADLINE,
-            AgentClient::start_process(&mut client, Request::new(request)),
-        )
+        self.call(Duration::ZERO, |mut c| async move {
+            c.start_process(Request::new(request)).await
+        })
         .await
     }
 
@@ -206,11 +258,9 @@ where
             .wait_timeout
             .and_then(|w| Duration::try_from(w).ok())
             .unwrap_or_default();
-        let mut client = self.clone();
-        within(
-            waits.saturating_add(AGENT_CALL_DEADLINE),
-            AgentClient::process_output(&mut client, Request::new(request)),
-        )
+        self.call(waits, |mut c| async move {
+            c.process_output(Request::new(request)).await
+        })
         .await
     }
 
@@ -218,55 +268,52 @@ where
         &self,
         request: pb::ListProcessesRequest,
     ) -> Result<pb::ListProcessesResponse, Status> {
-        let mut client = self.clone();
-        within(
-            AGENT_CALL_DEADLINE,
-            AgentClient::list_processes(&mut client, Request::new(request)),
-        )
+        self.call(Duration::ZERO, |mut c| async move {
+            c.list_processes(Request::new(request)).await
+        })
         .await
     }
 
     async fn signal_process(&self, request: pb::SignalProcessRequest) -> Result<(), Status> {
-        let mut client = self.clone();
-        within(
-            AGENT_CALL_DEADLINE,
-            AgentClient::signal_process(&mut client, Request::new(request)),
-        )
-        .await?;
-        Ok(())
+        self.call(Duration::ZERO, |mut c| async move {
+            c.signal_process(Request::new(request)).await
+        })
+        .await
+        .map(drop)
     }
 
     async fn read_file(
         &self,
         request: pb::ReadFileRequest,
     ) -> Result<pb::ReadFileResponse, Status> {
-        let mut client = self.clone();
-        within(
-            AGENT_CALL_DEADLINE,
-            AgentClient::read_file(&mut client, Request::new(request)),
-        )
+        self.call(Duration::ZERO, |mut c| async move {
+            c.read_file(Request::new(request)).await
+        })
         .await
     }
 
     async fn write_file(&self, request: pb::WriteFileRequest) -> Result<(), Status> {
-        let mut client = self.clone();
-        within(
-            AGENT_CALL_DEADLINE,
-            AgentClient::write_file(&mut client, Request::new(request)),
-        )
-        .await?;
-        Ok(())
+        self.call(Duration::ZERO, |mut c| async move {
+            c.write_file(Request::new(request)).await
+        })
+        .await
+        .map(drop)
     }
 
     async fn edit_files(
         &self,
         request: pb::EditFilesRequest,
     ) -> Result<pb::EditFilesResponse, Status> {
-        let mut client = self.clone();
-        within(
-            AGENT_CALL_DEADLINE,
-            AgentClient::edit_files(&mut client, Request::new(request)),
-        )
+        self.call(Duration::ZERO, |mut c| async move {
+            c.edit_files(Request::new(request)).await
+        })
+        .await
+    }
+
+    async fn cancel(&self, request: pb::CancelRequest) -> Result<pb::CancelResponse, Status> {
+        self.call(Duration::ZERO, |mut c| async move {
+            c.cancel(Request::new(request)).await
+        })
         .await
     }
 }
@@ -278,13 +325,17 @@ mod tests {
     #[tokio::test]
     async fn an_agent_that_never_answers_is_a_deadline_exceeded() {
         let never = std::future::pending::<Result<chatproto::tonic::Response<()>, Status>>();
-        let status = within(Duration::from_millis(20), never).await.unwrap_err();
+        let limit = Duration::from_millis(20);
+        let status = within(limit, limit, never).await.unwrap_err();
         assert_eq!(status.code(), chatproto::tonic::Code::DeadlineExceeded);
-        assert!(status.message().contains("did not answer"), "{status}");
-        let answered = async { Ok(chatproto::tonic::Response::new(7)) };
-        assert_eq!(
-            within(Duration::from_millis(20), answered).await.unwrap(),
-            7
+        assert!(
+            status
+                .message()
+                .starts_with("the workspace agent did not answer within 1 s"),
+            "{status}"
         );
+        assert!(status.message().contains("start_workspace"), "{status}");
+        let answered = async { Ok(chatproto::tonic::Response::new(7)) };
+        assert_eq!(within(limit, limit, answered).await.unwrap(), 7);
     }
 }

@@ -147,8 +147,9 @@ pub struct ToolContext {
     pub settings: Arc<ToolSettings>,
     /// Told when the chat's workspace binding changes.
     pub on_binding: Option<Arc<dyn BindingListener>>,
-    /// Kicked after each successful round-trip of `execute` and `process_output` to the agent,
-    /// so a long command does not trip the task's idle watchdog (spec/engine.md §11).
+    /// Kicked after each successful round-trip of `execute` and `process_output` to the agent
+    /// and at each look of a build or readiness wait, so a long command or build does not trip
+    /// the task's idle watchdog (spec/engine.md §11).
     pub on_progress: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
@@ -210,11 +211,10 @@ impl ToolContext {
     /// Build and readiness waits over the store and its notifications, when both are present.
     pub(crate) fn waits(&self) -> Option<Waits> {
         let store: Arc<dyn Database> = self.store.clone()?;
-        Some(Waits::new(
-            store,
-            self.pubsub.clone()?,
-            self.settings.waits.clone(),
-        ))
+        Some(
+            Waits::new(store, self.pubsub.clone()?, self.settings.waits.clone())
+                .on_look(self.on_progress.clone()),
+        )
     }
 
     /// Kicks the idle watchdog.

@@ -105,22 +105,42 @@ pub struct Readiness {
 pub const EXTERNAL_AGENT_NOT_CONNECTED: &str = "workspace uses an externally managed agent that has not connected yet. The user needs to start the workspace externally and make sure the external agent is connected, then try again";
 
 /// The waits over a store and its notifications.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Waits {
     store: Arc<dyn Database>,
     pubsub: Arc<dyn Pubsub>,
     settings: WaitSettings,
+    on_look: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
-/// Waits for the next hint, the safety poll or the deadline, whichever comes first; false once
-/// the deadline has passed.
-async fn next_look(updates: &mut Subscription, poll: Duration, deadline: Instant) -> bool {
-    tokio::select! {
-        _ = updates.recv() => {}
-        () = tokio::time::sleep(poll) => {}
-        () = tokio::time::sleep_until(deadline) => {}
+impl std::fmt::Debug for Waits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waits")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
-    Instant::now() < deadline
+}
+
+impl Waits {
+    /// Waits for the next hint, the safety poll or the deadline, whichever comes first; false
+    /// once the deadline has passed. Each look is progress (a bounded wait that keeps looking
+    /// is not idle).
+    async fn next_look(
+        &self,
+        updates: &mut Subscription,
+        poll: Duration,
+        deadline: Instant,
+    ) -> bool {
+        tokio::select! {
+            _ = updates.recv() => {}
+            () = tokio::time::sleep(poll) => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        if let Some(look) = &self.on_look {
+            look();
+        }
+        Instant::now() < deadline
+    }
 }
 
 /// What agent selection needs to know of each agent (spec/agentselect.md).
@@ -158,7 +178,14 @@ impl Waits {
             store,
             pubsub,
             settings,
+            on_look: None,
         }
+    }
+
+    /// Calls `look` at every look of a wait (the idle watchdog's kick).
+    pub fn on_look(mut self, look: Option<Arc<dyn Fn() + Send + Sync>>) -> Self {
+        self.on_look = look;
+        self
     }
 
     /// The settings.
@@ -207,7 +234,10 @@ impl Waits {
                     tracing::warn!(job = %job_id, error = %e, "reading the job failed; retrying")
                 }
             }
-            if !next_look(&mut updates, self.settings.safety_poll, deadline).await {
+            if !self
+                .next_look(&mut updates, self.settings.safety_poll, deadline)
+                .await
+            {
                 return Err(BuildWaitError::TimedOut);
             }
         }
@@ -238,7 +268,10 @@ impl Waits {
                     crate::duration::format(self.settings.dial_attempt_timeout)
                 ),
             };
-            if !next_look(&mut updates, self.settings.dial_retry_interval, deadline).await {
+            if !self
+                .next_look(&mut updates, self.settings.dial_retry_interval, deadline)
+                .await
+            {
                 return Err(last);
             }
         }
@@ -263,7 +296,10 @@ impl Waits {
                     }
                 }
             }
-            if !next_look(&mut updates, self.settings.safety_poll, deadline).await {
+            if !self
+                .next_look(&mut updates, self.settings.safety_poll, deadline)
+                .await
+            {
                 return Readiness {
                     startup_scripts: Some("startup_scripts_timeout".into()),
                     ..Readiness::default()

@@ -106,17 +106,36 @@ fn target(address: &str, connect_timeout: Duration) -> Result<Target, DialError>
             return Err(invalid("the socket path is empty"));
         }
         // The URI is required by the API but unused: the connector decides where to go.
-        let endpoint =
-            Endpoint::from_static("http://agent.invalid").connect_timeout(connect_timeout);
+        let endpoint = configured(
+            Endpoint::from_static("http://agent.invalid"),
+            connect_timeout,
+        );
         return Ok(Target::Unix(endpoint, PathBuf::from(path)));
     }
     if !(address.starts_with("http://") || address.starts_with("https://")) {
         return Err(invalid("expected http://host:port or unix:/path"));
     }
-    let endpoint = Endpoint::from_shared(address.to_owned())
-        .map_err(|e| invalid(&e.to_string()))?
-        .connect_timeout(connect_timeout);
-    Ok(Target::Tcp(endpoint))
+    let endpoint =
+        Endpoint::from_shared(address.to_owned()).map_err(|e| invalid(&e.to_string()))?;
+    Ok(Target::Tcp(configured(endpoint, connect_timeout)))
+}
+
+/// How often an idle or busy connection is pinged; a peer that does not answer a ping within
+/// [`KEEPALIVE_TIMEOUT`] (a stopped process, a host gone) is dropped, failing its calls.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every connection: the connect timeout, HTTP/2 keepalive pings (also while no call is open),
+/// and no Nagle delay on small frames.
+fn configured(endpoint: Endpoint, connect_timeout: Duration) -> Endpoint {
+    endpoint
+        .connect_timeout(connect_timeout)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true)
 }
 
 fn unix_connector(

@@ -84,6 +84,9 @@ pub enum ProcessError {
     /// The process could not be started or signalled.
     #[error("{0}")]
     Failed(String),
+    /// The key was cancelled before a process was started with it.
+    #[error("the call with idempotency key {0:?} was cancelled before its process started")]
+    Cancelled(String),
 }
 
 /// How the output was cut when it exceeded the limit.
@@ -222,6 +225,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct State {
     processes: HashMap<String, Arc<Proc>>,
     by_key: HashMap<(String, String), String>,
+    /// Keys cancelled before a process was started with them: a start that arrives after its
+    /// cancel (the two race on separate streams) must not run.
+    cancelled: HashMap<(String, String), Instant>,
     next: u64,
 }
 
@@ -272,6 +278,7 @@ impl ProcessManager {
             state.processes.remove(id);
         }
         state.by_key.retain(|_, id| !expired.contains(id));
+        state.cancelled.retain(|_, at| at.elapsed() <= retention);
     }
 
     fn find(&self, chat_id: &str, id: &str) -> Result<Arc<Proc>, ProcessError> {
@@ -295,6 +302,9 @@ impl ProcessManager {
                 && let Some(id) = state.by_key.get(&key)
             {
                 return Ok((id.clone(), true));
+            }
+            if state.cancelled.contains_key(&key) {
+                return Err(ProcessError::Cancelled(req.idempotency_key));
             }
         }
         if req.lookup_only {
@@ -382,10 +392,16 @@ impl ProcessManager {
             }));
         });
         let mut state = lock(&self.state);
+        // Cancelled while it was starting: it is recorded (its key answers) and stopped.
+        let cancelled = state.cancelled.contains_key(&key);
         if !req.idempotency_key.is_empty() {
             state.by_key.insert(key, id.clone());
         }
-        state.processes.insert(id.clone(), proc);
+        state.processes.insert(id.clone(), proc.clone());
+        drop(state);
+        if cancelled {
+            self.terminate(proc);
+        }
         Ok((id, false))
     }
 
@@ -445,16 +461,27 @@ impl ProcessManager {
     /// Cancels the process started with `key`: SIGTERM to its group, SIGKILL after the grace if
     /// it is still alive. Returns `(found, canceled)`.
     pub fn cancel(&self, chat_id: &str, key: &str) -> (bool, bool) {
-        let id = lock(&self.state)
-            .by_key
-            .get(&(chat_id.to_owned(), key.to_owned()))
-            .cloned();
+        let pair = (chat_id.to_owned(), key.to_owned());
+        let id = {
+            let mut state = lock(&self.state);
+            let id = state.by_key.get(&pair).cloned();
+            if id.is_none() && !key.is_empty() {
+                state.cancelled.insert(pair, Instant::now());
+            }
+            id
+        };
         let Some(proc) = id.and_then(|id| self.find(chat_id, &id).ok()) else {
             return (false, false);
         };
         if proc.exited().is_some() {
             return (true, false);
         }
+        self.terminate(proc);
+        (true, true)
+    }
+
+    /// SIGTERM to the process group, then SIGKILL after the cancel grace if still running.
+    fn terminate(&self, proc: Arc<Proc>) {
         let _ = killpg(Pid::from_raw(proc.pgid), Signal::SIGTERM);
         let grace = self.config.cancel_grace;
         tokio::spawn(async move {
@@ -466,7 +493,6 @@ impl ProcessManager {
                 let _ = killpg(Pid::from_raw(proc.pgid), Signal::SIGKILL);
             }
         });
-        (true, true)
     }
 
     /// Agent shutdown: SIGTERM to every running process group, then SIGKILL to those still

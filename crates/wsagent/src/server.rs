@@ -125,6 +125,7 @@ fn process_status(err: ProcessError) -> Status {
         ProcessError::Invalid(m) => Status::invalid_argument(m),
         e @ ProcessError::Exited(_) => Status::failed_precondition(e.to_string()),
         ProcessError::Failed(m) => Status::internal(m),
+        e @ ProcessError::Cancelled(_) => Status::aborted(e.to_string()),
     }
 }
 

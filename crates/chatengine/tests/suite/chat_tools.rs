@@ -14,7 +14,7 @@ use chatengine::builds::StoreBuilds;
 use chatstore::templates::TemplateSettings;
 use chatstore::types::Chat;
 use chatstore::workspaces::JobStatus;
-use chattool::conn::{Rooted, WorkspaceConn};
+use chattool::conn::{DEFAULT_AGENT_CALL_DEADLINE, Deadlined, Rooted, WorkspaceConn};
 use chattool::context::{NO_WORKSPACE, WorkspaceResolver};
 use chattool::lifecycle::{CreateWorkspace, StartWorkspace, StopWorkspace};
 use chattool::templates::{ListTemplates, ReadTemplate};
@@ -56,7 +56,7 @@ impl WorkspaceResolver for Resolver {
             .await
             .map_err(|e| e.to_string())?;
         Ok(Arc::new(Rooted {
-            conn,
+            conn: Deadlined::new(conn, DEFAULT_AGENT_CALL_DEADLINE),
             working_directory: (self.home)(workspace).display().to_string(),
         }))
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatd_e2e::on_pool;
-use chatd_e2e::test_db::skip_on_sqlite;
+use chatd_e2e::test_db::{processes_running, skip_on_sqlite};
 use chatd_e2e::workspaces::{Harness, eventually};
 use chatengine::builds::StoreBuilds;
 use chatengine::resolver::{ResolverSettings, StoreConnector};
@@ -62,15 +62,16 @@ fn config() -> EngineConfig {
     config
 }
 
-fn deps(store: Arc<dyn Database>, pubsub: Arc<dyn Pubsub>) -> EngineDeps {
+/// The engine's dependencies; a call to an agent fails after `call_deadline` without an answer.
+fn deps(store: Arc<dyn Database>, pubsub: Arc<dyn Pubsub>, call_deadline: Duration) -> EngineDeps {
     EngineDeps {
         store: store.clone(),
         pubsub,
         builds: Some(Arc::new(StoreBuilds::new(store.clone()))),
-        connector: Some(Arc::new(StoreConnector::new(
-            store.clone(),
-            Duration::from_secs(2),
-        ))),
+        connector: Some(Arc::new(
+            StoreConnector::new(store.clone(), Duration::from_secs(2))
+                .with_call_deadline(call_deadline),
+        )),
         dialer: Some(Arc::new(StoreConnector::new(store, Duration::from_secs(2)))),
     }
 }
@@ -104,7 +105,13 @@ impl Run {
     }
 
     async fn engine_with(&self, config: EngineConfig) -> Engine {
-        Engine::start(deps(self.store.clone(), self.h.pubsub.clone()), config).await
+        self.engine_with_deadline(config, chattool::conn::DEFAULT_AGENT_CALL_DEADLINE)
+            .await
+    }
+
+    async fn engine_with_deadline(&self, config: EngineConfig, call_deadline: Duration) -> Engine {
+        let deps = deps(self.store.clone(), self.h.pubsub.clone(), call_deadline);
+        Engine::start(deps, config).await
     }
 
     async fn chat(&self, text: &str) -> Uuid {
@@ -553,39 +560,75 @@ async fn an_interrupt_mid_stream_commits_the_partial_text_and_a_busy_interrupt_r
     run.finish().await;
 }
 
-#[tokio::test]
-async fn an_interrupt_mid_tool_answers_the_running_call_with_the_interruption_text() {
+/// A run whose chat's first turn creates a workspace from a plain template, then calls
+/// `execute` (id `c2`) with `execute_args`, then plays `then`.
+async fn workspace_run(execute_args: Value, then: Vec<Turn>) -> Run {
     let h = Harness::start().await;
     let template = h.template("name = \"plain\"", Vec::new()).await;
-    let run = Run::new(
-        h,
-        vec![
-            call(
-                "c1",
-                "create_workspace",
-                serde_json::json!({"template_id": template.to_string()}),
-            ),
-            after(
-                call(
-                    "c2",
-                    "execute",
-                    serde_json::json!({"command": "sleep 20", "timeout": "60s"}),
-                ),
-                "created",
-            ),
-        ],
+    let mut turns = vec![
+        call(
+            "c1",
+            "create_workspace",
+            serde_json::json!({"template_id": template.to_string()}),
+        ),
+        after(call("c2", "execute", execute_args), "created"),
+    ];
+    turns.extend(then);
+    Run::new(h, turns).await
+}
+
+/// [`workspace_run`] with a long command (60 s timeout).
+async fn long_command_run(command: &str, then: Vec<Turn>) -> Run {
+    workspace_run(
+        serde_json::json!({"command": command, "timeout": "60s"}),
+        then,
     )
+    .await
+}
+
+/// A command that sleeps nearly a minute (longer than the test's patience), told apart from
+/// every other run's by its duration.
+fn unique_sleep() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("sleep 59.{nanos:09}")
+}
+
+/// Waits until a process whose command line contains `needle` runs.
+async fn running(needle: &str) {
+    eventually("the command to run", || async {
+        (!processes_running(needle).is_empty()).then_some(())
+    })
     .await;
+}
+
+/// Waits until no process whose command line contains `needle` runs.
+async fn gone(needle: &str) {
+    eventually("the command to be stopped", || async {
+        processes_running(needle).is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_interrupt_mid_tool_stops_the_command_and_answers_the_call_with_the_interruption_text() {
+    // A command no other test runs, so the process table tells whether it still runs.
+    let sleep = unique_sleep();
+    let run = long_command_run(&format!("{sleep}; echo late > late.txt"), Vec::new()).await;
     let engine = run.engine().await;
     let chat = run.chat("sleep").await;
-    // The execute call is in flight once the ledger has it.
-    dispatched(&run, chat, "c2").await;
+    running(&sleep).await;
     run.store
         .apply(chat, Change::Interrupt, None)
         .await
         .unwrap();
     let done = run.settled(chat).await;
     assert_eq!(done.status, ChatStatus::Waiting);
+    // The agent was told to cancel the call: the shell and its sleep are gone long before the
+    // sleep would have ended (the wait is bounded well below it).
+    gone(&sleep).await;
     let history = run.history(chat).await;
     assert_eq!(
         roles(&history),
@@ -605,6 +648,117 @@ async fn an_interrupt_mid_tool_answers_the_running_call_with_the_interruption_te
         "tool call was interrupted before it produced a result"
     );
     assert!(results[0].2);
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn an_edit_that_removes_a_running_step_stops_its_command() {
+    let sleep = unique_sleep();
+    let edited = reply("answer to the edit").when(Match::LastUserTextContains("edited".into()));
+    let run = long_command_run(&format!("{sleep}; echo late > late.txt"), vec![edited]).await;
+    let engine = run.engine().await;
+    let chat = run.chat("sleep").await;
+    running(&sleep).await;
+    let first = run.history(chat).await[0].id;
+    run.store
+        .apply(
+            chat,
+            Change::EditMessage {
+                message_id: first,
+                replacement: NewMessage::user(run.h.user, vec![MessagePart::text("edited")]),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    gone(&sleep).await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let history = run.history(chat).await;
+    assert_eq!(roles(&history), [Role::User, Role::Assistant]);
+    assert_eq!(text_of(&history[1]), "answer to the edit");
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_stopped_agent_gets_the_recovery_text_within_the_call_deadline_and_the_turn_goes_on() {
+    let run = workspace_run(
+        serde_json::json!({"command": "echo warm"}),
+        vec![after(reply("ready"), "warm")],
+    )
+    .await;
+    // Far below the test's patience: with the 60 s default the chat would not settle in time.
+    let engine = run
+        .engine_with_deadline(config(), Duration::from_secs(2))
+        .await;
+    let chat = run.chat("make a workspace").await;
+    let ready = run.settled(chat).await;
+    assert_eq!(ready.status, ChatStatus::Waiting, "{:?}", ready.last_error);
+
+    // The agent stops (as a debugger or an overloaded host would stop it) with the chat's
+    // connection to it open.
+    let agent = nix::unistd::Pid::from_raw(
+        run.h
+            .backend()
+            .agent_pid(ready.workspace_id.unwrap())
+            .unwrap(),
+    );
+    nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    run.emulator.push(call(
+        "c3",
+        "read_file",
+        serde_json::json!({"path": "notes.txt"}),
+    ));
+    run.emulator
+        .push(after(reply("moving on"), "did not answer within 2 s"));
+    run.send(chat, "read the notes", BusyBehavior::Queue).await;
+    let done = run
+        .wait(chat, "the turn after the hung call", |c| {
+            c.status != ChatStatus::Running
+        })
+        .await;
+    nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let history = run.history(chat).await;
+    let (id, result, is_error) = results_of(&history[history.len() - 2]).remove(0);
+    assert_eq!(id, "c3");
+    assert!(is_error);
+    let text = result.as_str().unwrap();
+    assert!(
+        text.starts_with("the workspace agent did not answer within 2 s")
+            && text.contains("call stop_workspace"),
+        "{text}"
+    );
+    assert_eq!(text_of(history.last().unwrap()), "moving on");
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_task_that_makes_no_progress_is_started_again_by_the_idle_watchdog() {
+    // The first stream stalls after one part; with the silence guard off only the watchdog
+    // can end it.
+    let stalled = reply("never finished").fault(
+        FaultPoint::AfterEvents(1),
+        FaultKind::Stall(Duration::from_secs(600)),
+    );
+    let run = Run::new(
+        Harness::bare().await,
+        vec![stalled, reply("after the restart")],
+    )
+    .await;
+    let mut config = config();
+    config.stream_silence_timeout = SilenceTimeout::new(Duration::ZERO).unwrap();
+    config.task_idle_watchdog = Duration::from_secs(1);
+    let engine = run.engine_with(config).await;
+    let chat = run.chat("hello").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let history = run.history(chat).await;
+    assert_eq!(text_of(history.last().unwrap()), "after the restart");
+    assert_eq!(run.emulator.requests().len(), 2);
     engine.shutdown().await;
     run.finish().await;
 }
@@ -666,29 +820,9 @@ async fn a_crashed_owner_is_taken_over_and_a_replayed_execute_does_not_run_twice
     if skip_on_sqlite("the crashed owner is a replica with its own connections") {
         return;
     }
-    let h = Harness::start().await;
-    let template = h.template("name = \"plain\"", Vec::new()).await;
-    let run = Run::new(
-        h,
-        vec![
-            call(
-                "c1",
-                "create_workspace",
-                serde_json::json!({"template_id": template.to_string()}),
-            ),
-            after(
-                call(
-                    "c2",
-                    "execute",
-                    serde_json::json!({
-                        "command": "echo run >> count && sleep 4 && echo finished-command",
-                        "timeout": "60s"
-                    }),
-                ),
-                "created",
-            ),
-            after(reply("all done"), "finished-command"),
-        ],
+    let run = long_command_run(
+        "echo run >> count && sleep 4 && echo finished-command",
+        vec![after(reply("all done"), "finished-command")],
     )
     .await;
 
@@ -706,7 +840,15 @@ async fn a_crashed_owner_is_taken_over_and_a_replayed_execute_does_not_run_twice
             .unwrap();
         let store = Arc::new(PgStore::new(pool.clone(), store_config()));
         let (pubsub, _listener) = PgPubsub::start(&pool).await.unwrap();
-        let engine = Engine::start(deps(store, Arc::new(pubsub)), config()).await;
+        let engine = Engine::start(
+            deps(
+                store,
+                Arc::new(pubsub),
+                chattool::conn::DEFAULT_AGENT_CALL_DEADLINE,
+            ),
+            config(),
+        )
+        .await;
         let _ = started.send(engine.worker_id());
         std::future::pending::<()>().await;
     });
@@ -876,6 +1018,48 @@ async fn retries_stop_at_the_attempt_cap_with_an_exhausted_error() {
 }
 
 #[tokio::test]
+async fn a_parked_turn_resumes_with_a_fresh_retry_window() {
+    // A rate limit whose hint is above the inline ceiling parks the turn for 3 s; the budget
+    // (2 s) is shorter than the park, so a window that kept its first start would give up on
+    // the failure after it.
+    let limited = reply("x").fault(
+        FaultPoint::BeforeHeaders,
+        FaultKind::Status {
+            status: 429,
+            headers: vec![("retry-after".into(), "3".into())],
+            body: "slow down".into(),
+        },
+    );
+    let run = Run::new(
+        Harness::bare().await,
+        vec![limited, unavailable(), reply("made it")],
+    )
+    .await;
+    let mut config = config();
+    config.retry.budget = Duration::from_secs(2);
+    config.retry.max_inline_retry_after = Duration::from_secs(1);
+    config.retry.initial_delay = Duration::from_millis(100);
+    let engine = run.engine_with(config).await;
+    let chat = run.chat("hello").await;
+    let parked = run
+        .wait(chat, "the turn to park", |c| c.retry_state.is_some())
+        .await;
+    let state = parked.retry_state.unwrap();
+    assert_eq!(state["parked"], true, "{state}");
+    let window = parked.retry_window_started_at.unwrap();
+    assert!(
+        window > chrono::Utc::now() + chrono::Duration::seconds(1),
+        "the window restarts when the turn resumes, not before: {window}"
+    );
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    assert_eq!(text_of(run.history(chat).await.last().unwrap()), "made it");
+    assert_eq!(run.emulator.requests().len(), 3);
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
 async fn a_graceful_shutdown_hands_the_chat_off_and_the_next_owner_honours_a_pending_retry() {
     let run = Run::new(
         Harness::bare().await,
@@ -964,7 +1148,15 @@ async fn a_commit_whose_notification_outruns_its_reply_keeps_its_side_effects() 
         heartbeat_interval: Duration::from_secs(3),
         ..config()
     };
-    let engine = Engine::start(deps(store, run.h.pubsub.clone()), config).await;
+    let engine = Engine::start(
+        deps(
+            store,
+            run.h.pubsub.clone(),
+            chattool::conn::DEFAULT_AGENT_CALL_DEADLINE,
+        ),
+        config,
+    )
+    .await;
 
     let chat = run.chat("count me").await;
     let done = run.settled(chat).await;

@@ -77,6 +77,9 @@ impl WorkspaceConn for FakeConn {
     async fn edit_files(&self, _: pb::EditFilesRequest) -> Result<pb::EditFilesResponse, Status> {
         Ok(pb::EditFilesResponse::default())
     }
+    async fn cancel(&self, _: pb::CancelRequest) -> Result<pb::CancelResponse, Status> {
+        Ok(pb::CancelResponse::default())
+    }
 }
 
 /// Dials by script: every agent answers, except those told to hang (the dial never completes)

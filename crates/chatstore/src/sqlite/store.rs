@@ -233,6 +233,11 @@ impl ChatTx for Tx {
             ))
             .bind(chat_id)
             .bind(state),
+            ChatWrite::RetryWindow(start) => {
+                sqlx::query("UPDATE chats SET retry_window_started_at = $2 WHERE id = $1")
+                    .bind(chat_id)
+                    .bind(stored_time(start))
+            }
             ChatWrite::TurnSettings {
                 model_config_id,
                 reasoning_effort,

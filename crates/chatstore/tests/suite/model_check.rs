@@ -124,6 +124,7 @@ async fn change_for<S: Store>(
         Transition::RecordGenerationAttempt => Change::RecordGenerationAttempt,
         Transition::RecordRetryState => Change::RecordRetryState {
             retry_state: serde_json::json!({"attempt": 1, "delay_ms": 1000}),
+            window_restarts_at: None,
         },
         Transition::CommitStep { consume_compaction } => {
             let messages = match step {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatproto::wsagent::v1 as pb;
-use chattool::conn::WorkspaceConn;
+use chattool::conn::{DEFAULT_AGENT_CALL_DEADLINE, Deadlined, WorkspaceConn};
 use chattool::context::{NO_RESOLVER, NO_WORKSPACE, WorkspaceResolver};
 use chattool::{ChatScope, Tool, ToolContext, ToolResult, ToolSettings, args, files, process};
 use serde_json::Value;
@@ -69,7 +69,7 @@ async fn workspace() -> Workspace {
             .unwrap();
     Workspace {
         root,
-        conn: Arc::new(conn),
+        conn: Arc::new(Deadlined::new(conn, DEFAULT_AGENT_CALL_DEADLINE)),
     }
 }
 
@@ -573,6 +573,9 @@ impl WorkspaceConn for Scripted {
     ) -> Result<pb::EditFilesResponse, tonic::Status> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(pb::EditFilesResponse::default())
+    }
+    async fn cancel(&self, _r: pb::CancelRequest) -> Result<pb::CancelResponse, tonic::Status> {
+        Ok(pb::CancelResponse::default())
     }
 }
 

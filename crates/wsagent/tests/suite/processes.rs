@@ -200,6 +200,30 @@ async fn cancel_terminates_then_kills() {
 }
 
 #[tokio::test]
+async fn a_start_that_arrives_after_its_cancel_does_not_run() {
+    let m = manager();
+    assert_eq!(m.cancel("c1", "call-late"), (false, false));
+    let refused = m
+        .start(StartRequest {
+            command: "touch should-not-exist".into(),
+            chat_id: "c1".into(),
+            idempotency_key: "call-late".into(),
+            ..StartRequest::default()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&refused, ProcessError::Cancelled(key) if key == "call-late"),
+        "{refused:?}"
+    );
+    // Only that key of that chat.
+    let (id, _) = start(&m, "c2", "echo other chat", "call-late");
+    assert_eq!(
+        m.output("c2", &id, LONG).await.unwrap().output,
+        "other chat\n"
+    );
+}
+
+#[tokio::test]
 async fn every_process_gets_the_non_interactive_environment() {
     let mut config = ProcessConfig::new(std::env::temp_dir());
     config.shell = "/bin/sh".into();
