@@ -441,6 +441,94 @@ async fn a_watch_reports_new_chats_status_and_title_changes_and_dynamic_calls_of
     h.finish().await;
 }
 
+/// A build that waits for the test: the watch must report the new build while it runs, so a
+/// client can follow its logs from the start.
+#[tokio::test]
+async fn a_watch_reports_the_build_a_chat_starts_while_it_runs() {
+    use provisioner::template::{self, Manifest};
+
+    let mut h = TestDb::create().await;
+    let gate = std::env::temp_dir().join(format!("chatd-build-gate-{}", uuid::Uuid::new_v4()));
+    let manifest = Manifest::parse(&format!(
+        "name = \"gated\"\n[build]\nscript = \"while [ ! -e {} ]; do sleep 0.1; done\"\n",
+        gate.display()
+    ))
+    .unwrap();
+    let pushed = h
+        .store
+        .push_template_version(template::new_version(
+            h.organization,
+            &manifest,
+            &[],
+            "v1",
+            true,
+            Some(h.user),
+        ))
+        .await
+        .unwrap();
+    let create = Turn::with(vec![ScriptPart::tool_call(
+        "c1",
+        "create_workspace",
+        serde_json::json!({"template_id": pushed.template_id.to_string(), "name": "gated"})
+            .to_string(),
+    )]);
+    let emulator = Emulator::start(vec![create, reply("Built.")])
+        .await
+        .unwrap();
+    model(&h, &emulator).await;
+    let key = h.store.fixture_token(h.user, "ada", None).await.unwrap();
+    let listen = format!("127.0.0.1:{}", chatd_e2e::workspaces::free_port());
+    let args = h.serve_with_provisioner(&listen, 2).await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let daemon = Daemon::start(&args, &[]).await.unwrap();
+    let _agents = chatd_e2e::test_db::KillUnder(h.data_dir.0.clone());
+    // From here on the daemon's API is the only way in (an embedded database is its alone).
+    let url = daemon.url();
+    chatd_e2e::workspaces::wait_for_import(&url, &key.token, &pushed.version_id.to_string()).await;
+
+    let mut client = Client::new(&daemon, &key.token).await;
+    let mut watch = client
+        .inner
+        .watch_chats(client.req(pb::WatchChatsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let chat = client.create("build me a workspace").await.unwrap();
+    let mut seen = Vec::new();
+    watch_until(&mut watch, &mut seen, "the chat's new build", |s| {
+        s.iter().any(|e| {
+            e.kind() == pb::ChatWatchEventKind::StatusChange
+                && e.chat.as_ref().is_some_and(|c| c.build_id.is_some())
+        })
+    })
+    .await;
+    let bound = seen
+        .iter()
+        .find_map(|e| e.chat.as_ref().filter(|c| c.build_id.is_some()))
+        .unwrap();
+    assert_eq!(bound.id, chat.id);
+    assert_eq!(bound.status(), pb::ChatStatus::Running);
+    let workspaces = chatd_e2e::workspaces::WorkspaceApi::connect(&url, &key.token).await;
+    let build = workspaces
+        .get(bound.workspace_id.as_deref().unwrap())
+        .await
+        .latest_build
+        .unwrap();
+    assert_eq!(Some(build.id.as_str()), bound.build_id.as_deref());
+    assert!(
+        build.job.unwrap().completed_at.is_none(),
+        "the build still waits for the gate"
+    );
+    std::fs::write(&gate, b"").unwrap();
+    client.until(&chat.id, pb::ChatStatus::Waiting).await;
+    let _ = std::fs::remove_file(&gate);
+    daemon
+        .stop(Signal::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
+    h.finish().await;
+}
+
 /// Reads a stream until it fails, and returns the status it failed with.
 async fn end_status<T>(stream: &mut Streaming<T>, what: &str) -> tonic::Status {
     loop {

@@ -90,6 +90,9 @@ impl Watches {
 struct Seen {
     status: ChatStatus,
     title: String,
+    /// The workspace binding (workspace, build, agent): a new build is news, so a client can
+    /// follow its logs at once (spec/chattool.md §2.6).
+    binding: (Option<Uuid>, Option<Uuid>, Option<Uuid>),
     /// History version of the last `action_required` sent.
     action_history: i64,
 }
@@ -213,7 +216,7 @@ impl Watch {
             None if chat.archived => return Ok(()),
             None => kinds.push(pb::ChatWatchEventKind::Created),
             Some(before) => {
-                if before.status != chat.status {
+                if before.status != chat.status || before.binding != binding(chat) {
                     kinds.push(pb::ChatWatchEventKind::StatusChange);
                 }
                 if before.title != chat.title {
@@ -258,10 +261,15 @@ impl Watch {
     }
 }
 
+fn binding(chat: &Chat) -> (Option<Uuid>, Option<Uuid>, Option<Uuid>) {
+    (chat.workspace_id, chat.build_id, chat.agent_id)
+}
+
 fn seen(chat: &Chat) -> Seen {
     Seen {
         status: chat.status.clone(),
         title: chat.title.clone(),
+        binding: binding(chat),
         action_history: 0,
     }
 }

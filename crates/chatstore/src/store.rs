@@ -260,7 +260,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Binds the chat to a workspace and one of its builds and clears the bound agent (the next
     /// workspace tool resolves the new build's agent). A metadata write, not a transition: no
-    /// version is bumped and no chat update is published. Returns the updated chat.
+    /// version is bumped; a chat update is published at the unchanged snapshot, for the owner's
+    /// watchers (spec/chattool.md §2.6). Returns the updated chat.
     async fn bind_workspace(
         &self,
         chat_id: Uuid,
@@ -270,8 +271,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Binds the chat to an agent of one of its workspace's builds (the agent its workspace tools
     /// talk to, spec/recovery.md §2–§3), provided the chat is still bound to
-    /// `expected_workspace_id`. A metadata write like [`Store::bind_workspace`]: no version is
-    /// bumped and no chat update is published. Returns the updated chat, or `None` when the chat's
+    /// `expected_workspace_id`. A metadata write like [`Store::bind_workspace`] (published the
+    /// same way). Returns the updated chat, or `None` when the chat's
     /// workspace is no longer the expected one (the binding raced with a workspace change).
     async fn bind_agent(
         &self,
@@ -325,7 +326,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         metadata: &ChatMetadata,
     ) -> Result<Chat, StoreError>;
 
-    /// Removes the chat's workspace binding (workspace, build and agent). A metadata write.
+    /// Removes the chat's workspace binding (workspace, build and agent). A metadata write,
+    /// published like [`Store::bind_workspace`].
     async fn unbind_workspace(&self, chat_id: Uuid) -> Result<Chat, StoreError>;
 }
 

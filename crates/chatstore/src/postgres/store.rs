@@ -76,6 +76,26 @@ impl PgStore {
             config: &self.config,
         }
     }
+
+    /// A binding write (a metadata write): the chat after it, published at its unchanged
+    /// snapshot so the owner's watchers see the new workspace at once (runners ignore it).
+    async fn rebind(
+        &self,
+        chat_id: Uuid,
+        write: ChatWrite<'_>,
+    ) -> Result<Option<Chat>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let chat = self.rules().bind(&mut *tx, chat_id, write).await?;
+        if let Some(chat) = &chat {
+            notify(
+                &mut tx,
+                &Notification::ChatUpdate(ChatUpdate::from_chat(chat)),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(chat)
+    }
 }
 
 /// The channel and payload of a notification (`pg_notify` arguments).
@@ -624,20 +644,15 @@ concat!(
         workspace_id: Uuid,
         build_id: Uuid,
     ) -> Result<Chat, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let chat = self
-            .rules()
-            .bind(
-                &mut *tx,
-                chat_id,
-                ChatWrite::Workspace {
-                    workspace_id,
-                    build_id,
-                },
-            )
-            .await?;
-        tx.commit().await?;
-        chat.ok_or(StoreError::ChatNotFound(chat_id))
+        self.rebind(
+            chat_id,
+            ChatWrite::Workspace {
+                workspace_id,
+                build_id,
+            },
+        )
+        .await?
+        .ok_or(StoreError::ChatNotFound(chat_id))
     }
 
     async fn bind_agent(
@@ -647,21 +662,15 @@ concat!(
         build_id: Uuid,
         agent_id: Uuid,
     ) -> Result<Option<Chat>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let chat = self
-            .rules()
-            .bind(
-                &mut *tx,
-                chat_id,
-                ChatWrite::Agent {
-                    expected_workspace_id,
-                    build_id,
-                    agent_id,
-                },
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(chat)
+        self.rebind(
+            chat_id,
+            ChatWrite::Agent {
+                expected_workspace_id,
+                build_id,
+                agent_id,
+            },
+        )
+        .await
     }
 
     async fn begin_tool_execution(
@@ -858,13 +867,9 @@ concat!(
     }
 
     async fn unbind_workspace(&self, chat_id: Uuid) -> Result<Chat, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let chat = self
-            .rules()
-            .bind(&mut *tx, chat_id, ChatWrite::Unbind)
-            .await?;
-        tx.commit().await?;
-        chat.ok_or(StoreError::ChatNotFound(chat_id))
+        self.rebind(chat_id, ChatWrite::Unbind)
+            .await?
+            .ok_or(StoreError::ChatNotFound(chat_id))
     }
 }
 

@@ -37,6 +37,24 @@ impl SqliteStore {
         }
     }
 
+    /// A binding write (a metadata write): the chat after it, published at its unchanged
+    /// snapshot so the owner's watchers see the new workspace at once (runners ignore it).
+    async fn rebind(
+        &self,
+        chat_id: Uuid,
+        write: ChatWrite<'_>,
+    ) -> Result<Option<Chat>, StoreError> {
+        let mut tx = self.begin().await?;
+        let chat = self.rules().bind(&mut tx, chat_id, write).await?;
+        self.commit(tx).await?;
+        if let Some(chat) = &chat {
+            self.db
+                .hub()
+                .publish(Notification::ChatUpdate(ChatUpdate::from_chat(chat)));
+        }
+        Ok(chat)
+    }
+
     async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(Tx {
             tx: self.db.writer().begin().await?,
@@ -663,20 +681,15 @@ impl Store for SqliteStore {
         workspace_id: Uuid,
         build_id: Uuid,
     ) -> Result<Chat, StoreError> {
-        let mut tx = self.begin().await?;
-        let chat = self
-            .rules()
-            .bind(
-                &mut tx,
-                chat_id,
-                ChatWrite::Workspace {
-                    workspace_id,
-                    build_id,
-                },
-            )
-            .await?;
-        self.commit(tx).await?;
-        chat.ok_or(StoreError::ChatNotFound(chat_id))
+        self.rebind(
+            chat_id,
+            ChatWrite::Workspace {
+                workspace_id,
+                build_id,
+            },
+        )
+        .await?
+        .ok_or(StoreError::ChatNotFound(chat_id))
     }
 
     async fn bind_agent(
@@ -686,21 +699,15 @@ impl Store for SqliteStore {
         build_id: Uuid,
         agent_id: Uuid,
     ) -> Result<Option<Chat>, StoreError> {
-        let mut tx = self.begin().await?;
-        let chat = self
-            .rules()
-            .bind(
-                &mut tx,
-                chat_id,
-                ChatWrite::Agent {
-                    expected_workspace_id,
-                    build_id,
-                    agent_id,
-                },
-            )
-            .await?;
-        self.commit(tx).await?;
-        Ok(chat)
+        self.rebind(
+            chat_id,
+            ChatWrite::Agent {
+                expected_workspace_id,
+                build_id,
+                agent_id,
+            },
+        )
+        .await
     }
 
     async fn begin_tool_execution(
@@ -894,12 +901,8 @@ impl Store for SqliteStore {
     }
 
     async fn unbind_workspace(&self, chat_id: Uuid) -> Result<Chat, StoreError> {
-        let mut tx = self.begin().await?;
-        let chat = self
-            .rules()
-            .bind(&mut tx, chat_id, ChatWrite::Unbind)
-            .await?;
-        self.commit(tx).await?;
-        chat.ok_or(StoreError::ChatNotFound(chat_id))
+        self.rebind(chat_id, ChatWrite::Unbind)
+            .await?
+            .ok_or(StoreError::ChatNotFound(chat_id))
     }
 }
