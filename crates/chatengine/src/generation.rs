@@ -306,6 +306,7 @@ fn build_request(
         .shared
         .tools
         .values()
+        .filter(|tool| t.shared.active_tools.contains(tool.name()))
         .map(|tool| ToolDefinition {
             name: tool.name().to_owned(),
             description: tool.description().to_owned(),
@@ -481,6 +482,7 @@ async fn execute_tools(
     let mut handles = Vec::with_capacity(calls.len());
     for call in &calls {
         let tool = t.shared.tools.get(call.name.as_str()).cloned();
+        let active = t.shared.active_tools.contains(call.name.as_str());
         let ctx = base.for_call(call.key());
         let call = call.clone();
         let parts = t.shared.parts.clone();
@@ -488,6 +490,9 @@ async fn execute_tools(
             let Some(tool) = tool else {
                 return ToolResult::error(format!("Tool not found: {}", call.name));
             };
+            if !active {
+                return ToolResult::error(format!("Tool not active in this turn: {}", call.name));
+            }
             parts.tool_started(key, &call.id);
             let started = std::time::Instant::now();
             let result = tool.call(&ctx, &call.args).await;

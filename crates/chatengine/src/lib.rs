@@ -190,6 +190,8 @@ pub(crate) struct Shared {
     pub(crate) parts: PartBuffer<BufferedPart>,
     pub(crate) models: models::ModelClients,
     pub(crate) tools: HashMap<&'static str, Arc<dyn Tool>>,
+    /// The tools offered to the model (a subset of `tools`, by what is configured).
+    pub(crate) active_tools: std::collections::HashSet<&'static str>,
     pub(crate) tool_settings: Arc<ToolSettings>,
     pub(crate) rng: Mutex<Box<dyn chatretry::RetryRng>>,
     pub(crate) runners: worker::Runners,

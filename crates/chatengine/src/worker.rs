@@ -65,6 +65,7 @@ impl Engine {
             .into_iter()
             .map(|t| (t.name(), Arc::from(t)))
             .collect();
+        let active_tools = active_tools(&deps);
         let shared = Arc::new(Shared {
             worker_id,
             parts: PartBuffer::new(config.parts),
@@ -74,6 +75,7 @@ impl Engine {
             ),
             tool_settings: Arc::new(config.tools.clone()),
             tools,
+            active_tools,
             rng: Mutex::new(Box::new(OsSeededRng::default())),
             runners: Runners::default(),
             deps,
@@ -366,4 +368,28 @@ async fn gc_loop(shared: Arc<Shared>, root: CancelToken) {
             _ = ticker.tick() => { shared.parts.collect_garbage(); }
         }
     }
+}
+
+/// The tools a turn offers: the template tools always, the lifecycle tools when builds are
+/// configured, the process and file tools when agents can be dialled. A call of another known
+/// tool is answered `Tool not active in this turn` (spec/chattool.md §2.8).
+fn active_tools(deps: &EngineDeps) -> std::collections::HashSet<&'static str> {
+    use chattool::tool::TypedTool as _;
+    let mut active: std::collections::HashSet<&'static str> = [
+        chattool::templates::ListTemplates::NAME,
+        chattool::templates::ReadTemplate::NAME,
+    ]
+    .into_iter()
+    .collect();
+    if deps.builds.is_some() {
+        active.extend([
+            chattool::lifecycle::CreateWorkspace::NAME,
+            chattool::lifecycle::StartWorkspace::NAME,
+            chattool::lifecycle::StopWorkspace::NAME,
+        ]);
+    }
+    if deps.connector.is_some() {
+        active.extend(chattool::workspace_tools().iter().map(|t| t.name()));
+    }
+    active
 }

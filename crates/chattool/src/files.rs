@@ -162,10 +162,12 @@ impl TypedTool for WriteFile {
         if args.path.trim().is_empty() {
             return Err(ToolResult::error("path is required"));
         }
-        let conn = ctx.connection().await?;
-        confined(ctx, conn.as_ref(), &args.path).map_err(ToolResult::error)?;
-        // Writing the same content again is harmless, so an unfinished replay simply writes.
+        // The ledger first: a replayed completed call answers from it even when the workspace
+        // is unreachable now. Writing the same content again is harmless, so an unfinished
+        // replay simply writes.
         ledgered(ctx, Self::NAME, &args, |_| async {
+            let conn = ctx.connection().await?;
+            confined(ctx, conn.as_ref(), &args.path).map_err(ToolResult::error)?;
             match conn
                 .write_file(pb::WriteFileRequest {
                     path: args.path.clone(),
@@ -272,12 +274,13 @@ impl TypedTool for EditFiles {
         if let Some(i) = edits.iter().position(|e| e.path.trim().is_empty()) {
             return edit_failure(format!("edits[{i}].path is required"));
         }
-        let conn = ctx.connection().await?;
-        for edit in &edits {
-            confined(ctx, conn.as_ref(), &edit.path).map_err(edit_error)?;
-        }
         let edits = &edits;
+        // The ledger first, as for `write_file`.
         ledgered(ctx, Self::NAME, edits, |dispatch| async move {
+            let conn = ctx.connection().await?;
+            for edit in edits {
+                confined(ctx, conn.as_ref(), &edit.path).map_err(edit_error)?;
+            }
             let replay = dispatch == Dispatch::Unfinished;
             match conn
                 .edit_files(pb::EditFilesRequest {

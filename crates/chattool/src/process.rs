@@ -234,17 +234,21 @@ impl TypedTool for Execute {
             Some(stripped) if !args.run_in_background => (stripped, true),
             _ => (args.command.clone(), args.run_in_background),
         };
-        let conn = ctx.connection().await?;
-        ledgered(ctx, Self::NAME, &args, |dispatch| {
+        // The ledger first: a replayed completed call answers from it even when the workspace
+        // is unreachable now.
+        let args = &args;
+        ledgered(ctx, Self::NAME, args, |dispatch| async move {
+            let conn = ctx.connection().await?;
             run_execute(
                 ctx,
                 conn.as_ref(),
                 command,
                 background,
                 timeout,
-                &args,
+                args,
                 dispatch,
             )
+            .await
         })
         .await
     }

@@ -869,7 +869,33 @@ async fn a_replayed_execute_never_runs_the_command_twice() {
     assert!(!applied.is_error, "{}", applied.content);
     assert_eq!(files::EditFiles.call(&edit_ctx, &edit).await, applied);
     assert_eq!(std::fs::read_to_string(&counter).unwrap(), "z\n");
+
+    // The ledger answers before the workspace is dialled: completed calls replay their results
+    // even when the workspace is unreachable now.
+    let unreachable = |call: &str| {
+        let mut ctx = env.ctx.for_call(call);
+        ctx.resolver = Some(Arc::new(Unreachable));
+        ctx
+    };
+    let replayed = process::Execute.call(&unreachable("exec-1"), &args).await;
+    assert_eq!(replayed.as_json().unwrap(), attached);
+    assert_eq!(
+        files::EditFiles.call(&unreachable("edit-1"), &edit).await,
+        applied
+    );
+    let fresh = process::Execute.call(&unreachable("exec-3"), &args).await;
+    assert_eq!(fresh.content, "the workspace is unreachable");
     env.finish().await;
+}
+
+/// A workspace that cannot be reached.
+struct Unreachable;
+
+#[async_trait]
+impl WorkspaceResolver for Unreachable {
+    async fn connect(&self, _chat_id: Uuid) -> Result<Arc<dyn WorkspaceConn>, String> {
+        Err("the workspace is unreachable".into())
+    }
 }
 
 #[tokio::test]

@@ -764,6 +764,59 @@ async fn a_task_that_makes_no_progress_is_started_again_by_the_idle_watchdog() {
 }
 
 #[tokio::test]
+async fn a_tool_outside_the_turns_set_and_an_unknown_tool_get_their_error_texts() {
+    let run = Run::new(
+        Harness::bare().await,
+        vec![
+            Turn::with(vec![
+                ScriptPart::tool_call("c1", "execute", r#"{"command":"true"}"#),
+                ScriptPart::tool_call("c2", "launch_rockets", "{}"),
+            ]),
+            after(reply("understood"), "not found"),
+        ],
+    )
+    .await;
+    // No agents can be dialled and nothing can be built: only the template tools are offered.
+    let deps = EngineDeps {
+        store: run.store.clone(),
+        pubsub: run.h.pubsub.clone(),
+        builds: None,
+        connector: None,
+        dialer: None,
+    };
+    let engine = Engine::start(deps, config()).await;
+    let chat = run.chat("run true").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let history = run.history(chat).await;
+    let results = results_of(&history[2]);
+    assert_eq!(
+        results,
+        [
+            (
+                "c1".to_owned(),
+                Value::from("Tool not active in this turn: execute"),
+                true
+            ),
+            (
+                "c2".to_owned(),
+                Value::from("Tool not found: launch_rockets"),
+                true
+            ),
+        ]
+    );
+    let offered: Vec<String> = run.emulator.requests()[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(offered, ["list_templates", "read_template"]);
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
 async fn a_stale_owner_is_fenced_out_after_a_takeover_and_leaves_no_trace() {
     let run = Run::new(
         Harness::bare().await,
