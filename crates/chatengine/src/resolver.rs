@@ -68,9 +68,9 @@ pub enum WorkspaceConnError {
     DialTimeout,
     /// The agent is managed outside chatd and is not reachable; only the user can fix that.
     #[error("{}", if *never_connected {
-        "workspace uses an externally managed agent that has not connected yet. The user needs to start the workspace externally and make sure the external agent is connected, then try again"
+        chattool::wait::EXTERNAL_AGENT_NOT_CONNECTED
     } else {
-        "workspace uses an externally managed agent that is currently offline. The user needs to reconnect the external agent on its host, then try again"
+        chattool::wait::EXTERNAL_AGENT_OFFLINE
     })]
     ExternalAgentUnavailable {
         /// The agent's `first_connected_at` is null.

@@ -18,7 +18,6 @@ use chatstore::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use agentselect::find_chat_agent;
 use async_trait::async_trait;
 use chatstore::agents::{ConnectionStatus, connection_status};
 use chatstore::workspaces::{Build, JobStatus, Workspace, WorkspaceTransition};
@@ -30,7 +29,7 @@ use uuid::Uuid;
 use crate::builds::{BuildRequestError, CreateRequest, WorkspaceBuilds};
 use crate::templates::NOT_ALLOWED;
 use crate::tool::TypedTool;
-use crate::wait::{AgentDialer, BuildWaitError, Phases, Readiness, Waits, agent_infos};
+use crate::wait::{AgentDialer, BuildWaitError, Phases, Readiness, Selection, Waits};
 use crate::{ToolContext, ToolResult};
 
 /// The job error code of a build refused for quota (§6).
@@ -253,16 +252,24 @@ impl Services {
             .is_ok_and(|v| v.has_external_agent)
     }
 
-    async fn readiness(&self, ctx: &ToolContext, build: &Build, phases: Phases) -> Readiness {
+    /// Readiness of `build` (§5); `running` = the workspace was already running, so a failed
+    /// agent selection falls back to the first agent (§8.1).
+    async fn readiness(
+        &self,
+        ctx: &ToolContext,
+        build: &Build,
+        phases: Phases,
+        running: bool,
+    ) -> Readiness {
         let external = self.external(build).await;
+        let suffix = &ctx.settings.chat_suffix;
+        let selection = if running {
+            Selection::FirstOnError(suffix)
+        } else {
+            Selection::Strict(suffix)
+        };
         self.waits
-            .readiness(
-                build.id,
-                &ctx.settings.chat_suffix,
-                phases,
-                external,
-                self.dialer.as_ref(),
-            )
+            .readiness(build.id, selection, phases, external, self.dialer.as_ref())
             .await
     }
 }
@@ -381,7 +388,7 @@ impl CreateWorkspace {
                     Some(QuotaAction::Start),
                 )));
             }
-            let readiness = s.readiness(ctx, &build, Phases::Both).await;
+            let readiness = s.readiness(ctx, &build, Phases::Both, false).await;
             s.announce(ctx).await;
             let mut fields = exists("workspace build completed");
             fields.insert("build_id".into(), build.id.to_string().into());
@@ -402,15 +409,8 @@ impl CreateWorkspace {
                 let Ok(agents) = s.store.build_agents(build.id).await else {
                     return Ok(Existing::Create);
                 };
-                let chosen = match find_chat_agent(&agent_infos(&agents), &ctx.settings.chat_suffix)
-                {
-                    Ok(info) => agents.iter().find(|a| a.id == info.id),
-                    Err(e) => {
-                        tracing::warn!(build = %build.id, error = %e, "chat agent selection failed; using the first agent");
-                        agents.first()
-                    }
-                };
-                let Some(agent) = chosen else {
+                let chosen = Selection::FirstOnError(&ctx.settings.chat_suffix).choose(&agents);
+                let Ok(Some(agent)) = chosen else {
                     return Ok(Existing::Create);
                 };
                 let (message, phases) = match connection_status(
@@ -430,7 +430,7 @@ impl CreateWorkspace {
                         return Ok(Existing::Create);
                     }
                 };
-                let readiness = s.readiness(ctx, &build, phases).await;
+                let readiness = s.readiness(ctx, &build, phases, true).await;
                 Ok(Existing::Done(object(with_readiness(
                     exists(message),
                     &readiness,
@@ -560,7 +560,7 @@ impl TypedTool for CreateWorkspace {
                 Some(QuotaAction::Create),
             ));
         }
-        let readiness = s.readiness(ctx, &build, Phases::Both).await;
+        let readiness = s.readiness(ctx, &build, Phases::Both, false).await;
         s.announce(ctx).await;
         let mut fields = Map::new();
         fields.insert("created".into(), true.into());
@@ -666,7 +666,7 @@ impl TypedTool for StartWorkspace {
                 build
             }
         };
-        let readiness = s.readiness(ctx, &build, Phases::Both).await;
+        let readiness = s.readiness(ctx, &build, Phases::Both, false).await;
         s.announce(ctx).await;
         Ok(object(with_readiness(fields, &readiness)))
     }

@@ -100,9 +100,45 @@ pub struct Readiness {
     pub lifecycle_state: Option<String>,
 }
 
-/// The external-agent guidance used as `agent_error` for externally managed templates
-/// (spec/recovery.md §1, never connected).
+/// The external-agent guidance used as `agent_error` for externally managed templates whose
+/// agent never connected (spec/recovery.md §1).
 pub const EXTERNAL_AGENT_NOT_CONNECTED: &str = "workspace uses an externally managed agent that has not connected yet. The user needs to start the workspace externally and make sure the external agent is connected, then try again";
+
+/// The external-agent guidance for an agent that connected before and is unreachable now
+/// (spec/recovery.md §1).
+pub const EXTERNAL_AGENT_OFFLINE: &str = "workspace uses an externally managed agent that is currently offline. The user needs to reconnect the external agent on its host, then try again";
+
+/// How readiness picks the chat agent among a build's agents (spec/agentselect.md).
+#[derive(Debug, Clone, Copy)]
+pub enum Selection<'a> {
+    /// The selected agent; a selection error stops readiness (a new build, §5).
+    Strict(&'a ChatSuffix),
+    /// The selected agent, or the first one when selection fails, logged (a workspace that is
+    /// already running, §8.1).
+    FirstOnError(&'a ChatSuffix),
+}
+
+impl Selection<'_> {
+    /// The chosen agent among `agents`: `Ok(None)` when there are none, `Err` with the
+    /// selection error's text.
+    pub fn choose<'g>(&self, agents: &'g [Agent]) -> Result<Option<&'g Agent>, String> {
+        let (Self::Strict(suffix) | Self::FirstOnError(suffix)) = *self;
+        match find_chat_agent(&agent_infos(agents), suffix) {
+            Ok(info) => Ok(agents.iter().find(|a| a.id == info.id)),
+            Err(e) if agents.is_empty() => {
+                tracing::debug!(error = %e, "no agent to select");
+                Ok(None)
+            }
+            Err(e) => match self {
+                Self::Strict(_) => Err(e.to_string()),
+                Self::FirstOnError(_) => {
+                    tracing::warn!(error = %e, "chat agent selection failed; using the first agent");
+                    Ok(agents.first())
+                }
+            },
+        }
+    }
+}
 
 /// The waits over a store and its notifications.
 #[derive(Clone)]
@@ -314,54 +350,41 @@ impl Waits {
     pub async fn readiness(
         &self,
         build_id: Uuid,
-        suffix: &ChatSuffix,
+        selection: Selection<'_>,
         phases: Phases,
         external: bool,
         dialer: &dyn AgentDialer,
     ) -> Readiness {
+        let selection_error = |error: String| Readiness {
+            agent_status: Some("selection_error".into()),
+            agent_error: Some(error),
+            ..Readiness::default()
+        };
         let agents = match self.store.build_agents(build_id).await {
             Ok(agents) => agents,
-            Err(e) => {
+            Err(e) => return selection_error(e.to_string()),
+        };
+        let agent = match selection.choose(&agents) {
+            Ok(Some(agent)) => agent,
+            Ok(None) => {
                 return Readiness {
-                    agent_status: Some("selection_error".into()),
-                    agent_error: Some(e.to_string()),
+                    agent_status: Some("no_agent".into()),
                     ..Readiness::default()
                 };
             }
-        };
-        if agents.is_empty() {
-            return Readiness {
-                agent_status: Some("no_agent".into()),
-                ..Readiness::default()
-            };
-        }
-        let infos = agent_infos(&agents);
-        let chosen = match find_chat_agent(&infos, suffix) {
-            Ok(info) => agents.iter().find(|a| a.id == info.id).cloned(),
-            Err(e) => {
-                return Readiness {
-                    agent_status: Some("selection_error".into()),
-                    agent_error: Some(e.to_string()),
-                    ..Readiness::default()
-                };
-            }
-        };
-        let Some(agent) = chosen else {
-            return Readiness {
-                agent_status: Some("no_agent".into()),
-                ..Readiness::default()
-            };
+            Err(e) => return selection_error(e),
         };
         if phases == Phases::Both
-            && let Err(e) = self.dial(&agent, dialer).await
+            && let Err(e) = self.dial(agent, dialer).await
         {
+            let agent_error = match (external, agent.times.first_connected_at) {
+                (false, _) => e,
+                (true, None) => EXTERNAL_AGENT_NOT_CONNECTED.into(),
+                (true, Some(_)) => EXTERNAL_AGENT_OFFLINE.into(),
+            };
             return Readiness {
                 agent_status: Some("not_ready".into()),
-                agent_error: Some(if external {
-                    EXTERNAL_AGENT_NOT_CONNECTED.into()
-                } else {
-                    e
-                }),
+                agent_error: Some(agent_error),
                 ..Readiness::default()
             };
         }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatd_e2e::workspaces::{Dialer, Harness};
-use chatstore::agents::Agent;
+use chatstore::agents::{Agent, AgentLifecycle};
 use chatstore::pubsub::Hub;
 use chattool::wait::{
-    AgentDialer, BuildWaitError, EXTERNAL_AGENT_NOT_CONNECTED, Phases, Readiness, WaitSettings,
-    Waits,
+    AgentDialer, BuildWaitError, EXTERNAL_AGENT_NOT_CONNECTED, EXTERNAL_AGENT_OFFLINE, Phases,
+    Readiness, Selection, WaitSettings, Waits,
 };
 
 fn waits(h: &Harness, settings: WaitSettings) -> Waits {
@@ -108,7 +108,13 @@ async fn waits_finish_on_the_safety_poll_when_no_notification_arrives() {
         store: h.store.clone(),
     };
     let readiness = deaf
-        .readiness(build, &Default::default(), Phases::Both, false, &dialer)
+        .readiness(
+            build,
+            Selection::Strict(&Default::default()),
+            Phases::Both,
+            false,
+            &dialer,
+        )
         .await;
     assert_eq!(readiness, Readiness::default());
     h.finish().await;
@@ -133,8 +139,14 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
         store: h.store.clone(),
     };
     assert_eq!(
-        w.readiness(build, &suffix, Phases::Both, false, &dialer)
-            .await,
+        w.readiness(
+            build,
+            Selection::Strict(&suffix),
+            Phases::Both,
+            false,
+            &dialer
+        )
+        .await,
         Readiness::default()
     );
 
@@ -151,7 +163,13 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
         store: h.store.clone(),
     };
     let readiness = w
-        .readiness(build, &suffix, Phases::Both, false, &dialer)
+        .readiness(
+            build,
+            Selection::Strict(&suffix),
+            Phases::Both,
+            false,
+            &dialer,
+        )
         .await;
     assert_eq!(
         readiness.startup_scripts.as_deref(),
@@ -180,7 +198,13 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
         },
     );
     let readiness = impatient
-        .readiness(build, &suffix, Phases::StartupOnly, false, &Refusing)
+        .readiness(
+            build,
+            Selection::Strict(&suffix),
+            Phases::StartupOnly,
+            false,
+            &Refusing,
+        )
         .await;
     assert_eq!(
         readiness.startup_scripts.as_deref(),
@@ -211,8 +235,14 @@ async fn readiness_without_agents_or_reachability_says_why() {
     assert!(w.build(build).await.is_err());
     let suffix = Default::default();
     assert_eq!(
-        w.readiness(build, &suffix, Phases::Both, false, &Refusing)
-            .await,
+        w.readiness(
+            build,
+            Selection::Strict(&suffix),
+            Phases::Both,
+            false,
+            &Refusing
+        )
+        .await,
         Readiness {
             agent_status: Some("no_agent".into()),
             ..Readiness::default()
@@ -224,16 +254,101 @@ async fn readiness_without_agents_or_reachability_says_why() {
     let build = build.id;
     w.build(build).await.unwrap();
     let readiness = w
-        .readiness(build, &suffix, Phases::Both, false, &Refusing)
+        .readiness(
+            build,
+            Selection::Strict(&suffix),
+            Phases::Both,
+            false,
+            &Refusing,
+        )
         .await;
     assert_eq!(readiness.agent_status.as_deref(), Some("not_ready"));
     assert_eq!(readiness.agent_error.as_deref(), Some("connection refused"));
+    // An externally managed agent: the guidance says whether it ever connected.
+    let (workspace, build) = h.start_workspace_build(ok, "connected-before").await;
+    w.build(build.id).await.unwrap();
+    h.lifecycle(workspace, AgentLifecycle::Ready).await;
     let readiness = w
-        .readiness(build, &suffix, Phases::Both, true, &Refusing)
+        .readiness(
+            build.id,
+            Selection::Strict(&suffix),
+            Phases::Both,
+            true,
+            &Refusing,
+        )
+        .await;
+    assert_eq!(
+        readiness.agent_error.as_deref(),
+        Some(EXTERNAL_AGENT_OFFLINE)
+    );
+    let byo = h
+        .template("name = \"byo\"\nexternal_agent = true", Vec::new())
+        .await;
+    let (_, build) = h.start_workspace_build(byo, "never-connected").await;
+    w.build(build.id).await.unwrap();
+    let readiness = w
+        .readiness(
+            build.id,
+            Selection::Strict(&suffix),
+            Phases::Both,
+            true,
+            &Refusing,
+        )
         .await;
     assert_eq!(
         readiness.agent_error.as_deref(),
         Some(EXTERNAL_AGENT_NOT_CONNECTED)
     );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn readiness_of_a_running_workspace_uses_the_first_agent_when_selection_fails() {
+    let h = Harness::start().await;
+    let w = waits(&h, WaitSettings::default());
+    let suffix = agentselect::ChatSuffix::default();
+    // Two agents whose names both end in the chat suffix: agent selection cannot choose. The
+    // first is the workspace's real agent; the second is only a row.
+    let two = h
+        .template("name = \"two\"\n[agent]\nname = \"a-chat\"", Vec::new())
+        .await;
+    let (_, build) = h.start_workspace_build(two, "two").await;
+    w.build(build.id).await.unwrap();
+    h.store
+        .insert_agent(build.job_id, "b-chat", "/home", 60, &[0; 32])
+        .await
+        .unwrap();
+    let names: Vec<String> = h
+        .store
+        .build_agents(build.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["a-chat", "b-chat"]);
+    let dialer = Dialer {
+        store: h.store.clone(),
+    };
+    let strict = w
+        .readiness(
+            build.id,
+            Selection::Strict(&suffix),
+            Phases::Both,
+            false,
+            &dialer,
+        )
+        .await;
+    assert_eq!(strict.agent_status.as_deref(), Some("selection_error"));
+    let running = w
+        .readiness(
+            build.id,
+            Selection::FirstOnError(&suffix),
+            Phases::Both,
+            false,
+            &dialer,
+        )
+        .await;
+    assert_eq!(running, Readiness::default());
     h.finish().await;
 }
