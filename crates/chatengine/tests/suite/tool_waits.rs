@@ -253,30 +253,25 @@ async fn readiness_without_agents_or_reachability_says_why() {
     let (_, build) = h.start_workspace_build(ok, "unreachable").await;
     let build = build.id;
     w.build(build).await.unwrap();
-    let readiness = w
-        .readiness(
+    // The dial error, or for an externally managed agent the guidance, which says whether the
+    // agent ever connected.
+    let unreachable = async |build, external| {
+        w.readiness(
             build,
             Selection::Strict(&suffix),
             Phases::Both,
-            false,
+            external,
             &Refusing,
         )
-        .await;
+        .await
+    };
+    let readiness = unreachable(build, false).await;
     assert_eq!(readiness.agent_status.as_deref(), Some("not_ready"));
     assert_eq!(readiness.agent_error.as_deref(), Some("connection refused"));
-    // An externally managed agent: the guidance says whether it ever connected.
     let (workspace, build) = h.start_workspace_build(ok, "connected-before").await;
     w.build(build.id).await.unwrap();
     h.lifecycle(workspace, AgentLifecycle::Ready).await;
-    let readiness = w
-        .readiness(
-            build.id,
-            Selection::Strict(&suffix),
-            Phases::Both,
-            true,
-            &Refusing,
-        )
-        .await;
+    let readiness = unreachable(build.id, true).await;
     assert_eq!(
         readiness.agent_error.as_deref(),
         Some(EXTERNAL_AGENT_OFFLINE)
@@ -286,15 +281,7 @@ async fn readiness_without_agents_or_reachability_says_why() {
         .await;
     let (_, build) = h.start_workspace_build(byo, "never-connected").await;
     w.build(build.id).await.unwrap();
-    let readiness = w
-        .readiness(
-            build.id,
-            Selection::Strict(&suffix),
-            Phases::Both,
-            true,
-            &Refusing,
-        )
-        .await;
+    let readiness = unreachable(build.id, true).await;
     assert_eq!(
         readiness.agent_error.as_deref(),
         Some(EXTERNAL_AGENT_NOT_CONNECTED)
