@@ -232,6 +232,7 @@ pub(crate) fn chat_error(v: &Value) -> pb::ChatError {
         attempts: uint(v, "attempts"),
         // The stored error keeps no Retry-After hint (it lives in the retry state).
         retry_after: None,
+        provider_request_id: text(v, "provider_request_id"),
     }
 }
 
@@ -720,6 +721,7 @@ mod tests {
             "sub_reason": "context_window_exceeded",
             "retry_status": "exhausted",
             "attempts": 25,
+            "provider_request_id": "req_1",
         }));
         assert_eq!(e.kind(), pb::ErrorKind::Overloaded);
         assert_eq!(e.provider(), pb::ProviderKind::OpenaiCompat);
@@ -727,6 +729,7 @@ mod tests {
         assert_eq!(e.sub_reason(), pb::ErrorSubReason::ContextWindowExceeded);
         assert_eq!(e.retry_status(), pb::RetryStatus::Exhausted);
         assert_eq!((e.status_code, e.attempts), (529, 25));
+        assert_eq!(e.provider_request_id, "req_1");
         assert_eq!(chat_error(&json!({"kind": "nonsense"})).kind, 0);
     }
 

@@ -154,10 +154,22 @@ async fn finish_error(
     attempt: i64,
     fence_attempt: Option<i64>,
 ) -> Result<(), TaskExit> {
-    tracing::warn!(chat_id = %t.chat_id, kind = ?c.kind, retry_status = ?status, attempts = attempt, message = %c.message, "chat turn failed");
+    finish_failed_call(t, c, status, attempt, fence_attempt, None).await
+}
+
+/// [`finish_error`] for a failed model call, keeping the provider's request id.
+async fn finish_failed_call(
+    t: &TaskCtx,
+    c: &Classification,
+    status: RetryStatus,
+    attempt: i64,
+    fence_attempt: Option<i64>,
+    request_id: Option<&str>,
+) -> Result<(), TaskExit> {
+    tracing::warn!(chat_id = %t.chat_id, kind = ?c.kind, retry_status = ?status, attempts = attempt, message = %c.message, provider_request_id = ?request_id, "chat turn failed");
     t.apply(
         Change::FinishError {
-            error: payload::chat_error(c, status, attempt),
+            error: payload::chat_error(c, status, attempt, request_id),
         },
         fence_attempt,
     )
@@ -381,19 +393,43 @@ async fn on_failure(
     provider: &str,
 ) -> Result<Outcome, TaskExit> {
     let ctx = ClassifyContext::new(SystemTime::now());
+    let request_id = chatretry::provider_request_id(err.as_ref());
     let c = classify(err.as_ref(), &ctx).with_provider(provider);
     let (err, c) = normalize_attempt_error(err, c, &ctx);
     let c = c.with_provider(provider);
     crate::metrics::classified(provider, c.source.as_str());
+    tracing::info!(
+        chat_id = %t.chat_id,
+        generation_attempt = attempt,
+        provider,
+        kind = ?c.kind,
+        source = c.source.as_str(),
+        retryable = c.retryable,
+        status_code = c.status_code,
+        provider_request_id = ?request_id,
+        error = %full_text(err.as_ref()),
+        "model call failed"
+    );
+    if c.should_retry_ignored {
+        tracing::warn!(
+            chat_id = %t.chat_id,
+            provider,
+            kind = ?c.kind,
+            "the provider said x-should-retry: true, but retrying cannot fix this kind of failure; not retrying"
+        );
+    }
+    let request_id = request_id.as_deref();
+    let fail = async |status| {
+        finish_failed_call(t, &c, status, attempt, Some(attempt), request_id).await?;
+        Ok(Outcome::Committed)
+    };
     if !c.retryable {
-        finish_error(t, &c, RetryStatus::Terminal, attempt, Some(attempt)).await?;
-        return Ok(Outcome::Committed);
+        return fail(RetryStatus::Terminal).await;
     }
     let policy = &t.shared.config.retry;
     let max = i64::from(policy.max_attempts);
     if attempt <= 0 || attempt >= max {
-        finish_error(t, &c, RetryStatus::Exhausted, attempt, Some(attempt)).await?;
-        return Ok(Outcome::Committed);
+        return fail(RetryStatus::Exhausted).await;
     }
     let chat = t.infra(|| t.shared.deps.store.chat(t.chat_id)).await?;
     let now = t.database_now().await;
@@ -409,8 +445,7 @@ async fn on_failure(
     let (delay, source, parked) = match decision {
         RetryDecision::Exhausted(reason) => {
             tracing::info!(chat_id = %t.chat_id, ?reason, "retries exhausted");
-            finish_error(t, &c, RetryStatus::Exhausted, attempt, Some(attempt)).await?;
-            return Ok(Outcome::Committed);
+            return fail(RetryStatus::Exhausted).await;
         }
         RetryDecision::Retry { delay, source } => (delay, source, false),
         RetryDecision::Park { delay, source } => (delay, source, true),
@@ -424,7 +459,7 @@ async fn on_failure(
         classification: c,
         max_attempts: policy.max_attempts,
         parked,
-        provider_request_id: None,
+        provider_request_id: request_id.map(str::to_owned),
     };
     tracing::info!(
         chat_id = %t.chat_id,

@@ -24,9 +24,15 @@ impl RetryStatus {
     }
 }
 
-/// The terminal `ChatError` JSON of a classification, with the retry owner's `retry_status`
-/// and the number of the attempt that failed (0 = not a model call).
-pub fn chat_error(c: &Classification, status: RetryStatus, attempts: i64) -> Value {
+/// The terminal `ChatError` JSON of a classification, with the retry owner's `retry_status`,
+/// the number of the attempt that failed (0 = not a model call) and the provider's request id
+/// when its response had one.
+pub fn chat_error(
+    c: &Classification,
+    status: RetryStatus,
+    attempts: i64,
+    provider_request_id: Option<&str>,
+) -> Value {
     let mut out = Map::new();
     out.insert("message".into(), json!(c.message));
     if !c.detail.is_empty() {
@@ -52,6 +58,9 @@ pub fn chat_error(c: &Classification, status: RetryStatus, attempts: i64) -> Val
     out.insert("retry_status".into(), json!(status.as_str()));
     if attempts > 0 {
         out.insert("attempts".into(), json!(attempts));
+    }
+    if let Some(id) = provider_request_id {
+        out.insert("provider_request_id".into(), json!(id));
     }
     Value::Object(out)
 }
@@ -150,12 +159,14 @@ mod tests {
 
     #[test]
     fn a_chat_error_omits_empty_fields() {
-        let v = chat_error(&overloaded(), RetryStatus::Exhausted, 25);
+        let v = chat_error(&overloaded(), RetryStatus::Exhausted, 25, Some("req_7"));
+        assert_eq!(v["provider_request_id"], "req_7");
         assert_eq!(v["kind"], "overloaded");
         assert_eq!(v["retry_status"], "exhausted");
         assert_eq!(v["attempts"], 25);
         assert!(v.get("sub_reason").is_none());
-        let v = chat_error(&overloaded(), RetryStatus::Terminal, 0);
+        let v = chat_error(&overloaded(), RetryStatus::Terminal, 0, None);
         assert!(v.get("attempts").is_none());
+        assert!(v.get("provider_request_id").is_none());
     }
 }

@@ -348,8 +348,8 @@ pub fn normalize_attempt_error(
 }
 
 /// The provider's request id from the first HTTP error's headers (`request-id`,
-/// `x-request-id`).
-fn provider_request_id(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+/// `x-request-id`), for retry events and stored errors.
+pub fn provider_request_id(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     let http = find_in_graph::<ProviderHttpError>(err)?;
     ["request-id", "x-request-id"]
         .iter()

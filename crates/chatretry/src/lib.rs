@@ -48,7 +48,9 @@ mod token;
 /// What a retried call returns on failure, and the cancellation value a call may fail with:
 /// re-exported so a caller of [`retry`] needs no direct dependency on `chaterror`.
 pub use chaterror::{BoxError, CancelCause, Cancelled};
-pub use driver::{Retrier, RetryError, RetryEvent, normalize_attempt_error, retry};
+pub use driver::{
+    Retrier, RetryError, RetryEvent, normalize_attempt_error, provider_request_id, retry,
+};
 pub use policy::{
     DelaySource, ExhaustedReason, FixedRng, Jitter, OsSeededRng, PolicyError, RetryDecision,
     RetryPolicy, RetryRng,

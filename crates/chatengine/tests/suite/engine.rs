@@ -1036,12 +1036,13 @@ async fn a_dead_agent_gets_the_dial_timeout_text_then_the_restart_text_and_recov
     run.finish().await;
 }
 
+/// A 503 that carries the provider's request id.
 fn unavailable() -> Turn {
     reply("x").fault(
         FaultPoint::BeforeHeaders,
         FaultKind::Status {
             status: 503,
-            headers: Vec::new(),
+            headers: vec![("x-request-id".into(), "req_503".into())],
             body: "upstream unavailable".into(),
         },
     )
@@ -1065,6 +1066,7 @@ async fn retries_stop_at_the_attempt_cap_with_an_exhausted_error() {
     assert_eq!(error["retry_status"], "exhausted", "{error}");
     assert_eq!(error["attempts"], 3);
     assert_eq!(error["status_code"], 503);
+    assert_eq!(error["provider_request_id"], "req_503", "{error}");
     assert_eq!(run.emulator.requests().len(), 3, "three calls, no more");
     engine.shutdown().await;
     run.finish().await;
@@ -1126,6 +1128,8 @@ async fn a_graceful_shutdown_hands_the_chat_off_and_the_next_owner_honours_a_pen
     let retrying = run
         .wait(chat, "a scheduled retry", |c| c.retry_state.is_some())
         .await;
+    let state = retrying.retry_state.as_ref().unwrap();
+    assert_eq!(state["provider_request_id"], "req_503", "{state}");
     a.shutdown().await;
     let handed = run.read(chat).await;
     assert_eq!(
