@@ -150,6 +150,9 @@ fn output_result(out: pb::ProcessOutputResponse, cap: usize) -> ExecuteResult {
         output: cap_output(out.output, cap),
         exit_code: Some(code),
         truncated: truncation(out.truncated),
+        // The process's own run time, not this call's wait (which is shorter when a replay
+        // attached to a running process). Older agents send none.
+        wall_duration_ms: (out.run_time_ms > 0).then_some(out.run_time_ms),
         ..Default::default()
     }
 }
@@ -315,8 +318,9 @@ async fn run_execute(
         }
     };
     let mut result = wait_foreground(conn, ctx, &process_id, deadline, timeout).await;
-    result.wall_duration_ms =
-        Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    result
+        .wall_duration_ms
+        .get_or_insert_with(|| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
     if dumps_files(&command) && result.note.is_empty() {
         result.note = READ_FILE_NOTE.to_owned();
     }

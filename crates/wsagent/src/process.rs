@@ -111,6 +111,8 @@ pub struct Snapshot {
     pub exit_code: Option<i32>,
     /// Present when output was dropped.
     pub truncated: Option<Truncation>,
+    /// How long it has run: until its exit, or until now.
+    pub run_time: Duration,
 }
 
 /// A process as listed.
@@ -195,6 +197,7 @@ struct Proc {
     workdir: PathBuf,
     background: bool,
     started_at: SystemTime,
+    started: Instant,
     pgid: i32,
     output: Mutex<OutputBuffer>,
     exit: watch::Receiver<Option<Exit>>,
@@ -208,11 +211,13 @@ impl Proc {
     fn snapshot(&self) -> Snapshot {
         let exit = self.exited();
         let (output, truncated) = lock(&self.output).snapshot();
+        let ended = exit.map_or_else(Instant::now, |e| e.when);
         Snapshot {
             output,
             running: exit.is_none(),
             exit_code: exit.map(|e| e.code),
             truncated,
+            run_time: ended.saturating_duration_since(self.started),
         }
     }
 }
@@ -355,6 +360,7 @@ impl ProcessManager {
             workdir,
             background: req.background,
             started_at: SystemTime::now(),
+            started: Instant::now(),
             pgid,
             output: Mutex::new(OutputBuffer::new(self.config.output_limit)),
             exit: exit_rx,

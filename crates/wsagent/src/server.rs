@@ -211,6 +211,7 @@ impl Agent for AgentService {
                 dropped_bytes: t.dropped_bytes as i64,
                 strategy: pb::TruncationStrategy::HeadTail.into(),
             }),
+            run_time_ms: u64::try_from(s.run_time.as_millis()).unwrap_or(u64::MAX),
         }))
     }
 

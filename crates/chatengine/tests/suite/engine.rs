@@ -943,6 +943,9 @@ async fn a_crashed_owner_is_taken_over_and_a_replayed_execute_does_not_run_twice
         "{}",
         executed.1
     );
+    // The command's own run time (it slept 4 s), not the new owner's short wait for it.
+    let ran = executed.1["wall_duration_ms"].as_u64().unwrap();
+    assert!(ran >= 4000, "wall_duration_ms {ran}");
     assert_eq!(text_of(&history[5]), "all done");
     assert_eq!(done.workspace_id, Some(workspace));
     let count = std::fs::read_to_string(count).unwrap();

@@ -188,6 +188,18 @@ async fn output_beyond_the_limit_keeps_head_and_tail_and_says_so() {
 }
 
 #[tokio::test]
+async fn the_run_time_is_the_processs_own_whenever_it_is_read() {
+    let m = manager();
+    let (id, _) = start(&m, "c1", "sleep 0.4", "");
+    let done = m.output("c1", &id, LONG).await.unwrap();
+    assert!(done.run_time >= Duration::from_millis(400), "{done:?}");
+    // Read again later (as a replay after a takeover would): still the run until its exit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = m.output("c1", &id, LONG).await.unwrap();
+    assert_eq!(later.run_time, done.run_time);
+}
+
+#[tokio::test]
 async fn cancel_terminates_then_kills() {
     let m = manager();
     let (id, _) = start(&m, "c1", "trap '' TERM; sleep 30", "call-9");
