@@ -15,6 +15,7 @@ use chatstore::types::{Chat, Message, MessageUsage, NewMessage, Role};
 use chatstore::{Change, StoreError};
 use chattool::{ChatScope, ToolContext, ToolResult};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+use tracing::Instrument as _;
 
 use crate::parts::EpisodeKey;
 use crate::payload::{self, RetryStatus};
@@ -66,13 +67,37 @@ pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {
             }
             Action::ExecuteTools(calls) => {
                 let config = model_config(&t, &chat).await?;
-                return execute_tools(&t, &chat, calls, config.as_ref()).await;
+                let span = tracing::info_span!("tool_step", chat_id = %t.chat_id, calls = calls.len(), generation_attempt = tracing::field::Empty, outcome = tracing::field::Empty);
+                let done = execute_tools(&t, &chat, calls, config.as_ref())
+                    .instrument(span.clone())
+                    .await;
+                span.record("outcome", exit_outcome(&done));
+                return done;
             }
             Action::Generate => {
                 let Some(config) = model_config(&t, &chat).await? else {
                     return Ok(());
                 };
-                match generate(&t, &chat, &snapshot.history, &config).await? {
+                let span = tracing::info_span!(
+                    "model_call",
+                    chat_id = %t.chat_id,
+                    provider = %config.provider,
+                    model = %config.model,
+                    generation_attempt = tracing::field::Empty,
+                    outcome = tracing::field::Empty,
+                );
+                let outcome = generate(&t, &chat, &snapshot.history, &config)
+                    .instrument(span.clone())
+                    .await;
+                span.record(
+                    "outcome",
+                    match &outcome {
+                        Ok(Outcome::Committed) => "committed",
+                        Ok(Outcome::RetryScheduled) => "retry_scheduled",
+                        Err(exit) => exit.outcome(),
+                    },
+                );
+                match outcome? {
                     Outcome::Committed => return Ok(()),
                     Outcome::RetryScheduled => {}
                 }
@@ -84,6 +109,14 @@ pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {
 enum Outcome {
     Committed,
     RetryScheduled,
+}
+
+/// A task result as a span's `outcome`.
+pub(crate) fn exit_outcome(done: &Result<(), TaskExit>) -> &'static str {
+    match done {
+        Ok(()) => "committed",
+        Err(exit) => exit.outcome(),
+    }
 }
 
 fn check_fence(t: &TaskCtx, chat: &Chat) -> Result<(), TaskExit> {
@@ -192,6 +225,8 @@ impl Drop for EpisodeGuard<'_> {
 async fn start_step(t: &TaskCtx) -> Result<(i64, EpisodeKey), TaskExit> {
     let applied = t.apply(Change::RecordGenerationAttempt, None).await?;
     let attempt = applied.chat.generation_attempt;
+    // The step's span (`model_call` or `tool_step`) carries the attempt.
+    tracing::Span::current().record("generation_attempt", attempt);
     let key = EpisodeKey {
         chat_id: t.chat_id,
         history_version: t.history_version,
@@ -521,18 +556,28 @@ async fn execute_tools(
         let ctx = base.for_call(call.key());
         let call = call.clone();
         let parts = t.shared.parts.clone();
+        let span = tracing::info_span!("tool_call", chat_id = %t.chat_id, tool = %call.name, call_id = %call.id, outcome = tracing::field::Empty);
         handles.push(tokio::spawn(async move {
-            let Some(tool) = tool else {
-                return ToolResult::error(format!("Tool not found: {}", call.name));
-            };
-            if !active {
-                return ToolResult::error(format!("Tool not active in this turn: {}", call.name));
-            }
-            parts.tool_started(key, &call.id);
-            let started = std::time::Instant::now();
-            let result = tool.call(&ctx, &call.args).await;
-            crate::metrics::tool_finished(&call.name, result.is_error, started.elapsed());
-            parts.tool_finished(key, &call.id);
+            let result = (async {
+                let Some(tool) = tool else {
+                    return ToolResult::error(format!("Tool not found: {}", call.name));
+                };
+                if !active {
+                    return ToolResult::error(format!(
+                        "Tool not active in this turn: {}",
+                        call.name
+                    ));
+                }
+                parts.tool_started(key, &call.id);
+                let started = std::time::Instant::now();
+                let result = tool.call(&ctx, &call.args).await;
+                crate::metrics::tool_finished(&call.name, result.is_error, started.elapsed());
+                parts.tool_finished(key, &call.id);
+                result
+            })
+            .instrument(span.clone())
+            .await;
+            span.record("outcome", if result.is_error { "error" } else { "ok" });
             result
         }));
     }

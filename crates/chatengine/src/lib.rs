@@ -182,6 +182,17 @@ pub enum TaskExit {
     Store(#[source] StoreError),
 }
 
+impl TaskExit {
+    /// The exit as a span's `outcome`.
+    pub(crate) fn outcome(&self) -> &'static str {
+        match self {
+            Self::Cancelled(_) => "cancelled",
+            Self::Fenced(_) => "fenced",
+            Self::Store(_) => "store_error",
+        }
+    }
+}
+
 /// State shared by the worker, its runners and their tasks.
 pub(crate) struct Shared {
     pub(crate) deps: EngineDeps,

@@ -10,6 +10,7 @@ use chatstore::Change;
 use chatstore::pubsub::{ChatUpdate, Notification, Topic};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::resolver::{AgentConnCache, WorkspaceConnResolver};
@@ -81,6 +82,7 @@ pub(crate) fn spawn(
         state,
         last: None,
         active: None,
+        turn: None,
     };
     let live = crate::metrics::Live::runner();
     let task = tokio::spawn(async move {
@@ -104,6 +106,9 @@ struct Runner {
     state: Arc<RunnerState>,
     last: Option<ChatUpdate>,
     active: Option<Active>,
+    /// The span of the turn in progress (from the chat becoming runnable to its end): the
+    /// parent of its tasks' spans.
+    turn: Option<tracing::Span>,
 }
 
 impl Runner {
@@ -190,6 +195,7 @@ impl Runner {
             };
             active.token.cancel(cause);
         }
+        self.follow_turn(&event);
         let kind = if event.archived {
             Kind::Abandon
         } else {
@@ -209,6 +215,31 @@ impl Runner {
         self.spawn_task(kind, event.history_version);
         self.last = Some(event);
         true
+    }
+
+    /// Opens the turn's span when the chat becomes runnable, and closes it, with the status the
+    /// turn ended in, when it stops being so.
+    fn follow_turn(&mut self, event: &ChatUpdate) {
+        let runnable = !event.archived
+            && matches!(
+                event.status.as_str(),
+                "running" | "interrupting" | "requires_action"
+            );
+        match (&self.turn, runnable) {
+            (None, true) => {
+                self.turn = Some(tracing::info_span!(
+                    "chat_turn",
+                    chat_id = %self.chat_id,
+                    runner_id = %self.runner_id,
+                    outcome = tracing::field::Empty,
+                ));
+            }
+            (Some(turn), false) => {
+                turn.record("outcome", event.status.as_str());
+                self.turn = None;
+            }
+            _ => {}
+        }
     }
 
     fn spawn_task(&mut self, kind: Kind, history_version: i64) {
@@ -232,6 +263,7 @@ impl Runner {
                 config.stream_silence_timeout,
             )
         });
+        let turn = self.turn.clone();
         let task = tokio::spawn(async move {
             let chat_id = ctx.chat_id;
             let result = loop {
@@ -242,13 +274,27 @@ impl Runner {
                     progress: Progress::new(),
                     ..ctx.clone()
                 };
-                let work = run_kind(kind, run.clone());
+                let span = tracing::info_span!(
+                    parent: turn.as_ref().and_then(tracing::Span::id),
+                    "chat_task",
+                    chat_id = %chat_id,
+                    task = ?kind,
+                    history_version,
+                    outcome = tracing::field::Empty,
+                );
+                let work = run_kind(kind, run.clone()).instrument(span.clone());
                 let Some(limit) = idle_limit else {
-                    break work.await;
+                    let result = work.await;
+                    span.record("outcome", crate::generation::exit_outcome(&result));
+                    break result;
                 };
                 tokio::select! {
-                    result = work => break result,
+                    result = work => {
+                        span.record("outcome", crate::generation::exit_outcome(&result));
+                        break result;
+                    }
                     () = run.progress.idle_for(limit) => {
+                        span.record("outcome", "idle");
                         run.token.cancel(CancelCause::TurnSuperseded);
                         crate::metrics::task_restarted();
                         tracing::warn!(%chat_id, ?kind, idle = ?limit, "a chat task made no progress; starting it again");

@@ -816,6 +816,72 @@ async fn a_tool_outside_the_turns_set_and_an_unknown_tool_get_their_error_texts(
     run.finish().await;
 }
 
+/// Everything a `fmt` subscriber writes, for checking spans.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_turn_its_steps_its_model_calls_and_its_tool_calls_have_spans_with_outcomes() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    // The test's runtime has one thread: the engine's tasks log to this subscriber.
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let run = Run::new(
+        Harness::bare().await,
+        vec![
+            call("c1", "list_templates", serde_json::json!({})),
+            after(reply("none yet"), "templates"),
+        ],
+    )
+    .await;
+    let engine = run.engine().await;
+    let chat = run.chat("which templates?").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    engine.shutdown().await;
+    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let closed = |name: &str, fields: &[&str]| {
+        text.lines().any(|line| {
+            line.contains(&format!("{name}{{"))
+                && line.contains("close")
+                && line.contains(&format!("chat_id={chat}"))
+                && fields.iter().all(|f| line.contains(f))
+        })
+    };
+    assert!(closed("chat_turn", &["outcome=\"waiting\""]), "{text}");
+    assert!(
+        closed("model_call", &["generation_attempt=1", "outcome=\"committed\""]),
+        "{text}"
+    );
+    assert!(closed("tool_step", &["calls=1", "outcome=\"committed\""]), "{text}");
+    assert!(
+        closed(
+            "tool_call",
+            &["tool=list_templates", "call_id=c1", "outcome=\"ok\""]
+        ),
+        "{text}"
+    );
+    assert!(closed("chat_task", &["task=Generation"]), "{text}");
+    run.finish().await;
+}
+
 #[tokio::test]
 async fn a_stale_owner_is_fenced_out_after_a_takeover_and_leaves_no_trace() {
     let run = Run::new(
