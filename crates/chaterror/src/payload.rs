@@ -45,6 +45,8 @@ pub fn terminal_payload(c: &Classification) -> Option<wire::ChatError> {
         retry_after: (!c.retry_after.is_zero())
             .then(|| chatproto::prost_types::Duration::try_from(c.retry_after).ok())
             .flatten(),
+        // The classification knows no response headers; the retry owner adds the id.
+        provider_request_id: String::new(),
     })
 }
 
