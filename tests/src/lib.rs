@@ -4,8 +4,10 @@
 //! Nothing here fakes the daemon: tests talk to it over gRPC exactly as a client would.
 //!
 //! [`workspaces`] holds the harness of the workspace tests and benchmark; [`test_db`] the
-//! database of a daemon under test, on either backend (`CHATD_TEST_BACKEND`).
+//! database of a daemon under test, on either backend (`CHATD_TEST_BACKEND`); [`logs`] what an
+//! in-process test's code logged.
 
+pub mod logs;
 pub mod test_db;
 pub mod workspaces;
 

@@ -219,6 +219,7 @@ async fn a_chat_runs_through_the_api_and_lists_and_archives() {
     let emulator = Emulator::start(vec![
         reply("Hello from the model."),
         reply("Second answer."),
+        reply("SUMMARY: the user said hello twice."),
     ])
     .await
     .unwrap();
@@ -258,6 +259,31 @@ async fn a_chat_runs_through_the_api_and_lists_and_archives() {
     assert_eq!(history.messages.len(), 4);
     assert_eq!(texts(&history)[3].1, "Second answer.");
 
+    // Compaction: the model summarises the history; the user sees that it happened.
+    let compact = |client: &mut Client| {
+        let request = client.req(pb::CompactChatRequest {
+            chat_id: chat.id.clone(),
+        });
+        let mut inner = client.inner.clone();
+        async move { inner.compact_chat(request).await.map(|r| r.into_inner()) }
+    };
+    assert_eq!(
+        compact(&mut client).await.unwrap().status(),
+        pb::ChatStatus::Running
+    );
+    client.until(&chat.id, pb::ChatStatus::Waiting).await;
+    let history = client.messages(&chat.id).await.unwrap();
+    assert_eq!(history.messages.len(), 6, "{history:?}");
+    let summarized = history.messages[5].content.iter().any(|p| {
+        matches!(&p.part, Some(pb::chat_message_part::Part::ToolResult(r)) if r.tool_name == "chat_summarized")
+    });
+    assert!(summarized, "{:?}", history.messages[5]);
+    assert_status(
+        compact(&mut client).await,
+        Code::FailedPrecondition,
+        "nothing to compact",
+    );
+
     // Listing, archiving, unarchiving.
     let listed = client.list().await.unwrap();
     assert_eq!(listed.chats.len(), 1);
@@ -271,7 +297,7 @@ async fn a_chat_runs_through_the_api_and_lists_and_archives() {
         "archived",
     );
     assert!(!client.archive(&chat.id, false).await.unwrap().archived);
-    assert_eq!(emulator.requests().len(), 2);
+    assert_eq!(emulator.requests().len(), 3);
     h.finish().await;
 }
 
@@ -439,8 +465,8 @@ async fn bad_input_gets_the_right_status_and_the_daemon_keeps_serving() {
                 chat_id: chat.id.clone(),
             }))
             .await,
-        Code::Unimplemented,
-        "compaction",
+        Code::FailedPrecondition,
+        "nothing to compact",
     );
     assert_status(
         client.stream("not-a-uuid", None).await,

@@ -332,10 +332,6 @@ fn user_message(applied: &Applied) -> Option<pb::ChatMessage> {
         .map(convert::message)
 }
 
-fn unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not implemented yet"))
-}
-
 #[tonic::async_trait]
 impl ChatService for Chats {
     async fn create_chat(
@@ -709,11 +705,29 @@ impl ChatService for Chats {
 
     async fn compact_chat(
         &self,
-        _request: Request<pb::CompactChatRequest>,
+        request: Request<pb::CompactChatRequest>,
     ) -> Result<Response<pb::Chat>, Status> {
-        // The engine has no summarising task: accepting the request would mark the chat for a
-        // compaction that never happens.
-        Err(unimplemented("CompactChat (history compaction)"))
+        let caller = self.caller(&request).await?;
+        let chat = self.owned_chat(&caller, &request.get_ref().chat_id).await?;
+        let history = self
+            .store
+            .history(chat.id, false)
+            .await
+            .map_err(store_status)?;
+        if !chatengine::step::has_compactable(&history) {
+            return Err(with_reason(
+                Code::FailedPrecondition,
+                "nothing to compact: the model has not replied since the chat's last compaction",
+                "NOTHING_TO_COMPACT",
+            ));
+        }
+        // A running chat is refused by the transition (FAILED_PRECONDITION, busy).
+        let applied = self
+            .store
+            .apply(chat.id, Change::RequestCompaction, None)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(convert::chat(&applied.chat)))
     }
 
     async fn clear_chat(

@@ -104,21 +104,9 @@ mod tests {
     }
 
     fn message(id: i64, deleted: bool) -> Message {
-        Message {
-            id,
-            chat_id: Uuid::nil(),
-            role: chatstore::types::Role::Assistant,
-            content: Vec::new(),
-            visibility: chatstore::types::Visibility::Both,
-            created_by: None,
-            model_config_id: None,
-            created_at: chrono::Utc::now(),
-            compressed: false,
-            deleted,
-            revision: 0,
-            queued_message_id: None,
-            usage: None,
-        }
+        let mut m = crate::step::test_rows::row(id, chatstore::types::Role::Assistant, Vec::new());
+        m.deleted = deleted;
+        m
     }
 
     #[test]

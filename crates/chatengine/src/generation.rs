@@ -19,7 +19,7 @@ use tracing::Instrument as _;
 
 use crate::parts::EpisodeKey;
 use crate::payload::{self, RetryStatus};
-use crate::step::{self, Accumulator, Action, LivePart, PendingCall};
+use crate::step::{self, Accumulator, Action, CompactionSource, LivePart, PendingCall};
 use crate::{TaskCtx, TaskExit, cancelled};
 
 /// Runs generation steps for one history version until a step commits (which supersedes this
@@ -48,15 +48,26 @@ pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {
             .infra(|| t.shared.deps.store.snapshot(t.chat_id, 0))
             .await?;
         let chat = snapshot.chat;
+        let history = snapshot.history;
         check_fence(&t, &chat)?;
         wait_for_pending_retry(&t, &chat).await?;
 
-        let dynamic = step::dynamic_tool_names(&chat);
-        match step::decide(
-            &snapshot.history,
-            &dynamic,
-            t.shared.config.max_steps_per_turn,
-        ) {
+        let config = resolve_model_config(&t, &chat).await?;
+        let situation = step::Situation {
+            dynamic: step::dynamic_tool_names(&chat),
+            max_steps: t.shared.config.max_steps_per_turn,
+            compaction_requested: chat.compaction_requested_at.is_some(),
+            compact_at: config
+                .as_ref()
+                .and_then(|c| step::compaction_limit(c.context_limit, c.compression_threshold)),
+        };
+        let action = step::decide(&history, &situation);
+        let config = match (&action, config) {
+            (Action::FinishTurn | Action::EnterRequiresAction | Action::ExecuteTools(_), c) => c,
+            (_, Some(c)) => Some(c),
+            (_, None) => return no_model_config(&t).await,
+        };
+        let outcome = match action {
             Action::FinishTurn => {
                 t.apply(Change::FinishTurn, None).await?;
                 return Ok(());
@@ -66,7 +77,6 @@ pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {
                 return Ok(());
             }
             Action::ExecuteTools(calls) => {
-                let config = model_config(&t, &chat).await?;
                 let span = tracing::info_span!("tool_step", chat_id = %t.chat_id, calls = calls.len(), generation_attempt = tracing::field::Empty, outcome = tracing::field::Empty);
                 let done = execute_tools(&t, &chat, calls, config.as_ref())
                     .instrument(span.clone())
@@ -74,10 +84,15 @@ pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {
                 span.record("outcome", exit_outcome(&done));
                 return done;
             }
+            Action::FailCompaction => {
+                return fail_compaction(&t).await;
+            }
+            Action::Compact(source) => {
+                let config = config.as_ref().unwrap_or_else(|| unreachable!());
+                compact_step(&t, &history, config, source).await?
+            }
             Action::Generate => {
-                let Some(config) = model_config(&t, &chat).await? else {
-                    return Ok(());
-                };
+                let config = config.as_ref().unwrap_or_else(|| unreachable!());
                 let span = tracing::info_span!(
                     "model_call",
                     chat_id = %t.chat_id,
@@ -86,29 +101,75 @@ pub(crate) async fn run(t: TaskCtx) -> Result<(), TaskExit> {
                     generation_attempt = tracing::field::Empty,
                     outcome = tracing::field::Empty,
                 );
-                let outcome = generate(&t, &chat, &snapshot.history, &config)
+                let outcome = generate(&t, &chat, &history, config)
                     .instrument(span.clone())
                     .await;
-                span.record(
-                    "outcome",
-                    match &outcome {
-                        Ok(Outcome::Committed) => "committed",
-                        Ok(Outcome::RetryScheduled) => "retry_scheduled",
-                        Err(exit) => exit.outcome(),
-                    },
-                );
+                span.record("outcome", outcome_name(&outcome));
                 match outcome? {
-                    Outcome::Committed => return Ok(()),
-                    Outcome::RetryScheduled => {}
+                    // spec/engine.md §12.6: the history overflowed the model's context. Compact
+                    // it (once) and generate again, unless a compaction just ran.
+                    Outcome::ContextOverflow if step::last_compaction(&history).is_some() => {
+                        return fail_compaction(&t).await;
+                    }
+                    Outcome::ContextOverflow => {
+                        compact_step(&t, &history, config, CompactionSource::Automatic).await?
+                    }
+                    other => other,
                 }
             }
+        };
+        match outcome {
+            Outcome::Committed | Outcome::ContextOverflow => return Ok(()),
+            Outcome::RetryScheduled => {}
         }
     }
 }
 
-enum Outcome {
+/// A compaction step in its span.
+async fn compact_step(
+    t: &TaskCtx,
+    history: &[Message],
+    config: &ModelConfig,
+    source: CompactionSource,
+) -> Result<Outcome, TaskExit> {
+    let span = tracing::info_span!(
+        "compaction",
+        chat_id = %t.chat_id,
+        source = source.as_str(),
+        generation_attempt = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let outcome = crate::compaction::compact(t, history, config, source)
+        .instrument(span.clone())
+        .await;
+    span.record("outcome", outcome_name(&outcome));
+    outcome
+}
+
+/// A step's result as a span's `outcome`.
+fn outcome_name(outcome: &Result<Outcome, TaskExit>) -> &'static str {
+    match outcome {
+        Ok(Outcome::Committed) => "committed",
+        Ok(Outcome::RetryScheduled) => "retry_scheduled",
+        Ok(Outcome::ContextOverflow) => "context_overflow",
+        Err(exit) => exit.outcome(),
+    }
+}
+
+/// Ends the turn with the compaction error of spec/chaterror.md §12.1.
+async fn fail_compaction(t: &TaskCtx) -> Result<(), TaskExit> {
+    let c = Classification::compaction_still_over_limit();
+    finish_error(t, &c, RetryStatus::Terminal, 0, None).await
+}
+
+/// How a model call (or a compaction) ended.
+pub(crate) enum Outcome {
+    /// Its step was committed (or the turn finished in error).
     Committed,
+    /// A retry was recorded and waited for: decide again.
     RetryScheduled,
+    /// The call overflowed the model's context window; nothing was written.
+    ContextOverflow,
 }
 
 /// A task result as a span's `outcome`.
@@ -149,29 +210,30 @@ async fn wait_for_pending_retry(t: &TaskCtx, chat: &Chat) -> Result<(), TaskExit
 
 /// The chat's model configuration; a chat without one finishes with a `config` error and
 /// `None` is returned.
-async fn model_config(t: &TaskCtx, chat: &Chat) -> Result<Option<ModelConfig>, TaskExit> {
+/// The chat's model configuration (spec/engine.md §12.2); `None` when the organization has none.
+async fn resolve_model_config(t: &TaskCtx, chat: &Chat) -> Result<Option<ModelConfig>, TaskExit> {
     let store = &t.shared.deps.store;
-    let resolved = t
-        .infra(|| async {
-            match store
-                .resolve_model_config(chat.organization_id, Some(chat.last_model_config_id))
-                .await
-            {
-                Err(StoreError::NoDefaultModelConfig) => Ok(None),
-                other => other.map(Some),
-            }
-        })
-        .await?;
-    if resolved.is_none() {
-        let c = config_error(
-            "No model is configured for this organization. Ask an administrator to add a default model configuration.",
-        );
-        finish_error(t, &c, RetryStatus::Terminal, 0, None).await?;
-    }
-    Ok(resolved)
+    t.infra(|| async {
+        match store
+            .resolve_model_config(chat.organization_id, Some(chat.last_model_config_id))
+            .await
+        {
+            Err(StoreError::NoDefaultModelConfig) => Ok(None),
+            other => other.map(Some),
+        }
+    })
+    .await
 }
 
-fn config_error(message: &str) -> Classification {
+/// Ends the turn: the organization has no model to ask.
+async fn no_model_config(t: &TaskCtx) -> Result<(), TaskExit> {
+    let c = config_error(
+        "No model is configured for this organization. Ask an administrator to add a default model configuration.",
+    );
+    finish_error(t, &c, RetryStatus::Terminal, 0, None).await
+}
+
+pub(crate) fn config_error(message: &str) -> Classification {
     chaterror::normalize(Classification {
         kind: Some(ErrorKind::Config),
         message: message.to_owned(),
@@ -180,7 +242,7 @@ fn config_error(message: &str) -> Classification {
     })
 }
 
-async fn finish_error(
+pub(crate) async fn finish_error(
     t: &TaskCtx,
     c: &Classification,
     status: RetryStatus,
@@ -211,9 +273,9 @@ async fn finish_failed_call(
 }
 
 /// Closes the episode however the step ends.
-struct EpisodeGuard<'a> {
-    t: &'a TaskCtx,
-    key: EpisodeKey,
+pub(crate) struct EpisodeGuard<'a> {
+    pub(crate) t: &'a TaskCtx,
+    pub(crate) key: EpisodeKey,
 }
 
 impl Drop for EpisodeGuard<'_> {
@@ -222,7 +284,7 @@ impl Drop for EpisodeGuard<'_> {
     }
 }
 
-async fn start_step(t: &TaskCtx) -> Result<(i64, EpisodeKey), TaskExit> {
+pub(crate) async fn start_step(t: &TaskCtx) -> Result<(i64, EpisodeKey), TaskExit> {
     let applied = t.apply(Change::RecordGenerationAttempt, None).await?;
     let attempt = applied.chat.generation_attempt;
     // The step's span (`model_call` or `tool_step`) carries the attempt.
@@ -236,7 +298,7 @@ async fn start_step(t: &TaskCtx) -> Result<(i64, EpisodeKey), TaskExit> {
     Ok((attempt, key))
 }
 
-fn publish(t: &TaskCtx, key: &EpisodeKey, part: LivePart) {
+pub(crate) fn publish(t: &TaskCtx, key: &EpisodeKey, part: LivePart) {
     // A full or closed episode only loses the live preview; the commit carries everything.
     let _ = t.shared.parts.add_part(key, part.into());
 }
@@ -260,24 +322,7 @@ async fn generate(
     let _episode = EpisodeGuard { t, key };
     t.shared.parts.start_model_invocation(key);
 
-    let attempt_token = t.token.child();
-    let streamed = {
-        let client = client.clone();
-        let opened = stream::once(async move {
-            client
-                .stream(&request)
-                .await
-                .map(|s| s.map_err(|e| Box::new(e) as BoxError))
-                .map_err(|e| Box::new(e) as BoxError)
-        })
-        .try_flatten();
-        guard_silence(
-            opened,
-            t.shared.config.stream_silence_timeout,
-            attempt_token.clone(),
-            chaterror::normalize_provider(&config.provider),
-        )
-    };
+    let streamed = model_stream(t, client, request, &config.provider);
     tokio::pin!(streamed);
 
     let mut acc = Accumulator::default();
@@ -333,6 +378,30 @@ async fn generate(
     )
     .await?;
     Ok(Outcome::Committed)
+}
+
+/// One model call's parts, guarded by the stream silence timeout (spec/chatretry.md §6) on an
+/// attempt token of its own.
+pub(crate) fn model_stream(
+    t: &TaskCtx,
+    client: Arc<chatmodel::client::ModelClient>,
+    request: ModelRequest,
+    provider: &str,
+) -> impl futures_util::Stream<Item = Result<StreamPart, BoxError>> + Send + use<> {
+    let opened = stream::once(async move {
+        client
+            .stream(&request)
+            .await
+            .map(|s| s.map_err(|e| Box::new(e) as BoxError))
+            .map_err(|e| Box::new(e) as BoxError)
+    })
+    .try_flatten();
+    guard_silence(
+        opened,
+        t.shared.config.stream_silence_timeout,
+        t.token.child(),
+        chaterror::normalize_provider(provider),
+    )
 }
 
 fn build_request(
@@ -421,7 +490,7 @@ fn content_filter(provider: &str) -> Classification {
 }
 
 /// spec/chatretry.md §7: classify, then finish or schedule the next attempt.
-async fn on_failure(
+pub(crate) async fn on_failure(
     t: &TaskCtx,
     err: BoxError,
     attempt: i64,
@@ -452,6 +521,9 @@ async fn on_failure(
             kind = ?c.kind,
             "the provider said x-should-retry: true, but retrying cannot fix this kind of failure; not retrying"
         );
+    }
+    if c.sub_reason == Some(chaterror::SubReason::ContextWindowExceeded) {
+        return Ok(Outcome::ContextOverflow);
     }
     let request_id = request_id.as_deref();
     let fail = async |status| {

@@ -9,6 +9,7 @@
 //! - [`runner`]: the per-chat event loop;
 //! - [`generation`]: load → decide → act, with the persisted retry of spec/chatretry.md §7;
 //! - [`interrupt`]: finalising an interrupted turn from the buffered parts;
+//! - [`compaction`]: summarising a long history into a boundary the next prompts start from;
 //! - [`step`]: the pure pieces (prompt rows, decision, accumulation of parts, result caps);
 //! - [`watchdog`]: the idle watchdog that restarts a task making no progress;
 //! - [`payload`]: the stored error and retry JSON; [`models`]: provider clients;
@@ -26,6 +27,7 @@
 
 pub mod builds;
 mod cancel;
+pub mod compaction;
 pub mod generation;
 pub mod interrupt;
 pub mod metrics;

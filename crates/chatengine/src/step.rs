@@ -124,8 +124,105 @@ pub enum Action {
     EnterRequiresAction,
     /// The turn is complete.
     FinishTurn,
+    /// Summarise the history into a compaction boundary.
+    Compact(CompactionSource),
+    /// A compaction has just run and the history is still over the limit: the turn ends with
+    /// the compaction error.
+    FailCompaction,
     /// Ask the model.
     Generate,
+}
+
+/// The visible tool call and result a compaction commits (spec/engine.md §12.4).
+pub const SUMMARIZED_TOOL: &str = "chat_summarized";
+
+/// Why a compaction runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactionSource {
+    /// The user asked (`CompactChat`).
+    Manual,
+    /// The history reached the model's compression threshold, or overflowed its context.
+    Automatic,
+}
+
+impl CompactionSource {
+    /// The stored name (`manual`, `automatic`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Automatic => "automatic",
+        }
+    }
+}
+
+/// What [`decide`] knows besides the history.
+#[derive(Debug, Clone, Default)]
+pub struct Situation {
+    /// The chat's client-executed tools.
+    pub dynamic: HashSet<String>,
+    /// `chat.max_steps_per_turn`.
+    pub max_steps: usize,
+    /// `compaction_requested_at` is set.
+    pub compaction_requested: bool,
+    /// Compact automatically once the latest usage reaches this many tokens (`None`: never).
+    pub compact_at: Option<i64>,
+}
+
+impl Situation {
+    /// A situation with these dynamic tools and step cap, nothing about compaction.
+    pub fn new(dynamic: HashSet<String>, max_steps: usize) -> Self {
+        Self {
+            dynamic,
+            max_steps,
+            ..Self::default()
+        }
+    }
+}
+
+/// The token count at which a model configuration compacts: `context_limit × threshold / 100`;
+/// `None` when the threshold is 100 or more (disabled), not positive, or the limit unknown.
+pub fn compaction_limit(context_limit: i64, threshold: i32) -> Option<i64> {
+    (context_limit > 0 && (1..100).contains(&threshold))
+        .then(|| context_limit.saturating_mul(i64::from(threshold)) / 100)
+}
+
+/// The tokens the latest model call used (input and cache), among the prompt's rows.
+pub fn latest_usage(rows: &[&Message]) -> Option<i64> {
+    rows.iter().rev().find_map(|m| {
+        m.usage.as_ref().map(|u| {
+            u.input_tokens
+                .saturating_add(u.cache_read_tokens)
+                .saturating_add(u.cache_creation_tokens)
+        })
+    })
+}
+
+/// Whether the prompt holds an assistant message a compaction could summarise.
+pub fn has_compactable(history: &[Message]) -> bool {
+    prompt_rows(history)
+        .iter()
+        .any(|m| m.role == Role::Assistant && !m.compressed)
+}
+
+/// The source of the last committed step, when that step was a compaction.
+pub fn last_compaction(history: &[Message]) -> Option<CompactionSource> {
+    let step = history
+        .iter()
+        .rev()
+        .filter(|m| !m.deleted)
+        .find(|m| matches!(m.role, Role::Assistant | Role::Tool))?;
+    step.content.iter().find_map(|p| match p {
+        MessagePart::ToolResult {
+            tool_name, result, ..
+        } if tool_name == SUMMARIZED_TOOL => Some(
+            if result.get("source").and_then(Value::as_str) == Some("manual") {
+                CompactionSource::Manual
+            } else {
+                CompactionSource::Automatic
+            },
+        ),
+        _ => None,
+    })
 }
 
 /// The rows the model sees: model-visible, not deleted; uncompressed `system` rows, the newest
@@ -218,13 +315,14 @@ pub fn pending_dynamic_calls(chat: &Chat, history: &[Message]) -> Vec<PendingCal
 
 /// Decides the next action over the committed history (spec/engine.md §12.3). `dynamic` names
 /// the chat's client-executed tools. Compaction (rules 3 and 6) is not implemented yet.
-pub fn decide(history: &[Message], dynamic: &HashSet<String>, max_steps: usize) -> Action {
+pub fn decide(history: &[Message], situation: &Situation) -> Action {
     let rows = prompt_rows(history);
+    // 1: unanswered calls.
     let pending = pending_calls(&rows);
     if !pending.is_empty() {
         let local: Vec<PendingCall> = pending
             .into_iter()
-            .filter(|c| !dynamic.contains(&c.name))
+            .filter(|c| !situation.dynamic.contains(&c.name))
             .collect();
         return if local.is_empty() {
             Action::EnterRequiresAction
@@ -232,17 +330,41 @@ pub fn decide(history: &[Message], dynamic: &HashSet<String>, max_steps: usize) 
             Action::ExecuteTools(local)
         };
     }
+    // 3: a manual compaction with something to compact.
+    if situation.compaction_requested && has_compactable(history) {
+        return Action::Compact(CompactionSource::Manual);
+    }
+    // 4: the history is complete (a manual compaction completes what it was asked to do).
+    let previous = last_compaction(history);
+    if previous == Some(CompactionSource::Manual) {
+        return Action::FinishTurn;
+    }
     let last = rows.iter().rev().find(|m| m.role != Role::System);
     if last.is_some_and(|m| m.role == Role::Assistant) {
         return Action::FinishTurn;
     }
-    let last_user = rows.iter().rposition(|m| m.role == Role::User);
+    // 5: the step cap.
+    let last_user = rows
+        .iter()
+        .rposition(|m| m.role == Role::User && !m.compressed);
     let steps = rows[last_user.map_or(0, |i| i + 1)..]
         .iter()
         .filter(|m| m.role == Role::Assistant)
         .count();
-    if steps >= max_steps {
+    if steps >= situation.max_steps {
         return Action::FinishTurn;
+    }
+    // 6: automatic compaction.
+    let over = situation
+        .compact_at
+        .zip(latest_usage(&rows))
+        .is_some_and(|(limit, used)| used > 0 && used >= limit);
+    if over {
+        return if previous.is_some() {
+            Action::FailCompaction
+        } else {
+            Action::Compact(CompactionSource::Automatic)
+        };
     }
     Action::Generate
 }
@@ -594,10 +716,34 @@ pub fn truncate(text: &str, budget: usize) -> (String, bool) {
     (format!("{}{TRUNCATED_MARKER}", &text[..end]), true)
 }
 
+/// History rows for the engine's unit tests.
+#[cfg(test)]
+pub(crate) mod test_rows {
+    use super::*;
+
+    /// A committed row seen by everyone.
+    pub(crate) fn row(id: i64, role: Role, content: Vec<MessagePart>) -> Message {
+        Message {
+            id,
+            chat_id: uuid::Uuid::nil(),
+            role,
+            content,
+            visibility: Visibility::Both,
+            created_by: None,
+            model_config_id: None,
+            created_at: Utc::now(),
+            compressed: false,
+            deleted: false,
+            revision: id,
+            queued_message_id: None,
+            usage: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chatmodel::FinishReason;
-    use uuid::Uuid;
 
     use super::*;
 
@@ -653,23 +799,7 @@ mod tests {
         assert!(text.json_len() >= exact, "{} < {exact}", text.json_len());
     }
 
-    fn row(id: i64, role: Role, content: Vec<MessagePart>) -> Message {
-        Message {
-            id,
-            chat_id: Uuid::nil(),
-            role,
-            content,
-            visibility: Visibility::Both,
-            created_by: None,
-            model_config_id: None,
-            created_at: Utc::now(),
-            compressed: false,
-            deleted: false,
-            revision: id,
-            queued_message_id: None,
-            usage: None,
-        }
-    }
+    use super::test_rows::row;
 
     fn call(id: &str, name: &str) -> MessagePart {
         tool_call(id, name, "{}".into())
@@ -685,7 +815,10 @@ mod tests {
 
     #[test]
     fn a_new_user_message_asks_the_model() {
-        assert_eq!(decide(&[user(1)], &HashSet::new(), 1200), Action::Generate);
+        assert_eq!(
+            decide(&[user(1)], &Situation::new(HashSet::new(), 1200)),
+            Action::Generate
+        );
     }
 
     #[test]
@@ -699,7 +832,8 @@ mod tests {
                 vec![call("a", "execute"), call("b", "ask_user")],
             ),
         ];
-        let Action::ExecuteTools(calls) = decide(&history, &dynamic, 1200) else {
+        let Action::ExecuteTools(calls) = decide(&history, &Situation::new(dynamic.clone(), 1200))
+        else {
             panic!("expected tools");
         };
         assert_eq!(calls.len(), 1);
@@ -707,7 +841,7 @@ mod tests {
         let mut answered = history.clone();
         answered.push(row(3, Role::Tool, vec![result("a")]));
         assert_eq!(
-            decide(&answered, &dynamic, 1200),
+            decide(&answered, &Situation::new(dynamic.clone(), 1200)),
             Action::EnterRequiresAction
         );
     }
@@ -718,14 +852,113 @@ mod tests {
             user(1),
             row(2, Role::Assistant, vec![MessagePart::text("ok")]),
         ];
-        assert_eq!(decide(&done, &HashSet::new(), 1200), Action::FinishTurn);
+        assert_eq!(
+            decide(&done, &Situation::new(HashSet::new(), 1200)),
+            Action::FinishTurn
+        );
         let answered = vec![
             user(1),
             row(2, Role::Assistant, vec![call("a", "execute")]),
             row(3, Role::Tool, vec![result("a")]),
         ];
-        assert_eq!(decide(&answered, &HashSet::new(), 1200), Action::Generate);
-        assert_eq!(decide(&answered, &HashSet::new(), 1), Action::FinishTurn);
+        assert_eq!(
+            decide(&answered, &Situation::new(HashSet::new(), 1200)),
+            Action::Generate
+        );
+        assert_eq!(
+            decide(&answered, &Situation::new(HashSet::new(), 1)),
+            Action::FinishTurn
+        );
+    }
+
+    /// A compaction as the engine commits it: the model-only boundary, then the visible call and
+    /// result.
+    fn compaction(first_id: i64, source: CompactionSource) -> Vec<Message> {
+        let mut boundary = row(first_id, Role::User, vec![MessagePart::text("summary")]);
+        boundary.compressed = true;
+        boundary.visibility = Visibility::Model;
+        let mut call = row(
+            first_id + 1,
+            Role::Assistant,
+            vec![self::call("s", SUMMARIZED_TOOL)],
+        );
+        call.visibility = Visibility::User;
+        let mut result = row(
+            first_id + 2,
+            Role::Tool,
+            vec![MessagePart::ToolResult {
+                tool_call_id: "s".into(),
+                tool_name: SUMMARIZED_TOOL.into(),
+                result: serde_json::json!({"source": source.as_str()}),
+                is_error: false,
+                provider_executed: false,
+            }],
+        );
+        result.visibility = Visibility::User;
+        vec![boundary, call, result]
+    }
+
+    fn with_usage(mut m: Message, input_tokens: i64) -> Message {
+        m.usage = Some(chatstore::types::MessageUsage {
+            input_tokens,
+            ..Default::default()
+        });
+        m
+    }
+
+    #[test]
+    fn compaction_is_manual_when_asked_automatic_over_the_threshold_and_fails_after_itself() {
+        let answered = vec![
+            user(1),
+            with_usage(row(2, Role::Assistant, vec![call("a", "execute")]), 900),
+            row(3, Role::Tool, vec![result("a")]),
+        ];
+        let mut situation = Situation::new(HashSet::new(), 1200);
+        situation.compact_at = compaction_limit(1000, 80);
+        assert_eq!(situation.compact_at, Some(800));
+        assert_eq!(
+            decide(&answered, &situation),
+            Action::Compact(CompactionSource::Automatic)
+        );
+        situation.compact_at = compaction_limit(1000, 100);
+        assert_eq!(decide(&answered, &situation), Action::Generate);
+        assert_eq!(compaction_limit(1000, 0), None);
+
+        // Asked for, with something to compact; not with nothing.
+        situation.compaction_requested = true;
+        let done = vec![
+            user(1),
+            row(2, Role::Assistant, vec![MessagePart::text("ok")]),
+        ];
+        assert_eq!(
+            decide(&done, &situation),
+            Action::Compact(CompactionSource::Manual)
+        );
+        assert_eq!(decide(&[user(1)], &situation), Action::Generate);
+        situation.compaction_requested = false;
+
+        // After an automatic compaction the model goes on from the summary; after a manual
+        // one the turn is over.
+        let mut automatic = answered.clone();
+        automatic.extend(compaction(4, CompactionSource::Automatic));
+        situation.compact_at = Some(800);
+        assert_eq!(decide(&automatic, &situation), Action::Generate);
+        assert_eq!(
+            last_compaction(&automatic),
+            Some(CompactionSource::Automatic)
+        );
+        let mut manual = done.clone();
+        manual.extend(compaction(3, CompactionSource::Manual));
+        assert_eq!(decide(&manual, &situation), Action::FinishTurn);
+        assert!(!has_compactable(&manual), "only the summary is left");
+
+        // Still over the threshold right after a compaction: the turn fails.
+        let mut still = automatic.clone();
+        still[3].usage = Some(chatstore::types::MessageUsage {
+            input_tokens: 900,
+            ..Default::default()
+        });
+        assert_eq!(decide(&still, &situation), Action::FailCompaction);
     }
 
     #[test]
@@ -736,7 +969,10 @@ mod tests {
         ui.visibility = Visibility::User;
         let history = vec![user(1), deleted, ui];
         assert_eq!(prompt_rows(&history).len(), 1);
-        assert_eq!(decide(&history, &HashSet::new(), 1200), Action::Generate);
+        assert_eq!(
+            decide(&history, &Situation::new(HashSet::new(), 1200)),
+            Action::Generate
+        );
     }
 
     #[test]

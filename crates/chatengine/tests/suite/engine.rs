@@ -426,7 +426,7 @@ async fn provider_faults_are_retried_with_a_recorded_retry_state_and_the_turn_co
 }
 
 #[tokio::test]
-async fn auth_and_context_length_errors_finish_in_error_without_a_retry() {
+async fn auth_and_config_errors_finish_in_error_without_a_retry() {
     let run = Run::new(Harness::bare().await, Vec::new()).await;
     let engine = run.engine().await;
     let cases = [
@@ -437,7 +437,7 @@ async fn auth_and_context_length_errors_finish_in_error_without_a_retry() {
         ),
         (
             400,
-            r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 250000 tokens > 200000 maximum"}}"#,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"model not found: claude-nonexistent"}}"#,
             "config",
         ),
     ];
@@ -461,12 +461,230 @@ async fn auth_and_context_length_errors_finish_in_error_without_a_retry() {
         assert_eq!(error["attempts"], 1);
         assert_eq!(error["provider"], "anthropic");
         assert!(!error["message"].as_str().unwrap().is_empty());
-        if status == 400 {
-            assert_eq!(error["sub_reason"], "context_window_exceeded", "{error}");
-        }
         assert_eq!(run.emulator.requests().len() - before, 1, "no retry");
         assert_eq!(roles(&run.history(chat).await), [Role::User]);
     }
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+/// The model's context window and compression threshold.
+async fn limit_context(run: &Run, context_limit: i64, threshold: i32) {
+    on_pool!(run.h.db.pool(), |pool| sqlx::query(
+        "UPDATE chat_model_configs SET context_limit = $1, compression_threshold = $2 WHERE id = $3"
+    )
+    .bind(context_limit)
+    .bind(threshold)
+    .bind(run.model)
+    .execute(pool)
+    .await
+    .unwrap()
+    .rows_affected());
+}
+
+/// A turn that answers the summary call of a compaction.
+fn summary(text: &str) -> Turn {
+    reply(text).when(Match::LastUserTextContains("[user]".into()))
+}
+
+/// The `chat_summarized` results in a history: (source, the whole result).
+fn summaries(history: &[Message]) -> Vec<(String, Value)> {
+    history
+        .iter()
+        .flat_map(results_of)
+        .filter(|(id, _, _)| id.starts_with("chat_summarized"))
+        .map(|(_, v, _)| (v["source"].as_str().unwrap().to_owned(), v))
+        .collect()
+}
+
+/// The texts of the user messages of a recorded request.
+fn user_texts(request: &chattest::emulator::RecordedRequest) -> Vec<String> {
+    request.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_history_over_the_threshold_is_compacted_and_the_turn_goes_on_from_the_summary() {
+    let mut big = call("c1", "list_templates", serde_json::json!({}));
+    big.usage = (600, 5);
+    let run = Run::new(
+        Harness::bare().await,
+        vec![
+            big,
+            summary("SUMMARY: the user wants templates; none exist."),
+            reply("Going on from the summary.")
+                .when(Match::LastUserTextContains("SUMMARY:".into())),
+        ],
+    )
+    .await;
+    limit_context(&run, 1000, 50).await;
+    let engine = run.engine().await;
+    let chat = run.chat("which templates are there?").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let history = run.history(chat).await;
+    let compacted = summaries(&history);
+    assert_eq!(compacted.len(), 1);
+    let (source, result) = &compacted[0];
+    assert_eq!(source, "automatic");
+    assert_eq!(result["usage_percent"], 60, "{result}");
+    assert_eq!(result["context_limit"], 1000);
+    assert_eq!(result["threshold"], 50);
+    let boundary = history.iter().find(|m| m.compressed).unwrap();
+    assert_eq!(boundary.visibility, chatstore::types::Visibility::Model);
+    assert!(text_of(boundary).contains("SUMMARY: the user wants templates"));
+    assert_eq!(
+        text_of(history.last().unwrap()),
+        "Going on from the summary."
+    );
+
+    // The summary call saw the conversation; the call after it only the summary.
+    let requests = run.emulator.requests();
+    assert_eq!(requests.len(), 3);
+    let asked = user_texts(&requests[1]).join("\n");
+    assert!(asked.contains("which templates are there?"), "{asked}");
+    assert!(asked.contains("list_templates"), "{asked}");
+    let after = user_texts(&requests[2]);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].contains("SUMMARY:") && !after[0].contains("which templates are there?"));
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_context_overflow_compacts_once_then_fails_with_the_compaction_error() {
+    let too_long = |text: &str| {
+        reply(text).fault(
+            FaultPoint::BeforeHeaders,
+            FaultKind::Status {
+                status: 400,
+                headers: Vec::new(),
+                body: r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 250000 tokens > 200000 maximum"}}"#.into(),
+            },
+        )
+    };
+    let run = Run::new(
+        Harness::bare().await,
+        vec![
+            reply("a first answer"),
+            // The second turn overflows: compaction, then generation again from the summary,
+            // which goes through.
+            too_long("x").when(Match::LastUserTextContains("second".into())),
+            summary("SUMMARY: a first answer was given."),
+            // The unanswered message follows the summary, so it is the last user text again.
+            reply("answered from the summary").when(Match::LastUserTextContains("second".into())),
+        ],
+    )
+    .await;
+    let engine = run.engine().await;
+    let chat = run.chat("first").await;
+    run.settled(chat).await;
+    run.send(chat, "second", BusyBehavior::Queue).await;
+    let done = run
+        .wait(chat, "the answer after the compaction", |c| {
+            c.status != ChatStatus::Running && run.emulator.requests().len() >= 4
+        })
+        .await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let history = run.history(chat).await;
+    assert_eq!(summaries(&history)[0].0, "automatic");
+    assert_eq!(
+        text_of(history.last().unwrap()),
+        "answered from the summary"
+    );
+    // The unanswered message follows the summary, as a model-only row.
+    let requests = run.emulator.requests();
+    let after = user_texts(&requests[3]).join("\n");
+    assert!(
+        after.contains("SUMMARY:") && after.contains("second"),
+        "{after}"
+    );
+
+    // Overflowing again right after a compaction ends the turn with the compaction error.
+    run.emulator
+        .push(too_long("y").when(Match::LastUserTextContains("third".into())));
+    run.emulator.push(summary("SUMMARY: still too long."));
+    run.emulator
+        .push(too_long("z").when(Match::LastUserTextContains("third".into())));
+    run.send(chat, "third", BusyBehavior::Queue).await;
+    let failed = run
+        .wait(chat, "the compaction error", |c| {
+            c.status == ChatStatus::Error
+        })
+        .await;
+    let error = failed.last_error.unwrap();
+    assert_eq!(error["kind"], "config", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Conversation compaction could not reduce the history"),
+        "{error}"
+    );
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_manual_compaction_summarises_and_ends_the_turn_and_an_overflowing_summary_shrinks() {
+    let overflow = reply("x").fault(
+        FaultPoint::BeforeHeaders,
+        FaultKind::Status {
+            status: 400,
+            headers: Vec::new(),
+            body: r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"}}"#.into(),
+        },
+    );
+    let run = Run::new(
+        Harness::bare().await,
+        vec![
+            reply("answer one"),
+            reply("answer two").when(Match::LastUserTextContains("two".into())),
+            // The first summary call overflows; the second, with half the rows, succeeds.
+            overflow.when(Match::LastUserTextContains("[user]".into())),
+            summary("SUMMARY: two questions answered."),
+        ],
+    )
+    .await;
+    let engine = run.engine().await;
+    let chat = run.chat("one").await;
+    run.settled(chat).await;
+    run.send(chat, "two", BusyBehavior::Queue).await;
+    run.wait(chat, "the second answer", |c| {
+        c.status == ChatStatus::Waiting && run.emulator.requests().len() == 2
+    })
+    .await;
+    let before = run.read(chat).await.history_version;
+    run.store
+        .apply(chat, Change::RequestCompaction, None)
+        .await
+        .unwrap();
+    let done = run
+        .wait(chat, "the manual compaction", |c| {
+            c.status == ChatStatus::Waiting && c.history_version > before
+        })
+        .await;
+    assert_eq!(done.compaction_requested_at, None, "the marker is consumed");
+    let history = run.history(chat).await;
+    let compacted = summaries(&history);
+    assert_eq!(compacted.len(), 1);
+    assert_eq!(compacted[0].0, "manual");
+    let requests = run.emulator.requests();
+    assert_eq!(requests.len(), 4, "no reply after a manual compaction");
+    let (full, shrunk) = (user_texts(&requests[2]), user_texts(&requests[3]));
+    assert!(full[0].contains("one") && full[0].contains("answer two"));
+    assert!(
+        !shrunk[0].contains("[user]\\none"),
+        "the oldest rows are dropped: {shrunk:?}"
+    );
+    assert!(shrunk[0].contains("answer two"));
+    // Asking again with nothing new to compact does nothing.
+    assert!(!chatengine::step::has_compactable(&history));
     engine.shutdown().await;
     run.finish().await;
 }
@@ -816,33 +1034,10 @@ async fn a_tool_outside_the_turns_set_and_an_unknown_tool_get_their_error_texts(
     run.finish().await;
 }
 
-/// Everything a `fmt` subscriber writes, for checking spans.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_turn_its_steps_its_model_calls_and_its_tool_calls_have_spans_with_outcomes() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    // The test's runtime has one thread: the engine's tasks log to this subscriber.
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-            .with_writer(move || writer.clone())
-            .finish(),
-    );
+    // The test's runtime has one thread: the engine's spans are logged on it.
+    let captured = chatd_e2e::logs::Capture::start();
     let run = Run::new(
         Harness::bare().await,
         vec![
@@ -855,9 +1050,8 @@ async fn a_turn_its_steps_its_model_calls_and_its_tool_calls_have_spans_with_out
     let chat = run.chat("which templates?").await;
     let done = run.settled(chat).await;
     assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
-    engine.shutdown().await;
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
-    let closed = |name: &str, fields: &[&str]| {
+    let text = || captured.text();
+    let closed = |text: &str, name: &str, fields: &[&str]| {
         text.lines().any(|line| {
             line.contains(&format!("{name}{{"))
                 && line.contains("close")
@@ -865,20 +1059,29 @@ async fn a_turn_its_steps_its_model_calls_and_its_tool_calls_have_spans_with_out
                 && fields.iter().all(|f| line.contains(f))
         })
     };
-    assert!(closed("chat_turn", &["outcome=\"waiting\""]), "{text}");
-    assert!(
-        closed("model_call", &["generation_attempt=1", "outcome=\"committed\""]),
-        "{text}"
-    );
-    assert!(closed("tool_step", &["calls=1", "outcome=\"committed\""]), "{text}");
-    assert!(
-        closed(
-            "tool_call",
-            &["tool=list_templates", "call_id=c1", "outcome=\"ok\""]
+    // A span closes when its last task lets go of it, a moment after the commit that ends it.
+    let expected: [(&str, &[&str]); 5] = [
+        ("chat_turn", &["outcome=\"waiting\""]),
+        (
+            "model_call",
+            &["generation_attempt=1", "outcome=\"committed\""],
         ),
-        "{text}"
-    );
-    assert!(closed("chat_task", &["task=Generation"]), "{text}");
+        ("tool_step", &["calls=1", "outcome=\"committed\""]),
+        (
+            "tool_call",
+            &["tool=list_templates", "call_id=c1", "outcome=\"ok\""],
+        ),
+        ("chat_task", &["task=Generation", "outcome=\"committed\""]),
+    ];
+    eventually("every span to close with its outcome", || async {
+        let text = text();
+        expected
+            .iter()
+            .all(|(name, fields)| closed(&text, name, fields))
+            .then_some(())
+    })
+    .await;
+    engine.shutdown().await;
     run.finish().await;
 }
 

@@ -484,38 +484,6 @@ async fn case07_silent_for_120_seconds_without_a_disconnect_suggests_a_restart()
     assert_eq!(error, DISCONNECTED);
 }
 
-/// Log lines written while the guard lives (on this thread: the test runtime is
-/// single-threaded).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_max_level(tracing::Level::WARN)
-                .with_writer(move || writer.clone())
-                .finish(),
-        )
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn case08_the_latest_agent_cannot_be_loaded_is_a_dial_timeout_with_a_warning() {
     let f = Fixture::new().await;
@@ -530,10 +498,8 @@ async fn case08_the_latest_agent_cannot_be_loaded_is_a_dial_timeout_with_a_warni
         ..FakeConnector::default()
     });
     let resolver = f.resolver(connector.clone(), short());
-    let logs = Captured::default();
-    let guard = logs.install();
+    let logs = chatd_e2e::logs::Capture::start();
     let error = sentinel(&resolver, f.chat).await;
-    drop(guard);
     assert_eq!(error, WorkspaceConnError::DialTimeout);
     let logs = logs.text();
     assert!(
