@@ -215,6 +215,7 @@ fn summary_request(config: &ModelConfig, rows: &[&Message]) -> ModelRequest {
         max_output_tokens: None,
         temperature: None,
         provider_options: None,
+        cache_prompt: false,
     }
 }
 

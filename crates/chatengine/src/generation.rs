@@ -446,21 +446,16 @@ fn build_request(
             })
         }));
     }
-    let options = &config.options;
+    let options = crate::models::CallOptions::of(config, chat.last_reasoning_effort.as_deref());
     ModelRequest {
         model: config.model.clone(),
         system: system.join("\n\n"),
         messages,
         tools,
-        max_output_tokens: options
-            .get("max_output_tokens")
-            .and_then(|v| v.as_u64())
-            .and_then(|v| u32::try_from(v).ok()),
-        temperature: options
-            .get("temperature")
-            .and_then(|v| v.as_f64())
-            .map(|v| v as f32),
-        provider_options: options.get("provider_options").cloned(),
+        max_output_tokens: options.max_output_tokens,
+        temperature: options.temperature,
+        provider_options: options.body,
+        cache_prompt: options.cache_prompt,
     }
 }
 

@@ -227,6 +227,98 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
+/// What a turn asks of the provider beyond the conversation: output and sampling limits,
+/// reasoning (extended thinking), prompt caching and the provider's own body keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallOptions {
+    /// Most output tokens.
+    pub max_output_tokens: Option<u32>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Keys merged into the request body.
+    pub body: Option<serde_json::Value>,
+    /// Whether to mark the prompt for the provider's cache.
+    pub cache_prompt: bool,
+}
+
+/// The thinking budget of an Anthropic reasoning effort.
+fn thinking_budget(effort: &str) -> Option<u64> {
+    match effort {
+        "low" => Some(2_048),
+        "medium" => Some(8_192),
+        "high" => Some(24_576),
+        _ => None,
+    }
+}
+
+/// Output tokens an Anthropic reply keeps beside its thinking budget.
+const ANSWER_TOKENS: u64 = 4_096;
+
+impl CallOptions {
+    /// The options of a call with `config`; `effort` (the chat's reasoning effort) overrides the
+    /// configuration's `reasoning_effort`.
+    ///
+    /// The configuration's `options` are the provider's body keys (`{"reasoning_effort":
+    /// "high"}`, Anthropic's `{"thinking": {...}}`), except `prompt_caching` (default true). An
+    /// effort becomes `reasoning_effort` for OpenAI-style providers and extended thinking with a
+    /// budget for Anthropic (low 2,048, medium 8,192, high 24,576 tokens; `none` turns it off),
+    /// which then also needs room for the answer and no temperature.
+    pub fn of(config: &ModelConfig, effort: Option<&str>) -> Self {
+        let mut body = config.options.as_object().cloned().unwrap_or_default();
+        let cache_prompt = body
+            .remove("prompt_caching")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        // Older configurations kept these among the options.
+        let legacy_max = body.remove("max_output_tokens").and_then(|v| v.as_u64());
+        let legacy_temperature = body.remove("temperature").and_then(|v| v.as_f64());
+        if let Some(serde_json::Value::Object(nested)) = body.remove("provider_options") {
+            body.extend(nested);
+        }
+        let configured_effort = body
+            .get("reasoning_effort")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let effort = effort.map(str::to_owned).or(configured_effort);
+        let mut max_output_tokens = config
+            .max_output_tokens
+            .and_then(|n| u64::try_from(n).ok())
+            .or(legacy_max);
+        let mut temperature = config.temperature.or(legacy_temperature);
+        if config.provider == "anthropic" {
+            body.remove("reasoning_effort");
+            if let Some(budget) = effort.as_deref().and_then(thinking_budget) {
+                body.entry("thinking").or_insert_with(
+                    || serde_json::json!({"type": "enabled", "budget_tokens": budget}),
+                );
+            } else if effort.as_deref() == Some("none") {
+                body.remove("thinking");
+            }
+            let budget = body
+                .get("thinking")
+                .and_then(|t| t.get("budget_tokens"))
+                .and_then(|v| v.as_u64());
+            if let Some(budget) = budget {
+                let needed = budget + ANSWER_TOKENS;
+                max_output_tokens = Some(max_output_tokens.map_or(needed, |n| n.max(needed)));
+                temperature = None;
+            }
+        } else if let Some(effort) = effort {
+            if effort == "none" {
+                body.remove("reasoning_effort");
+            } else {
+                body.insert("reasoning_effort".into(), effort.into());
+            }
+        }
+        Self {
+            max_output_tokens: max_output_tokens.and_then(|n| u32::try_from(n).ok()),
+            temperature: temperature.map(|t| t as f32),
+            body: (!body.is_empty()).then_some(serde_json::Value::Object(body)),
+            cache_prompt,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +335,66 @@ mod tests {
         assert_eq!(
             keys.read("file:/run/secrets/nonexistent"),
             Err(UnreadableKey)
+        );
+    }
+
+    fn config(provider: &str, options: serde_json::Value) -> ModelConfig {
+        ModelConfig {
+            id: Uuid::nil(),
+            organization_id: Uuid::nil(),
+            provider_id: Uuid::nil(),
+            provider: provider.into(),
+            model: "m".into(),
+            base_url: String::new(),
+            api_key_ref: String::new(),
+            context_limit: 200_000,
+            compression_threshold: 70,
+            max_output_tokens: None,
+            temperature: Some(0.5),
+            options,
+            is_default: true,
+        }
+    }
+
+    #[test]
+    fn reasoning_becomes_thinking_for_anthropic_and_an_effort_for_openai() {
+        use serde_json::json;
+        let anthropic = CallOptions::of(&config("anthropic", json!({})), Some("medium"));
+        assert_eq!(
+            anthropic.body,
+            Some(json!({"thinking": {"type": "enabled", "budget_tokens": 8192}}))
+        );
+        assert_eq!(anthropic.max_output_tokens, Some(8192 + 4096));
+        assert_eq!(anthropic.temperature, None, "thinking takes no temperature");
+        assert!(anthropic.cache_prompt);
+
+        // The configuration's own effort and body keys; the chat's effort wins.
+        let configured = config(
+            "openai",
+            json!({"reasoning_effort": "low", "prompt_caching": false, "service_tier": "flex"}),
+        );
+        let openai = CallOptions::of(&configured, None);
+        assert_eq!(
+            openai.body,
+            Some(json!({"reasoning_effort": "low", "service_tier": "flex"}))
+        );
+        assert!(!openai.cache_prompt);
+        assert_eq!(openai.temperature, Some(0.5));
+        let high = CallOptions::of(&configured, Some("high"));
+        assert_eq!(high.body.unwrap()["reasoning_effort"], "high");
+        let none = CallOptions::of(&configured, Some("none"));
+        assert_eq!(none.body, Some(json!({"service_tier": "flex"})));
+
+        // No effort: nothing added; an explicit thinking block is kept as configured.
+        let plain = CallOptions::of(&config("anthropic", json!({})), None);
+        assert_eq!((plain.body, plain.max_output_tokens), (None, None));
+        let explicit = config(
+            "anthropic",
+            json!({"thinking": {"type": "enabled", "budget_tokens": 1024}}),
+        );
+        assert_eq!(
+            CallOptions::of(&explicit, None).max_output_tokens,
+            Some(5120)
         );
     }
 

@@ -53,6 +53,16 @@ pub fn request_body(req: &ModelRequest) -> Value {
             }
         })
         .collect();
+    let mut messages = messages;
+    if req.cache_prompt {
+        // The last block of each of the last two messages: the prefix up to the newest one is
+        // written to the cache, and the next call (one message longer) reads it back.
+        for message in messages.iter_mut().rev().take(2) {
+            if let Some(block) = message["content"].as_array_mut().and_then(|c| c.last_mut()) {
+                block["cache_control"] = ephemeral();
+            }
+        }
+    }
     let mut body = json!({
         "model": req.model,
         "max_tokens": req.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
@@ -60,7 +70,11 @@ pub fn request_body(req: &ModelRequest) -> Value {
         "stream": true,
     });
     if !req.system.is_empty() {
-        body["system"] = json!(req.system);
+        body["system"] = if req.cache_prompt {
+            json!([{"type": "text", "text": req.system, "cache_control": ephemeral()}])
+        } else {
+            json!(req.system)
+        };
     }
     if !req.tools.is_empty() {
         body["tools"] = req
@@ -78,6 +92,11 @@ pub fn request_body(req: &ModelRequest) -> Value {
         }
     }
     body
+}
+
+/// Anthropic's cache mark.
+fn ephemeral() -> Value {
+    json!({"type": "ephemeral"})
 }
 
 #[derive(Debug)]

@@ -19,6 +19,10 @@ pub struct ModelRequest {
     pub temperature: Option<f32>,
     /// Provider-specific options merged into the request body (e.g. `{"thinking": {...}}`).
     pub provider_options: Option<Value>,
+    /// Ask the provider to cache the prompt's prefix. Anthropic: the system prompt and the last
+    /// two messages are marked `cache_control: ephemeral`, so the next call of the same
+    /// conversation reads them from the cache. Providers that cache on their own ignore it.
+    pub cache_prompt: bool,
 }
 
 /// One message of the conversation.

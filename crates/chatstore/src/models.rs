@@ -29,7 +29,11 @@ pub struct ModelConfig {
     pub context_limit: i64,
     /// Auto-compaction threshold, percent (100 disables).
     pub compression_threshold: i32,
-    /// Provider options.
+    /// Most output tokens per call; `None` = the client's default.
+    pub max_output_tokens: Option<i32>,
+    /// Sampling temperature; `None` = the provider's default.
+    pub temperature: Option<f64>,
+    /// Provider options (`reasoning_effort`, `thinking`, anything the provider's body takes).
     pub options: serde_json::Value,
     /// The organization's default.
     pub is_default: bool,

@@ -140,7 +140,8 @@ impl From<ModelConfigRow> for ModelConfigRecord {
 /// dialects.
 pub(crate) const RESOLVE_MODEL_CONFIG: &str = "
     SELECT m.id, m.organization_id, m.provider_id, p.provider, m.model, p.base_url, p.api_key_ref,
-           m.context_limit, m.compression_threshold, m.options, m.is_default
+           m.context_limit, m.compression_threshold, m.max_output_tokens, m.temperature, m.options,
+           m.is_default
       FROM chat_model_configs m JOIN chat_providers p ON p.id = m.provider_id
      WHERE m.organization_id = $1 AND m.enabled AND NOT m.deleted AND p.enabled
        AND (m.id = $2 OR m.is_default)
@@ -168,6 +169,8 @@ pub(crate) struct ResolvedModelRow {
     api_key_ref: String,
     context_limit: i64,
     compression_threshold: i32,
+    max_output_tokens: Option<i32>,
+    temperature: Option<f64>,
     options: serde_json::Value,
     is_default: bool,
 }
@@ -184,6 +187,8 @@ impl From<ResolvedModelRow> for ModelConfig {
             api_key_ref: r.api_key_ref,
             context_limit: r.context_limit,
             compression_threshold: r.compression_threshold,
+            max_output_tokens: r.max_output_tokens,
+            temperature: r.temperature,
             options: r.options,
             is_default: r.is_default,
         }

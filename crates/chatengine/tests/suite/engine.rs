@@ -689,6 +689,48 @@ async fn a_manual_compaction_summarises_and_ends_the_turn_and_an_overflowing_sum
     run.finish().await;
 }
 
+/// A 20-step chat on Anthropic: every request marks the system prompt and its last two messages
+/// for the prompt cache, so each call reads the previous call's prefix from the cache. Prints
+/// the bytes sent per step (`--nocapture`).
+#[tokio::test]
+async fn every_step_of_a_long_turn_marks_the_prompt_for_the_cache() {
+    let steps = 20;
+    let mut turns: Vec<Turn> = (0..steps)
+        .map(|i| call(&format!("c{i}"), "list_templates", serde_json::json!({})))
+        .collect();
+    turns.push(reply("done"));
+    let run = Run::new(Harness::bare().await, turns).await;
+    let mut config = config();
+    config.system_prompt = "You are a careful coding agent.".into();
+    let engine = run.engine_with(config).await;
+    let chat = run.chat("list the templates twenty times").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let requests = run.emulator.requests();
+    assert_eq!(requests.len(), steps + 1);
+    let mut report = String::from("step  bytes  cache marks\n");
+    for (step, request) in requests.iter().enumerate() {
+        let body = &request.body;
+        let text = body.to_string();
+        let marks = text.matches("cache_control").count();
+        let messages = body["messages"].as_array().unwrap();
+        let marked = |m: &Value| {
+            m["content"]
+                .as_array()
+                .unwrap()
+                .last()
+                .is_some_and(|b| b["cache_control"]["type"] == "ephemeral")
+        };
+        assert_eq!(body["system"][0]["cache_control"]["type"], "ephemeral");
+        assert!(messages.iter().rev().take(2).all(marked), "step {step}");
+        assert_eq!(marks, 1 + messages.len().min(2), "step {step}");
+        report.push_str(&format!("{step:>4}  {:>5}  {marks}\n", text.len()));
+    }
+    eprintln!("{report}");
+    engine.shutdown().await;
+    run.finish().await;
+}
+
 /// Waits until the idempotency ledger holds the call (it is in flight).
 async fn dispatched(run: &Run, chat: Uuid, call: &str) {
     eventually("the call to be dispatched", || async {

@@ -383,6 +383,7 @@ fn request_bodies_follow_the_wire_formats() {
         max_output_tokens: Some(100),
         temperature: None,
         provider_options: None,
+        cache_prompt: false,
     };
     let a = chatmodel::anthropic::request_body(&req);
     assert_eq!(a["system"], "be brief");
@@ -402,4 +403,34 @@ fn request_bodies_follow_the_wire_formats() {
     assert_eq!(o["messages"][3]["role"], "tool");
     assert_eq!(o["stream_options"]["include_usage"], true);
     assert_eq!(o["tools"][0]["function"]["parameters"]["type"], "object");
+    assert!(!a.to_string().contains("cache_control"));
+
+    // Prompt caching marks the system prompt and the last block of the last two messages.
+    let cached = ModelRequest {
+        cache_prompt: true,
+        ..req
+    };
+    let a = chatmodel::anthropic::request_body(&cached);
+    let ephemeral = serde_json::json!({"type": "ephemeral"});
+    assert_eq!(a["system"][0]["text"], "be brief");
+    assert_eq!(a["system"][0]["cache_control"], ephemeral);
+    assert!(
+        a["messages"][0]["content"][0]
+            .get("cache_control")
+            .is_none()
+    );
+    assert_eq!(a["messages"][1]["content"][1]["cache_control"], ephemeral);
+    assert!(
+        a["messages"][1]["content"][0]
+            .get("cache_control")
+            .is_none()
+    );
+    assert_eq!(a["messages"][2]["content"][0]["cache_control"], ephemeral);
+    assert_eq!(a.to_string().matches("cache_control").count(), 3);
+    // OpenAI caches prefixes on its own.
+    assert!(
+        !chatmodel::openai::request_body(&cached)
+            .to_string()
+            .contains("cache_control")
+    );
 }

@@ -40,6 +40,7 @@ fn request() -> ModelRequest {
         max_output_tokens: Some(256),
         temperature: None,
         provider_options: None,
+        cache_prompt: false,
     }
 }
 
