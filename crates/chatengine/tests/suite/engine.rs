@@ -731,6 +731,116 @@ async fn every_step_of_a_long_turn_marks_the_prompt_for_the_cache() {
     run.finish().await;
 }
 
+/// A chat with the client-executed tool `ask_user`, whose model calls it once (call `q1`).
+async fn dynamic_chat(run: &Run, store: &Arc<dyn Database>) -> Uuid {
+    let mut new = NewChat::new(
+        run.h.organization,
+        run.h.user,
+        run.model,
+        vec![MessagePart::text("ask me something")],
+    );
+    new.dynamic_tools = Some(serde_json::json!([{
+        "name": "ask_user",
+        "description": "Ask the user a question.",
+        "input_schema": {"type": "object"},
+    }]));
+    store.create_chat(new).await.unwrap().chat.id
+}
+
+#[tokio::test]
+async fn a_client_executed_tool_waits_for_its_result_and_times_out_without_one() {
+    let ask = || call("q1", "ask_user", serde_json::json!({"question": "colour?"}));
+    let run = Run::new(
+        Harness::bare().await,
+        vec![
+            ask(),
+            after(reply("blue it is"), "blue"),
+            ask(),
+            after(reply("no answer, going on"), "timed out"),
+        ],
+    )
+    .await;
+    // A short requires-action deadline for the second chat.
+    let store = run.h.db.store_with(StoreConfig {
+        requires_action_timeout: Duration::from_secs(1),
+        ..store_config()
+    });
+    let engine = Engine::start(
+        deps(
+            store.clone(),
+            run.h.pubsub.clone(),
+            chattool::conn::DEFAULT_AGENT_CALL_DEADLINE,
+        ),
+        config(),
+    )
+    .await;
+
+    // The client answers: the turn goes on with its result.
+    let answered = dynamic_chat(&run, &store).await;
+    let waiting = run
+        .wait(answered, "the tool call for the client", |c| {
+            c.status == ChatStatus::RequiresAction
+        })
+        .await;
+    assert!(waiting.requires_action_deadline_at.is_some());
+    store
+        .apply(
+            answered,
+            Change::CompleteRequiresAction {
+                results: vec![chatstore::ToolResultInput {
+                    tool_call_id: "q1".into(),
+                    output: r#""blue""#.into(),
+                    is_error: false,
+                }],
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let done = run.settled(answered).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    assert_eq!(
+        text_of(run.history(answered).await.last().unwrap()),
+        "blue it is"
+    );
+
+    // Nobody answers: at the deadline the call gets the timeout result and the turn goes on.
+    let unanswered = dynamic_chat(&run, &store).await;
+    let done = run.settled(unanswered).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let history = run.history(unanswered).await;
+    let (id, result, is_error) = results_of(&history[2]).remove(0);
+    assert_eq!((id.as_str(), is_error), ("q1", true));
+    assert_eq!(result, "Tool execution timed out");
+    assert_eq!(text_of(history.last().unwrap()), "no answer, going on");
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_reply_blocked_by_the_content_filter_ends_the_turn_with_its_error() {
+    let mut blocked = Turn::with(Vec::new());
+    blocked.finish = Some("refusal".into());
+    let run = Run::new(Harness::bare().await, vec![blocked]).await;
+    let engine = run.engine().await;
+    let chat = run.chat("something forbidden").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Error);
+    let error = done.last_error.unwrap();
+    assert_eq!(error["kind"], "content_filter", "{error}");
+    assert_eq!(error["retry_status"], "terminal");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("blocked this response under its content policy"),
+        "{error}"
+    );
+    assert_eq!(roles(&run.history(chat).await), [Role::User]);
+    engine.shutdown().await;
+    run.finish().await;
+}
+
 /// Waits until the idempotency ledger holds the call (it is in flight).
 async fn dispatched(run: &Run, chat: Uuid, call: &str) {
     eventually("the call to be dispatched", || async {
