@@ -13,7 +13,8 @@ use chatd_e2e::workspaces::{Dialer, Harness, eventually};
 use chatengine::builds::StoreBuilds;
 use chatstore::templates::TemplateSettings;
 use chatstore::types::Chat;
-use chatstore::workspaces::JobStatus;
+use chatstore::workspaces::{JobStatus, WorkspaceTransition};
+use chattool::builds::{BuildRequestError, ResponseError};
 use chattool::conn::{DEFAULT_AGENT_CALL_DEADLINE, Deadlined, Rooted, WorkspaceConn};
 use chattool::context::{NO_WORKSPACE, WorkspaceResolver};
 use chattool::lifecycle::{CreateWorkspace, StartWorkspace, StopWorkspace};
@@ -955,6 +956,145 @@ async fn create_workspace_waits_for_the_chats_build_in_progress() {
             "build_id": build.id.to_string(),
         })
     );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn start_and_stop_wait_for_a_build_in_progress_then_act_on_its_outcome() {
+    let mut env = Env::new(Harness::start().await).await;
+    let template = env.plain_template().await;
+    env.h.stop_provisioner().await;
+    let (workspace, build) = env.h.start_workspace_build(template, "dev").await;
+    env.h
+        .store
+        .bind_workspace(env.chat, workspace, build.id)
+        .await
+        .unwrap();
+    // start_workspace waits for the pending start build and reports it, without another.
+    let ctx = env.ctx.clone();
+    let start = tokio::spawn(async move { StartWorkspace.call(&ctx, "{}").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!start.is_finished(), "waiting for the pending build");
+    env.h.start_provisioner().await;
+    let started = start.await.unwrap().as_json().unwrap();
+    assert_eq!(started["started"], true, "{started}");
+    assert_eq!(uuid_of(&started["build_id"]), build.id);
+
+    // stop_workspace waits for a pending start build, then stops the workspace.
+    let stopped = env.json(&StopWorkspace, json!({})).await;
+    assert_eq!(stopped["stopped"], true);
+    env.json(&StartWorkspace, json!({})).await;
+    env.h.stop_provisioner().await;
+    let restart = env
+        .h
+        .store
+        .new_build(
+            workspace,
+            WorkspaceTransition::Start,
+            Some(env.h.user),
+            json!([]),
+        )
+        .await
+        .unwrap();
+    let ctx = env.ctx.clone();
+    let stop = tokio::spawn(async move { StopWorkspace.call(&ctx, "{}").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stop.is_finished(), "waiting for the pending build");
+    env.h.start_provisioner().await;
+    let stopped = stop.await.unwrap().as_json().unwrap();
+    assert_eq!(stopped["stopped"], true, "{stopped}");
+    let stop_build = uuid_of(&stopped["build_id"]);
+    assert_ne!(
+        stop_build, restart.id,
+        "a stop build after the start it waited for"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_start_refused_for_quota_returns_the_quota_result() {
+    let mut env = Env::new(Harness::start().await).await;
+    env.with_workspace().await;
+    env.json(&StopWorkspace, json!({})).await;
+    env.h.stop_provisioner().await;
+    let ctx = env.ctx.clone();
+    let start = tokio::spawn(async move { StartWorkspace.call(&ctx, "{}").await });
+    env.fail_next_job("quota exceeded: 3 of 3 credits used", "INSUFFICIENT_QUOTA")
+        .await;
+    let v = start.await.unwrap().as_json().unwrap();
+    assert_eq!(v["error_code"], "INSUFFICIENT_QUOTA", "{v}");
+    assert_eq!(v["title"], "Workspace quota reached");
+    assert!(
+        v["message"].as_str().unwrap().starts_with(
+            "This workspace could not be started because your workspace quota is full."
+        ),
+        "{v}"
+    );
+    env.h.start_provisioner().await;
+    env.finish().await;
+}
+
+/// Builds that refuse every name as taken.
+struct NamesTaken(std::sync::Mutex<Vec<String>>);
+
+#[async_trait]
+impl chattool::builds::WorkspaceBuilds for NamesTaken {
+    async fn create_workspace(
+        &self,
+        request: chattool::builds::CreateRequest,
+    ) -> Result<
+        (
+            chatstore::workspaces::Workspace,
+            chatstore::workspaces::Build,
+        ),
+        BuildRequestError,
+    > {
+        self.0.lock().unwrap().push(request.name);
+        Err(BuildRequestError::Response(ResponseError {
+            status: 409,
+            message: "workspace name already in use".into(),
+            detail: String::new(),
+            validations: vec![chattool::builds::FieldError {
+                field: "name".into(),
+                detail: "taken".into(),
+            }],
+        }))
+    }
+    async fn start_workspace(
+        &self,
+        _owner_id: Uuid,
+        _workspace_id: Uuid,
+        _parameters: std::collections::BTreeMap<String, String>,
+    ) -> Result<chatstore::workspaces::Build, BuildRequestError> {
+        Err(BuildRequestError::Other("not in this test".into()))
+    }
+    async fn stop_workspace(
+        &self,
+        _owner_id: Uuid,
+        _workspace_id: Uuid,
+    ) -> Result<chatstore::workspaces::Build, BuildRequestError> {
+        Err(BuildRequestError::Other("not in this test".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_second_name_conflict_is_reported_not_retried() {
+    let mut env = Env::new(Harness::start().await).await;
+    let template = env.plain_template().await;
+    let taken = Arc::new(NamesTaken(std::sync::Mutex::default()));
+    env.ctx.builds = Some(taken.clone());
+    let r = env
+        .json(
+            &CreateWorkspace,
+            json!({"template_id": template.to_string(), "name": "dev"}),
+        )
+        .await;
+    assert_eq!(r["error"], "workspace name already in use", "{r}");
+    assert_eq!(r["validations"][0]["field"], "name");
+    let tried = taken.0.lock().unwrap().clone();
+    assert_eq!(tried.len(), 2, "one retry: {tried:?}");
+    assert_eq!(tried[0], "dev");
+    assert!(tried[1].starts_with("dev-"), "{tried:?}");
     env.finish().await;
 }
 
