@@ -340,7 +340,9 @@ async fn a_watch_reports_new_chats_status_and_title_changes_and_dynamic_calls_of
         args: r#"{"question":"which colour?"}"#.into(),
         chunk: 8,
     }]);
-    let emulator = Emulator::start(vec![reply("Hello."), call]).await.unwrap();
+    let emulator = Emulator::start(vec![reply("Hello."), call, reply("Blue, then.")])
+        .await
+        .unwrap();
     model(&h, &emulator).await;
     let ada_key = h.store.fixture_token(h.user, "ada", None).await.unwrap();
     let bob_id = h
@@ -430,6 +432,28 @@ async fn a_watch_reports_new_chats_status_and_title_changes_and_dynamic_calls_of
     assert_eq!(action.tool_calls[0].tool_call_id, "call-1");
     assert_eq!(action.tool_calls[0].tool_name, "ask_user");
     assert_eq!(action.tool_calls[0].args, r#"{"question":"which colour?"}"#);
+
+    // The client runs the tool and submits its result: the turn goes on with it.
+    ada.inner
+        .submit_tool_results(ada.req(pb::SubmitToolResultsRequest {
+            chat_id: waiting.id.clone(),
+            results: vec![pb::ToolResultInput {
+                tool_call_id: "call-1".into(),
+                output: r#""blue""#.into(),
+                is_error: false,
+            }],
+        }))
+        .await
+        .unwrap();
+    ada.until(&waiting.id, pb::ChatStatus::Waiting).await;
+    let messages = ada.messages(&waiting.id).await.unwrap();
+    let last = messages.messages.last().unwrap();
+    assert_eq!(last.role(), pb::ChatMessageRole::Assistant, "{messages:?}");
+    let asked = emulator.requests();
+    assert!(
+        asked.last().unwrap().body.to_string().contains("blue"),
+        "the model got the client's result"
+    );
 
     // Bob heard nothing of Ada's chats.
     assert!(
