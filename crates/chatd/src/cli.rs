@@ -299,6 +299,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub timing: TimingArgs,
 
+    /// The engine's limits, retries and tool settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
     /// Model providers seeded into model configurations at start.
     #[command(flatten)]
     pub providers: ProviderArgs,
@@ -582,6 +586,167 @@ impl TimingArgs {
             tool_cancel_wait: self.tool_cancel_wait,
             task_idle_watchdog: self.task_idle_watchdog,
         })
+    }
+}
+
+/// The chat engine's limits, model-call retries and timeouts, and the tools' settings
+/// (spec/engine.md §18). In the configuration file they may also sit in tables named after
+/// their first word: `[retry] max-attempts = 10` is `retry-max-attempts = 10`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Engine")]
+pub struct EngineArgs {
+    /// The name ending that marks a workspace's chat agent, when a workspace has several
+    /// agents (e.g. `dev-chat`); must not be empty.
+    #[arg(long, env = "CHATD_CHAT_AGENT_SUFFIX", default_value = "-chat")]
+    pub chat_agent_suffix: String,
+
+    /// Model calls one turn may make after the user's message before it ends.
+    #[arg(long, env = "CHATD_MAX_STEPS_PER_TURN", default_value_t = 1200)]
+    pub max_steps_per_turn: usize,
+
+    /// How long a client-executed tool call waits for its result before it is answered
+    /// "Tool execution timed out".
+    #[arg(long, env = "CHATD_REQUIRES_ACTION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub requires_action_timeout: Duration,
+
+    /// How long a model's stream may send nothing before the call is retried; 0s turns the
+    /// guard off; at most 24h.
+    #[arg(long, env = "CHATD_STREAM_SILENCE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub stream_silence_timeout: Duration,
+
+    /// Most calls of one model request, the first included, before its turn fails.
+    #[arg(long, env = "CHATD_RETRY_MAX_ATTEMPTS", default_value_t = 25)]
+    pub retry_max_attempts: u32,
+
+    /// The first back-off between model calls; it doubles up to `--retry-max-delay`.
+    #[arg(long, env = "CHATD_RETRY_INITIAL_DELAY", default_value = "1s", value_parser = parse_duration)]
+    pub retry_initial_delay: Duration,
+
+    /// The longest back-off between model calls.
+    #[arg(long, env = "CHATD_RETRY_MAX_DELAY", default_value = "60s", value_parser = parse_duration)]
+    pub retry_max_delay: Duration,
+
+    /// Wall-clock time one model request may spend failing and waiting.
+    #[arg(long, env = "CHATD_RETRY_BUDGET", default_value = "30m", value_parser = parse_duration)]
+    pub retry_budget: Duration,
+
+    /// The longest provider Retry-After waited for inside a turn; longer ones park the turn.
+    #[arg(long, env = "CHATD_RETRY_MAX_INLINE_RETRY_AFTER", default_value = "60s", value_parser = parse_duration)]
+    pub retry_max_inline_retry_after: Duration,
+
+    /// The longest Retry-After for which a turn is parked; longer ones end it.
+    #[arg(long, env = "CHATD_RETRY_MAX_PARK", default_value = "6h", value_parser = parse_duration)]
+    pub retry_max_park: Duration,
+
+    /// How long connecting to a model provider may take.
+    #[arg(long, env = "CHATD_PROVIDER_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub provider_connect_timeout: Duration,
+
+    /// How long a provider may take to answer a request's headers.
+    #[arg(long, env = "CHATD_PROVIDER_FIRST_BYTE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub provider_first_byte_timeout: Duration,
+
+    /// How long dialling a workspace agent may take before the tool says so.
+    #[arg(long, env = "CHATD_WORKSPACE_DIAL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub workspace_dial_timeout: Duration,
+
+    /// How long an agent must have been disconnected before the model is told to restart its
+    /// workspace (instead of trying again).
+    #[arg(long, env = "CHATD_WORKSPACE_RECOVERY_THRESHOLD", default_value = "90s", value_parser = parse_duration)]
+    pub workspace_recovery_threshold: Duration,
+
+    /// `execute`'s timeout when the model gives none.
+    #[arg(long, env = "CHATD_EXECUTE_DEFAULT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub execute_default_timeout: Duration,
+
+    /// `execute`'s longest timeout; longer ones are cut to it.
+    #[arg(long, env = "CHATD_EXECUTE_MAX_TIMEOUT", default_value = "4h", value_parser = parse_duration)]
+    pub execute_max_timeout: Duration,
+
+    /// The templates chats may create workspaces from (template UUIDs, comma-separated);
+    /// empty = all of the organization's.
+    #[arg(long, env = "CHATD_TEMPLATE_ALLOWLIST", value_delimiter = ',')]
+    pub template_allowlist: Vec<uuid::Uuid>,
+
+    /// Time to live of the workspaces chats create; default: the template's.
+    #[arg(long, env = "CHATD_WORKSPACE_TTL", value_parser = parse_duration)]
+    pub workspace_ttl: Option<Duration>,
+}
+
+impl EngineArgs {
+    /// The engine configuration these settings make (timings and addresses left at their
+    /// defaults), checked: a message names the flag (the file's key) that is wrong.
+    pub fn engine_config(&self) -> Result<chatengine::EngineConfig, String> {
+        let suffix = agentselect::ChatSuffix::new(&self.chat_agent_suffix)
+            .map_err(|e| format!("--chat-agent-suffix {:?}: {e}", self.chat_agent_suffix))?;
+        let silence = chatretry::SilenceTimeout::new(self.stream_silence_timeout)
+            .map_err(|e| format!("--stream-silence-timeout: {e}"))?;
+        if self.max_steps_per_turn == 0 {
+            return Err("--max-steps-per-turn must be at least 1".into());
+        }
+        for (flag, value) in [
+            ("--requires-action-timeout", self.requires_action_timeout),
+            ("--retry-initial-delay", self.retry_initial_delay),
+            ("--provider-connect-timeout", self.provider_connect_timeout),
+            (
+                "--provider-first-byte-timeout",
+                self.provider_first_byte_timeout,
+            ),
+            ("--workspace-dial-timeout", self.workspace_dial_timeout),
+            ("--execute-default-timeout", self.execute_default_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{flag} must be longer than zero"));
+            }
+        }
+        if self.retry_max_attempts == 0 {
+            return Err("--retry-max-attempts must be at least 1".into());
+        }
+        if self.retry_initial_delay > self.retry_max_delay {
+            return Err(format!(
+                "--retry-initial-delay ({}) must not be longer than --retry-max-delay ({})",
+                humantime::format_duration(self.retry_initial_delay),
+                humantime::format_duration(self.retry_max_delay)
+            ));
+        }
+        if self.execute_default_timeout > self.execute_max_timeout {
+            return Err(format!(
+                "--execute-default-timeout ({}) must not be longer than --execute-max-timeout ({})",
+                humantime::format_duration(self.execute_default_timeout),
+                humantime::format_duration(self.execute_max_timeout)
+            ));
+        }
+        let mut config = chatengine::EngineConfig {
+            max_steps_per_turn: self.max_steps_per_turn,
+            stream_silence_timeout: silence,
+            retry: chatretry::RetryPolicy {
+                max_attempts: self.retry_max_attempts,
+                initial_delay: self.retry_initial_delay,
+                max_delay: self.retry_max_delay,
+                budget: self.retry_budget,
+                max_inline_retry_after: self.retry_max_inline_retry_after,
+                max_park: self.retry_max_park,
+                ..chatretry::RetryPolicy::default()
+            },
+            provider_timeouts: chatmodel::client::Timeouts {
+                connect: self.provider_connect_timeout,
+                first_byte: self.provider_first_byte_timeout,
+                ..chatmodel::client::Timeouts::default()
+            },
+            ..chatengine::EngineConfig::default()
+        };
+        config.retry.validate().map_err(|e| e.to_string())?;
+        config.resolver.dial_timeout = self.workspace_dial_timeout;
+        config.resolver.agent_disconnected_recovery_threshold = self.workspace_recovery_threshold;
+        let tools = &mut config.tools;
+        tools.chat_suffix = suffix;
+        tools.execute_default_timeout = self.execute_default_timeout;
+        tools.execute_max_timeout = self.execute_max_timeout;
+        tools
+            .template_allowlist
+            .clone_from(&self.template_allowlist);
+        tools.workspace_ttl = self.workspace_ttl;
+        Ok(config)
     }
 }
 

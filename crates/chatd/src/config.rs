@@ -8,6 +8,9 @@
 //! no-bootstrap-admin = true          # a switch: true sets it
 //! anthropic-models = ["claude-sonnet-4-5", "claude-haiku-4-5"]
 //!
+//! [retry]                            # a table prefixes its keys: `retry-max-attempts`
+//! max-attempts = 10
+//!
 //! [[model]]                          # `chatd serve` only: models to seed
 //! provider = "openai-compat"
 //! model = "qwen3-coder"
@@ -90,7 +93,7 @@ where
     };
 
     let mut models = Vec::new();
-    for (key, value) in table {
+    for (key, value) in flatten_sections(table) {
         if key == MODEL_TABLES && name == "serve" {
             models = value
                 .try_into::<Vec<ModelSeed>>()
@@ -126,6 +129,23 @@ where
         serve.file_models = models;
     }
     Ok(cli)
+}
+
+/// The file's keys with its tables flattened: `[retry] max-attempts = 5` is the key
+/// `retry-max-attempts`. `[[model]]` (an array of tables) stays as it is.
+fn flatten_sections(table: toml::Table) -> Vec<(String, toml::Value)> {
+    let mut keys = Vec::new();
+    for (key, value) in table {
+        match value {
+            toml::Value::Table(section) => {
+                for (inner, value) in flatten_sections(section) {
+                    keys.push((format!("{key}-{inner}"), value));
+                }
+            }
+            value => keys.push((key, value)),
+        }
+    }
+    keys
 }
 
 /// Appends `key = value` to the command line as `--key=value` (once per element of a list).
@@ -279,11 +299,53 @@ mod tests {
         assert!(err.contains("(line 3)"), "{err}");
         let err = message("[[model]]\nprovider = \"openai\"\n");
         assert!(err.contains("[[model]]: missing field `model`"), "{err}");
-        let err = message("listen = { host = \"x\" }\n");
+        let err = message("listen = [{ host = \"x\" }]\n");
         assert!(
             err.contains("`listen` must be a string or a number"),
             "{err}"
         );
+        let err = message("[retry]\nmax-tries = 3\n");
+        assert!(err.contains("unknown key `retry-max-tries`"), "{err}");
+    }
+
+    #[test]
+    fn tables_prefix_their_keys_and_engine_settings_are_checked() {
+        let f = file(
+            r#"
+            chat-agent-suffix = "-agent"
+            [retry]
+            max-attempts = 7
+            initial-delay = "2s"
+            [provider]
+            connect-timeout = "3s"
+            "#,
+        );
+        let args = serve(&["--config", f.path().to_str().unwrap()]).unwrap();
+        let config = args.engine.engine_config().unwrap();
+        assert_eq!(config.retry.max_attempts, 7);
+        assert_eq!(config.retry.initial_delay, Duration::from_secs(2));
+        assert_eq!(config.provider_timeouts.connect, Duration::from_secs(3));
+        assert_eq!(config.tools.chat_suffix.as_str(), "-agent");
+
+        let refused = |flags: &[&str]| serve(flags).unwrap().engine.engine_config().unwrap_err();
+        let err = refused(&["--chat-agent-suffix", ""]);
+        assert!(err.starts_with("--chat-agent-suffix"), "{err}");
+        let err = refused(&["--stream-silence-timeout", "25h"]);
+        assert!(err.starts_with("--stream-silence-timeout"), "{err}");
+        let err = refused(&["--retry-initial-delay", "2m"]);
+        assert!(err.contains("--retry-max-delay"), "{err}");
+        let err = refused(&["--execute-default-timeout", "5h"]);
+        assert!(err.contains("--execute-max-timeout"), "{err}");
+        let err = refused(&["--retry-max-attempts", "0"]);
+        assert!(err.contains("at least 1"), "{err}");
+        // The defaults are the engine's.
+        let defaults = serve(&[]).unwrap().engine.engine_config().unwrap();
+        let engine = chatengine::EngineConfig::default();
+        assert_eq!(defaults.retry, engine.retry);
+        assert_eq!(defaults.max_steps_per_turn, engine.max_steps_per_turn);
+        assert_eq!(defaults.provider_timeouts, engine.provider_timeouts);
+        assert_eq!(defaults.tools.chat_suffix, engine.tools.chat_suffix);
+        assert_eq!(defaults.resolver.dial_timeout, engine.resolver.dial_timeout);
     }
 
     #[test]

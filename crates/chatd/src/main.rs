@@ -70,9 +70,15 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                 .timing
                 .timing()
                 .map_err(chatd::ChatdError::InvalidConfig)?;
+            let engine = args
+                .engine
+                .engine_config()
+                .map_err(chatd::ChatdError::InvalidConfig)?;
             let signals = ShutdownSignals::install()?;
             let config = ServeConfig {
                 timing,
+                engine,
+                requires_action_timeout: args.engine.requires_action_timeout,
                 models: args.model_seeding(),
                 metrics_listen: args.metrics_listen,
                 listen: args.listen,

@@ -49,6 +49,11 @@ pub struct ServeConfig {
     pub provisioner: Option<crate::build_workers::ProvisionerSettings>,
     /// Timing of the engine and the streams.
     pub timing: Timing,
+    /// The engine's limits, retries and tool settings (`chatd serve`'s engine flags); its
+    /// timings, relay address and key policy come from the rest of this configuration.
+    pub engine: EngineConfig,
+    /// How long a client-executed tool call waits for its result (5 min).
+    pub requires_action_timeout: Duration,
     /// Model configurations to seed at start (needs a database).
     pub models: crate::seed::ModelSeeding,
     /// Where to serve Prometheus metrics; `None` = nowhere.
@@ -210,7 +215,7 @@ pub async fn serve(
     // One store serves every API: chats, workspaces, tokens and agents live in the same database.
     let store = database
         .as_ref()
-        .map(|database| database.store(store_config(&config.timing)));
+        .map(|database| database.store(store_config(&config)));
     let agent_api = store
         .clone()
         .map(|store| AgentApi::new(store, config.agent_heartbeat_interval).into_server());
@@ -257,7 +262,7 @@ pub async fn serve(
             tool_cancel_wait: config.timing.tool_cancel_wait,
             task_idle_watchdog: config.timing.task_idle_watchdog,
             key_references: config.models.keys.clone(),
-            ..EngineConfig::default()
+            ..config.engine.clone()
         };
         let started = start_engine(
             store.clone(),
@@ -389,9 +394,10 @@ impl Drop for AbortOnDrop {
 }
 
 /// The store's settings under these timings.
-fn store_config(timing: &Timing) -> StoreConfig {
+fn store_config(config: &ServeConfig) -> StoreConfig {
     StoreConfig {
-        lease_stale_after: timing.lease_stale_after,
+        lease_stale_after: config.timing.lease_stale_after,
+        requires_action_timeout: config.requires_action_timeout,
         ..StoreConfig::default()
     }
 }

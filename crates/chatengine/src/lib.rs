@@ -113,7 +113,7 @@ pub struct EngineConfig {
     pub ledger_retention: Duration,
     /// The live part buffer.
     pub parts: PartBufferConfig,
-    /// The tools' settings.
+    /// The tools' settings; their chat-agent suffix is also the resolver's.
     pub tools: ToolSettings,
     /// Workspace-connection resolution (dial timeout, recovery threshold).
     pub resolver: ResolverSettings,

@@ -155,8 +155,6 @@ pub struct ResolverSettings {
     /// `workspace.agent_inactive_disconnect_timeout` (30 s): when a silent agent counts as
     /// disconnected (spec/engine.md §8.6).
     pub agent_inactive_timeout: Duration,
-    /// The chat-agent suffix (`-chat`, spec/agentselect.md).
-    pub chat_suffix: ChatSuffix,
 }
 
 impl Default for ResolverSettings {
@@ -166,7 +164,6 @@ impl Default for ResolverSettings {
             dial_validation_delay: Duration::from_secs(5),
             agent_disconnected_recovery_threshold: Duration::from_secs(90),
             agent_inactive_timeout: Duration::from_secs(30),
-            chat_suffix: ChatSuffix::default(),
         }
     }
 }
@@ -602,6 +599,7 @@ pub struct WorkspaceConnResolver {
     cache: Arc<AgentConnCache>,
     on_binding: Option<Arc<dyn BindingListener>>,
     turn: CancelToken,
+    chat_suffix: ChatSuffix,
 }
 
 impl std::fmt::Debug for WorkspaceConnResolver {
@@ -640,7 +638,15 @@ impl WorkspaceConnResolver {
             cache,
             on_binding,
             turn: CancelToken::new(),
+            chat_suffix: ChatSuffix::default(),
         }
+    }
+
+    /// Selects chat agents with this suffix (the tools' setting, so both agree; `-chat` by
+    /// default).
+    pub fn with_chat_suffix(mut self, suffix: ChatSuffix) -> Self {
+        self.chat_suffix = suffix;
+        self
     }
 
     /// The same resolver for one turn: cancelling `turn` ends a resolution in progress with the
@@ -764,10 +770,9 @@ impl WorkspaceConnResolver {
         if agents.is_empty() {
             return Err(WorkspaceConnError::NoWorkspaceAgent.into());
         }
-        let chosen =
-            agentselect::find_chat_agent(&agent_infos(&agents), &self.settings.chat_suffix)
-                .map_err(WorkspaceConnError::Selection)?
-                .id;
+        let chosen = agentselect::find_chat_agent(&agent_infos(&agents), &self.chat_suffix)
+            .map_err(WorkspaceConnError::Selection)?
+            .id;
         let agent = agents
             .into_iter()
             .find(|a| a.id == chosen)
@@ -1308,14 +1313,12 @@ mod tests {
                 s.dial_validation_delay,
                 s.agent_disconnected_recovery_threshold,
                 s.agent_inactive_timeout,
-                s.chat_suffix.as_str()
             ),
             (
                 Duration::from_secs(30),
                 Duration::from_secs(5),
                 Duration::from_secs(90),
                 Duration::from_secs(30),
-                "-chat"
             )
         );
     }

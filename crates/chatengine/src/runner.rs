@@ -66,6 +66,7 @@ pub(crate) fn spawn(
             cache.clone(),
             None,
         )
+        .with_chat_suffix(shared.config.tools.chat_suffix.clone())
     });
     let state = Arc::new(RunnerState {
         token: token.clone(),

@@ -53,7 +53,6 @@ fn config() -> EngineConfig {
             dial_validation_delay: Duration::from_millis(500),
             agent_disconnected_recovery_threshold: Duration::from_secs(4),
             agent_inactive_timeout: Duration::from_secs(2),
-            ..ResolverSettings::default()
         },
         ..EngineConfig::default()
     };
