@@ -162,6 +162,15 @@ async fn a_bad_config_file_stops_the_start_and_names_the_file_and_key() {
             "[[model]]\nprovider = \"openai-compat\"\nmodel = \"m\"\n",
             "base_url is required for provider openai-compat",
         ),
+        ("chat-agent-suffix = \"\"\n", "--chat-agent-suffix"),
+        (
+            "[retry]\ninitial-delay = \"2m\"\nmax-delay = \"1m\"\n",
+            "--retry-initial-delay (2m) must not be longer than --retry-max-delay (1m)",
+        ),
+        (
+            "lease-stale-after = \"5s\"\nheartbeat-interval = \"9s\"\n",
+            "--lease-stale-after (5s) must be longer than --heartbeat-interval (9s)",
+        ),
     ] {
         let path = dir.0.join("chatd.toml");
         std::fs::write(&path, text).unwrap();
