@@ -289,6 +289,35 @@ async fn admins_manage_users_and_tokens_and_members_stay_in_their_lane() {
         Code::PermissionDenied,
         "admin",
     );
+    // A member sets their own instructions for the model, and nothing else about themselves.
+    let own_prompt = |prompt: &str| pb::UpdateUserRequest {
+        user_id: bob.id.clone(),
+        custom_prompt: Some(prompt.into()),
+        ..Default::default()
+    };
+    let updated = member
+        .update_user(own_prompt("  Answer in French.  "))
+        .await
+        .unwrap();
+    assert_eq!(updated.custom_prompt, "Answer in French.");
+    assert_status(
+        member
+            .update_user(pb::UpdateUserRequest {
+                name: Some("Robert".into()),
+                ..own_prompt("x")
+            })
+            .await,
+        Code::PermissionDenied,
+        "admin",
+    );
+    assert_status(
+        member
+            .update_user(own_prompt(&"x".repeat(16 * 1024 + 1)))
+            .await,
+        Code::InvalidArgument,
+        "at most 16384",
+    );
+
     // Someone else's token does not exist for a member.
     let request = member.req(pb::RevokeApiTokenRequest {
         api_token_id: key.id.to_string(),

@@ -29,6 +29,9 @@ use crate::paging::{
 
 /// Limits on what an administrator may store.
 pub(crate) const MAX_DISPLAY_NAME_CHARS: usize = 64;
+/// The longest custom prompt a user may set (bytes).
+const MAX_CUSTOM_PROMPT_BYTES: usize = 16 * 1024;
+
 const MAX_FULL_NAME_CHARS: usize = 128;
 const MAX_EMAIL_CHARS: usize = 254;
 const MAX_TOKEN_NAME_CHARS: usize = 64;
@@ -368,9 +371,26 @@ impl AdminService for Admin {
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let caller = self.caller(&request).await?;
-        require_admin(&caller, "changing users")?;
         let r = request.into_inner();
         let id = parse_id("user_id", &r.user_id)?;
+        // A member may change their own instructions, and nothing else.
+        let own_prompt_only = id == caller.user_id
+            && r.email.is_none()
+            && r.name.is_none()
+            && r.role.is_none()
+            && r.organizations.is_none()
+            && r.suspended.is_none();
+        if !own_prompt_only {
+            require_admin(&caller, "changing users")?;
+        }
+        if let Some(prompt) = &r.custom_prompt
+            && prompt.len() > MAX_CUSTOM_PROMPT_BYTES
+        {
+            return Err(Status::invalid_argument(format!(
+                "custom_prompt is {} bytes; at most {MAX_CUSTOM_PROMPT_BYTES} are allowed",
+                prompt.len()
+            )));
+        }
         let changes = UserChanges {
             email: r.email.as_deref().map(check_email).transpose()?,
             name: r
@@ -387,6 +407,7 @@ impl AdminService for Admin {
                 .map(|list| organization_ids(&list.organization_ids))
                 .transpose()?,
             suspended: r.suspended,
+            custom_prompt: r.custom_prompt.map(|p| p.trim().to_owned()),
         };
         if id == caller.user_id
             && (changes.suspended == Some(true)

@@ -433,6 +433,7 @@ pub(crate) fn user(u: &User) -> pb::User {
         created_at: Some(timestamp(u.created_at)),
         updated_at: Some(timestamp(u.updated_at)),
         last_seen_at: u.last_seen_at.map(timestamp),
+        custom_prompt: u.custom_prompt.clone(),
     }
 }
 

@@ -317,7 +317,9 @@ async fn generate(
             return Ok(Outcome::Committed);
         }
     };
-    let request = build_request(t, chat, history, config);
+    let owner = t.infra(|| t.shared.deps.store.user(chat.owner_id)).await?;
+    let custom_prompt = owner.map(|u| u.custom_prompt).unwrap_or_default();
+    let request = build_request(t, chat, history, config, &custom_prompt);
     let (attempt, key) = start_step(t).await?;
     let _episode = EpisodeGuard { t, key };
     t.shared.parts.start_model_invocation(key);
@@ -409,12 +411,17 @@ fn build_request(
     chat: &Chat,
     history: &[Message],
     config: &ModelConfig,
+    custom_prompt: &str,
 ) -> ModelRequest {
     let rows = step::prompt_rows(history);
     let (system_rows, messages) = step::prompt(&rows);
+    let user_instructions = step::user_instructions(custom_prompt);
+    // The deployment's prompt, the chat's, the user's own (spec/engine.md §12.2), then the
+    // history's system rows.
     let system: Vec<&str> = [t.shared.config.system_prompt.as_str()]
         .into_iter()
         .chain(chat.system_prompt.as_deref())
+        .chain(user_instructions.as_deref())
         .chain(system_rows.iter().map(String::as_str))
         .filter(|s| !s.trim().is_empty())
         .collect();

@@ -369,6 +369,13 @@ pub fn decide(history: &[Message], situation: &Situation) -> Action {
     Action::Generate
 }
 
+/// A user's own instructions as the system prompt carries them (spec/engine.md §12.2); `None`
+/// when there are none.
+pub fn user_instructions(custom_prompt: &str) -> Option<String> {
+    let prompt = custom_prompt.trim();
+    (!prompt.is_empty()).then(|| format!("<user-instructions>\n{prompt}\n</user-instructions>"))
+}
+
 /// The prompt: system texts (rows of role `system`) and the conversation.
 pub fn prompt(rows: &[&Message]) -> (Vec<String>, Vec<ModelMessage>) {
     let mut system = Vec::new();

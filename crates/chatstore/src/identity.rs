@@ -48,6 +48,8 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
     /// When one of the user's tokens last authenticated a call.
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// The user's own instructions for the model (empty = none).
+    pub custom_prompt: String,
 }
 
 /// A user to create.
@@ -78,6 +80,8 @@ pub struct UserChanges {
     pub organization_ids: Option<Vec<Uuid>>,
     /// Suspend or reactivate.
     pub suspended: Option<bool>,
+    /// New instructions for the model (empty clears them).
+    pub custom_prompt: Option<String>,
 }
 
 /// Which users [`IdentityStore::list_users`] returns, by username.

@@ -730,6 +730,40 @@ async fn every_step_of_a_long_turn_marks_the_prompt_for_the_cache() {
     run.finish().await;
 }
 
+#[tokio::test]
+async fn the_users_own_instructions_follow_the_deployments_and_the_chats_prompts() {
+    let run = Run::new(Harness::bare().await, vec![reply("bonjour")]).await;
+    run.store
+        .update_user(
+            run.h.user,
+            &chatstore::identity::UserChanges {
+                custom_prompt: Some("Answer in French.".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut config = config();
+    config.system_prompt = "You are chatd's agent.".into();
+    let engine = run.engine_with(config).await;
+    let mut new = NewChat::new(
+        run.h.organization,
+        run.h.user,
+        run.model,
+        vec![MessagePart::text("hello")],
+    );
+    new.system_prompt = Some("Work on the billing service.".into());
+    let chat = run.store.create_chat(new).await.unwrap().chat.id;
+    assert_eq!(run.settled(chat).await.status, ChatStatus::Waiting);
+    let request = &run.emulator.requests()[0];
+    assert_eq!(
+        request.body["system"][0]["text"],
+        "You are chatd's agent.\n\nWork on the billing service.\n\n<user-instructions>\nAnswer in French.\n</user-instructions>"
+    );
+    engine.shutdown().await;
+    run.finish().await;
+}
+
 /// A chat with the client-executed tool `ask_user`, whose model calls it once (call `q1`).
 async fn dynamic_chat(run: &Run, store: &Arc<dyn Database>) -> Uuid {
     let mut new = NewChat::new(

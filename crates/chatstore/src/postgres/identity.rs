@@ -75,7 +75,7 @@ pub(super) async fn list_organizations(
 
 macro_rules! user_columns {
     () => {
-        "u.id, u.username, u.email, u.display_name AS name, u.role, u.suspended,
+        "u.id, u.username, u.email, u.display_name AS name, u.role, u.suspended, u.custom_prompt,
     u.created_at, u.updated_at,
     ARRAY(SELECT m.organization_id FROM organization_members m
            WHERE m.user_id = u.id ORDER BY m.created_at, m.organization_id) AS organization_ids,
@@ -91,6 +91,7 @@ struct UserRow {
     name: String,
     role: String,
     suspended: bool,
+    custom_prompt: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     organization_ids: Vec<Uuid>,
@@ -110,6 +111,7 @@ impl From<UserRow> for User {
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_seen_at: r.last_seen_at,
+            custom_prompt: r.custom_prompt,
         }
     }
 }
@@ -242,7 +244,7 @@ pub(super) async fn update_user(
     sqlx::query(
         "UPDATE users SET email = COALESCE($2, email), display_name = COALESCE($3, display_name),
                           role = COALESCE($4, role), suspended = COALESCE($5, suspended),
-                          updated_at = now()
+                          custom_prompt = COALESCE($6, custom_prompt), updated_at = now()
           WHERE id = $1",
     )
     .bind(id)
@@ -250,6 +252,7 @@ pub(super) async fn update_user(
     .bind(changes.name.as_deref())
     .bind(changes.role.as_deref())
     .bind(changes.suspended)
+    .bind(changes.custom_prompt.as_deref())
     .execute(&mut *tx)
     .await
     .map_err(|err| user_conflict(err, &username, changes.email.as_deref().unwrap_or_default()))?;

@@ -21,7 +21,7 @@ use crate::types::NewestFirstCursor;
 
 macro_rules! user_columns {
     () => {
-        "u.id, u.username, u.email, u.display_name AS name, u.role, u.suspended, u.created_at,
+        "u.id, u.username, u.email, u.display_name AS name, u.role, u.suspended, u.custom_prompt, u.created_at,
          u.updated_at, (SELECT max(k.last_used_at) FROM api_keys k WHERE k.user_id = u.id) AS last_seen_at"
     };
 }
@@ -34,6 +34,7 @@ struct UserRow {
     name: String,
     role: String,
     suspended: bool,
+    custom_prompt: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     last_seen_at: Option<DateTime<Utc>>,
@@ -52,6 +53,7 @@ impl UserRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             last_seen_at: self.last_seen_at,
+            custom_prompt: self.custom_prompt,
         }
     }
 }
@@ -421,7 +423,7 @@ impl IdentityStore for SqliteStore {
         sqlx::query(concat!(
             "UPDATE users SET email = COALESCE($2, email), display_name = COALESCE($3, display_name),
                               role = COALESCE($4, role), suspended = COALESCE($5, suspended),
-                              updated_at = ",
+                              custom_prompt = COALESCE($6, custom_prompt), updated_at = ",
             now!(),
             " WHERE id = $1"
         ))
@@ -430,6 +432,7 @@ impl IdentityStore for SqliteStore {
         .bind(changes.name.as_deref())
         .bind(changes.role.as_deref())
         .bind(changes.suspended)
+        .bind(changes.custom_prompt.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(|err| user_conflict(err, &username, changes.email.as_deref().unwrap_or_default()))?;
