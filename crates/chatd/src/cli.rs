@@ -538,6 +538,11 @@ pub struct TimingArgs {
     #[arg(long, env = "CHATD_STREAM_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub stream_poll_interval: Duration,
 
+    /// How long a stream client may take no events before it is cut off (it reconnects and
+    /// resumes), so a stalled client holds nothing for long.
+    #[arg(long, env = "CHATD_STREAM_SUBSCRIBER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub stream_subscriber_timeout: Duration,
+
     /// How long a call to a workspace agent may go unanswered (a stopped or hung agent) before
     /// the tool returns a text telling the model how to recover. Calls that wait on purpose
     /// (a process's output) get their wait on top.
@@ -562,6 +567,10 @@ impl TimingArgs {
             ("--acquire-interval", self.acquire_interval),
             ("--heartbeat-interval", self.heartbeat_interval),
             ("--stream-poll-interval", self.stream_poll_interval),
+            (
+                "--stream-subscriber-timeout",
+                self.stream_subscriber_timeout,
+            ),
             ("--agent-call-deadline", self.agent_call_deadline),
             ("--task-idle-watchdog", self.task_idle_watchdog),
         ] {
@@ -582,6 +591,7 @@ impl TimingArgs {
             heartbeat_interval: self.heartbeat_interval,
             lease_stale_after: self.lease_stale_after,
             stream_poll_interval: self.stream_poll_interval,
+            stream_subscriber_timeout: self.stream_subscriber_timeout,
             agent_call_deadline: self.agent_call_deadline,
             tool_cancel_wait: self.tool_cancel_wait,
             task_idle_watchdog: self.task_idle_watchdog,
@@ -671,6 +681,44 @@ pub struct EngineArgs {
     /// Time to live of the workspaces chats create; default: the template's.
     #[arg(long, env = "CHATD_WORKSPACE_TTL", value_parser = parse_duration)]
     pub workspace_ttl: Option<Duration>,
+
+    /// When a pending agent dial checks whether the chat's workspace changed under it.
+    #[arg(long, env = "CHATD_WORKSPACE_DIAL_VALIDATION_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub workspace_dial_validation_delay: Duration,
+
+    /// How long an agent may send no heartbeat before it counts as disconnected.
+    #[arg(long, env = "CHATD_WORKSPACE_AGENT_INACTIVE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub workspace_agent_inactive_timeout: Duration,
+
+    /// How often a replica deletes heartbeat rows of chats it no longer runs.
+    #[arg(long, env = "CHATD_HEARTBEAT_CLEANUP_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_cleanup_interval: Duration,
+
+    /// How often every chat a replica runs is read again, in case a notification was lost.
+    #[arg(long, env = "CHATD_RUNNER_SYNC_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub runner_sync_interval: Duration,
+
+    /// The first wait before a chat task retries a database failure; it doubles up to
+    /// `--task-retry-max`.
+    #[arg(long, env = "CHATD_TASK_RETRY_INITIAL", default_value = "100ms", value_parser = parse_duration)]
+    pub task_retry_initial: Duration,
+
+    /// The longest wait between a chat task's retries of a database failure.
+    #[arg(long, env = "CHATD_TASK_RETRY_MAX", default_value = "5s", value_parser = parse_duration)]
+    pub task_retry_max: Duration,
+
+    /// Most bytes of live parts one model call keeps for streams; later parts are dropped from
+    /// the live view (the committed message is whole).
+    #[arg(
+        long,
+        env = "CHATD_PARTS_EPISODE_MAX_BYTES",
+        default_value_t = 1_000_000
+    )]
+    pub parts_episode_max_bytes: usize,
+
+    /// How long a finished call's live parts stay for late streams.
+    #[arg(long, env = "CHATD_PARTS_EPISODE_GC_AFTER", default_value = "15s", value_parser = parse_duration)]
+    pub parts_episode_gc_after: Duration,
 }
 
 impl EngineArgs {
@@ -685,6 +733,16 @@ impl EngineArgs {
             return Err("--max-steps-per-turn must be at least 1".into());
         }
         for (flag, value) in [
+            (
+                "--heartbeat-cleanup-interval",
+                self.heartbeat_cleanup_interval,
+            ),
+            ("--runner-sync-interval", self.runner_sync_interval),
+            ("--task-retry-initial", self.task_retry_initial),
+            (
+                "--workspace-agent-inactive-timeout",
+                self.workspace_agent_inactive_timeout,
+            ),
             ("--requires-action-timeout", self.requires_action_timeout),
             ("--retry-initial-delay", self.retry_initial_delay),
             ("--provider-connect-timeout", self.provider_connect_timeout),
@@ -709,6 +767,16 @@ impl EngineArgs {
                 humantime::format_duration(self.retry_max_delay)
             ));
         }
+        if self.task_retry_initial > self.task_retry_max {
+            return Err(format!(
+                "--task-retry-initial ({}) must not be longer than --task-retry-max ({})",
+                humantime::format_duration(self.task_retry_initial),
+                humantime::format_duration(self.task_retry_max)
+            ));
+        }
+        if self.parts_episode_max_bytes < 1024 {
+            return Err("--parts-episode-max-bytes must be at least 1024".into());
+        }
         if self.execute_default_timeout > self.execute_max_timeout {
             return Err(format!(
                 "--execute-default-timeout ({}) must not be longer than --execute-max-timeout ({})",
@@ -717,6 +785,10 @@ impl EngineArgs {
             ));
         }
         let mut config = chatengine::EngineConfig {
+            heartbeat_cleanup_interval: self.heartbeat_cleanup_interval,
+            runner_sync_interval: self.runner_sync_interval,
+            task_retry_initial: self.task_retry_initial,
+            task_retry_max: self.task_retry_max,
             max_steps_per_turn: self.max_steps_per_turn,
             stream_silence_timeout: silence,
             retry: chatretry::RetryPolicy {
@@ -737,7 +809,13 @@ impl EngineArgs {
         };
         config.retry.validate().map_err(|e| e.to_string())?;
         config.resolver.dial_timeout = self.workspace_dial_timeout;
+        config.resolver.dial_validation_delay = self.workspace_dial_validation_delay;
         config.resolver.agent_disconnected_recovery_threshold = self.workspace_recovery_threshold;
+        // One setting for the resolver's gate and the tools' readiness checks.
+        config.resolver.agent_inactive_timeout = self.workspace_agent_inactive_timeout;
+        config.tools.agent_inactive_timeout = self.workspace_agent_inactive_timeout;
+        config.parts.episode_max_bytes = self.parts_episode_max_bytes;
+        config.parts.gc_after = self.parts_episode_gc_after;
         let tools = &mut config.tools;
         tools.chat_suffix = suffix;
         tools.execute_default_timeout = self.execute_default_timeout;

@@ -346,6 +346,34 @@ mod tests {
         assert_eq!(defaults.provider_timeouts, engine.provider_timeouts);
         assert_eq!(defaults.tools.chat_suffix, engine.tools.chat_suffix);
         assert_eq!(defaults.resolver.dial_timeout, engine.resolver.dial_timeout);
+        assert_eq!(
+            defaults.resolver.dial_validation_delay,
+            engine.resolver.dial_validation_delay
+        );
+        assert_eq!(
+            (
+                defaults.runner_sync_interval,
+                defaults.heartbeat_cleanup_interval
+            ),
+            (
+                engine.runner_sync_interval,
+                engine.heartbeat_cleanup_interval
+            )
+        );
+        assert_eq!(
+            (defaults.task_retry_initial, defaults.task_retry_max),
+            (engine.task_retry_initial, engine.task_retry_max)
+        );
+        assert_eq!(
+            (defaults.parts.episode_max_bytes, defaults.parts.gc_after),
+            (engine.parts.episode_max_bytes, engine.parts.gc_after)
+        );
+        assert_eq!(
+            defaults.tools.agent_inactive_timeout,
+            defaults.resolver.agent_inactive_timeout
+        );
+        let err = refused(&["--task-retry-initial", "10s"]);
+        assert!(err.contains("--task-retry-max"), "{err}");
     }
 
     #[test]

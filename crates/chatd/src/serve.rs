@@ -71,6 +71,8 @@ pub struct Timing {
     pub lease_stale_after: Duration,
     /// `stream.sync_poll_interval` (10 s).
     pub stream_poll_interval: Duration,
+    /// `parts.subscriber_timeout` (10 s).
+    pub stream_subscriber_timeout: Duration,
     /// How long an agent call may go unanswered (60 s).
     pub agent_call_deadline: Duration,
     /// `interrupt.tool_cancel_wait` (30 s).
@@ -87,6 +89,7 @@ impl Default for Timing {
             heartbeat_interval: engine.heartbeat_interval,
             lease_stale_after: engine.lease_stale_after,
             stream_poll_interval: StreamConfig::default().sync_poll_interval,
+            stream_subscriber_timeout: StreamConfig::default().subscriber_timeout,
             agent_call_deadline: chattool::conn::DEFAULT_AGENT_CALL_DEADLINE,
             tool_cancel_wait: engine.tool_cancel_wait,
             task_idle_watchdog: engine.task_idle_watchdog,
@@ -274,6 +277,7 @@ pub async fn serve(
         let secret = RelaySecret::new(store.clone());
         let streams = StreamConfig {
             sync_poll_interval: config.timing.stream_poll_interval,
+            subscriber_timeout: config.timing.stream_subscriber_timeout,
             ..StreamConfig::default()
         };
         relay = Some(
