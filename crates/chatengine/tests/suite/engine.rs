@@ -874,6 +874,43 @@ async fn a_reply_blocked_by_the_content_filter_ends_the_turn_with_its_error() {
     run.finish().await;
 }
 
+#[tokio::test]
+async fn a_failed_call_logs_its_classification_source_and_an_ignored_should_retry() {
+    let logs = chatd_e2e::logs::Capture::start();
+    let refused = reply("x").fault(
+        FaultPoint::BeforeHeaders,
+        FaultKind::Status {
+            status: 401,
+            headers: vec![
+                ("x-should-retry".into(), "true".into()),
+                ("request-id".into(), "req_401".into()),
+            ],
+            body: r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#.into(),
+        },
+    );
+    let run = Run::new(Harness::bare().await, vec![refused]).await;
+    let engine = run.engine().await;
+    let chat = run.chat("hello").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Error);
+    assert_eq!(done.last_error.unwrap()["provider_request_id"], "req_401");
+    eventually("the failure's log lines", || async {
+        let text = logs.text();
+        let failed = text.lines().any(|l| {
+            l.contains("model call failed")
+                && l.contains("source=\"structured\"")
+                && l.contains("req_401")
+        });
+        let ignored = text
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("x-should-retry: true"));
+        (failed && ignored).then_some(())
+    })
+    .await;
+    engine.shutdown().await;
+    run.finish().await;
+}
+
 /// Waits until the idempotency ledger holds the call (it is in flight).
 async fn dispatched(run: &Run, chat: Uuid, call: &str) {
     eventually("the call to be dispatched", || async {
