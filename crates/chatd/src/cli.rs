@@ -760,30 +760,21 @@ impl EngineArgs {
         if self.retry_max_attempts == 0 {
             return Err("--retry-max-attempts must be at least 1".into());
         }
-        if self.retry_initial_delay > self.retry_max_delay {
-            return Err(format!(
-                "--retry-initial-delay ({}) must not be longer than --retry-max-delay ({})",
-                humantime::format_duration(self.retry_initial_delay),
-                humantime::format_duration(self.retry_max_delay)
-            ));
-        }
-        if self.task_retry_initial > self.task_retry_max {
-            return Err(format!(
-                "--task-retry-initial ({}) must not be longer than --task-retry-max ({})",
-                humantime::format_duration(self.task_retry_initial),
-                humantime::format_duration(self.task_retry_max)
-            ));
-        }
+        not_longer(
+            ("--retry-initial-delay", self.retry_initial_delay),
+            ("--retry-max-delay", self.retry_max_delay),
+        )?;
+        not_longer(
+            ("--task-retry-initial", self.task_retry_initial),
+            ("--task-retry-max", self.task_retry_max),
+        )?;
         if self.parts_episode_max_bytes < 1024 {
             return Err("--parts-episode-max-bytes must be at least 1024".into());
         }
-        if self.execute_default_timeout > self.execute_max_timeout {
-            return Err(format!(
-                "--execute-default-timeout ({}) must not be longer than --execute-max-timeout ({})",
-                humantime::format_duration(self.execute_default_timeout),
-                humantime::format_duration(self.execute_max_timeout)
-            ));
-        }
+        not_longer(
+            ("--execute-default-timeout", self.execute_default_timeout),
+            ("--execute-max-timeout", self.execute_max_timeout),
+        )?;
         let mut config = chatengine::EngineConfig {
             heartbeat_cleanup_interval: self.heartbeat_cleanup_interval,
             runner_sync_interval: self.runner_sync_interval,
@@ -826,6 +817,20 @@ impl EngineArgs {
         tools.workspace_ttl = self.workspace_ttl;
         Ok(config)
     }
+}
+
+/// Refuses `short` longer than `long` (each a flag and its value), naming both.
+fn not_longer(short: (&str, Duration), long: (&str, Duration)) -> Result<(), String> {
+    if short.1 > long.1 {
+        return Err(format!(
+            "{} ({}) must not be longer than {} ({})",
+            short.0,
+            humantime::format_duration(short.1),
+            long.0,
+            humantime::format_duration(long.1)
+        ));
+    }
+    Ok(())
 }
 
 /// A duration flag, at most [`MAX_DURATION`]: longer ones would overflow the deadlines they set.

@@ -153,6 +153,19 @@ impl Env {
             .unwrap();
     }
 
+    /// A workspace `dev` of `template` bound to the chat, whose first build stays pending: the
+    /// provisioner is stopped until the test starts it again.
+    async fn pending_build(&mut self, template: Uuid) -> (Uuid, chatstore::workspaces::Build) {
+        self.h.stop_provisioner().await;
+        let (workspace, build) = self.h.start_workspace_build(template, "dev").await;
+        self.h
+            .store
+            .bind_workspace(self.chat, workspace, build.id)
+            .await
+            .unwrap();
+        (workspace, build)
+    }
+
     /// This chat's workspace, created by the tool from the `plain` template.
     async fn with_workspace(&self) {
         let template = self.plain_template().await;
@@ -931,14 +944,7 @@ async fn execute_with_a_timeout_leaves_the_process_running_and_process_output_ge
 async fn create_workspace_waits_for_the_chats_build_in_progress() {
     let mut env = Env::new(Harness::start().await).await;
     let template = env.plain_template().await;
-    // The build stays pending until the provisioner comes back.
-    env.h.stop_provisioner().await;
-    let (workspace, build) = env.h.start_workspace_build(template, "dev").await;
-    env.h
-        .store
-        .bind_workspace(env.chat, workspace, build.id)
-        .await
-        .unwrap();
+    let (_, build) = env.pending_build(template).await;
     let ctx = env.ctx.clone();
     let args = json!({"template_id": template.to_string()}).to_string();
     let call = tokio::spawn(async move { CreateWorkspace.call(&ctx, &args).await });
@@ -963,13 +969,7 @@ async fn create_workspace_waits_for_the_chats_build_in_progress() {
 async fn start_and_stop_wait_for_a_build_in_progress_then_act_on_its_outcome() {
     let mut env = Env::new(Harness::start().await).await;
     let template = env.plain_template().await;
-    env.h.stop_provisioner().await;
-    let (workspace, build) = env.h.start_workspace_build(template, "dev").await;
-    env.h
-        .store
-        .bind_workspace(env.chat, workspace, build.id)
-        .await
-        .unwrap();
+    let (workspace, build) = env.pending_build(template).await;
     // start_workspace waits for the pending start build and reports it, without another.
     let ctx = env.ctx.clone();
     let start = tokio::spawn(async move { StartWorkspace.call(&ctx, "{}").await });
