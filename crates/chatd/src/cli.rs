@@ -610,6 +610,10 @@ pub struct EngineArgs {
     #[arg(long, env = "CHATD_CHAT_AGENT_SUFFIX", default_value = "-chat")]
     pub chat_agent_suffix: String,
 
+    /// Most messages that may wait in a chat's queue while it is busy.
+    #[arg(long, env = "CHATD_CHAT_MAX_QUEUE", default_value_t = chatstate::MAX_QUEUE)]
+    pub chat_max_queue: usize,
+
     /// Model calls one turn may make after the user's message before it ends.
     #[arg(long, env = "CHATD_MAX_STEPS_PER_TURN", default_value_t = 1200)]
     pub max_steps_per_turn: usize,
@@ -731,6 +735,9 @@ impl EngineArgs {
             .map_err(|e| format!("--stream-silence-timeout: {e}"))?;
         if self.max_steps_per_turn == 0 {
             return Err("--max-steps-per-turn must be at least 1".into());
+        }
+        if self.chat_max_queue == 0 {
+            return Err("--chat-max-queue must be at least 1".into());
         }
         for (flag, value) in [
             (

@@ -79,6 +79,7 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                 timing,
                 engine,
                 requires_action_timeout: args.engine.requires_action_timeout,
+                max_queue: args.engine.chat_max_queue,
                 models: args.model_seeding(),
                 metrics_listen: args.metrics_listen,
                 listen: args.listen,

@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// How long a client-executed tool call waits for its result (5 min).
     pub requires_action_timeout: Duration,
+    /// Most messages in a chat's queue (20).
+    pub max_queue: usize,
     /// Model configurations to seed at start (needs a database).
     pub models: crate::seed::ModelSeeding,
     /// Where to serve Prometheus metrics; `None` = nowhere.
@@ -402,6 +404,7 @@ fn store_config(config: &ServeConfig) -> StoreConfig {
     StoreConfig {
         lease_stale_after: config.timing.lease_stale_after,
         requires_action_timeout: config.requires_action_timeout,
+        max_queue: config.max_queue,
         ..StoreConfig::default()
     }
 }

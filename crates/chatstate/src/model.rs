@@ -89,6 +89,7 @@ impl ChatModel {
                 .iter()
                 .filter(|(_, dynamic)| *dynamic)
                 .count(),
+            max_queue: crate::MAX_QUEUE,
         }
     }
 

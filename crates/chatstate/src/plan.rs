@@ -4,11 +4,11 @@
 
 use crate::{BusyBehavior, CancelReason, ChatStatus, ExecState, Transition, TransitionError};
 
-/// The queue cap (config `chat.max_queue`).
+/// The default queue cap (config `chat.max_queue`).
 pub const MAX_QUEUE: usize = 20;
 
 /// What the store knows about a chat, read under the row lock, that the rules depend on.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatFacts {
     /// The status; `None` when the chat does not exist.
     pub status: Option<ChatStatus>,
@@ -20,6 +20,21 @@ pub struct ChatFacts {
     pub owned: bool,
     /// Client-executed tool calls in history without a result.
     pub pending_dynamic_calls: usize,
+    /// The queue cap in force (`chat.max_queue`, [`MAX_QUEUE`] by default).
+    pub max_queue: usize,
+}
+
+impl Default for ChatFacts {
+    fn default() -> Self {
+        Self {
+            status: None,
+            archived: false,
+            queue_len: 0,
+            owned: false,
+            pending_dynamic_calls: 0,
+            max_queue: MAX_QUEUE,
+        }
+    }
 }
 
 impl ChatFacts {
@@ -151,7 +166,8 @@ pub fn plan(facts: &ChatFacts, transition: Transition) -> Result<Plan, Transitio
         _ => {}
     }
 
-    let queue_full = || TransitionError::MessageQueueFull { max: MAX_QUEUE };
+    let max_queue = facts.max_queue;
+    let queue_full = || TransitionError::MessageQueueFull { max: max_queue };
     // The letter with a queue of `len` rows.
     let running = |len: usize| if len > 0 { R1 } else { R0 };
 
@@ -186,7 +202,7 @@ pub fn plan(facts: &ChatFacts, transition: Transition) -> Result<Plan, Transitio
             ],
         ),
         (E1, T::SendMessage(_)) => {
-            if q >= MAX_QUEUE {
+            if q >= max_queue {
                 return Err(queue_full());
             }
             (
@@ -200,7 +216,7 @@ pub fn plan(facts: &ChatFacts, transition: Transition) -> Result<Plan, Transitio
             )
         }
         (R0 | R1 | I0 | I1 | A0 | A1, T::SendMessage(busy)) => {
-            if q >= MAX_QUEUE {
+            if q >= max_queue {
                 return Err(queue_full());
             }
             match (from, busy) {

@@ -180,6 +180,8 @@ pub struct StoreConfig {
     pub requires_action_timeout: Duration,
     /// Largest message content, in bytes of JSON (1 MiB).
     pub max_message_bytes: usize,
+    /// `chat.max_queue`: most messages waiting in a chat's queue (20).
+    pub max_queue: usize,
 }
 
 impl Default for StoreConfig {
@@ -188,6 +190,7 @@ impl Default for StoreConfig {
             lease_stale_after: Duration::from_secs(30),
             requires_action_timeout: Duration::from_secs(5 * 60),
             max_message_bytes: 1024 * 1024,
+            max_queue: chatstate::MAX_QUEUE,
         }
     }
 }

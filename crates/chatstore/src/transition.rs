@@ -294,6 +294,7 @@ impl Rules<'_> {
             queue_len: usize::try_from(queue_len).unwrap_or(usize::MAX),
             owned: locked.worker_id.is_some(),
             pending_dynamic_calls: pending.len(),
+            max_queue: self.config.max_queue,
         };
         let planned = plan(&facts, transition).map_err(|err| match err {
             // A worker whose chat moved on exits quietly.

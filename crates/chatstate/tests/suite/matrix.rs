@@ -34,6 +34,7 @@ fn facts(state: ExecState, queue: usize) -> ChatFacts {
         queue_len: if state.has_queue() { queue } else { 0 },
         owned: true,
         pending_dynamic_calls: 1,
+        max_queue: chatstate::MAX_QUEUE,
     };
     assert_eq!(f.state(), state, "test facts must derive the state");
     f
@@ -355,7 +356,7 @@ fn owned_interrupting_chats_refuse_interrupt() {
 }
 
 #[test]
-fn the_queue_is_capped_at_20() {
+fn the_queue_is_capped_at_20_or_at_the_configured_cap() {
     for state in [E1, R1, I1, A1] {
         let full = facts(state, 20);
         assert_eq!(
@@ -364,6 +365,16 @@ fn the_queue_is_capped_at_20() {
             "{state}"
         );
         assert!(plan(&facts(state, 19), QUEUE).is_ok(), "{state}");
+        let small = |queue| ChatFacts {
+            max_queue: 2,
+            ..facts(state, queue)
+        };
+        assert_eq!(
+            plan(&small(2), QUEUE),
+            Err(TransitionError::MessageQueueFull { max: 2 }),
+            "{state}"
+        );
+        assert!(plan(&small(1), QUEUE).is_ok(), "{state}");
     }
 }
 

@@ -105,6 +105,30 @@ pub async fn the_queue_holds_twenty_messages_in_order<B: Backend>(b: B) {
     assert_eq!(queue.len(), 20);
     assert_eq!(queue[0].content, vec![MessagePart::text("q0")]);
 
+    // A deployment's own cap.
+    let small = b.store_with(StoreConfig {
+        max_queue: 2,
+        ..StoreConfig::default()
+    });
+    let other = created(&small, new_chat(&s, false)).await;
+    for i in 0..2 {
+        small
+            .apply(other, send(s.user, &format!("q{i}")), None)
+            .await
+            .unwrap();
+    }
+    let err = small
+        .apply(other, send(s.user, "over the cap"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Transition(TransitionError::MessageQueueFull { max: 2 })
+        ),
+        "{err}"
+    );
+
     // Promote the last to the head; delete the first.
     let last = queue[19].id;
     store
