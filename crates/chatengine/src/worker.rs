@@ -253,17 +253,34 @@ async fn ownership_hints(shared: Arc<Shared>, root: CancelToken, wake: Arc<Notif
     }
 }
 
+/// A period that starts one period from now and ends when the worker shuts down.
+struct Ticker<'a> {
+    interval: tokio::time::Interval,
+    root: &'a CancelToken,
+}
+
+impl<'a> Ticker<'a> {
+    async fn new(period: Duration, root: &'a CancelToken) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.tick().await;
+        Self { interval, root }
+    }
+
+    /// Waits for the next tick; false once the worker shuts down.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.root.cancelled() => false,
+            _ = self.interval.tick() => true,
+        }
+    }
+}
+
 /// Renews the leases of live runners; runners whose lease was not renewed are stopped
 /// (spec/engine.md §9.3). A failed tick renews nothing and stops nothing.
 async fn heartbeat_loop(shared: Arc<Shared>, root: CancelToken) {
-    let mut ticker = tokio::time::interval(shared.config.heartbeat_interval);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            biased;
-            _ = root.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+    let mut ticker = Ticker::new(shared.config.heartbeat_interval, &root).await;
+    while ticker.next().await {
         let pairs: Vec<(Uuid, Uuid)> = {
             let map = shared.runners.map.lock().unwrap_or_else(|p| p.into_inner());
             map.iter().map(|(chat, r)| (*chat, r.runner_id)).collect()
@@ -334,14 +351,8 @@ async fn cleanup_loop(shared: Arc<Shared>, root: CancelToken) {
 
 /// Re-reads every owned chat and forwards it to its runner (a safety net for lost hints).
 async fn sync_loop(shared: Arc<Shared>, root: CancelToken) {
-    let mut ticker = tokio::time::interval(shared.config.runner_sync_interval);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            biased;
-            _ = root.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+    let mut ticker = Ticker::new(shared.config.runner_sync_interval, &root).await;
+    while ticker.next().await {
         let chats: Vec<Uuid> = {
             let map = shared.runners.map.lock().unwrap_or_else(|p| p.into_inner());
             map.keys().copied().collect()

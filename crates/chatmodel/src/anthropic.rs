@@ -83,14 +83,7 @@ pub fn request_body(req: &ModelRequest) -> Value {
             .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.input_schema}))
             .collect();
     }
-    if let Some(temperature) = req.temperature {
-        body["temperature"] = json!(temperature);
-    }
-    if let Some(Value::Object(options)) = &req.provider_options {
-        for (key, value) in options {
-            body[key] = value.clone();
-        }
-    }
+    req.apply_sampling_and_options(&mut body);
     body
 }
 

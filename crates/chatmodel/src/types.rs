@@ -25,6 +25,21 @@ pub struct ModelRequest {
     pub cache_prompt: bool,
 }
 
+impl ModelRequest {
+    /// Sets the fields every provider's body spells the same way: `temperature`, then the
+    /// provider options, which win over anything already in `body`.
+    pub(crate) fn apply_sampling_and_options(&self, body: &mut Value) {
+        if let Some(temperature) = self.temperature {
+            body["temperature"] = Value::from(temperature);
+        }
+        if let Some(Value::Object(options)) = &self.provider_options {
+            for (key, value) in options {
+                body[key] = value.clone();
+            }
+        }
+    }
+}
+
 /// One message of the conversation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelMessage {

@@ -32,34 +32,31 @@ pub use prost_types;
 #[cfg(feature = "grpc")]
 pub use tonic;
 
+/// A package's generated code, as module `v1` (the generated code is exempt from the docs lints).
+macro_rules! generated_package {
+    ($doc:literal, $file:literal) => {
+        #[doc = $doc]
+        #[allow(
+            missing_docs,
+            missing_debug_implementations,
+            unreachable_pub,
+            clippy::all,
+            clippy::pedantic
+        )]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/", $file));
+        }
+    };
+}
+
 /// The control plane's API, package `chatd.v1`.
 pub mod chatd {
-    /// Version 1 of the control plane's API.
-    #[allow(
-        missing_docs,
-        missing_debug_implementations,
-        unreachable_pub,
-        clippy::all,
-        clippy::pedantic
-    )]
-    pub mod v1 {
-        include!(concat!(env!("OUT_DIR"), "/chatd.v1.rs"));
-    }
+    generated_package!("Version 1 of the control plane's API.", "chatd.v1.rs");
 }
 
 /// The workspace agent's API, package `wsagent.v1`.
 pub mod wsagent {
-    /// Version 1 of the workspace agent's API.
-    #[allow(
-        missing_docs,
-        missing_debug_implementations,
-        unreachable_pub,
-        clippy::all,
-        clippy::pedantic
-    )]
-    pub mod v1 {
-        include!(concat!(env!("OUT_DIR"), "/wsagent.v1.rs"));
-    }
+    generated_package!("Version 1 of the workspace agent's API.", "wsagent.v1.rs");
 }
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every file in `proto/` and the

@@ -35,18 +35,10 @@ fn methods(set: &FileDescriptorSet, service: &str) -> BTreeSet<String> {
 #[test]
 fn every_service_is_in_the_descriptor_set() {
     let found = services(&embedded_set());
-    let expected: BTreeSet<String> = [
-        "chatd.v1.ChatService",
-        "chatd.v1.ChatPartsRelay",
-        "chatd.v1.TemplateService",
-        "chatd.v1.WorkspaceService",
-        "chatd.v1.AdminService",
-        "chatd.v1.AgentApiService",
-        "wsagent.v1.Agent",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
+    let expected: BTreeSet<String> = chatproto::SERVICE_NAMES
+        .iter()
+        .map(|name| (*name).to_owned())
+        .collect();
     assert_eq!(found, expected);
     let listed: BTreeSet<String> = chatproto::SERVICE_NAMES
         .iter()
