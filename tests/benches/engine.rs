@@ -14,11 +14,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a bench prints and panics
 
-use chatstore::testing::ModelFixtures as _;
 use std::collections::HashMap;
-use std::io::{BufRead as _, Write as _};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+mod support;
 
 use chatd_e2e::on_pool;
 use chatd_e2e::test_db::{TestBackend, TestDb};
@@ -27,105 +26,11 @@ use chatengine::parts::EpisodeKey;
 use chatengine::step::BufferedPart;
 use chatengine::{Engine, EngineConfig, EngineDeps};
 use chatstore::types::{MessagePart, NewChat};
-use chattest::emulator::{Emulator, MARK_CLOSE, MARK_OPEN, ScriptPart, Turn};
+use chattest::emulator::{MARK_CLOSE, MARK_OPEN};
+use support::{Clock, EmulatorProcess, Replies, parse_token, status_kib};
 
 const PARTS: usize = 500;
 const PACING: Duration = Duration::from_millis(20);
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Instants as nanoseconds since the Unix epoch, comparable across the two processes.
-struct Clock {
-    instant: Instant,
-    unix_ns: u128,
-}
-
-impl Clock {
-    fn new() -> Self {
-        Self {
-            instant: Instant::now(),
-            unix_ns: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos(),
-        }
-    }
-
-    fn unix_ns(&self, at: Instant) -> u128 {
-        self.unix_ns + at.saturating_duration_since(self.instant).as_nanos()
-    }
-}
-
-/// The emulator process: serves `chats` turns, prints its address, and once its stdin closes
-/// prints every marked frame as `unix_ns token`.
-fn emulator_process(chats: usize) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let clock = Clock::new();
-        let emulator = Emulator::start((0..chats).map(turn).collect())
-            .await
-            .unwrap();
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", emulator.base_url()).unwrap();
-        out.flush().unwrap();
-        tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()))
-            .await
-            .unwrap()
-            .unwrap();
-        for (at, token) in emulator.marks() {
-            writeln!(out, "{} {token}", clock.unix_ns(at)).unwrap();
-        }
-    });
-}
-
-/// A running emulator process.
-struct EmulatorProcess {
-    child: std::process::Child,
-    stdout: std::io::BufReader<std::process::ChildStdout>,
-    base_url: String,
-}
-
-impl EmulatorProcess {
-    fn start(chats: usize) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .env("CHATD_BENCH_EMULATOR", chats.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut base_url = String::new();
-        stdout.read_line(&mut base_url).unwrap();
-        Self {
-            child,
-            stdout,
-            base_url: base_url.trim().to_owned(),
-        }
-    }
-
-    /// Stops the process; its marked frames (unix_ns, token).
-    fn finish(mut self) -> Vec<(u128, String)> {
-        drop(self.child.stdin.take());
-        let marks = self
-            .stdout
-            .lines()
-            .map(|line| {
-                let line = line.unwrap();
-                let (at, token) = line.split_once(' ').unwrap();
-                (at.parse().unwrap(), token.to_owned())
-            })
-            .collect();
-        self.child.wait().unwrap();
-        marks
-    }
-}
 
 /// The most spans `[start, end]` that overlap at one instant.
 fn max_overlap(spans: impl Iterator<Item = (u128, u128)>) -> usize {
@@ -139,27 +44,6 @@ fn max_overlap(spans: impl Iterator<Item = (u128, u128)>) -> usize {
         most = most.max(open);
     }
     usize::try_from(most).unwrap_or(0)
-}
-
-/// `c00042p007` → reply 42, part 7.
-fn parse_token(token: &str) -> Option<(usize, usize)> {
-    let (k, i) = token.strip_prefix('c')?.split_once('p')?;
-    Some((k.parse().ok()?, i.parse().ok()?))
-}
-
-fn turn(k: usize) -> Turn {
-    let marker_len = format!("{MARK_OPEN}c{k:05}p{:03}{MARK_CLOSE}", 0)
-        .chars()
-        .count();
-    let text: String = (0..PARTS)
-        .map(|i| format!("{MARK_OPEN}c{k:05}p{i:03}{MARK_CLOSE}"))
-        .collect();
-    let mut turn = Turn::with(vec![ScriptPart::Text {
-        text,
-        chunk: marker_len,
-    }]);
-    turn.pacing = PACING;
-    turn
 }
 
 /// Chats in this status (the same statement on both backends).
@@ -177,20 +61,13 @@ async fn count(db: &TestDb, status: &str) -> usize {
 async fn round(chats: usize) {
     let h = TestDb::create().await;
     let (pubsub, listener) = h.pubsub().await;
-    let emulator = EmulatorProcess::start(chats);
+    let emulator = EmulatorProcess::start(Replies {
+        replies: chats,
+        parts: PARTS,
+        pacing: PACING,
+    });
     let clock = Clock::new();
-    let model = h
-        .store
-        .fixture_model(
-            h.organization,
-            "anthropic",
-            &emulator.base_url,
-            "bench",
-            200_000,
-            true,
-        )
-        .await
-        .unwrap();
+    let model = emulator.default_model(&h).await;
     let mut ids = Vec::with_capacity(chats);
     for i in 0..chats {
         let chat = h
@@ -246,12 +123,12 @@ async fn round(chats: usize) {
             (reply, seen)
         }));
     }
-    let baseline = rss_kib();
+    let baseline = status_kib(std::process::id(), "VmRSS");
     let started = Instant::now();
     // Sample RSS and the number of chats streaming at once until every turn has ended.
     let mut peak_rss = baseline;
     loop {
-        peak_rss = peak_rss.max(rss_kib());
+        peak_rss = peak_rss.max(status_kib(std::process::id(), "VmRSS"));
         if count(&h, "waiting").await == chats {
             break;
         }
@@ -270,7 +147,7 @@ async fn round(chats: usize) {
         }
     }
     engine.shutdown().await;
-    let marks = emulator.finish();
+    let marks = emulator.finish().marks;
     let errors = count(&h, "error").await;
 
     // When each reply streamed (first to last marked frame), from the emulator's side.
@@ -333,8 +210,8 @@ async fn round(chats: usize) {
 }
 
 fn main() {
-    if let Ok(chats) = std::env::var("CHATD_BENCH_EMULATOR") {
-        return emulator_process(chats.parse().unwrap());
+    if support::run_emulator_if_child() {
+        return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -202,12 +202,10 @@ impl TestDb {
         self.url.clone()
     }
 
-    /// `chatd serve` arguments for a daemon on this database that builds workspaces in the data
-    /// dir with `workers` embedded provisioner workers, listening on `listen` (a fixed address, so
-    /// a restarted daemon is where its agents report). Closes the test's handle like
-    /// [`TestDb::database_url`].
-    pub async fn serve_with_provisioner(&mut self, listen: &str, workers: u32) -> Vec<String> {
-        let wsagent = crate::workspace_binary("wsagent").unwrap();
+    /// `chatd serve` arguments for a daemon on this database and data dir, listening on
+    /// `listen` (without a provisioner: [`Daemon::start`](crate::Daemon::start) sets none).
+    /// Closes the test's handle like [`TestDb::database_url`].
+    pub async fn serve_args(&mut self, listen: &str) -> Vec<String> {
         let url = self.database_url().await;
         [
             "serve",
@@ -217,19 +215,33 @@ impl TestDb {
             &url,
             "--data-dir",
             &self.data_dir.0.display().to_string(),
-            "--agent-binary",
-            &wsagent.display().to_string(),
-            "--agent-heartbeat-interval",
-            "200ms",
-            "--workspace-uids",
-            &uid_range(&self.workspace_users),
-            "--provisioner-poll-interval",
-            "1s",
-            "--provisioner-workers",
-            &workers.to_string(),
         ]
         .map(str::to_owned)
         .to_vec()
+    }
+
+    /// [`TestDb::serve_args`] for a daemon that builds workspaces in the data dir with `workers`
+    /// embedded provisioner workers, listening on `listen` (a fixed address, so a restarted
+    /// daemon is where its agents report).
+    pub async fn serve_with_provisioner(&mut self, listen: &str, workers: u32) -> Vec<String> {
+        let wsagent = crate::workspace_binary("wsagent").unwrap();
+        let mut args = self.serve_args(listen).await;
+        args.extend(
+            [
+                "--agent-binary",
+                &wsagent.display().to_string(),
+                "--agent-heartbeat-interval",
+                "200ms",
+                "--workspace-uids",
+                &uid_range(&self.workspace_users),
+                "--provisioner-poll-interval",
+                "1s",
+                "--provisioner-workers",
+                &workers.to_string(),
+            ]
+            .map(str::to_owned),
+        );
+        args
     }
 
     /// Opens the database again after a daemon on it has stopped (an embedded file is free

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic where it fails
 
 mod admin_api;
+mod bench_support;
 mod chat_api;
 mod chatctl;
 mod config;

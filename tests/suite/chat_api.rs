@@ -22,20 +22,9 @@ pub(super) async fn daemon(h: &mut TestDb) -> Daemon {
 
 /// A daemon over the test's database (no provisioner) with extra flags.
 pub(super) async fn daemon_with(h: &mut TestDb, extra: &[&str]) -> Daemon {
-    let url = h.database_url().await;
-    let data_dir = h.data_dir.0.display().to_string();
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &url,
-        "--data-dir",
-        &data_dir,
-        "--provisioner-workers",
-        "0",
-    ];
-    args.extend_from_slice(extra);
+    let mut args = h.serve_args("127.0.0.1:0").await;
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Daemon::start(&args, &[]).await.unwrap()
 }
 

@@ -11,8 +11,8 @@ use chatstore::pubsub::Pubsub;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
@@ -132,6 +132,13 @@ const DATABASE_SERVED: &[&str] = &[
     "chatd.v1.TemplateService",
     "chatd.v1.WorkspaceService",
 ];
+
+/// The connections `listener` accepts, with TCP_NODELAY set on each: a stream's small frames
+/// (one delta, a status) leave at once instead of waiting out Nagle's algorithm for the ACK of
+/// the previous one. tonic's own `tcp_nodelay` setting applies only to listeners it binds.
+fn accepting(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
 
 /// The address agents on this machine use to reach a listener bound to `addr`.
 fn local_url(addr: SocketAddr) -> String {
@@ -344,7 +351,7 @@ pub async fn serve(
         .add_optional_service(workspaces)
         .add_optional_service(chats)
         .add_optional_service(relay)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(accepting(listener), async {
             // A dropped sender also means "stop".
             let _ = stop_rx.await;
         });
@@ -511,5 +518,21 @@ impl ShutdownSignals {
             _ = self.interrupt.recv() => info!("received SIGINT"),
             _ = self.terminate.recv() => info!("received SIGTERM"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_stream::StreamExt as _;
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_writes_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = accepting(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is set");
     }
 }

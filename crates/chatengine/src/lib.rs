@@ -68,7 +68,7 @@ pub use worker::Engine;
 pub struct EngineConfig {
     /// `worker.acquire_interval`: acquisition pass without a notification (30 s).
     pub acquire_interval: Duration,
-    /// `worker.acquire_batch`: chats acquired per query (10).
+    /// `worker.acquire_batch`: chats acquired per transaction (10).
     pub acquire_batch: i64,
     /// `worker.heartbeat_interval`: lease renewal (9 s).
     pub heartbeat_interval: Duration,

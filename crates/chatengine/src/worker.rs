@@ -186,54 +186,54 @@ async fn acquisition_loop(shared: Arc<Shared>, root: CancelToken, wake: Arc<Noti
     }
 }
 
-/// One pass (spec/engine.md §9.2): batches of candidates, each re-checked and acquired under
-/// its row lock, repeated while full batches bring new chats.
+/// One pass (spec/engine.md §9.2): batches of candidates acquired in one transaction each
+/// (re-checked under their row locks), repeated while full batches come back. Each chat's
+/// runner starts as soon as its batch commits, so a burst of new chats is neither acquired nor
+/// started one transaction after another.
 async fn acquisition_pass(shared: &Arc<Shared>, root: &CancelToken) {
     let store = &shared.deps.store;
     loop {
         if root.is_cancelled() {
             return;
         }
-        let candidates = match store
-            .acquisition_candidates(shared.config.acquire_batch)
+        let chats = match store
+            .acquire_batch(shared.worker_id, shared.config.acquire_batch)
             .await
         {
-            Ok(c) => c,
+            Ok(chats) => chats,
             Err(err) => {
-                tracing::warn!(error = %err, "acquisition query failed");
+                tracing::warn!(error = %err, "acquisition failed");
                 return;
             }
         };
-        let full =
-            i64::try_from(candidates.len()).unwrap_or(i64::MAX) >= shared.config.acquire_batch;
-        let mut acquired = 0;
-        for chat_id in candidates {
-            let runner_id = Uuid::new_v4();
-            match store.acquire(chat_id, shared.worker_id, runner_id).await {
-                Ok(Some(chat)) => {
-                    acquired += 1;
-                    let lag = (chrono::Utc::now() - chat.updated_at)
-                        .to_std()
-                        .unwrap_or_default();
-                    crate::metrics::acquired(lag);
-                    tracing::info!(%chat_id, %runner_id, status = %chat.status, "acquired chat");
-                    let handle = runner::spawn(shared.clone(), chat_id, runner_id, root);
-                    let _ = handle.events.send(ChatUpdate::from_chat(&chat));
-                    let old = {
-                        let mut map = shared.runners.map.lock().unwrap_or_else(|p| p.into_inner());
-                        map.insert(chat_id, handle)
-                    };
-                    if let Some(old) = old {
-                        old.token.cancel(CancelCause::TurnSuperseded);
-                    }
-                }
-                Ok(None) => {}
-                Err(err) => tracing::warn!(%chat_id, error = %err, "acquiring a chat failed"),
-            }
+        let full = i64::try_from(chats.len()).unwrap_or(i64::MAX) >= shared.config.acquire_batch;
+        for chat in chats {
+            start_runner(shared, root, &chat);
         }
-        if !full || acquired == 0 {
+        if !full {
             return;
         }
+    }
+}
+
+/// Starts the runner of a chat this worker has just acquired.
+fn start_runner(shared: &Arc<Shared>, root: &CancelToken, chat: &chatstore::types::Chat) {
+    let (chat_id, Some(runner_id)) = (chat.id, chat.runner_id) else {
+        return;
+    };
+    let lag = (chrono::Utc::now() - chat.updated_at)
+        .to_std()
+        .unwrap_or_default();
+    crate::metrics::acquired(lag);
+    tracing::info!(%chat_id, %runner_id, status = %chat.status, "acquired chat");
+    let handle = runner::spawn(shared.clone(), chat_id, runner_id, root);
+    let _ = handle.events.send(ChatUpdate::from_chat(chat));
+    let old = {
+        let mut map = shared.runners.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(chat_id, handle)
+    };
+    if let Some(old) = old {
+        old.token.cancel(CancelCause::TurnSuperseded);
     }
 }
 

@@ -100,6 +100,9 @@ impl ModelClient {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.timeouts.connect)
             .pool_idle_timeout(Duration::from_secs(90))
+            // Requests leave at once (reqwest's default, stated because the first token depends
+            // on it).
+            .tcp_nodelay(true)
             // reqwest retries protocol NACKs (e.g. REFUSED_STREAM) by default; chatretry is
             // the one retry owner (spec/chatretry.md §11.6), so the client never retries.
             .retry(reqwest::retry::never())

@@ -1,5 +1,6 @@
 //! Store benchmark, both backends in one run: transition throughput at concurrency 1 and 8,
-//! one acquisition pass over 1,000 runnable chats, and notification latency (from the start of
+//! an acquisition pass over 1,000 runnable chats (one transaction per chat, then one per
+//! batch of 10), and notification latency (from the start of
 //! the transition to the subscriber, and from `apply` returning to the subscriber). It prints
 //! each figure as it is measured, then a table with a column per backend.
 //!
@@ -158,7 +159,16 @@ async fn throughput(env: &Env, concurrency: usize, turns_each: usize) -> f64 {
     rate
 }
 
-async fn acquisition_pass(env: &Env, chats: usize) -> Duration {
+/// How an acquisition pass takes its chats.
+#[derive(Debug, Clone, Copy)]
+enum Acquisition {
+    /// Candidates in batches of 10, then each chat in its own transaction.
+    OneByOne,
+    /// Batches of 10, each acquired in one transaction.
+    Batched,
+}
+
+async fn acquisition_pass(env: &Env, chats: usize, how: Acquisition) -> Duration {
     for _ in 0..chats {
         env.store.create_chat(env.new_chat()).await.unwrap();
     }
@@ -166,25 +176,25 @@ async fn acquisition_pass(env: &Env, chats: usize) -> Duration {
     let started = Instant::now();
     let mut acquired = 0;
     loop {
-        let batch = env.store.acquisition_candidates(10).await.unwrap();
-        if batch.is_empty() {
-            break;
-        }
-        for chat in batch {
-            if env
-                .store
-                .acquire(chat, worker, Uuid::new_v4())
-                .await
-                .unwrap()
-                .is_some()
-            {
-                acquired += 1;
+        let before = acquired;
+        match how {
+            Acquisition::OneByOne => {
+                for chat in env.store.acquisition_candidates(10).await.unwrap() {
+                    let taken = env.store.acquire(chat, worker, Uuid::new_v4()).await;
+                    acquired += usize::from(taken.unwrap().is_some());
+                }
             }
+            Acquisition::Batched => {
+                acquired += env.store.acquire_batch(worker, 10).await.unwrap().len();
+            }
+        }
+        if acquired == before {
+            break;
         }
     }
     let elapsed = started.elapsed();
     println!(
-        "acquisition pass over {chats} runnable chats: {acquired} acquired in {:.3} s",
+        "acquisition pass ({how:?}) over {chats} runnable chats: {acquired} acquired in {:.3} s",
         elapsed.as_secs_f64()
     );
     elapsed
@@ -268,7 +278,8 @@ async fn notification_latency(env: &Env, samples: usize) -> Latency {
 struct Figures {
     serial: f64,
     concurrent: f64,
-    acquisition: Duration,
+    one_by_one: Duration,
+    batched: Duration,
     latency: Latency,
 }
 
@@ -278,7 +289,8 @@ async fn measure(name: &str, database: &OpenDatabase) -> Figures {
     let figures = Figures {
         serial: throughput(&env, 1, 100).await,
         concurrent: throughput(&env, 8, 100).await,
-        acquisition: acquisition_pass(&env, 1000).await,
+        one_by_one: acquisition_pass(&env, 1000, Acquisition::OneByOne).await,
+        batched: acquisition_pass(&env, 1000, Acquisition::Batched).await,
         latency: notification_latency(&env, 500).await,
     };
     if let Some(listener) = listener {
@@ -323,9 +335,14 @@ fn main() {
             pg.concurrent, lite.concurrent
         );
         println!(
-            "| acquisition pass, 1,000 chats | {:.3} s | {:.3} s |",
-            pg.acquisition.as_secs_f64(),
-            lite.acquisition.as_secs_f64()
+            "| acquisition pass, 1,000 chats, one by one | {:.3} s | {:.3} s |",
+            pg.one_by_one.as_secs_f64(),
+            lite.one_by_one.as_secs_f64()
+        );
+        println!(
+            "| acquisition pass, 1,000 chats, in batches | {:.3} s | {:.3} s |",
+            pg.batched.as_secs_f64(),
+            lite.batched.as_secs_f64()
         );
         let rows = [
             "notification from transition start, p50",

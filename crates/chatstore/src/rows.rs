@@ -234,7 +234,27 @@ macro_rules! tool_execution_columns {
     };
 }
 
-pub(crate) use {chat_columns, message_columns, queued_columns, tool_execution_columns};
+/// Chats a worker may acquire, most urgent first, at most `$1`; `live_lease!` is the
+/// backend's lease condition (the lease age bound at `$2`).
+macro_rules! candidates {
+    () => {
+        concat!(
+            "SELECT c.id FROM chats c
+              WHERE NOT c.archived
+                AND c.status IN ('interrupting', 'requires_action', 'running')
+                AND NOT (",
+            live_lease!(),
+            ")
+              ORDER BY CASE c.status WHEN 'interrupting' THEN 0 WHEN 'requires_action' THEN 1 ELSE 2 END,
+                       c.updated_at, c.id
+              LIMIT $1"
+        )
+    };
+}
+
+pub(crate) use {
+    candidates, chat_columns, message_columns, queued_columns, tool_execution_columns,
+};
 
 pub(crate) fn invalid_name(e: crate::UnknownName) -> StoreError {
     StoreError::InvalidInput(e.to_string())

@@ -269,6 +269,8 @@ pub struct RecordedRequest {
     pub body: Value,
     /// `HTTP/1.1` or `HTTP/2`.
     pub version: &'static str,
+    /// When its body had been read.
+    pub received_at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -278,6 +280,11 @@ impl RecordedRequest {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The text of the last user message (either wire format); `None` when there is none.
+    pub fn last_user_text(&self) -> Option<String> {
+        last_user_text(&self.body)
     }
 }
 
@@ -345,6 +352,9 @@ impl Emulator {
         let accept_shared = Arc::clone(&shared);
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
+                // Frames go out as written, as a provider's would: no Nagle delay on paced
+                // deltas.
+                let _ = socket.set_nodelay(true);
                 tokio::spawn(serve_connection(socket, Arc::clone(&accept_shared)));
             }
         });
@@ -719,6 +729,7 @@ async fn serve_http1(socket: &mut TcpStream, shared: &Shared) -> std::io::Result
         headers,
         body: body.clone(),
         version: "HTTP/1.1",
+        received_at: std::time::Instant::now(),
     });
 
     let (wire, turn) = match plan_reply(shared, &path, &body) {
@@ -844,6 +855,7 @@ async fn serve_h2_stream(
         headers,
         body: body.clone(),
         version: "HTTP/2",
+        received_at: std::time::Instant::now(),
     });
 
     let (wire, turn) = match plan_reply(shared, &path, &body) {

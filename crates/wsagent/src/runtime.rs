@@ -355,8 +355,8 @@ async fn serve(
                 .await
                 .map_err(bind_error)?;
             let local = listener.local_addr().map_err(bind_error)?;
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped));
+            let task =
+                tokio::spawn(router.serve_with_incoming_shutdown(accepting(listener), stopped));
             Ok((format!("http://{local}"), task))
         }
         Listen::Unix(path) => {
@@ -369,6 +369,13 @@ async fn serve(
             Ok((format!("unix:{}", path.display()), task))
         }
     }
+}
+
+/// The connections `listener` accepts, with TCP_NODELAY set on each: small frames (a process's
+/// output, a file's result) leave at once instead of waiting out Nagle's algorithm. tonic sets
+/// it only on listeners it binds itself.
+fn accepting(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn set_lifecycle(service: &AgentService, reporter: Option<&Reporter>, state: Lifecycle) {
@@ -562,5 +569,18 @@ async fn ship_logs(reporter: Option<Reporter>, mut lines: mpsc::Receiver<LogLine
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn the_agent_listener_sets_tcp_nodelay_on_what_it_accepts() {
+        use tokio_stream::StreamExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let accepted = super::accepting(listener).next().await;
+        assert!(matches!(accepted, Some(Ok(s)) if s.nodelay().unwrap()));
+        drop(client);
     }
 }

@@ -1324,6 +1324,39 @@ async fn a_turn_its_steps_its_model_calls_and_its_tool_calls_have_spans_with_out
 }
 
 #[tokio::test]
+async fn a_burst_of_chats_acquired_in_batches_by_two_replicas_runs_each_turn_once() {
+    const CHATS: usize = 40;
+    let run = Run::new(
+        Harness::bare().await,
+        (0..CHATS).map(|_| reply("once")).collect(),
+    )
+    .await;
+    let mut chats = Vec::with_capacity(CHATS);
+    for i in 0..CHATS {
+        chats.push(run.chat(&format!("chat {i}")).await);
+    }
+    // Both replicas see the whole burst at start-up and acquire it in batches of 10.
+    let concurrent = EngineConfig {
+        acquire_batch: 10,
+        ..config()
+    };
+    let a = run.engine_with(concurrent.clone()).await;
+    let b = run.engine_with(concurrent).await;
+    for &chat in &chats {
+        let done = run.settled(chat).await;
+        assert_eq!(done.status, ChatStatus::Waiting, "{done:?}");
+        assert_eq!(done.last_error, None);
+        let history = run.history(chat).await;
+        assert_eq!(roles(&history), [Role::User, Role::Assistant], "{chat}");
+    }
+    // One model call per chat: no chat was run by both replicas.
+    assert_eq!(run.emulator.requests().len(), CHATS);
+    a.shutdown().await;
+    b.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
 async fn a_stale_owner_is_fenced_out_after_a_takeover_and_leaves_no_trace() {
     let run = Run::new(
         Harness::bare().await,

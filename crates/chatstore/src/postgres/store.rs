@@ -16,7 +16,7 @@ use crate::pubsub::{
     AGENT_CHANNEL, ChatUpdate, JOB_CHANNEL, Notification, OWNERSHIP_CHANNEL, UPDATE_CHANNEL,
 };
 use crate::rows::{
-    ChatRow, MessageRow, QueuedRow, ToolExecutionRow, chat_columns, message_columns,
+    ChatRow, MessageRow, QueuedRow, ToolExecutionRow, candidates, chat_columns, message_columns,
     queued_columns, tool_execution_columns,
 };
 use crate::sql::{is_foreign_key_violation, like_escape};
@@ -562,23 +562,11 @@ impl Store for PgStore {
     }
 
     async fn acquisition_candidates(&self, limit: i64) -> Result<Vec<Uuid>, StoreError> {
-        Ok(sqlx::query_scalar(
-concat!(
-            "SELECT c.id FROM chats c
-              WHERE NOT c.archived
-                AND c.status IN ('interrupting', 'requires_action', 'running')
-                AND NOT (",
-            live_lease!(),
-            ")
-              ORDER BY CASE c.status WHEN 'interrupting' THEN 0 WHEN 'requires_action' THEN 1 ELSE 2 END,
-                       c.updated_at, c.id
-              LIMIT $1"
-        ),
-        )
-        .bind(limit)
-        .bind(self.stale_secs())
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(candidates!())
+            .bind(limit)
+            .bind(self.stale_secs())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn acquire(
@@ -597,6 +585,78 @@ concat!(
             tx.commit().await?;
         }
         Ok(acquired)
+    }
+
+    async fn acquire_batch(&self, worker_id: Uuid, limit: i64) -> Result<Vec<Chat>, StoreError> {
+        let stale = self.stale_secs();
+        let mut tx = self.pool.begin().await?;
+        // Lock the candidates that no other acquirer holds; a chat another replica is acquiring
+        // is skipped, not waited for.
+        let locked: Vec<Uuid> =
+            sqlx::query_scalar(concat!(candidates!(), " FOR UPDATE OF c SKIP LOCKED"))
+                .bind(limit)
+                .bind(stale)
+                .fetch_all(&mut *tx)
+                .await?;
+        if locked.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A separate statement after the lock, so a lease committed by a competing acquirer
+        // before the lock was taken is seen (the locking statement's snapshot may predate it).
+        let acquirable: Vec<Uuid> = sqlx::query_scalar(concat!(
+            "SELECT c.id FROM chats c, unnest($1::uuid[]) WITH ORDINALITY AS l(id, ord)
+              WHERE c.id = l.id AND NOT c.archived
+                AND c.status IN ('interrupting', 'requires_action', 'running')
+                AND NOT (",
+            live_lease!(),
+            ")
+              ORDER BY l.ord"
+        ))
+        .bind(&locked)
+        .bind(stale)
+        .fetch_all(&mut *tx)
+        .await?;
+        let runners: Vec<Uuid> = acquirable.iter().map(|_| Uuid::new_v4()).collect();
+        let rows: Vec<ChatRow> = sqlx::query_as(concat!(
+            "UPDATE chats SET snapshot_version = snapshot_version + 1, worker_id = $3,
+                              runner_id = r.new_runner
+               FROM unnest($1::uuid[], $2::uuid[]) AS r(chat_id, new_runner)
+              WHERE chats.id = r.chat_id
+             RETURNING ",
+            chat_columns!()
+        ))
+        .bind(&acquirable)
+        .bind(&runners)
+        .bind(worker_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO chat_heartbeats (chat_id, runner_id, heartbeat_at)
+             SELECT chat_id, runner_id, now() FROM unnest($1::uuid[], $2::uuid[]) AS r(chat_id, runner_id)
+             ON CONFLICT (chat_id, runner_id) DO UPDATE SET heartbeat_at = now()",
+        )
+        .bind(&acquirable)
+        .bind(&runners)
+        .execute(&mut *tx)
+        .await?;
+        let mut chats: Vec<Chat> = rows
+            .into_iter()
+            .map(ChatRow::decode)
+            .collect::<Result<_, _>>()?;
+        // Candidate order (RETURNING has none).
+        chats.sort_by_key(|c| acquirable.iter().position(|id| *id == c.id));
+        // Each chat's update; none needs an ownership hint, every one has a live lease now.
+        let (channels, payloads): (Vec<&str>, Vec<String>) = chats
+            .iter()
+            .filter_map(|c| channel_payload(&Notification::ChatUpdate(ChatUpdate::from_chat(c))))
+            .unzip();
+        sqlx::query("SELECT pg_notify(n.channel, n.payload) FROM unnest($1::text[], $2::text[]) AS n(channel, payload)")
+            .bind(&channels)
+            .bind(&payloads)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(chats)
     }
 
     async fn heartbeat(

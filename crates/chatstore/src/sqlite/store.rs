@@ -14,7 +14,7 @@ use super::{SqliteStore, ago, later, stored_time};
 use crate::StoreError;
 use crate::pubsub::{ChatUpdate, Notification};
 use crate::rows::{
-    ChatRow, MessageRow, QueuedRow, ToolExecutionRow, chat_columns, message_columns,
+    ChatRow, MessageRow, QueuedRow, ToolExecutionRow, candidates, chat_columns, message_columns,
     queued_columns, tool_execution_columns,
 };
 use crate::sql::{is_foreign_key_violation, like_escape};
@@ -591,21 +591,11 @@ impl Store for SqliteStore {
     }
 
     async fn acquisition_candidates(&self, limit: i64) -> Result<Vec<Uuid>, StoreError> {
-        Ok(sqlx::query_scalar(concat!(
-            "SELECT c.id FROM chats c
-              WHERE NOT c.archived
-                AND c.status IN ('interrupting', 'requires_action', 'running')
-                AND NOT (",
-            live_lease!(),
-            ")
-              ORDER BY CASE c.status WHEN 'interrupting' THEN 0 WHEN 'requires_action' THEN 1 ELSE 2 END,
-                       c.updated_at, c.id
-              LIMIT $1"
-        ))
-        .bind(limit)
-        .bind(ago(self.config.lease_stale_after))
-        .fetch_all(self.db.reader())
-        .await?)
+        Ok(sqlx::query_scalar(candidates!())
+            .bind(limit)
+            .bind(ago(self.config.lease_stale_after))
+            .fetch_all(self.db.reader())
+            .await?)
     }
 
     async fn acquire(
@@ -624,6 +614,30 @@ impl Store for SqliteStore {
             self.commit(tx).await?;
         }
         Ok(acquired)
+    }
+
+    async fn acquire_batch(&self, worker_id: Uuid, limit: i64) -> Result<Vec<Chat>, StoreError> {
+        // Writes run one at a time, so the candidates read inside this write transaction stay
+        // acquirable until it commits: every one is acquired through the same checks as one
+        // acquisition, in one commit.
+        let mut tx = self.begin().await?;
+        let candidates: Vec<Uuid> = sqlx::query_scalar(candidates!())
+            .bind(limit)
+            .bind(ago(self.config.lease_stale_after))
+            .fetch_all(&mut *tx.tx)
+            .await?;
+        let mut chats = Vec::with_capacity(candidates.len());
+        for chat_id in candidates {
+            if let Some(chat) = self
+                .rules()
+                .acquire(&mut tx, chat_id, worker_id, Uuid::new_v4())
+                .await?
+            {
+                chats.push(chat);
+            }
+        }
+        self.commit(tx).await?;
+        Ok(chats)
     }
 
     async fn heartbeat(

@@ -69,6 +69,8 @@ contract_tests! {
     {
         ownership: [
             eight_workers_racing_over_fifty_chats_own_each_exactly_once,
+            workers_acquiring_in_batches_and_one_by_one_own_each_chat_exactly_once,
+            a_batch_takes_the_oldest_candidates_first_and_no_more_than_asked,
             a_stale_runners_commit_is_rejected_after_a_takeover,
             the_generation_fence_rejects_an_older_attempt,
             a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one,

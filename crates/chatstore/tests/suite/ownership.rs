@@ -67,6 +67,102 @@ pub async fn eight_workers_racing_over_fifty_chats_own_each_exactly_once<B: Back
     b.finish().await;
 }
 
+/// Acquires in batches of 4 until a batch comes back empty; the chats with their runners.
+async fn acquire_all_in_batches<S: Store>(store: &S, worker: Uuid) -> Vec<(Uuid, Uuid)> {
+    let mut owned = Vec::new();
+    loop {
+        let batch = store.acquire_batch(worker, 4).await.unwrap();
+        if batch.is_empty() {
+            return owned;
+        }
+        for chat in batch {
+            assert_eq!(chat.worker_id, Some(worker));
+            owned.push((chat.id, chat.runner_id.expect("a runner")));
+        }
+    }
+}
+
+pub async fn workers_acquiring_in_batches_and_one_by_one_own_each_chat_exactly_once<B: Backend>(
+    b: B,
+) {
+    let s = b.fixture();
+    let store = Arc::new(b.store().clone());
+    for _ in 0..60 {
+        store.create_chat(s.new_chat()).await.unwrap();
+    }
+    // Replicas of two kinds race: batch acquirers and single acquirers.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let worker = Uuid::new_v4();
+            let owned = if i % 2 == 0 {
+                acquire_all_in_batches(store.as_ref(), worker).await
+            } else {
+                let chats = acquire_all(store.as_ref(), worker).await;
+                let mut owned = Vec::new();
+                for chat in chats {
+                    owned.push((chat, store.chat(chat).await.unwrap().runner_id.unwrap()));
+                }
+                owned
+            };
+            (worker, owned)
+        }));
+    }
+    let mut owners: HashMap<Uuid, Uuid> = HashMap::new();
+    for task in tasks {
+        let (worker, owned) = task.await.unwrap();
+        for (chat, runner) in owned {
+            assert!(
+                owners.insert(chat, worker).is_none(),
+                "chat {chat} acquired twice"
+            );
+            // Each owner holds a live lease it can renew.
+            assert_eq!(
+                store.heartbeat(worker, &[(chat, runner)]).await.unwrap(),
+                [(chat, runner)]
+            );
+        }
+    }
+    assert_eq!(owners.len(), 60);
+    assert!(
+        store
+            .acquire_batch(Uuid::new_v4(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(store);
+    b.finish().await;
+}
+
+pub async fn a_batch_takes_the_oldest_candidates_first_and_no_more_than_asked<B: Backend>(b: B) {
+    let s = b.fixture();
+    let store = b.store();
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        created.push(store.create_chat(s.new_chat()).await.unwrap().chat);
+    }
+    let worker = Uuid::new_v4();
+    let first = store.acquire_batch(worker, 2).await.unwrap();
+    let ids: Vec<Uuid> = first.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [created[0].id, created[1].id]);
+    for (acquired, before) in first.iter().zip(&created) {
+        // One transition each: the snapshot moved by one, nothing else but the owner changed.
+        assert_eq!(acquired.snapshot_version, before.snapshot_version + 1);
+        assert_eq!(acquired.history_version, before.history_version);
+        assert_eq!(acquired.status, before.status);
+        assert_eq!(store.chat(acquired.id).await.unwrap(), *acquired);
+    }
+    let rest = store.acquire_batch(worker, 2).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [created[2].id]
+    );
+    assert!(store.acquire_batch(worker, 2).await.unwrap().is_empty());
+    b.finish().await;
+}
+
 pub async fn a_stale_runners_commit_is_rejected_after_a_takeover<B: Backend>(b: B) {
     let s = b.fixture();
     let store = b.store().clone();
