@@ -55,6 +55,8 @@ const CLIENT_PATIENCE: Duration = Duration::from_secs(120);
 struct Seen {
     /// Its chat's number (the text it sent).
     k: usize,
+    /// Its chat's id (through chatd).
+    chat_id: String,
     /// When it sent the request that starts the reply.
     sent: u128,
     /// When the first delta arrived.
@@ -182,6 +184,7 @@ async fn client(
             ))
             .await?
             .into_inner();
+        seen.chat_id.clone_from(&chat.id);
         let mut stream = chats
             .stream_chat(authorized(
                 pb::StreamChatRequest {
@@ -230,6 +233,8 @@ struct Through {
     chatd_cpu: f64,
     database_cpu: Option<f64>,
     peak_rss_kib: u64,
+    /// chatd's log, when `CHATD_BENCH_LOG` asked for it.
+    log: Option<String>,
 }
 
 async fn through_chatd(chats: usize) -> Through {
@@ -315,9 +320,7 @@ async fn through_chatd(chats: usize) -> Through {
     let database_cpu = postgres.then(|| cpu_seconds_of("postgres") - database_before);
     let peak_rss_kib = status_kib(daemon.pid(), "VmHWM");
     drop(connections);
-    if log_filter.is_some() {
-        println!("{}", daemon.log());
-    }
+    let log = log_filter.is_some().then(|| daemon.log());
     daemon
         .stop(Signal::SIGTERM, Duration::from_secs(30))
         .await
@@ -330,7 +333,50 @@ async fn through_chatd(chats: usize) -> Through {
         chatd_cpu,
         database_cpu,
         peak_rss_kib,
+        log,
     }
+}
+
+/// From chatd's log (at `info`): when each chat was created and acquired, by chat id, in ns
+/// since the epoch.
+fn logged_times(log: &str, what: &str) -> HashMap<String, u128> {
+    log.lines()
+        .filter_map(|line| {
+            let (at, rest) = line.split_once(' ')?;
+            let id = rest.split_once(what)?.1.split_once("chat_id=")?.1;
+            let id = id.split_whitespace().next()?.to_owned();
+            let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
+            Some((id, u128::try_from(at.timestamp_nanos_opt()?).ok()?))
+        })
+        .collect()
+}
+
+/// Where creation → provider request went, per stage (p50 / p99), from chatd's log.
+fn print_stages(through: &Through, requested: &HashMap<String, u128>) {
+    let Some(log) = &through.log else {
+        return;
+    };
+    let created = logged_times(log, "chat created");
+    let acquired = logged_times(log, "acquired chat");
+    let (mut to_created, mut to_acquired, mut to_request) = (Vec::new(), Vec::new(), Vec::new());
+    for s in &through.seen {
+        let (Some(&c), Some(&a), Some(&r)) = (
+            created.get(&s.chat_id),
+            acquired.get(&s.chat_id),
+            requested.get(&format!("c{}", s.k)),
+        ) else {
+            continue;
+        };
+        to_created.push(nanos(c.saturating_sub(s.sent)));
+        to_acquired.push(nanos(a.saturating_sub(c)));
+        to_request.push(nanos(r.saturating_sub(a)));
+    }
+    println!(
+        "  stages, p50 / p99 ms: sent -> created {} | created -> acquired {} | acquired -> provider request {}",
+        p50_p99(&mut to_created),
+        p50_p99(&mut to_acquired),
+        p50_p99(&mut to_request)
+    );
 }
 
 fn ttfts(seen: &[Seen]) -> Vec<Duration> {
@@ -398,6 +444,13 @@ async fn round(chats: usize) {
             .map_or("in chatd".to_owned(), |cpu| format!("{:.3}", per_kilo(cpu))),
         through.peak_rss_kib as f64 / 1024.0,
     );
+    let requested: HashMap<String, u128> = through
+        .report
+        .requests
+        .iter()
+        .map(|(at, text)| (text.clone(), *at))
+        .collect();
+    print_stages(&through, &requested);
     for s in through
         .seen
         .iter()

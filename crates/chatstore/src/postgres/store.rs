@@ -33,18 +33,20 @@ const TRANSACTION_ATTEMPTS: usize = 3;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// Connections of their own for the lease renewals of chats and replicas, so a flood of
-    /// other queries (many open streams) cannot hold them up until leases go stale.
+    /// Connections of their own for the leases: renewals of chats and replicas, and batch
+    /// acquisitions, so a flood of other queries (many open streams, a burst of new turns)
+    /// cannot hold them up until leases go stale or new chats wait to be picked up.
     lease_pool: PgPool,
     config: StoreConfig,
 }
 
-/// Connections reserved for lease renewals.
+/// Connections reserved for leases: one for renewals, one for a worker's acquisitions (which
+/// run one batch at a time).
 const LEASE_CONNECTIONS: u32 = 2;
 
 impl PgStore {
-    /// A store on `pool` (migrated), with two connections of its own for lease renewals, to
-    /// the same database (opened on first use).
+    /// A store on `pool` (migrated), with two connections of its own for leases, to the same
+    /// database (opened on first use).
     pub fn new(pool: PgPool, config: StoreConfig) -> Self {
         let lease_pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(LEASE_CONNECTIONS)
@@ -62,7 +64,7 @@ impl PgStore {
         &self.pool
     }
 
-    /// The pool of lease renewals.
+    /// The pool of leases.
     pub(super) fn lease_pool(&self) -> &PgPool {
         &self.lease_pool
     }
@@ -589,7 +591,7 @@ impl Store for PgStore {
 
     async fn acquire_batch(&self, worker_id: Uuid, limit: i64) -> Result<Vec<Chat>, StoreError> {
         let stale = self.stale_secs();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.lease_pool.begin().await?;
         // Lock the candidates that no other acquirer holds; a chat another replica is acquiring
         // is skipped, not waited for.
         let locked: Vec<Uuid> =
