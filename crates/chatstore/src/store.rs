@@ -249,8 +249,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Acquires up to `limit` candidates at once, in candidate order, each with a new runner
     /// id (the returned chat's `runner_id`) and a fresh lease, in one transaction that takes
-    /// only chats no other acquirer holds at that moment; the same checks as [`acquire`]
-    /// (`Self::acquire`) apply to each. An empty result means nothing was acquirable.
+    /// only chats no other acquirer holds at that moment; the same checks as
+    /// [`acquire`](Self::acquire) apply to each. An empty result means nothing was acquirable.
     async fn acquire_batch(&self, worker_id: Uuid, limit: i64) -> Result<Vec<Chat>, StoreError>;
 
     /// Renews the leases of this worker's runners that are still current and fresh; returns the
