@@ -191,3 +191,75 @@ async fn a_busy_port_is_a_clear_error() {
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains(&format!("cannot listen on {addr}")), "{log}");
 }
+
+#[tokio::test]
+async fn a_wildcard_listen_without_an_advertise_address_refuses_to_start_before_writing() {
+    let data_dir = chatd_e2e::workspaces::tempdir::Dir::create();
+    let chatd = workspace_binary("chatd").unwrap();
+    let output = tokio::process::Command::new(chatd)
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env("CHATD_DATA_DIR", &data_dir.0)
+        .env_remove("CHATD_ADVERTISE_ADDRESS")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("0.0.0.0:0, every interface"), "{log}");
+    assert!(log.contains("set --advertise-address"), "{log}");
+    // Refused before the embedded database was created.
+    assert!(!data_dir.0.join("chatd.db").exists(), "{log}");
+}
+
+#[tokio::test]
+async fn a_replica_on_every_interface_registers_its_advertised_address_for_the_relay() {
+    use chatd_e2e::test_db::{TestDb, skip_on_sqlite};
+    if skip_on_sqlite("relay addresses are for replicas on one PostgreSQL database") {
+        return;
+    }
+    let mut h = TestDb::create().await;
+    let pool = h.postgres().unwrap().pool.clone();
+    let mut args = h.serve_args("0.0.0.0:0").await;
+    args.extend(["--advertise-address".to_owned(), "127.0.0.1".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let daemon = Daemon::start(&args, &[]).await.unwrap();
+    let port = daemon.addr().rsplit_once(':').unwrap().1.to_owned();
+    let registered: String =
+        chatd_e2e::workspaces::eventually("the replica's registration", || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar("SELECT relay_address FROM chatd_workers")
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+    // The listener's port on the advertised host, and reachable there.
+    assert_eq!(registered, format!("http://127.0.0.1:{port}"));
+    let mut health = HealthClient::new(
+        Channel::from_shared(registered)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status(), ServingStatus::Serving);
+    assert!(
+        daemon.log().contains("advertised=http://127.0.0.1:"),
+        "{}",
+        daemon.log()
+    );
+    daemon
+        .stop(Signal::SIGTERM, Duration::from_secs(20))
+        .await
+        .unwrap();
+    h.finish().await;
+}

@@ -114,7 +114,8 @@ pub struct ProvisionerArgs {
     pub agent_binary: Option<PathBuf>,
 
     /// The URL agents report to (chatd's gRPC address, e.g. `http://127.0.0.1:7420`).
-    /// Default for `serve`: its own listener. Required for `provisioner`.
+    /// Default for `serve`: its advertised address (`--advertise-address`). Required for
+    /// `provisioner`.
     #[arg(long, env = "CHATD_CONTROL_PLANE_URL")]
     pub control_plane_url: Option<String>,
 
@@ -249,6 +250,13 @@ pub struct ServeArgs {
     /// Port 0 picks a free port; the chosen address is logged as `addr=`.
     #[arg(long, env = "CHATD_LISTEN", default_value = "127.0.0.1:7420")]
     pub listen: SocketAddr,
+
+    /// The address other replicas use for the live-part relay and workspace agents use to
+    /// report (unless `--control-plane-url` is given): `HOST`, `HOST:PORT`, `IP`, `IP:PORT` or an
+    /// `http(s)://` URL; without a port, the listener's. Default: the listen address. Required
+    /// when listening on every interface (`0.0.0.0`, `[::]`); on Kubernetes, the pod IP.
+    #[arg(long, env = "CHATD_ADVERTISE_ADDRESS", value_name = "ADDR")]
+    pub advertise_address: Option<String>,
 
     /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g. `127.0.0.1:9464`; port 0
     /// picks a free port (logged as `metrics_at=`). Off when not given.

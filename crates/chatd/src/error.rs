@@ -13,6 +13,9 @@ pub enum ChatdError {
         #[source]
         source: io::Error,
     },
+    /// The address other replicas and agents use for this one is missing or unusable.
+    #[error(transparent)]
+    Advertise(#[from] crate::AdvertiseError),
     /// The reflection service could not be built from the embedded descriptors.
     #[error("cannot build the gRPC reflection service")]
     Reflection(#[source] tonic_reflection::server::Error),

@@ -17,6 +17,7 @@
 //! crate may depend on it.
 
 mod admin;
+mod advertise;
 pub mod agentapi;
 mod auth;
 pub mod build_workers;
@@ -37,6 +38,7 @@ pub mod templates;
 mod watch;
 mod workspaces;
 
+pub use advertise::AdvertiseError;
 pub use error::ChatdError;
 pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, Timing, serve};
 

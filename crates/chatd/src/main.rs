@@ -83,6 +83,7 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                 models: args.model_seeding(),
                 metrics_listen: args.metrics_listen,
                 listen: args.listen,
+                advertise_address: args.advertise_address.clone(),
                 shutdown_grace: args.shutdown_grace,
                 database: Some(DatabaseConfig {
                     url: chatd::cli::database_url_or_default(

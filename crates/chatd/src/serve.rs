@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::ChatdError;
 use crate::admin::Admin;
+use crate::advertise::advertised_url;
 use crate::agentapi::AgentApi;
 use crate::chats::Chats;
 use crate::closing::Closer;
@@ -33,6 +34,9 @@ use chatengine::{Engine, EngineConfig};
 pub struct ServeConfig {
     /// Address of the gRPC listener; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// What other replicas and agents dial to reach this one (see [`crate::AdvertiseError`]);
+    /// `None` = the listen address, which must then be a specific one.
+    pub advertise_address: Option<String>,
     /// How long in-flight calls may take to finish after shutdown is requested.
     pub shutdown_grace: Duration,
     /// The database, when configured. The agent API, template pushes and the provisioner
@@ -140,19 +144,6 @@ fn accepting(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// The address agents on this machine use to reach a listener bound to `addr`.
-fn local_url(addr: SocketAddr) -> String {
-    let ip = if addr.ip().is_unspecified() {
-        match addr {
-            SocketAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
-            SocketAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-        }
-    } else {
-        addr.ip()
-    };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
-}
-
 /// Serves until `shutdown` resolves, then stops accepting, marks health NOT_SERVING, and waits
 /// up to the grace period for in-flight calls before returning.
 ///
@@ -162,6 +153,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ChatdError> {
     config.models.check()?;
+    // Before anything is opened: a wildcard bind without an advertise address cannot work.
+    advertised_url(config.advertise_address.as_deref(), config.listen)?;
     // The database comes first: the daemon reports SERVING only once its schema is current.
     let database = match &config.database {
         Some(db) => {
@@ -197,6 +190,7 @@ pub async fn serve(
         addr: config.listen,
         source,
     })?;
+    let advertised = advertised_url(config.advertise_address.as_deref(), addr)?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -250,7 +244,7 @@ pub async fn serve(
             let url = settings
                 .control_plane_url
                 .clone()
-                .unwrap_or_else(|| local_url(addr));
+                .unwrap_or_else(|| advertised.clone());
             Some(crate::build_workers::start(settings, store.clone(), pubsub.clone(), url).await?)
         }
         _ => None,
@@ -266,7 +260,7 @@ pub async fn serve(
     let mut workspaces = None;
     if let (Some(store), Some(pubsub)) = (&store, pubsub) {
         let engine_config = EngineConfig {
-            relay_address: local_url(addr),
+            relay_address: advertised.clone(),
             shutdown_grace: config.shutdown_grace,
             acquire_interval: config.timing.acquire_interval,
             heartbeat_interval: config.timing.heartbeat_interval,
@@ -356,7 +350,7 @@ pub async fn serve(
             let _ = stop_rx.await;
         });
     tokio::pin!(server);
-    info!(%addr, "listening");
+    info!(%addr, %advertised, "listening");
 
     tokio::select! {
         result = &mut server => return result.map_err(ChatdError::Serve),
