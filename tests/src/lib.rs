@@ -8,6 +8,7 @@
 //! in-process test's code logged.
 
 pub mod logs;
+pub mod netns;
 pub mod test_db;
 pub mod workspaces;
 
@@ -162,10 +163,29 @@ impl Daemon {
     /// Starts `chatd <args>` with extra environment variables and waits until it logs the
     /// address it listens on.
     pub async fn start(args: &[&str], env: &[(&str, &str)]) -> Result<Self, E2eError> {
+        Self::start_in(None, args, env).await
+    }
+
+    /// Like [`Daemon::start`], in the network namespace `netns` when given (a host of a
+    /// [`netns::Lab`]).
+    pub async fn start_in(
+        netns: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, E2eError> {
         const STARTUP: Duration = Duration::from_secs(30);
         let binary = workspace_binary("chatd")?;
         let data_dir = workspaces::tempdir::Dir::create();
-        let mut cmd = Command::new(binary);
+        // `ip netns exec` enters the namespace and then executes the daemon in its own place,
+        // so the child's pid is the daemon's.
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(binary);
+                cmd
+            }
+            None => Command::new(binary),
+        };
         cmd.args(args)
             .env("CHATD_LOG", "info")
             // A data dir of its own (removed with the daemon), so nothing lands in the user's.

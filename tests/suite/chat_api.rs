@@ -42,6 +42,19 @@ impl Client {
         }
     }
 
+    /// A client of the daemon at `url` (e.g. one in another network namespace).
+    pub(super) async fn at(url: &str, token: &str) -> Self {
+        let channel = Channel::from_shared(url.to_owned())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        Self {
+            inner: ChatServiceClient::new(channel),
+            token: token.to_owned(),
+        }
+    }
+
     pub(super) fn req<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         let value = MetadataValue::try_from(format!("Bearer {}", self.token)).unwrap();

@@ -2,7 +2,7 @@
 //! chat as a client sees them, resuming with `after_id`, and the part relay
 //! between two replicas on one database, including a replica killed mid-turn.
 
-use chatstore::testing::Fixtures as _;
+use chatstore::testing::{Fixtures as _, ModelFixtures as _};
 use std::time::Duration;
 
 use chatd_e2e::Daemon;
@@ -303,6 +303,131 @@ async fn a_client_on_another_replica_sees_the_reply_and_the_takeover_after_a_cra
     assert_ne!(after.worker_id, Some(runner));
     assert_eq!(emulator.requests().len(), 2, "{}", b.log());
     h.finish().await;
+}
+
+#[tokio::test]
+async fn replicas_on_separate_hosts_relay_live_parts_and_take_over_after_a_crash() {
+    use chatd_e2e::netns::Lab;
+    use chattest::proxy::Proxy;
+    if skip_on_sqlite("two replicas share one database") {
+        return;
+    }
+    let lab = match Lab::create(2) {
+        Ok(lab) => lab,
+        Err(why) => {
+            eprintln!("skipped: cannot make network namespaces here ({why})");
+            return;
+        }
+    };
+    let mut h = TestDb::create().await;
+    let (first, _) = slow_reply(200, Duration::from_millis(50));
+    let emulator = Emulator::start(vec![first, reply("Recovered on the other host.")])
+        .await
+        .unwrap();
+    // The database and the provider listen on this machine's loopback; the hosts reach them
+    // through proxies on the segment's gateway address.
+    let gateway = lab.gateway();
+    let provider = Proxy::start_on((gateway, 0).into(), emulator.addr())
+        .await
+        .unwrap();
+    h.store
+        .fixture_model(
+            h.organization,
+            "anthropic",
+            &format!("http://{}", provider.addr()),
+            "claude-test",
+            200_000,
+            true,
+        )
+        .await
+        .unwrap();
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
+    let postgres = Proxy::start_on((gateway, 0).into(), "127.0.0.1:5432".parse().unwrap())
+        .await
+        .unwrap();
+    let url = h
+        .database_url()
+        .await
+        .replacen("127.0.0.1:5432", &postgres.addr().to_string(), 1);
+    let start = |host: usize, listen: String, advertise: Option<String>| {
+        let (url, data_dir, ns) = (
+            url.clone(),
+            h.data_dir.0.display().to_string(),
+            lab.host(host),
+        );
+        async move {
+            let mut args = vec![
+                "serve".to_owned(),
+                "--listen".to_owned(),
+                listen,
+                "--database-url".to_owned(),
+                url,
+                "--data-dir".to_owned(),
+                data_dir,
+            ];
+            args.extend(FAST.iter().map(|a| (*a).to_owned()));
+            if let Some(advertise) = advertise {
+                args.extend(["--advertise-address".to_owned(), advertise]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Daemon::start_in(Some(&ns), &args, &[]).await.unwrap()
+        }
+    };
+    let (a_addr, b_addr) = (lab.host_addr(0), lab.host_addr(1));
+    // Host A listens on every interface and advertises its address; host B listens on its one.
+    let a = start(0, "0.0.0.0:7420".into(), Some(a_addr.to_string())).await;
+    let mut through_a = Client::at(&format!("http://{a_addr}:7420"), &key.token).await;
+    let chat = through_a.create("run on host A").await.unwrap();
+    let runner = owner(&h, &chat.id).await;
+    let b = start(1, format!("{b_addr}:7420"), None).await;
+    let pool = h.postgres().unwrap().pool.clone();
+    let relays: Vec<String> = eventually("both replicas registered", || {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT relay_address FROM chatd_workers ORDER BY relay_address",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            (rows.len() == 2).then_some(rows)
+        }
+    })
+    .await;
+    assert_eq!(
+        relays,
+        [
+            format!("http://{a_addr}:7420"),
+            format!("http://{b_addr}:7420")
+        ]
+    );
+
+    // A client of host B follows the chat host A runs: B relays A's live parts.
+    let mut through_b = Client::at(&format!("http://{b_addr}:7420"), &key.token).await;
+    let mut stream = through_b.stream(&chat.id, None).await.unwrap();
+    let mut view = View::default();
+    view.follow(&mut stream, "live parts relayed from host A", |v| {
+        v.parts_seen >= 5
+    })
+    .await;
+    assert!(view.preview.starts_with("w00 w01 "), "{:?}", view.preview);
+    let chat_id = uuid::Uuid::parse_str(&chat.id).unwrap();
+    assert_eq!(h.store.chat(chat_id).await.unwrap().worker_id, Some(runner));
+
+    // Host A dies mid-turn; host B takes the chat over and its client sees the turn end.
+    a.stop(Signal::SIGKILL, Duration::from_secs(10))
+        .await
+        .unwrap();
+    view.follow(&mut stream, "the turn to finish on host B", |v| {
+        v.status == Some(pb::ChatStatus::Waiting) && v.assistant_texts().len() == 1
+    })
+    .await;
+    assert_eq!(view.assistant_texts(), ["Recovered on the other host."]);
+    assert_ne!(h.store.chat(chat_id).await.unwrap().worker_id, Some(runner));
+    assert_eq!(emulator.requests().len(), 2, "{}", b.log());
+    drop(b);
+    h.finish().await;
+    drop(lab);
 }
 
 /// Reads watch events until `done` holds for the ones gathered so far.

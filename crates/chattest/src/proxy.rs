@@ -37,7 +37,13 @@ impl Proxy {
     /// Listens on a free loopback port and forwards every connection to `upstream`, passing
     /// bytes through unchanged until told otherwise.
     pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), upstream).await
+    }
+
+    /// Like [`start`](Self::start), listening on `listen`: an address of this machine, such as
+    /// the host end of a virtual link a test made to reach its own network namespaces.
+    pub async fn start_on(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let reply_delay = Arc::new(watch::Sender::new(Duration::ZERO));
         let task = tokio::spawn(accept(listener, upstream, reply_delay.clone()));
