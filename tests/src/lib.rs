@@ -291,10 +291,18 @@ fn snapshot(log: &Mutex<String>) -> String {
     log.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// Finds `addr=<ip:port>` in a log line of the `listening` event.
+/// The address in the log line of the `listening` event: `addr=<ip:port>` in a text line, the
+/// `addr` field in a JSON line (`--log-format json`).
 fn listen_addr(line: &str) -> Option<String> {
     if !line.contains("listening") {
         return None;
+    }
+    if line.starts_with('{') {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        if event.get("message")?.as_str()? != "listening" {
+            return None;
+        }
+        return Some(event.get("addr")?.as_str()?.to_owned());
     }
     let start = line.find("addr=")? + "addr=".len();
     let addr: String = line[start..]
@@ -313,5 +321,7 @@ mod tests {
         let line = "2026-11-21T10:00:00.000Z  INFO chatd::serve: listening addr=127.0.0.1:41234";
         assert_eq!(listen_addr(line).as_deref(), Some("127.0.0.1:41234"));
         assert_eq!(listen_addr("INFO chatd: shutting down addr=x"), None);
+        let json = r#"{"timestamp":"2026-12-06T10:00:00Z","level":"INFO","message":"listening","addr":"127.0.0.1:41234","target":"chatd::serve"}"#;
+        assert_eq!(listen_addr(json).as_deref(), Some("127.0.0.1:41234"));
     }
 }

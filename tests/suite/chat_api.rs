@@ -29,6 +29,7 @@ pub(super) async fn daemon_with(h: &mut TestDb, extra: &[&str]) -> Daemon {
 }
 
 /// A chat client sending `token`.
+#[derive(Clone)]
 pub(super) struct Client {
     pub(super) inner: ChatServiceClient<Channel>,
     token: String,
@@ -577,4 +578,62 @@ async fn the_first_start_creates_an_admin_and_an_environment_key_gives_it_a_mode
     .unwrap());
     assert_eq!(stored, ["env:ANTHROPIC_API_KEY"]);
     db.finish().await;
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_a_turns_lines_name_its_chat() {
+    use chattest::emulator::{FaultKind, FaultPoint};
+    let mut h = TestDb::create().await;
+    // One overloaded answer first, so the turn logs its failed call inside its spans.
+    let overloaded = reply("never sent").fault(
+        FaultPoint::BeforeHeaders,
+        FaultKind::Status {
+            status: 529,
+            headers: vec![("retry-after".into(), "0".into())],
+            body: r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#.into(),
+        },
+    );
+    let emulator = Emulator::start(vec![overloaded, reply("Logged.")])
+        .await
+        .unwrap();
+    model(&h, &emulator).await;
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
+    let daemon = daemon_with(&mut h, &["--log-format", "json"]).await;
+    let mut client = Client::new(&daemon, &key.token).await;
+    let chat = client.create("log me").await.unwrap();
+    eventually("the turn to end", || {
+        let mut client = client.clone();
+        let id = chat.id.clone();
+        async move {
+            let chat = client.get(&id).await.unwrap();
+            (chat.status() == pb::ChatStatus::Waiting).then_some(())
+        }
+    })
+    .await;
+    let log = daemon.log();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    for event in &events {
+        for field in ["timestamp", "level", "target"] {
+            assert!(event[field].is_string(), "no {field}: {event}");
+        }
+    }
+    let failed = events
+        .iter()
+        .find(|e| e["message"] == "model call failed")
+        .unwrap_or_else(|| panic!("no failed call in {log}"));
+    // The event's own fields, and the turn's span with the chat id.
+    assert_eq!(failed["status_code"], 529, "{failed}");
+    let spans = failed["spans"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{failed}"));
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["name"] == "chat_turn" && s["chat_id"] == chat.id.as_str()),
+        "{failed}"
+    );
+    h.finish().await;
 }

@@ -10,6 +10,15 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::seed::{ModelSeed, ModelSeeding, SeedProvider};
 
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// chatd: a self-hosted control plane for AI coding agents.
 #[derive(Debug, Parser)]
 #[command(name = "chatd", version, about, long_about = None)]
@@ -18,6 +27,11 @@ pub struct Cli {
     /// `chatd=debug,tower=warn`).
     #[arg(long, env = "CHATD_LOG", default_value = "info", global = true)]
     pub log_filter: String,
+
+    /// How log lines are written: `text` for people, `json` (one object per line, with the
+    /// fields of the event and of the spans it is in, such as `chat_id`) for log collectors.
+    #[arg(long, env = "CHATD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
 
     /// A TOML file of settings. Its keys are the long flags of the subcommand without the
     /// dashes (`listen = "127.0.0.1:7420"`, `database-url = "postgres://…"`, `no-migrate =

@@ -3,7 +3,7 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use chatd::cli::Command;
+use chatd::cli::{Command, LogFormat};
 use chatd::{DatabaseConfig, ServeConfig, ShutdownSignals};
 use tracing::error;
 use tracing_subscriber::EnvFilter;
@@ -24,11 +24,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The event's fields at the top level, and every span it is in (a turn's `chat_id`).
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
     harden();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
