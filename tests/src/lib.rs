@@ -9,6 +9,7 @@
 
 pub mod logs;
 pub mod netns;
+pub mod private_pg;
 pub mod test_db;
 pub mod workspaces;
 
@@ -148,6 +149,24 @@ pub fn workspace_binary(name: &'static str) -> Result<PathBuf, E2eError> {
     let path = profile_dir.join(name);
     built.push((name, path.clone()));
     Ok(path)
+}
+
+/// Runs a helper program (`ip`, `initdb`, …) to completion; `Err` names it (`what`) and says
+/// what it printed.
+pub(crate) fn run_command(command: &mut std::process::Command, what: &str) -> Result<(), String> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout).trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
 }
 
 /// A running `chatd` child process. Killed (SIGKILL) on drop if still running.

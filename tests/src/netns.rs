@@ -13,7 +13,7 @@
 //! can skip with that reason.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// A segment with `hosts` namespaces on it. Dropped: every namespace and link is deleted.
 #[derive(Debug)]
@@ -24,20 +24,10 @@ pub struct Lab {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `ip` (iproute2): {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    crate::run_command(
+        Command::new("ip").args(args),
+        &format!("`ip {}`", args.join(" ")),
+    )
 }
 
 impl Lab {

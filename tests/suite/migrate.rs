@@ -1,6 +1,6 @@
 //! `chatd migrate` against a real, fresh PostgreSQL database.
 
-use chatd_e2e::workspace_binary;
+use chatd_e2e::{Daemon, workspace_binary};
 use chatstore::testing::TestDatabase;
 
 /// A fresh database with an empty schema: `TestDatabase` migrates through the library, and
@@ -192,4 +192,80 @@ async fn serve_applies_migrations_at_start_unless_told_not_to() {
         .unwrap();
     assert!(status.success());
     db.drop_database().await.unwrap();
+}
+
+/// `chatd migrate` against `url`: whether it succeeded, and its log.
+async fn migrate_at(url: &str) -> (bool, String) {
+    let output = tokio::process::Command::new(workspace_binary("chatd").unwrap())
+        .args(["migrate", "--database-connect-timeout", "5s"])
+        .env("CHATD_DATABASE_URL", url)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_postgresql_that_requires_tls_is_reached_with_sslmode_in_the_url() {
+    use chatd_e2e::private_pg::{PrivatePostgres, TestCerts};
+    if chatd_e2e::test_db::skip_on_sqlite("it starts a PostgreSQL server of its own") {
+        return;
+    }
+    let certs = TestCerts::generate();
+    let pg = match PrivatePostgres::start(Some(&certs)) {
+        Ok(pg) => pg,
+        Err(why) => {
+            eprintln!("skipped: cannot start a private PostgreSQL ({why})");
+            return;
+        }
+    };
+    let ca = pg.file("ca.pem");
+    std::fs::write(&ca, &certs.ca_pem).unwrap();
+    let other_ca = pg.file("other-ca.pem");
+    std::fs::write(&other_ca, TestCerts::generate().ca_pem).unwrap();
+
+    // The server turns plain connections away.
+    let (ok, log) = migrate_at(&pg.url("sslmode=disable")).await;
+    assert!(!ok, "{log}");
+    assert!(log.contains("no encryption"), "{log}");
+    // TLS, checking the server's certificate against the CA and its name.
+    let verified = pg.url(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    let (ok, log) = migrate_at(&verified).await;
+    assert!(ok, "{log}\n{}", pg.log());
+    assert!(log.contains("database is up to date"), "{log}");
+    // TLS without checking the certificate.
+    let (ok, log) = migrate_at(&pg.url("sslmode=require")).await;
+    assert!(ok, "{log}");
+    // A certificate from another CA is refused under verify-full.
+    let (ok, log) = migrate_at(&pg.url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        other_ca.display()
+    )))
+    .await;
+    assert!(!ok, "{log}");
+    assert!(log.to_lowercase().contains("certificate"), "{log}");
+
+    // The daemon serves on it.
+    let daemon = Daemon::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &verified,
+        ],
+        &[],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
+    daemon
+        .stop(
+            nix::sys::signal::Signal::SIGTERM,
+            std::time::Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
 }

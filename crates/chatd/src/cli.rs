@@ -285,7 +285,9 @@ pub struct ServeArgs {
     /// The database. Default: the embedded file `<data-dir>/chatd.db`, created and migrated on
     /// first start; one daemon owns it (a second one on the same file refuses to start).
     /// `sqlite://PATH` names another file; several replicas need PostgreSQL:
-    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (migrated at start unless `--no-migrate`).
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (migrated at start unless `--no-migrate`); add
+    /// `?sslmode=require` for TLS, or `?sslmode=verify-full&sslrootcert=/path/ca.pem` to check
+    /// the server's certificate.
     #[arg(long, env = "CHATD_DATABASE_URL")]
     pub database_url: Option<String>,
 
