@@ -1258,7 +1258,8 @@ async fn a_tool_outside_the_turns_set_and_an_unknown_tool_get_their_error_texts(
 
 #[tokio::test]
 async fn a_turn_its_steps_its_model_calls_and_its_tool_calls_have_spans_with_outcomes() {
-    // The test's runtime has one thread: the engine's spans are logged on it.
+    // The test's runtime has one thread: the engine's spans are logged on it, or on the embedded
+    // store's connection threads, where a span closes when the store drops it last.
     let captured = chatd_e2e::logs::Capture::start();
     let run = Run::new(
         Harness::bare().await,
