@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use chatd_e2e::on_pool;
-use chatd_e2e::test_db::{TestBackend, TestDb};
+use chatd_e2e::test_db::TestDb;
 use chatd_e2e::workspaces::percentile;
 use chatengine::parts::EpisodeKey;
 use chatengine::step::BufferedPart;
@@ -213,17 +213,10 @@ fn main() {
     if support::run_emulator_if_child() {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    support::block_on(async {
         println!(
             "engine under load on {}: {PARTS} text deltas per reply, {} ms apart",
-            match TestBackend::from_env() {
-                TestBackend::Sqlite => "SQLite (embedded file)",
-                TestBackend::Postgres => "PostgreSQL",
-            },
+            support::backend_name(),
             PACING.as_millis()
         );
         for chats in [100, 1000] {

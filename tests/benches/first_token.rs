@@ -475,17 +475,10 @@ fn main() {
                 .expect("CHATD_BENCH_CHATS: numbers, comma-separated")
         })
         .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    support::block_on(async {
         println!(
             "first token through chatd on {}: {PARTS} text deltas per reply, {} ms apart; times in ms",
-            match TestBackend::from_env() {
-                TestBackend::Sqlite => "SQLite (embedded file)",
-                TestBackend::Postgres => "PostgreSQL",
-            },
+            support::backend_name(),
             PACING.as_millis()
         );
         println!(

@@ -22,6 +22,18 @@ pub(crate) async fn channel(daemon: &Daemon) -> Channel {
         .unwrap_or_else(|e| panic!("connect to {}: {e}\n{}", daemon.addr(), daemon.log()))
 }
 
+/// The overall health the daemon behind `channel` reports.
+async fn health(channel: Channel) -> ServingStatus {
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
 pub(crate) async fn reflected_services(channel: Channel) -> Vec<String> {
     let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
@@ -50,14 +62,7 @@ async fn serve_answers_health_and_reflection_and_exits_cleanly_on_sigterm() {
         .unwrap();
     let channel = channel(&daemon).await;
 
-    let health = HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(health.status(), ServingStatus::Serving);
+    assert_eq!(health(channel.clone()).await, ServingStatus::Serving);
 
     let services = reflected_services(channel).await;
     assert!(
@@ -237,21 +242,12 @@ async fn a_replica_on_every_interface_registers_its_advertised_address_for_the_r
         .await;
     // The listener's port on the advertised host, and reachable there.
     assert_eq!(registered, format!("http://127.0.0.1:{port}"));
-    let mut health = HealthClient::new(
-        Channel::from_shared(registered)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    let status = health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
+    let reached = Channel::from_shared(registered)
         .unwrap()
-        .into_inner();
-    assert_eq!(status.status(), ServingStatus::Serving);
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(health(reached).await, ServingStatus::Serving);
     assert!(
         daemon.log().contains("advertised=http://127.0.0.1:"),
         "{}",

@@ -241,6 +241,23 @@ impl EmulatorProcess {
     }
 }
 
+/// Runs a bench's async body on a multi-threaded runtime.
+pub(crate) fn block_on(body: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(body);
+}
+
+/// The backend `CHATD_TEST_BACKEND` picks, as the figures name it.
+pub(crate) fn backend_name() -> &'static str {
+    match chatd_e2e::test_db::TestBackend::from_env() {
+        chatd_e2e::test_db::TestBackend::Sqlite => "SQLite (embedded file)",
+        chatd_e2e::test_db::TestBackend::Postgres => "PostgreSQL",
+    }
+}
+
 /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`); 0 when unreadable.
 pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
