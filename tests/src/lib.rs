@@ -169,6 +169,16 @@ pub(crate) fn run_command(command: &mut std::process::Command, what: &str) -> Re
     }
 }
 
+/// A channel to a daemon at `url`: TLS for `https://`, checked against `tls` (the system's
+/// roots when `None`). `Err` says why the connection failed, with its causes.
+pub async fn connect(
+    url: &str,
+    tls: Option<&chattls::ClientTls>,
+) -> Result<tonic::transport::Channel, String> {
+    let endpoint = chattls::endpoint(url, tls).map_err(|e| e.to_string())?;
+    endpoint.connect().await.map_err(|e| chatd::error_chain(&e))
+}
+
 /// A running `chatd` child process. Killed (SIGKILL) on drop if still running.
 #[derive(Debug)]
 pub struct Daemon {
@@ -282,6 +292,13 @@ impl Daemon {
         format!("http://{}", self.addr)
     }
 
+    /// The `addr` of the first event logged with `message` (e.g. `serving the relay`).
+    pub fn logged_addr(&self, message: &str) -> Option<String> {
+        self.log()
+            .lines()
+            .find_map(|line| logged_addr(line, message))
+    }
+
     /// Everything the daemon has logged so far.
     pub fn log(&self) -> String {
         snapshot(&self.log)
@@ -313,15 +330,20 @@ fn snapshot(log: &Mutex<String>) -> String {
 /// The address in the log line of the `listening` event: `addr=<ip:port>` in a text line, the
 /// `addr` field in a JSON line (`--log-format json`).
 fn listen_addr(line: &str) -> Option<String> {
-    if !line.contains("listening") {
-        return None;
-    }
+    logged_addr(line, "listening")
+}
+
+/// The `addr` of the event whose message is `message`, in a text or a JSON line.
+fn logged_addr(line: &str, message: &str) -> Option<String> {
     if line.starts_with('{') {
         let event: serde_json::Value = serde_json::from_str(line).ok()?;
-        if event.get("message")?.as_str()? != "listening" {
+        if event.get("message")?.as_str()? != message {
             return None;
         }
         return Some(event.get("addr")?.as_str()?.to_owned());
+    }
+    if !line.contains(&format!(": {message} ")) {
+        return None;
     }
     let start = line.find("addr=")? + "addr=".len();
     let addr: String = line[start..]

@@ -10,43 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub use chattest::certs::TestCerts;
+
 use crate::run_command as run;
-
-/// Certificates made at test time: a CA and a server certificate it signed for `127.0.0.1`
-/// and `localhost`, as PEM.
-#[derive(Debug, Clone)]
-pub struct TestCerts {
-    /// The CA's certificate (what a client trusts).
-    pub ca_pem: String,
-    /// The server's certificate.
-    pub cert_pem: String,
-    /// The server's private key.
-    pub key_pem: String,
-}
-
-impl TestCerts {
-    /// A fresh CA and server certificate.
-    #[allow(clippy::expect_used)] // test support: certificates that cannot be made fail the test
-    pub fn generate() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-        let ca_key = KeyPair::generate().expect("a CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key).expect("a CA certificate");
-        let issuer = Issuer::new(ca_params, ca_key);
-        let key = KeyPair::generate().expect("a server key");
-        let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("server parameters");
-        let cert = params
-            .signed_by(&key, &issuer)
-            .expect("a server certificate");
-        Self {
-            ca_pem: ca_cert.pem(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
-    }
-}
 
 /// A running private server.
 #[derive(Debug)]

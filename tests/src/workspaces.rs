@@ -369,6 +369,7 @@ impl Harness {
             address,
             &self.secret(workspace).await,
             Duration::from_secs(5),
+            None,
         )
         .await
         .unwrap();
@@ -520,9 +521,16 @@ pub async fn push_example(url: &str, organization: Uuid, token: &str) -> Uuid {
 /// Waits, through the TemplateService at `url`, until the import job of a template version has
 /// succeeded (a failed one fails the test with its error).
 pub async fn wait_for_import(url: &str, token: &str, version_id: &str) {
-    let client = pb::template_service_client::TemplateServiceClient::connect(url.to_owned())
-        .await
-        .unwrap();
+    wait_for_import_over(crate::connect(url, None).await.unwrap(), token, version_id).await;
+}
+
+/// [`wait_for_import`] through `channel`.
+pub async fn wait_for_import_over(
+    channel: tonic::transport::Channel,
+    token: &str,
+    version_id: &str,
+) {
+    let client = pb::template_service_client::TemplateServiceClient::new(channel);
     let import = eventually("the template's import job", || {
         let mut client = client.clone();
         let request = pb::GetTemplateVersionRequest {

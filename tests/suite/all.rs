@@ -13,4 +13,5 @@ mod python_client;
 mod security;
 mod serve;
 mod streams;
+mod tls;
 mod workspaces;

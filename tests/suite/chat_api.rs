@@ -43,11 +43,10 @@ impl Client {
         }
     }
 
-    /// A client of the daemon at `url` (e.g. one in another network namespace).
-    pub(super) async fn at(url: &str, token: &str) -> Self {
-        let channel = Channel::from_shared(url.to_owned())
-            .unwrap()
-            .connect()
+    /// A client of the daemon at `url` (e.g. one in another network namespace, or `https://`
+    /// checked against `tls`).
+    pub(super) async fn at(url: &str, token: &str, tls: Option<&chattls::ClientTls>) -> Self {
+        let channel = chatd_e2e::connect(url, tls)
             .await
             .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
         Self {

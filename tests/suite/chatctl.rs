@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use chatd_e2e::test_db::{KillUnder, TestDb};
-use chatd_e2e::workspaces::{free_port, tempdir, wait_for_import};
+use chatd_e2e::workspaces::{free_port, tempdir, wait_for_import, wait_for_import_over};
 use chatd_e2e::{Daemon, workspace_binary};
 use chattest::emulator::{Emulator, Match, ScriptPart, Turn};
 use uuid::Uuid;
@@ -72,9 +72,10 @@ fn stderr(out: &Output) -> String {
 }
 
 /// A daemon with the embedded provisioner over the test's database.
-async fn daemon_with_provisioner(h: &mut TestDb) -> Daemon {
+async fn daemon_with_provisioner(h: &mut TestDb, extra: &[String]) -> Daemon {
     let listen = format!("127.0.0.1:{}", free_port());
-    let args = h.serve_with_provisioner(&listen, 1).await;
+    let mut args = h.serve_with_provisioner(&listen, 1).await;
+    args.extend(extra.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Daemon::start(&args, &[]).await.unwrap()
 }
@@ -85,28 +86,56 @@ fn example_template() -> PathBuf {
 
 #[tokio::test]
 async fn a_newcomer_logs_in_pushes_the_example_and_a_chat_builds_a_workspace_and_writes_a_file() {
+    newcomer_builds_a_workspace_and_writes_a_file(None).await;
+}
+
+/// The same over TLS everywhere: chatctl and the daemon, the agent reporting to the daemon
+/// (`https://` control plane, the CA from the provisioner) and the daemon calling the agent
+/// (which serves TLS with the provisioner's agent certificate).
+#[tokio::test]
+async fn over_tls_the_agent_and_the_daemon_reach_each_other_both_ways() {
+    newcomer_builds_a_workspace_and_writes_a_file(Some(&super::tls::Certs::new())).await;
+}
+
+async fn newcomer_builds_a_workspace_and_writes_a_file(tls: Option<&super::tls::Certs>) {
     let mut h = TestDb::create().await;
     let key = h
         .store
         .fixture_token(h.user, "newcomer", None)
         .await
         .unwrap();
-    let daemon = daemon_with_provisioner(&mut h).await;
+    let mut extra = Vec::new();
+    if let Some(certs) = tls {
+        extra.extend(certs.serve_args());
+        extra.extend([
+            "--agent-tls-cert".to_owned(),
+            certs.paths.cert.display().to_string(),
+            "--agent-tls-key".to_owned(),
+            certs.paths.key.display().to_string(),
+        ]);
+    }
+    let daemon = daemon_with_provisioner(&mut h, &extra).await;
     let ctl = Ctl::new();
     let token_file = ctl.dir.0.join("token");
     std::fs::write(&token_file, format!("{}\n", key.token)).unwrap();
 
-    // Log in: the token is checked, then saved for the next commands.
-    let url = daemon.url();
-    let out = ctl
-        .ok(&[
-            "login",
-            "--to",
-            &url,
-            "--token-file",
-            token_file.to_str().unwrap(),
-        ])
-        .await;
+    // Log in: the token is checked, then saved for the next commands (with the CA).
+    let url = match tls {
+        Some(_) => format!("https://{}", daemon.addr()),
+        None => daemon.url(),
+    };
+    let mut login = vec![
+        "login".to_owned(),
+        "--to".to_owned(),
+        url.clone(),
+        "--token-file".to_owned(),
+        token_file.display().to_string(),
+    ];
+    if let Some(certs) = tls {
+        login.extend(["--ca-cert".to_owned(), certs.paths.ca.display().to_string()]);
+    }
+    let login: Vec<&str> = login.iter().map(String::as_str).collect();
+    let out = ctl.ok(&login).await;
     assert!(out.contains("Logged in") && out.contains("ada"), "{out}");
     assert!(ctl.ok(&["whoami"]).await.contains("ada (admin"));
 
@@ -119,7 +148,9 @@ async fn a_newcomer_logs_in_pushes_the_example_and_a_chat_builds_a_workspace_and
     let template_id = pushed["template"]["id"].as_str().unwrap().to_owned();
     assert_eq!(pushed["template"]["name"], "shell");
     let version_id = pushed["version"]["id"].as_str().unwrap().to_owned();
-    wait_for_import(&url, &key.token, &version_id).await;
+    let trust = tls.map(super::tls::Certs::trust);
+    let channel = chatd_e2e::connect(&url, trust.as_ref()).await.unwrap();
+    wait_for_import_over(channel, &key.token, &version_id).await;
     let listed = ctl.ok(&["template", "ls"]).await;
     assert!(
         listed.contains(&template_id) && listed.contains("shell"),
@@ -233,6 +264,11 @@ async fn a_newcomer_logs_in_pushes_the_example_and_a_chat_builds_a_workspace_and
         workspaces.contains(&workspace.to_string()) && workspaces.contains("dev"),
         "{workspaces}"
     );
+    // The daemon dialled the agent where it said it listens: over TLS when it serves TLS.
+    let build = h.store.latest_build(workspace).await.unwrap().unwrap();
+    let agents = h.store.build_agents(build.id).await.unwrap();
+    let scheme = if tls.is_some() { "https://" } else { "http://" };
+    assert!(agents[0].address.starts_with(scheme), "{agents:?}");
     drop(emulator);
     h.finish().await;
 }

@@ -511,6 +511,7 @@ async fn a_fifo_and_a_huge_file_neither_hang_nor_exhaust_the_agent() {
         &agent.address,
         &h.secret(workspace).await,
         Duration::from_secs(5),
+        None,
     )
     .await
     .unwrap();

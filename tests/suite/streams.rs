@@ -19,7 +19,7 @@ use super::chat_api::{Client, daemon, daemon_with, model, reply};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Timings short enough for a takeover within a test.
-const FAST: &[&str] = &[
+pub(super) const FAST: &[&str] = &[
     "--acquire-interval",
     "500ms",
     "--heartbeat-interval",
@@ -31,7 +31,7 @@ const FAST: &[&str] = &[
 ];
 
 /// A reply streamed slowly: `chunks` text deltas of four characters, `pacing` apart.
-fn slow_reply(chunks: usize, pacing: Duration) -> (Turn, String) {
+pub(super) fn slow_reply(chunks: usize, pacing: Duration) -> (Turn, String) {
     let text: String = (0..chunks).map(|i| format!("w{i:02} ")).collect();
     let mut turn = Turn::with(vec![ScriptPart::Text {
         text: text.clone(),
@@ -44,17 +44,17 @@ fn slow_reply(chunks: usize, pacing: Duration) -> (Turn, String) {
 /// What a client knows from the events it applied, checked as it goes: parts of an episode
 /// arrive with `seq` 1, 2, 3… after its `preview_reset`.
 #[derive(Debug, Default)]
-struct View {
+pub(super) struct View {
     events: Vec<pb::ChatStreamEvent>,
     /// Committed messages, by id.
     messages: std::collections::BTreeMap<i64, pb::ChatMessage>,
     status: Option<pb::ChatStatus>,
     /// Text of the live parts since the last `preview_reset`.
-    preview: String,
+    pub(super) preview: String,
     /// Last `seq` seen in the current episode.
     seq: i64,
     /// Every preview text completed by a reset or a committed message.
-    parts_seen: usize,
+    pub(super) parts_seen: usize,
 }
 
 impl View {
@@ -85,7 +85,7 @@ impl View {
     }
 
     /// Applies responses until `done` holds.
-    async fn follow(
+    pub(super) async fn follow(
         &mut self,
         stream: &mut Streaming<pb::StreamChatResponse>,
         what: &str,
@@ -232,7 +232,7 @@ async fn a_client_sees_the_reply_live_then_committed_and_can_resume() {
 }
 
 /// Waits until a replica runs an attempt of the chat; that replica's worker id.
-async fn owner(h: &TestDb, chat_id: &str) -> uuid::Uuid {
+pub(super) async fn owner(h: &TestDb, chat_id: &str) -> uuid::Uuid {
     let id = uuid::Uuid::parse_str(chat_id).unwrap();
     eventually("the chat to have an owner", || async {
         let chat = h.store.chat(id).await.unwrap();
@@ -376,7 +376,7 @@ async fn replicas_on_separate_hosts_relay_live_parts_and_take_over_after_a_crash
     let (a_addr, b_addr) = (lab.host_addr(0), lab.host_addr(1));
     // Host A listens on every interface and advertises its address; host B listens on its one.
     let a = start(0, "0.0.0.0:7420".into(), Some(a_addr.to_string())).await;
-    let mut through_a = Client::at(&format!("http://{a_addr}:7420"), &key.token).await;
+    let mut through_a = Client::at(&format!("http://{a_addr}:7420"), &key.token, None).await;
     let chat = through_a.create("run on host A").await.unwrap();
     let runner = owner(&h, &chat.id).await;
     let b = start(1, format!("{b_addr}:7420"), None).await;
@@ -403,7 +403,7 @@ async fn replicas_on_separate_hosts_relay_live_parts_and_take_over_after_a_crash
     );
 
     // A client of host B follows the chat host A runs: B relays A's live parts.
-    let mut through_b = Client::at(&format!("http://{b_addr}:7420"), &key.token).await;
+    let mut through_b = Client::at(&format!("http://{b_addr}:7420"), &key.token, None).await;
     let mut stream = through_b.stream(&chat.id, None).await.unwrap();
     let mut view = View::default();
     view.follow(&mut stream, "live parts relayed from host A", |v| {

@@ -88,9 +88,10 @@ async fn a_workspace_builds_and_its_agent_connects_and_becomes_ready() {
     );
 
     // A wrong secret is refused.
-    let mut wrong = wsagent::client::connect_agent(&agent.address, "wrong", Duration::from_secs(5))
-        .await
-        .unwrap();
+    let mut wrong =
+        wsagent::client::connect_agent(&agent.address, "wrong", Duration::from_secs(5), None)
+            .await
+            .unwrap();
     let err = wrong
         .health(chatproto::wsagent::v1::HealthRequest {})
         .await

@@ -13,13 +13,19 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "chatctl", version, about, long_about)]
 pub struct Cli {
-    /// The chatd server, e.g. `http://127.0.0.1:7420` (default: the saved login).
+    /// The chatd server, e.g. `http://127.0.0.1:7420`, or `https://…` when it serves TLS
+    /// (default: the saved login).
     #[arg(long, env = "CHATCTL_SERVER", global = true)]
     pub server: Option<String>,
 
     /// The API token (default: the saved login).
     #[arg(long, env = "CHATCTL_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+
+    /// CA certificates (PEM) an `https://` server's certificate is checked against (default: the
+    /// saved login's, else the system's roots).
+    #[arg(long, env = "CHATCTL_CA_CERT", global = true, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 
     /// Where the login is saved (default: `$XDG_CONFIG_HOME/chatctl/config.toml`, else
     /// `~/.config/chatctl/config.toml`).

@@ -8,12 +8,27 @@ use chatproto::chatd::v1::template_service_client::TemplateServiceClient;
 use chatproto::chatd::v1::workspace_service_client::WorkspaceServiceClient;
 use tonic::Request;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::CtlError;
 
 /// Largest response chatctl accepts (history pages and template versions can be large).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// `err` and its causes, `: `-separated (tonic's own text is only "transport error").
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
 
 /// A connected client.
 #[derive(Debug, Clone)]
@@ -23,20 +38,30 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects to `server` (`http://host:port`) and authenticates every call with `token`.
-    pub async fn open(server: &str, token: &str) -> Result<Self, CtlError> {
+    /// Connects to `server` (`http://host:port`, or `https://host:port` checked against the CA
+    /// certificates in `ca_cert`, else the system's roots) and authenticates every call with
+    /// `token`.
+    pub async fn open(
+        server: &str,
+        token: &str,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, CtlError> {
         let auth = MetadataValue::try_from(format!("Bearer {token}"))
             .map_err(|_| CtlError::Usage("the token holds characters a header cannot".into()))?;
-        let connect = |source| CtlError::Connect {
+        let tls = ca_cert
+            .map(chattls::ClientTls::from_ca_file)
+            .transpose()
+            .map_err(|err| CtlError::Usage(format!("--ca-cert: {err}")))?;
+        let connect = |reason: String| CtlError::Connect {
             server: server.to_owned(),
-            source,
+            reason,
         };
-        let channel = Endpoint::from_shared(server.to_owned())
-            .map_err(connect)?
+        let channel = chattls::endpoint(server, tls.as_ref())
+            .map_err(|err| connect(chain(&err)))?
             .connect_timeout(Duration::from_secs(10))
             .connect()
             .await
-            .map_err(connect)?;
+            .map_err(|err| connect(chain(&err)))?;
         Ok(Self { channel, auth })
     }
 

@@ -49,7 +49,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         .clone()
         .or(saved.token)
         .ok_or(CtlError::NotLoggedIn)?;
-    let conn = Conn::open(&server, &token).await?;
+    let ca_cert = cli.ca_cert.clone().or(saved.ca_cert);
+    let conn = Conn::open(&server, &token, ca_cert.as_deref()).await?;
     let out = Out { json: cli.json };
     match cli.command {
         Command::Login(_) | Command::Completions(_) => Ok(()),
@@ -107,7 +108,7 @@ async fn login(cli: &Cli, args: &LoginArgs, config_path: &Path) -> Result<(), Ct
             config::read_token_file(&file)?
         }
     };
-    let conn = Conn::open(&server, &token).await?;
+    let conn = Conn::open(&server, &token, cli.ca_cert.as_deref()).await?;
     // Check the token before saving it.
     let me = conn
         .admin()
@@ -117,6 +118,7 @@ async fn login(cli: &Cli, args: &LoginArgs, config_path: &Path) -> Result<(), Ct
     Config {
         server: Some(server.clone()),
         token: Some(token),
+        ca_cert: cli.ca_cert.clone(),
     }
     .save(config_path)?;
     let out = Out { json: cli.json };

@@ -14,6 +14,9 @@ pub struct Config {
     pub server: Option<String>,
     /// The API token.
     pub token: Option<String>,
+    /// The CA certificates an `https://` server is checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The default config file: `$XDG_CONFIG_HOME/chatctl/config.toml`, else
@@ -125,6 +128,7 @@ mod tests {
         let config = Config {
             server: Some("http://127.0.0.1:7420".into()),
             token: Some("chatd_abc_def".into()),
+            ca_cert: Some("/etc/chatd/ca.crt".into()),
         };
         config.save(&path).unwrap();
         assert_eq!(Config::load(&path).unwrap(), config);

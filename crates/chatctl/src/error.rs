@@ -51,13 +51,12 @@ pub enum CtlError {
         message: String,
     },
     /// The server address is not a valid URL, or the connection failed.
-    #[error("cannot reach the server at {server}: {source}")]
+    #[error("cannot reach the server at {server}: {reason}")]
     Connect {
         /// The address.
         server: String,
-        /// The transport's reason.
-        #[source]
-        source: tonic::transport::Error,
+        /// The transport's reason, with its causes (a refused certificate says why).
+        reason: String,
     },
     /// The server answered with an error status.
     #[error("{} ({:?})", .0.message(), .0.code())]

@@ -21,6 +21,15 @@ pub enum AdvertiseError {
         /// The listen address.
         listen: SocketAddr,
     },
+    /// The scheme given disagrees with the listener: `https://` needs `--tls-cert`, and a TLS
+    /// listener cannot be reached with `http://`.
+    #[error("--advertise-address {given:?}: {why}")]
+    Scheme {
+        /// What was given.
+        given: String,
+        /// Which way it disagrees.
+        why: &'static str,
+    },
     /// The given address is not usable; the text says why.
     #[error("--advertise-address {given:?}: {why}")]
     Invalid {
@@ -31,18 +40,21 @@ pub enum AdvertiseError {
     },
 }
 
-/// The URL this replica advertises, for a listener bound to `bound`: `advertise` when given
-/// (`HOST`, `HOST:PORT`, `IP`, `IP:PORT`, `[IPv6]:PORT` or an `http(s)://HOST[:PORT]` URL; a
-/// missing port is the listener's), else the bound address when it is a specific one.
+/// The URL this replica advertises, for a listener bound to `bound` that speaks TLS when `tls`:
+/// `advertise` when given (`HOST`, `HOST:PORT`, `IP`, `IP:PORT`, `[IPv6]:PORT` or an
+/// `http(s)://HOST[:PORT]` URL; a missing port is the listener's, a missing scheme `https` with
+/// TLS and `http` without), else the bound address when it is a specific one.
 pub(crate) fn advertised_url(
     advertise: Option<&str>,
     bound: SocketAddr,
+    tls: bool,
 ) -> Result<String, AdvertiseError> {
+    let default_scheme = if tls { "https" } else { "http" };
     let Some(given) = advertise else {
         if bound.ip().is_unspecified() {
             return Err(AdvertiseError::Wildcard { listen: bound });
         }
-        return Ok(format!("http://{bound}"));
+        return Ok(format!("{default_scheme}://{bound}"));
     };
     let invalid = |why| AdvertiseError::Invalid {
         given: given.to_owned(),
@@ -52,8 +64,18 @@ pub(crate) fn advertised_url(
     let (scheme, authority) = match trimmed.split_once("://") {
         Some((scheme @ ("http" | "https"), rest)) => (scheme, rest.trim_end_matches('/')),
         Some(_) => return Err(invalid("the scheme must be http or https")),
-        None => ("http", trimmed),
+        None => (default_scheme, trimmed),
     };
+    if scheme != default_scheme {
+        return Err(AdvertiseError::Scheme {
+            given: given.to_owned(),
+            why: if tls {
+                "the listener speaks TLS (--tls-cert): use https:// or leave the scheme out"
+            } else {
+                "https:// needs a listener that speaks TLS (--tls-cert and --tls-key)"
+            },
+        });
+    }
     if authority.is_empty() {
         return Err(invalid("it names no host"));
     }
@@ -84,6 +106,15 @@ pub(crate) fn advertised_url(
         "{scheme}://{host}:{}",
         port.unwrap_or(bound.port())
     ))
+}
+
+/// `url` (an advertised URL, which always names its port) with `port` instead: the address of
+/// another listener of the same replica.
+pub(crate) fn with_port(url: &str, port: u16) -> String {
+    match url.rsplit_once(':') {
+        Some((head, _)) => format!("{head}:{port}"),
+        None => url.to_owned(),
+    }
 }
 
 /// `host` and its port, if any: `h:1`, `[v6]:1`, `[v6]`, a bare IPv6 address (no port) or `h`.
@@ -132,7 +163,7 @@ mod tests {
             ("http://10.1.2.3:9000/", Ok("http://10.1.2.3:9000")),
             (
                 "https://chatd.example.com",
-                Ok("https://chatd.example.com:7420"),
+                Err("needs a listener that speaks TLS"),
             ),
             ("", Err("no host")),
             ("http://", Err("no host")),
@@ -146,7 +177,7 @@ mod tests {
             ("http://10.1.2.3:9000/relay", Err("path")),
             ("http://user@10.1.2.3", Err("user")),
         ] {
-            match (advertised_url(Some(given), wildcard), want) {
+            match (advertised_url(Some(given), wildcard, false), want) {
                 (Ok(url), Ok(want)) => assert_eq!(url, want, "{given:?}"),
                 (Err(err), Err(why)) => {
                     assert!(err.to_string().contains(why), "{given:?}: {err}");
@@ -159,17 +190,59 @@ mod tests {
     #[test]
     fn without_an_advertise_address_a_specific_bind_is_advertised_and_a_wildcard_refused() {
         assert_eq!(
-            advertised_url(None, bound("127.0.0.1:7420")).as_deref(),
+            advertised_url(None, bound("127.0.0.1:7420"), false).as_deref(),
             Ok("http://127.0.0.1:7420")
         );
         assert_eq!(
-            advertised_url(None, bound("[::1]:7420")).as_deref(),
+            advertised_url(None, bound("[::1]:7420"), false).as_deref(),
             Ok("http://[::1]:7420")
         );
         for listen in ["0.0.0.0:7420", "[::]:7420"] {
-            let err = advertised_url(None, bound(listen)).unwrap_err().to_string();
+            let err = advertised_url(None, bound(listen), false)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("--advertise-address"), "{err}");
             assert!(err.contains(listen), "{err}");
         }
+    }
+
+    #[test]
+    fn with_tls_the_scheme_is_https_and_http_is_refused() {
+        let wildcard = bound("0.0.0.0:7420");
+        for (given, want) in [
+            (Some("10.1.2.3"), Ok("https://10.1.2.3:7420")),
+            (
+                Some("https://chatd.example.com"),
+                Ok("https://chatd.example.com:7420"),
+            ),
+            (Some("chatd-0.chatd:7000"), Ok("https://chatd-0.chatd:7000")),
+            (Some("http://10.1.2.3"), Err("the listener speaks TLS")),
+        ] {
+            match (advertised_url(given, wildcard, true), want) {
+                (Ok(url), Ok(want)) => assert_eq!(url, want, "{given:?}"),
+                (Err(err), Err(why)) => assert!(err.to_string().contains(why), "{err}"),
+                (got, want) => panic!("{given:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert_eq!(
+            advertised_url(None, bound("127.0.0.1:7420"), true).as_deref(),
+            Ok("https://127.0.0.1:7420")
+        );
+    }
+
+    #[test]
+    fn another_listener_of_the_replica_is_the_advertised_host_with_its_port() {
+        assert_eq!(
+            with_port("https://10.1.2.3:7420", 7421),
+            "https://10.1.2.3:7421"
+        );
+        assert_eq!(
+            with_port("http://[fd00::5]:7420", 7421),
+            "http://[fd00::5]:7421"
+        );
+        assert_eq!(
+            with_port("http://chatd-0.chatd:7000", 7421),
+            "http://chatd-0.chatd:7421"
+        );
     }
 }

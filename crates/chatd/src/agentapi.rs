@@ -19,6 +19,54 @@ use crate::auth::{bearer, store_status};
 pub struct AgentApi {
     store: Arc<dyn Database>,
     heartbeat_interval: Duration,
+    networks: Arc<[AgentNetwork]>,
+}
+
+/// An address block (`10.0.0.0/8`, `fd00::/8`, or one address) where agents of the local
+/// backend may listen besides loopback: the network of provisioners that run apart from the
+/// replicas (`--agent-listen-ip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentNetwork {
+    base: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for AgentNetwork {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (ip, prefix) = text.split_once('/').unwrap_or((text, ""));
+        let base: std::net::IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|e| format!("{text:?} is not an address or ADDRESS/PREFIX: {e}"))?;
+        let bits = if base.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            bits
+        } else {
+            prefix
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("{text:?}: the prefix must be a number from 0 to {bits}"))?
+        };
+        Ok(Self { base, prefix })
+    }
+}
+
+impl AgentNetwork {
+    /// Whether `ip` is in this block.
+    fn contains(self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let (base, ip, bits) = match (self.base, ip) {
+            (V4(base), V4(ip)) => (u128::from(base.to_bits()), u128::from(ip.to_bits()), 32),
+            (V6(base), V6(ip)) => (base.to_bits(), ip.to_bits(), 128),
+            _ => return false,
+        };
+        let host_bits = bits - u32::from(self.prefix);
+        (base ^ ip).checked_shr(host_bits).unwrap_or(0) == 0
+    }
 }
 
 impl AgentApi {
@@ -27,7 +75,15 @@ impl AgentApi {
         Self {
             store,
             heartbeat_interval,
+            networks: Arc::new([]),
         }
+    }
+
+    /// Lets agents of the local backend report addresses in `networks` besides loopback.
+    #[must_use]
+    pub fn with_networks(mut self, networks: &[AgentNetwork]) -> Self {
+        self.networks = networks.into();
+        self
     }
 
     /// The tonic server.
@@ -52,22 +108,22 @@ impl AgentApi {
 
 /// Where chatd may dial an agent, from what the agent reports (an untrusted report: chatd sends
 /// the workspace's secret to that address). An agent the local backend started listens on
-/// loopback, so its address must be `http://` on a loopback host; an external agent's must be
-/// `http://` or `https://` with a host and port. A Unix socket is never taken from a report.
-fn check_listen_address(address: &str, external: bool) -> Result<(), Status> {
+/// loopback, or on an address in `networks` (a provisioner apart from the replicas), so its
+/// address must be `http(s)://` on such a host and port; an external agent's may name any host.
+/// A Unix socket is never taken from a report.
+fn check_listen_address(
+    address: &str,
+    external: bool,
+    networks: &[AgentNetwork],
+) -> Result<(), Status> {
     let refused = |why: &str| {
         Status::invalid_argument(format!("listen_address {address:?} is refused: {why}"))
     };
-    let rest = if let Some(rest) = address.strip_prefix("http://") {
-        rest
-    } else if let Some(rest) = address.strip_prefix("https://").filter(|_| external) {
-        rest
-    } else {
-        return Err(refused(if external {
-            "it must be http:// or https://"
-        } else {
-            "it must be http://"
-        }));
+    let Some(rest) = address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+    else {
+        return Err(refused("it must be http:// or https://"));
     };
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
@@ -77,15 +133,16 @@ fn check_listen_address(address: &str, external: bool) -> Result<(), Status> {
         Some((host, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => host,
         _ => return Err(refused("it must name a port")),
     };
-    let loopback = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !external && !loopback {
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .ok();
+    let allowed = host == "localhost"
+        || ip.is_some_and(|ip| ip.is_loopback() || networks.iter().any(|n| n.contains(ip)));
+    if !external && !allowed {
         return Err(refused(
-            "an agent of the local backend listens on a loopback address",
+            "an agent of the local backend listens on a loopback address or in --agent-networks",
         ));
     }
     Ok(())
@@ -171,7 +228,7 @@ impl AgentApiService for AgentApi {
                 .agent_is_external(m.agent_id)
                 .await
                 .map_err(store_status)?;
-            check_listen_address(&r.listen_address, external)?;
+            check_listen_address(&r.listen_address, external, &self.networks)?;
         }
         if r.disconnecting {
             self.store
@@ -250,12 +307,23 @@ mod tests {
 
     #[test]
     fn agents_report_addresses_chatd_may_dial() {
+        let networks: Vec<AgentNetwork> = ["10.244.0.0/16", "fd00::/8", "192.168.1.7"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
         for (address, external, allowed) in [
             ("http://127.0.0.1:4000", false, true),
             ("http://[::1]:4000", false, true),
             ("http://localhost:4000/", false, true),
             ("http://10.0.0.5:4000", false, false),
-            ("https://127.0.0.1:4000", false, false),
+            ("https://127.0.0.1:4000", false, true),
+            ("https://10.244.3.9:4000", false, true),
+            ("http://10.245.0.1:4000", false, false),
+            ("http://[fd00::5]:4000", false, true),
+            ("http://[fe80::1]:4000", false, false),
+            ("http://192.168.1.7:4000", false, true),
+            ("http://192.168.1.8:4000", false, false),
+            ("http://agent.example.com:4000", false, false),
             ("unix:/var/run/docker.sock", false, false),
             ("unix:/tmp/agent.sock", true, false),
             ("http://127.0.0.1", false, false),
@@ -267,11 +335,30 @@ mod tests {
             ("ftp://10.0.0.5:21", true, false),
         ] {
             assert_eq!(
-                check_listen_address(address, external).is_ok(),
+                check_listen_address(address, external, &networks).is_ok(),
                 allowed,
                 "{address} (external: {external})"
             );
         }
+    }
+
+    #[test]
+    fn agent_networks_parse_or_say_what_is_wrong() {
+        assert!("10.0.0.0/8".parse::<AgentNetwork>().is_ok());
+        assert!("0.0.0.0/0".parse::<AgentNetwork>().is_ok());
+        assert!("fd00::/8".parse::<AgentNetwork>().is_ok());
+        for (text, why) in [
+            ("10.0.0.0/33", "from 0 to 32"),
+            ("fd00::/129", "from 0 to 128"),
+            ("10.0.0/8", "is not an address"),
+            ("pods", "is not an address"),
+        ] {
+            let err = text.parse::<AgentNetwork>().unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+        let everything: AgentNetwork = "0.0.0.0/0".parse().unwrap();
+        assert!(everything.contains("8.8.8.8".parse().unwrap()));
+        assert!(!everything.contains("::1".parse().unwrap()));
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub struct ProvisionerSettings {
     pub agent_binary: PathBuf,
     /// The agent API URL given to agents; `None` = this daemon's own listener.
     pub control_plane_url: Option<String>,
+    /// CA certificates agents check an `https://` control plane against; `None` = the system's
+    /// roots.
+    pub control_plane_ca: Option<PathBuf>,
+    /// The address agents listen on.
+    pub agent_listen_ip: std::net::IpAddr,
+    /// The certificate and key agents serve TLS with; `None` = plain HTTP/2.
+    pub agent_tls: Option<(PathBuf, PathBuf)>,
     /// Grace between SIGTERM and SIGKILL when stopping an agent.
     pub agent_stop_grace: Duration,
     /// Heartbeat interval agents start with (the agent API names the real one).
@@ -131,6 +138,9 @@ pub async fn start(
         settings.agent_binary.clone(),
         control_plane_url,
     );
+    local.control_plane_ca = settings.control_plane_ca.clone();
+    local.agent_listen_ip = settings.agent_listen_ip;
+    local.agent_tls = settings.agent_tls.clone();
     local.stop_grace = settings.agent_stop_grace;
     local.heartbeat_interval = settings.agent_heartbeat_interval;
     local.isolation = Isolation::for_this_process(settings.workspace_users);

@@ -133,6 +133,45 @@ pub struct ProvisionerArgs {
     #[arg(long, env = "CHATD_CONTROL_PLANE_URL")]
     pub control_plane_url: Option<String>,
 
+    /// CA certificates (PEM) agents check an `https://` control plane's certificate against,
+    /// passed to each agent as `WSAGENT_CA_CERT`; workspace users must be able to read the file.
+    /// Default for `serve`: `--tls-ca`; else the system's roots.
+    #[arg(long, env = "CHATD_CONTROL_PLANE_CA", value_name = "FILE")]
+    pub control_plane_ca: Option<PathBuf>,
+
+    /// The address workspace agents listen on (each on a free port). Keep the default when
+    /// the daemon that runs chats is on this host; give this host's address (the pod IP) when
+    /// replicas on other hosts dial the agents (`chatd provisioner` in a pod of its own).
+    #[arg(
+        long,
+        env = "CHATD_AGENT_LISTEN_IP",
+        default_value = "127.0.0.1",
+        value_name = "IP"
+    )]
+    pub agent_listen_ip: std::net::IpAddr,
+
+    /// A PEM certificate every workspace agent serves TLS with (needs `--agent-tls-key`), for
+    /// agents reached over a network: they then report `https://` addresses, which replicas
+    /// check against `--tls-ca`. Every agent gets the same pair and workspace users can read
+    /// it: it proves "an agent of this provisioner's host", while each agent still needs its
+    /// workspace's secret to be called.
+    #[arg(
+        long,
+        env = "CHATD_AGENT_TLS_CERT",
+        requires = "agent_tls_key",
+        value_name = "FILE"
+    )]
+    pub agent_tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--agent-tls-cert`.
+    #[arg(
+        long,
+        env = "CHATD_AGENT_TLS_KEY",
+        requires = "agent_tls_cert",
+        value_name = "FILE"
+    )]
+    pub agent_tls_key: Option<PathBuf>,
+
     /// How long a stopping agent gets between SIGTERM and SIGKILL.
     #[arg(long, env = "CHATD_AGENT_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub agent_stop_grace: Duration,
@@ -160,6 +199,9 @@ impl ProvisionerArgs {
                 .clone()
                 .unwrap_or_else(crate::build_workers::default_agent_binary),
             control_plane_url: self.control_plane_url.clone(),
+            control_plane_ca: self.control_plane_ca.clone(),
+            agent_listen_ip: self.agent_listen_ip,
+            agent_tls: self.agent_tls_cert.clone().zip(self.agent_tls_key.clone()),
             agent_stop_grace: self.agent_stop_grace,
             agent_heartbeat_interval: self.agent_heartbeat_interval,
             poll_interval: self.provisioner_poll_interval,
@@ -257,6 +299,62 @@ pub struct DatabaseConnectArgs {
     pub database_connect_timeout: Duration,
 }
 
+/// TLS flags of `chatd serve`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Serve gRPC (and the relay) over TLS with this PEM certificate chain; needs `--tls-key`.
+    /// The files are re-read every `--tls-reload-interval`: a rotated pair (cert-manager) is
+    /// used by new connections without a restart. The advertised address becomes `https://`.
+    #[arg(
+        long,
+        env = "CHATD_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(
+        long,
+        env = "CHATD_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often `--tls-cert` and `--tls-key` are re-read (0s = never).
+    #[arg(long, env = "CHATD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+
+    /// CA certificates (PEM) that other replicas' certificates (the relay) and the certificates
+    /// of agents serving TLS are checked against. Default: the system's roots.
+    #[arg(long, env = "CHATD_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The name other replicas' and workspace agents' certificates are checked against instead
+    /// of the address dialled: replicas and agents report their pod IPs, while their
+    /// certificates name a Service (e.g. `chatd-peers.chatd.svc`).
+    #[arg(long, env = "CHATD_TLS_PEER_NAME", value_name = "NAME")]
+    pub tls_peer_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The settings these flags give.
+    pub fn config(&self) -> crate::TlsConfig {
+        crate::TlsConfig {
+            serve: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| chattls::CertFiles::new(cert, key)),
+            reload_interval: self.tls_reload_interval,
+            ca: self.tls_ca.clone(),
+            peer_name: self.tls_peer_name.clone(),
+        }
+    }
+}
+
 /// Flags of `chatd serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -271,6 +369,34 @@ pub struct ServeArgs {
     /// when listening on every interface (`0.0.0.0`, `[::]`); on Kubernetes, the pod IP.
     #[arg(long, env = "CHATD_ADVERTISE_ADDRESS", value_name = "ADDR")]
     pub advertise_address: Option<String>,
+
+    /// Serve the part relay between replicas on a listener of its own (e.g. `0.0.0.0:7421`), so a
+    /// network policy can let only replicas reach it; other replicas dial the advertised host
+    /// with this port. Default: the relay is served on `--listen`.
+    #[arg(long, env = "CHATD_RELAY_LISTEN", value_name = "ADDR")]
+    pub relay_listen: Option<SocketAddr>,
+
+    /// Serve only the gRPC health service (`grpc.health.v1.Health`), always without TLS, on this
+    /// address: for probes that cannot speak TLS, such as Kubernetes' gRPC probes. Off when not
+    /// given.
+    #[arg(long, env = "CHATD_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// Addresses besides loopback where agents of the local backend may listen, as
+    /// `ADDRESS/PREFIX` blocks (comma-separated): the network of `chatd provisioner` pods that
+    /// run apart from the replicas (`--agent-listen-ip`). Agents report their own address, and
+    /// chatd refuses one outside these blocks rather than dial it.
+    #[arg(
+        long,
+        env = "CHATD_AGENT_NETWORKS",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub agent_networks: Vec<crate::agentapi::AgentNetwork>,
+
+    /// TLS of the listeners, the relay and the agent connections.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g. `127.0.0.1:9464`; port 0
     /// picks a free port (logged as `metrics_at=`). Off when not given.

@@ -16,9 +16,15 @@ pub enum ChatdError {
     /// The address other replicas and agents use for this one is missing or unusable.
     #[error(transparent)]
     Advertise(#[from] crate::AdvertiseError),
+    /// A TLS certificate, key or CA bundle cannot be used.
+    #[error(transparent)]
+    Tls(#[from] chattls::TlsError),
     /// The reflection service could not be built from the embedded descriptors.
     #[error("cannot build the gRPC reflection service")]
     Reflection(#[source] tonic_reflection::server::Error),
+    /// A listener's task ended abnormally (it panicked).
+    #[error("a gRPC listener stopped: {0}")]
+    ServerTask(String),
     /// The gRPC server failed while serving.
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),

@@ -40,7 +40,7 @@ mod workspaces;
 
 pub use advertise::AdvertiseError;
 pub use error::ChatdError;
-pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, Timing, serve};
+pub use serve::{DatabaseConfig, ServeConfig, ShutdownSignals, Timing, TlsConfig, serve};
 
 /// `chatd admin token`: mints a new API token for the admin `username`, valid for `lifetime`,
 /// straight in the database (no daemon needed): the way back in when the bootstrap token has

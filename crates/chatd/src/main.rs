@@ -92,6 +92,10 @@ async fn run(command: Command) -> Result<(), chatd::ChatdError> {
                 metrics_listen: args.metrics_listen,
                 listen: args.listen,
                 advertise_address: args.advertise_address.clone(),
+                relay_listen: args.relay_listen,
+                health_listen: args.health_listen,
+                tls: args.tls.config(),
+                agent_networks: args.agent_networks.clone(),
                 shutdown_grace: args.shutdown_grace,
                 database: Some(DatabaseConfig {
                     url: chatd::cli::database_url_or_default(

@@ -24,7 +24,7 @@ use chatstore::prelude::*;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -265,6 +265,8 @@ pub(crate) struct PartSource {
     workspaces: Arc<dyn Database>,
     secret: RelaySecret,
     stale_after: Duration,
+    /// What other replicas' certificates are checked against (for `https://` addresses).
+    tls: chattls::ClientTls,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
@@ -286,6 +288,7 @@ impl PartSource {
         workspaces: Arc<dyn Database>,
         secret: RelaySecret,
         stale_after: Duration,
+        tls: chattls::ClientTls,
     ) -> Self {
         Self {
             worker_id,
@@ -293,17 +296,18 @@ impl PartSource {
             workspaces,
             secret,
             stale_after,
+            tls,
             channels: Arc::default(),
         }
     }
 
     /// One channel per replica address, shared by every stream (HTTP/2 multiplexes them).
-    fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
+    fn channel(&self, address: &str) -> Result<Channel, chattls::EndpointError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(address.to_owned())?
+        let channel = chattls::endpoint(address, Some(&self.tls))?
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_lazy();
         channels.insert(address.to_owned(), channel.clone());

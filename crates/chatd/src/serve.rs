@@ -10,7 +10,6 @@ use chatstore::prelude::*;
 use chatstore::pubsub::Pubsub;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -37,6 +36,16 @@ pub struct ServeConfig {
     /// What other replicas and agents dial to reach this one (see [`crate::AdvertiseError`]);
     /// `None` = the listen address, which must then be a specific one.
     pub advertise_address: Option<String>,
+    /// A listener of its own for the part relay between replicas (so a network policy can keep
+    /// everything but replicas from it); `None` = the relay is served on `listen`.
+    pub relay_listen: Option<SocketAddr>,
+    /// A plain-HTTP/2 listener serving only the health service, for probes that cannot speak
+    /// TLS (the kubelet's gRPC probes); `None` = none.
+    pub health_listen: Option<SocketAddr>,
+    /// TLS of the listeners and of the connections this replica makes.
+    pub tls: TlsConfig,
+    /// Where agents of the local backend may listen besides loopback.
+    pub agent_networks: Vec<crate::agentapi::AgentNetwork>,
     /// How long in-flight calls may take to finish after shutdown is requested.
     pub shutdown_grace: Duration,
     /// The database, when configured. The agent API, template pushes and the provisioner
@@ -103,6 +112,49 @@ impl Default for Timing {
     }
 }
 
+/// TLS of a replica's listeners and of the connections it makes to other replicas (the relay)
+/// and to workspace agents. One crypto provider everywhere: rustls with aws-lc-rs.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The certificate and key of the gRPC and relay listeners; `None` = plain HTTP/2. The
+    /// health listener never speaks TLS.
+    pub serve: Option<chattls::CertFiles>,
+    /// How often the certificate and key are re-read (a rotated pair is used by new
+    /// connections without a restart); zero = never.
+    pub reload_interval: Duration,
+    /// CA certificates other replicas' and agents' certificates are checked against; `None` =
+    /// the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// The name other replicas' and agents' certificates are checked against instead of the
+    /// host dialled (replicas and agents report pod IPs; their certificates name a Service).
+    pub peer_name: Option<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            serve: None,
+            reload_interval: Duration::from_secs(10),
+            ca: None,
+            peer_name: None,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// What this replica trusts when it dials other replicas and agents.
+    fn peers(&self) -> Result<chattls::ClientTls, ChatdError> {
+        let trust = match &self.ca {
+            Some(path) => chattls::ClientTls::from_ca_file(path)?,
+            None => chattls::ClientTls::system_roots(),
+        };
+        Ok(match &self.peer_name {
+            Some(name) => trust.with_server_name(name.clone()),
+            None => trust,
+        })
+    }
+}
+
 /// The daemon's database settings.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
@@ -140,8 +192,81 @@ const DATABASE_SERVED: &[&str] = &[
 /// The connections `listener` accepts, with TCP_NODELAY set on each: a stream's small frames
 /// (one delta, a status) leave at once instead of waiting out Nagle's algorithm for the ACK of
 /// the previous one. tonic's own `tcp_nodelay` setting applies only to listeners it binds.
+/// (The TLS listener sets it too: [`chattls::ServerTls::incoming`].)
 fn accepting(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// The server settings every listener shares, without services.
+fn server_builder() -> Server<
+    tower::layer::util::Stack<
+        crate::limits::HandlerTimeoutLayer,
+        tower::layer::util::Stack<
+            crate::limits::OversizedRequestsLayer,
+            tower::layer::util::Identity,
+        >,
+    >,
+> {
+    Server::builder()
+        // Dead peers are noticed (a half-open connection holds its streams otherwise), and one
+        // connection cannot open streams without bound.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .layer(crate::limits::OversizedRequestsLayer)
+        .layer(crate::limits::HandlerTimeoutLayer(HANDLER_TIMEOUT))
+}
+
+/// Binds `addr` (the error names it).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ChatdError> {
+    let bind_error = |source| ChatdError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
+}
+
+/// Serves `router` on `listener` (over TLS when `tls`) until `stop` turns true.
+fn spawn_server<L>(
+    servers: &mut tokio::task::JoinSet<Result<(), ChatdError>>,
+    router: tonic::transport::server::Router<L>,
+    listener: TcpListener,
+    tls: Option<&chattls::ServerTls>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    L: tower::Layer<tonic::service::Routes> + Clone + Send + 'static,
+    L::Service: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let stopped = async move {
+        // A dropped sender also means "stop".
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    match tls {
+        Some(tls) => {
+            let incoming = tls.incoming(listener);
+            servers.spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, stopped)
+                    .await
+                    .map_err(ChatdError::Serve)
+            });
+        }
+        None => {
+            servers.spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(accepting(listener), stopped)
+                    .await
+                    .map_err(ChatdError::Serve)
+            });
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, marks health NOT_SERVING, and waits
@@ -153,8 +278,22 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ChatdError> {
     config.models.check()?;
-    // Before anything is opened: a wildcard bind without an advertise address cannot work.
-    advertised_url(config.advertise_address.as_deref(), config.listen)?;
+    // Before anything is opened: a wildcard bind without an advertise address cannot work, and
+    // certificates that do not load will not load later either.
+    let serves_tls = config.tls.serve.is_some();
+    advertised_url(
+        config.advertise_address.as_deref(),
+        config.listen,
+        serves_tls,
+    )?;
+    let server_tls = match &config.tls.serve {
+        Some(files) => Some(chattls::ServerTls::load(
+            files.clone(),
+            config.tls.reload_interval,
+        )?),
+        None => None,
+    };
+    let peer_tls = config.tls.peers()?;
     // The database comes first: the daemon reports SERVING only once its schema is current.
     let database = match &config.database {
         Some(db) => {
@@ -180,17 +319,20 @@ pub async fn serve(
         Some(addr) => Some(crate::metrics::serve_metrics(addr).await?),
         None => None,
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ChatdError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ChatdError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let advertised = advertised_url(config.advertise_address.as_deref(), addr)?;
+    let (listener, addr) = bind(config.listen).await?;
+    let advertised = advertised_url(config.advertise_address.as_deref(), addr, serves_tls)?;
+    let relay_listener = match config.relay_listen {
+        Some(relay) => Some(bind(relay).await?),
+        None => None,
+    };
+    let relay_url = match &relay_listener {
+        Some((_, relay)) => crate::advertise::with_port(&advertised, relay.port()),
+        None => advertised.clone(),
+    };
+    let health_listener = match config.health_listen {
+        Some(health) => Some(bind(health).await?),
+        None => None,
+    };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -222,9 +364,11 @@ pub async fn serve(
     let store = database
         .as_ref()
         .map(|database| database.store(store_config(&config)));
-    let agent_api = store
-        .clone()
-        .map(|store| AgentApi::new(store, config.agent_heartbeat_interval).into_server());
+    let agent_api = store.clone().map(|store| {
+        AgentApi::new(store, config.agent_heartbeat_interval)
+            .with_networks(&config.agent_networks)
+            .into_server()
+    });
     let templates = store
         .clone()
         .map(|store| Templates::new(store).into_server());
@@ -245,7 +389,11 @@ pub async fn serve(
                 .control_plane_url
                 .clone()
                 .unwrap_or_else(|| advertised.clone());
-            Some(crate::build_workers::start(settings, store.clone(), pubsub.clone(), url).await?)
+            let mut settings = settings.clone();
+            if settings.control_plane_ca.is_none() {
+                settings.control_plane_ca.clone_from(&config.tls.ca);
+            }
+            Some(crate::build_workers::start(&settings, store.clone(), pubsub.clone(), url).await?)
         }
         _ => None,
     };
@@ -260,7 +408,7 @@ pub async fn serve(
     let mut workspaces = None;
     if let (Some(store), Some(pubsub)) = (&store, pubsub) {
         let engine_config = EngineConfig {
-            relay_address: advertised.clone(),
+            relay_address: relay_url.clone(),
             shutdown_grace: config.shutdown_grace,
             acquire_interval: config.timing.acquire_interval,
             heartbeat_interval: config.timing.heartbeat_interval,
@@ -275,6 +423,7 @@ pub async fn serve(
             pubsub.clone(),
             engine_config,
             config.timing.agent_call_deadline,
+            peer_tls.clone(),
         )
         .await;
         let secret = RelaySecret::new(store.clone());
@@ -298,6 +447,7 @@ pub async fn serve(
             store.clone(),
             secret,
             config.timing.lease_stale_after,
+            peer_tls,
         );
         // One user's open streams, across the chat and workspace services.
         let slots = crate::auth::StreamSlots::default();
@@ -327,15 +477,32 @@ pub async fn serve(
         engine = Some(started);
     }
 
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = Server::builder()
-        // Dead peers are noticed (a half-open connection holds its streams otherwise), and one
-        // connection cannot open streams without bound.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .layer(crate::limits::OversizedRequestsLayer)
-        .layer(crate::limits::HandlerTimeoutLayer(HANDLER_TIMEOUT))
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    // With a relay listener of its own, the relay is served there only.
+    let (relay_here, relay_apart) = match relay_listener {
+        Some((relay_listener, relay_addr)) => {
+            info!(addr = %relay_addr, advertised = %relay_url, "serving the relay");
+            (None, relay.map(|relay| (relay, relay_listener)))
+        }
+        None => (relay, None),
+    };
+    if let Some((relay, relay_listener)) = relay_apart {
+        let router = server_builder().add_service(relay);
+        spawn_server(
+            &mut servers,
+            router,
+            relay_listener,
+            server_tls.as_ref(),
+            stop_rx.clone(),
+        );
+    }
+    if let Some((health_listener, health_addr)) = health_listener {
+        info!(addr = %health_addr, "serving health checks");
+        let router = Server::builder().add_service(health_service.clone());
+        spawn_server(&mut servers, router, health_listener, None, stop_rx.clone());
+    }
+    let router = server_builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -344,16 +511,15 @@ pub async fn serve(
         .add_optional_service(admin)
         .add_optional_service(workspaces)
         .add_optional_service(chats)
-        .add_optional_service(relay)
-        .serve_with_incoming_shutdown(accepting(listener), async {
-            // A dropped sender also means "stop".
-            let _ = stop_rx.await;
-        });
-    tokio::pin!(server);
-    info!(%addr, %advertised, "listening");
+        .add_optional_service(relay_here);
+    spawn_server(&mut servers, router, listener, server_tls.as_ref(), stop_rx);
+    info!(%addr, %advertised, tls = serves_tls, "listening");
 
     tokio::select! {
-        result = &mut server => return result.map_err(ChatdError::Serve),
+        Some(stopped) = servers.join_next() => {
+            // A server ends before shutdown only when it fails.
+            return stopped.unwrap_or_else(|join| Err(ChatdError::ServerTask(join.to_string())));
+        }
         () = shutdown => {}
     }
 
@@ -361,7 +527,7 @@ pub async fn serve(
     health_reporter
         .set_service_status("", ServingStatus::NotServing)
         .await;
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     let provisioner_stopped = async {
         if let Some(provisioner) = provisioner {
             provisioner.stop(config.shutdown_grace).await;
@@ -375,8 +541,14 @@ pub async fn serve(
         }
         closer.close();
     };
+    let all_served = async {
+        while let Some(stopped) = servers.join_next().await {
+            stopped.unwrap_or_else(|join| Err(ChatdError::ServerTask(join.to_string())))?;
+        }
+        Ok::<(), ChatdError>(())
+    };
     let (served, (), ()) = tokio::join!(
-        tokio::time::timeout(config.shutdown_grace, &mut server),
+        tokio::time::timeout(config.shutdown_grace, all_served),
         provisioner_stopped,
         engine_stopped
     );
@@ -384,7 +556,7 @@ pub async fn serve(
         metrics.stop().await;
     }
     match served {
-        Ok(result) => result.map_err(ChatdError::Serve)?,
+        Ok(result) => result?,
         Err(_) => warn!("grace period over; closing the remaining calls"),
     }
     info!("stopped");
@@ -470,13 +642,15 @@ async fn start_engine(
     pubsub: Arc<dyn Pubsub>,
     config: EngineConfig,
     agent_call_deadline: Duration,
+    agent_tls: chattls::ClientTls,
 ) -> Engine {
     use chatengine::EngineDeps;
     use chatengine::resolver::StoreConnector;
 
     let connector = Arc::new(
         StoreConnector::new(store.clone(), Duration::from_secs(5))
-            .with_call_deadline(agent_call_deadline),
+            .with_call_deadline(agent_call_deadline)
+            .with_tls(agent_tls),
     );
     let deps = EngineDeps {
         store: store.clone(),

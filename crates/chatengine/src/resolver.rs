@@ -184,6 +184,7 @@ pub struct StoreConnector {
     store: Arc<dyn Database>,
     connect_timeout: Duration,
     call_deadline: Duration,
+    tls: Option<wsagent::client::ClientTls>,
 }
 
 impl std::fmt::Debug for StoreConnector {
@@ -206,7 +207,15 @@ impl StoreConnector {
             store,
             connect_timeout,
             call_deadline: DEFAULT_AGENT_CALL_DEADLINE,
+            tls: None,
         }
+    }
+
+    /// What the certificates of agents that serve TLS (`https://` addresses) are checked
+    /// against; without it, the system's roots.
+    pub fn with_tls(mut self, tls: wsagent::client::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// How long a call on a dialled connection may go unanswered before it fails with the
@@ -226,9 +235,14 @@ impl StoreConnector {
                 crate::error_chain(&e)
             ))
         })?;
-        wsagent::client::connect_agent(&agent.address, &secret, self.connect_timeout)
-            .await
-            .map_err(|e| DialFailure::Unreachable(e.to_string()))
+        wsagent::client::connect_agent(
+            &agent.address,
+            &secret,
+            self.connect_timeout,
+            self.tls.as_ref(),
+        )
+        .await
+        .map_err(|e| DialFailure::Unreachable(e.to_string()))
     }
 }
 

@@ -8,7 +8,10 @@
 //!
 //! [`proxy::Proxy`] is a TCP proxy between a process and a real server that adds latency to the
 //! server's replies, so a test can fix an ordering that is otherwise a race.
+//!
+//! [`certs::TestCerts`] makes a CA and a server certificate at test time, for TLS tests.
 
+pub mod certs;
 pub mod emulator;
 pub mod proxy;
 

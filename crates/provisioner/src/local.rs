@@ -41,6 +41,15 @@ pub struct LocalConfig {
     pub agent_binary: PathBuf,
     /// The agent API URL agents report to (chatd's gRPC address).
     pub control_plane_url: String,
+    /// CA certificates (PEM) agents check an `https://` control plane against (`None` = the
+    /// system's roots). Workspace users must be able to read the file.
+    pub control_plane_ca: Option<PathBuf>,
+    /// The address agents listen on (port: any free one); 127.0.0.1 unless replicas on other
+    /// hosts must reach them (then this host's address, e.g. the pod IP).
+    pub agent_listen_ip: std::net::IpAddr,
+    /// A certificate and key (PEM) every agent serves TLS with, so it reports an `https://`
+    /// address. The workspaces' users can read both files.
+    pub agent_tls: Option<(PathBuf, PathBuf)>,
     /// How long a stopping agent gets between SIGTERM and SIGKILL (10 s). The agent gives its
     /// own processes half of it, so it always has the rest to report `off` before the kill.
     pub stop_grace: Duration,
@@ -60,6 +69,9 @@ impl LocalConfig {
             data_dir,
             agent_binary,
             control_plane_url,
+            control_plane_ca: None,
+            agent_listen_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            agent_tls: None,
             stop_grace: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(15),
             shell: PathBuf::from("/bin/sh"),
@@ -314,7 +326,7 @@ impl LocalBackend {
         let log_err = log
             .try_clone()
             .map_err(|e| backend_error("cannot open", &log_path, e))?;
-        let env = [
+        let mut env = vec![
             ("WSAGENT_TOKEN".to_owned(), state.token.clone()),
             (
                 "WSAGENT_HEARTBEAT_INTERVAL".to_owned(),
@@ -328,6 +340,13 @@ impl LocalBackend {
                 ),
             ),
         ];
+        if let Some(ca) = &self.config.control_plane_ca {
+            env.push(("WSAGENT_CA_CERT".to_owned(), ca.display().to_string()));
+        }
+        if let Some((cert, key)) = &self.config.agent_tls {
+            env.push(("WSAGENT_TLS_CERT".to_owned(), cert.display().to_string()));
+            env.push(("WSAGENT_TLS_KEY".to_owned(), key.display().to_string()));
+        }
         let mut command = tokio::process::Command::new(&self.config.agent_binary);
         self.config
             .isolation
@@ -336,7 +355,7 @@ impl LocalBackend {
             .arg("--control-plane")
             .arg(&self.config.control_plane_url)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(std::net::SocketAddr::new(self.config.agent_listen_ip, 0).to_string())
             .current_dir(&state.directory)
             .stdin(Stdio::null())
             .stdout(log)

@@ -2,7 +2,8 @@
 //! of the control plane (`chatd.v1.AgentApiService`), both authenticated with a bearer value.
 //!
 //! Agent addresses are what the agent reports in its heartbeats: `http://127.0.0.1:4100` for
-//! TCP or `unix:/path/to/agent.sock` for a unix socket.
+//! TCP, `https://…` for TCP with TLS (checked against the [`ClientTls`] given, the system's roots
+//! when none), or `unix:/path/to/agent.sock` for a unix socket.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use chatproto::chatd::v1::agent_api_service_client::AgentApiServiceClient;
 use chatproto::wsagent::v1::agent_client::AgentClient;
+pub use chattls::ClientTls;
 use hyper_util::rt::TokioIo;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -70,9 +72,14 @@ pub type AgentConn = AgentClient<InterceptedService<Channel, Bearer>>;
 /// A client of the control plane's agent API.
 pub type ControlPlaneConn = AgentApiServiceClient<InterceptedService<Channel, Bearer>>;
 
-/// Opens a channel to `address` (`http://…` or `unix:/path`), failing after `connect_timeout`.
-pub async fn channel(address: &str, connect_timeout: Duration) -> Result<Channel, DialError> {
-    match target(address, connect_timeout)? {
+/// Opens a channel to `address` (`http://…`, `https://…` or `unix:/path`), failing after
+/// `connect_timeout`.
+pub async fn channel(
+    address: &str,
+    connect_timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<Channel, DialError> {
+    match target(address, connect_timeout, tls)? {
         Target::Tcp(endpoint) => endpoint.connect().await,
         Target::Unix(endpoint, path) => endpoint.connect_with_connector(unix_connector(path)).await,
     }
@@ -84,8 +91,12 @@ pub async fn channel(address: &str, connect_timeout: Duration) -> Result<Channel
 
 /// A channel that connects on first use (and reconnects after failures), for peers that may
 /// not be up yet.
-pub fn lazy_channel(address: &str, connect_timeout: Duration) -> Result<Channel, DialError> {
-    Ok(match target(address, connect_timeout)? {
+pub fn lazy_channel(
+    address: &str,
+    connect_timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<Channel, DialError> {
+    Ok(match target(address, connect_timeout, tls)? {
         Target::Tcp(endpoint) => endpoint.connect_lazy(),
         Target::Unix(endpoint, path) => endpoint.connect_with_connector_lazy(unix_connector(path)),
     })
@@ -96,7 +107,11 @@ enum Target {
     Unix(Endpoint, PathBuf),
 }
 
-fn target(address: &str, connect_timeout: Duration) -> Result<Target, DialError> {
+fn target(
+    address: &str,
+    connect_timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<Target, DialError> {
     let invalid = |reason: &str| DialError::InvalidAddress {
         address: address.to_owned(),
         reason: reason.to_owned(),
@@ -113,10 +128,11 @@ fn target(address: &str, connect_timeout: Duration) -> Result<Target, DialError>
         return Ok(Target::Unix(endpoint, PathBuf::from(path)));
     }
     if !(address.starts_with("http://") || address.starts_with("https://")) {
-        return Err(invalid("expected http://host:port or unix:/path"));
+        return Err(invalid(
+            "expected http://host:port, https://host:port or unix:/path",
+        ));
     }
-    let endpoint =
-        Endpoint::from_shared(address.to_owned()).map_err(|e| invalid(&e.to_string()))?;
+    let endpoint = chattls::endpoint(address, tls).map_err(|e| invalid(&e.to_string()))?;
     Ok(Target::Tcp(configured(endpoint, connect_timeout)))
 }
 
@@ -163,9 +179,10 @@ pub async fn connect_agent(
     address: &str,
     secret: &str,
     connect_timeout: Duration,
+    tls: Option<&ClientTls>,
 ) -> Result<AgentConn, DialError> {
     let bearer = Bearer::new(secret)?;
-    let channel = channel(address, connect_timeout).await?;
+    let channel = channel(address, connect_timeout, tls).await?;
     Ok(AgentClient::with_interceptor(channel, bearer))
 }
 
@@ -175,8 +192,9 @@ pub fn connect_control_plane_lazy(
     url: &str,
     token: &str,
     connect_timeout: Duration,
+    tls: Option<&ClientTls>,
 ) -> Result<ControlPlaneConn, DialError> {
     let bearer = Bearer::new(token)?;
-    let channel = lazy_channel(url, connect_timeout)?;
+    let channel = lazy_channel(url, connect_timeout, tls)?;
     Ok(AgentApiServiceClient::with_interceptor(channel, bearer))
 }

@@ -50,6 +50,27 @@ struct Cli {
     /// Heartbeat interval until the control plane names one.
     #[arg(long, env = "WSAGENT_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
+    /// Serve TLS with this PEM certificate chain (with --tls-key); re-read every 10 s, so a
+    /// rotated certificate is used without a restart. TCP listeners only.
+    #[arg(
+        long,
+        env = "WSAGENT_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "WSAGENT_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) the control plane's certificate is checked against when
+    /// --control-plane is https:// (default: the system's roots).
+    #[arg(long, env = "WSAGENT_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// Grace for running processes at shutdown before they are killed.
     #[arg(long, env = "WSAGENT_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -91,6 +112,19 @@ fn main() -> ExitCode {
     options.listen = cli.listen;
     options.heartbeat_interval = cli.heartbeat_interval;
     options.shutdown_grace = cli.shutdown_grace;
+    options.tls = cli
+        .tls_cert
+        .zip(cli.tls_key)
+        .map(|(cert, key)| chattls::CertFiles::new(cert, key));
+    if let Some(path) = &cli.ca_cert {
+        match chattls::ClientTls::from_ca_file(path) {
+            Ok(tls) => options.control_plane_tls = Some(tls),
+            Err(e) => {
+                tracing::error!(error = %e, "--ca-cert");
+                return ExitCode::from(2);
+            }
+        }
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -86,6 +86,12 @@ pub struct Options {
     pub shutdown_grace: Duration,
     /// The variable set to `true` in every process (`CHATD_AGENT`).
     pub agent_env_var: String,
+    /// Serve TLS with this certificate and key (re-read when they change; TCP only): the
+    /// agent then reports an `https://` address.
+    pub tls: Option<chattls::CertFiles>,
+    /// What the control plane's certificate is checked against when its URL is `https://`
+    /// (`None` = the system's roots).
+    pub control_plane_tls: Option<chattls::ClientTls>,
 }
 
 impl Options {
@@ -98,6 +104,8 @@ impl Options {
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             agent_env_var: "CHATD_AGENT".into(),
+            tls: None,
+            control_plane_tls: None,
         }
     }
 }
@@ -120,6 +128,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] chattls::TlsError),
     /// The working directory is not usable.
     #[error("working directory {path}: {source}")]
     Directory {
@@ -172,7 +183,12 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             },
         ),
         Mode::ControlPlane { url, token } => {
-            let conn = client::connect_control_plane_lazy(url, token, options.connect_timeout)?;
+            let conn = client::connect_control_plane_lazy(
+                url,
+                token,
+                options.connect_timeout,
+                options.control_plane_tls.as_ref(),
+            )?;
             let reporter = Reporter { conn };
             let manifest = tokio::select! {
                 m = reporter.manifest() => m?,
@@ -222,6 +238,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
 
     let (address, server) = serve(
         &options.listen,
+        options.tls.as_ref(),
         service.clone(),
         plan.secret.clone(),
         stop_rx,
@@ -331,12 +348,16 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     }
 }
 
+/// How often the agent re-reads its TLS certificate and key.
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
 type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// Binds the listener and serves the agent until `stop` turns true; returns the address to
 /// advertise.
 async fn serve(
     listen: &Listen,
+    tls: Option<&chattls::CertFiles>,
     service: AgentService,
     secret: String,
     mut stop: watch::Receiver<bool>,
@@ -355,6 +376,12 @@ async fn serve(
                 .await
                 .map_err(bind_error)?;
             let local = listener.local_addr().map_err(bind_error)?;
+            if let Some(files) = tls {
+                let tls = chattls::ServerTls::load(files.clone(), TLS_RELOAD_INTERVAL)?;
+                let incoming = tls.incoming(listener);
+                let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped));
+                return Ok((format!("https://{local}"), task));
+            }
             let task =
                 tokio::spawn(router.serve_with_incoming_shutdown(accepting(listener), stopped));
             Ok((format!("http://{local}"), task))

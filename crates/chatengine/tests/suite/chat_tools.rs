@@ -53,9 +53,10 @@ impl WorkspaceResolver for Resolver {
             .agent_secret(agent.id)
             .await
             .map_err(|e| e.to_string())?;
-        let conn = wsagent::client::connect_agent(&agent.address, &secret, Duration::from_secs(5))
-            .await
-            .map_err(|e| e.to_string())?;
+        let conn =
+            wsagent::client::connect_agent(&agent.address, &secret, Duration::from_secs(5), None)
+                .await
+                .map_err(|e| e.to_string())?;
         Ok(Arc::new(Rooted {
             conn: Deadlined::new(conn, DEFAULT_AGENT_CALL_DEADLINE),
             working_directory: (self.home)(workspace).display().to_string(),

@@ -63,10 +63,14 @@ async fn workspace() -> Workspace {
             .add_service(service.into_server(SECRET.into()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let conn =
-        wsagent::client::connect_agent(&format!("http://{addr}"), SECRET, Duration::from_secs(5))
-            .await
-            .unwrap();
+    let conn = wsagent::client::connect_agent(
+        &format!("http://{addr}"),
+        SECRET,
+        Duration::from_secs(5),
+        None,
+    )
+    .await
+    .unwrap();
     Workspace {
         root,
         conn: Arc::new(Deadlined::new(conn, DEFAULT_AGENT_CALL_DEADLINE)),

@@ -1,6 +1,6 @@
 //! The `wsagent` binary in standalone mode: it listens on loopback or a unix socket, requires
 //! its secret, runs its startup script, reports its lifecycle in `Health`, and exits cleanly on
-//! SIGTERM.
+//! SIGTERM; with a certificate it serves TLS.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -54,7 +54,7 @@ async fn agent(dir: &Path, args: &[&str]) -> (Child, String) {
 }
 
 async fn lifecycle(addr: &str) -> Lifecycle {
-    let mut conn = wsagent::client::connect_agent(addr, "s3cret", Duration::from_secs(5))
+    let mut conn = wsagent::client::connect_agent(addr, "s3cret", Duration::from_secs(5), None)
         .await
         .unwrap();
     conn.health(pb::HealthRequest {})
@@ -143,7 +143,7 @@ async fn it_listens_on_a_unix_socket_and_removes_it_on_exit() {
     let (child, addr) = agent(&dir, &["--listen", &listen]).await;
     assert_eq!(addr, listen);
     until(&addr, Lifecycle::Ready).await;
-    let mut wrong = wsagent::client::connect_agent(&addr, "wrong", Duration::from_secs(5))
+    let mut wrong = wsagent::client::connect_agent(&addr, "wrong", Duration::from_secs(5), None)
         .await
         .unwrap();
     assert_eq!(
@@ -174,12 +174,49 @@ async fn missing_credentials_and_bad_addresses_are_clear_errors() {
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("neither host:port nor unix:/path"), "{text}");
 
-    let err = wsagent::client::connect_agent("tcp://x", "s", Duration::from_secs(1))
+    let err = wsagent::client::connect_agent("tcp://x", "s", Duration::from_secs(1), None)
         .await
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("expected http://host:port or unix:/path"),
+            .contains("expected http://host:port, https://host:port or unix:/path"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn with_a_certificate_it_serves_tls_to_callers_that_trust_its_ca_only() {
+    let dir = temp_dir();
+    let certs = chattest::certs::TestCerts::generate().write_to(&dir);
+    let (child, addr) = agent(
+        &dir,
+        &[
+            "--tls-cert",
+            certs.cert.to_str().unwrap(),
+            "--tls-key",
+            certs.key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(addr.starts_with("https://127.0.0.1:"), "{addr}");
+    let trust = wsagent::client::ClientTls::from_ca_file(&certs.ca).unwrap();
+    let mut conn =
+        wsagent::client::connect_agent(&addr, "s3cret", Duration::from_secs(5), Some(&trust))
+            .await
+            .unwrap();
+    conn.health(pb::HealthRequest {}).await.unwrap();
+    let refused = wsagent::client::connect_agent(
+        &addr,
+        "s3cret",
+        Duration::from_secs(5),
+        Some(&wsagent::client::ClientTls::system_roots()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(refused, wsagent::client::DialError::Connect { .. }),
+        "{refused}"
+    );
+    exits_on_sigterm(child).await;
+    let _ = std::fs::remove_dir_all(dir);
 }
