@@ -7,6 +7,7 @@ mod bench_support;
 mod chat_api;
 mod chatctl;
 mod config;
+mod deploy;
 mod metrics;
 mod migrate;
 mod python_client;

@@ -332,11 +332,17 @@ pub struct TlsArgs {
     #[arg(long, env = "CHATD_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
 
-    /// The name other replicas' and workspace agents' certificates are checked against instead
-    /// of the address dialled: replicas and agents report their pod IPs, while their
-    /// certificates name a Service (e.g. `chatd-peers.chatd.svc`).
+    /// The name other replicas' certificates are checked against instead of the address
+    /// dialled: replicas advertise their pod IPs, while their certificate names the Service
+    /// (e.g. `chatd.chatd.svc`).
     #[arg(long, env = "CHATD_TLS_PEER_NAME", value_name = "NAME")]
     pub tls_peer_name: Option<String>,
+
+    /// The name workspace agents' certificates are checked against instead of the address
+    /// dialled (agents of a separate provisioner report its pod IP). Give agents a name of
+    /// their own: workspace users can read the agents' key.
+    #[arg(long, env = "CHATD_TLS_AGENT_NAME", value_name = "NAME")]
+    pub tls_agent_name: Option<String>,
 }
 
 impl TlsArgs {
@@ -351,6 +357,7 @@ impl TlsArgs {
             reload_interval: self.tls_reload_interval,
             ca: self.tls_ca.clone(),
             peer_name: self.tls_peer_name.clone(),
+            agent_name: self.tls_agent_name.clone(),
         }
     }
 }

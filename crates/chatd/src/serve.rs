@@ -125,9 +125,13 @@ pub struct TlsConfig {
     /// CA certificates other replicas' and agents' certificates are checked against; `None` =
     /// the system's roots.
     pub ca: Option<std::path::PathBuf>,
-    /// The name other replicas' and agents' certificates are checked against instead of the
-    /// host dialled (replicas and agents report pod IPs; their certificates name a Service).
+    /// The name other replicas' certificates are checked against instead of the host dialled
+    /// (replicas advertise pod IPs; their certificates name a Service).
     pub peer_name: Option<String>,
+    /// The name agents' certificates are checked against instead of the host dialled. Kept
+    /// apart from `peer_name`: workspace users can read the agents' key, so an agent's
+    /// certificate must not pass for a replica's.
+    pub agent_name: Option<String>,
 }
 
 impl Default for TlsConfig {
@@ -137,21 +141,23 @@ impl Default for TlsConfig {
             reload_interval: Duration::from_secs(10),
             ca: None,
             peer_name: None,
+            agent_name: None,
         }
     }
 }
 
 impl TlsConfig {
-    /// What this replica trusts when it dials other replicas and agents.
-    fn peers(&self) -> Result<chattls::ClientTls, ChatdError> {
+    /// What this replica trusts when it dials other replicas, and when it dials agents.
+    fn clients(&self) -> Result<(chattls::ClientTls, chattls::ClientTls), ChatdError> {
         let trust = match &self.ca {
             Some(path) => chattls::ClientTls::from_ca_file(path)?,
             None => chattls::ClientTls::system_roots(),
         };
-        Ok(match &self.peer_name {
-            Some(name) => trust.with_server_name(name.clone()),
-            None => trust,
-        })
+        let named = |name: &Option<String>| match name {
+            Some(name) => trust.clone().with_server_name(name.clone()),
+            None => trust.clone(),
+        };
+        Ok((named(&self.peer_name), named(&self.agent_name)))
     }
 }
 
@@ -293,7 +299,7 @@ pub async fn serve(
         )?),
         None => None,
     };
-    let peer_tls = config.tls.peers()?;
+    let (replica_tls, agent_tls) = config.tls.clients()?;
     // The database comes first: the daemon reports SERVING only once its schema is current.
     let database = match &config.database {
         Some(db) => {
@@ -423,7 +429,7 @@ pub async fn serve(
             pubsub.clone(),
             engine_config,
             config.timing.agent_call_deadline,
-            peer_tls.clone(),
+            agent_tls,
         )
         .await;
         let secret = RelaySecret::new(store.clone());
@@ -447,7 +453,7 @@ pub async fn serve(
             store.clone(),
             secret,
             config.timing.lease_stale_after,
-            peer_tls,
+            replica_tls,
         );
         // One user's open streams, across the chat and workspace services.
         let slots = crate::auth::StreamSlots::default();
