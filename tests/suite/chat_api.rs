@@ -636,3 +636,103 @@ async fn json_logs_are_one_object_per_line_and_a_turns_lines_name_its_chat() {
     );
     h.finish().await;
 }
+
+use opentelemetry_proto::tonic::collector::trace::v1 as otlp;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
+use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
+
+/// Every span an OTLP collector was sent.
+#[derive(Clone, Default)]
+struct Collected(std::sync::Arc<std::sync::Mutex<Vec<OtlpSpan>>>);
+
+#[tonic::async_trait]
+impl otlp::trace_service_server::TraceService for Collected {
+    async fn export(
+        &self,
+        request: tonic::Request<otlp::ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<otlp::ExportTraceServiceResponse>, tonic::Status> {
+        let spans = request
+            .into_inner()
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans);
+        self.0.lock().unwrap().extend(spans);
+        Ok(tonic::Response::new(
+            otlp::ExportTraceServiceResponse::default(),
+        ))
+    }
+}
+
+/// An OTLP/gRPC trace collector on loopback.
+struct OtlpReceiver {
+    url: String,
+    spans: Collected,
+}
+
+impl OtlpReceiver {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let spans = Collected::default();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(otlp::trace_service_server::TraceServiceServer::new(
+                    spans.clone(),
+                ))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        Self { url, spans }
+    }
+
+    /// The first span named `name` whose `chat_id` attribute is `chat_id`, once it arrived.
+    async fn span(&self, name: &str, chat_id: &str) -> OtlpSpan {
+        let wanted = OtlpValue::StringValue(chat_id.to_owned());
+        eventually(&format!("a {name} span of chat {chat_id}"), || async {
+            self.spans
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|span| span.name == name && attribute(span, "chat_id") == Some(&wanted))
+                .cloned()
+        })
+        .await
+    }
+}
+
+fn attribute<'a>(span: &'a OtlpSpan, key: &str) -> Option<&'a OtlpValue> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+#[tokio::test]
+async fn a_turns_spans_are_exported_over_otlp_with_their_chat_id() {
+    let mut h = TestDb::create().await;
+    let emulator = Emulator::start(vec![reply("Traced.")]).await.unwrap();
+    model(&h, &emulator).await;
+    let key = h.store.fixture_token(h.user, "test", None).await.unwrap();
+    let receiver = OtlpReceiver::start().await;
+    let mut args = h.serve_args("127.0.0.1:0").await;
+    args.extend(["--otlp-endpoint".to_owned(), receiver.url.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Batches leave every 100 ms instead of every 5 s (the SDK's standard variable).
+    let daemon = Daemon::start(&args, &[("OTEL_BSP_SCHEDULE_DELAY", "100")])
+        .await
+        .unwrap();
+    let mut client = Client::new(&daemon, &key.token).await;
+    let chat = client.create("trace me").await.unwrap();
+
+    let turn = receiver.span("chat_turn", &chat.id).await;
+    let call = receiver.span("model_call", &chat.id).await;
+    assert_eq!(
+        call.trace_id, turn.trace_id,
+        "the model call is in the turn's trace"
+    );
+    assert!(attribute(&turn, "outcome").is_some(), "{turn:?}");
+    assert!(attribute(&call, "outcome").is_some(), "{call:?}");
+    h.finish().await;
+}

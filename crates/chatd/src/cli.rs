@@ -33,6 +33,14 @@ pub struct Cli {
     #[arg(long, env = "CHATD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 
+    /// Export the spans chatd emits (a turn, its model calls, tool steps and tool calls, each
+    /// with its `chat_id`) as OpenTelemetry traces over OTLP/gRPC to this collector, e.g.
+    /// `http://otel-collector:4317` (`https://` for TLS, checked against the system's roots).
+    /// Off when not given. Spans of `info` level and above are sent, whatever `--log-filter`
+    /// says.
+    #[arg(long, env = "CHATD_OTLP_ENDPOINT", global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// A TOML file of settings. Its keys are the long flags of the subcommand without the
     /// dashes (`listen = "127.0.0.1:7420"`, `database-url = "postgres://…"`, `no-migrate =
     /// true`, lists as arrays); `chatd serve` also reads `[[model]]` tables (see the README).

@@ -34,6 +34,7 @@ mod relay;
 mod seed;
 mod serve;
 mod stream;
+pub mod telemetry;
 pub mod templates;
 mod watch;
 mod workspaces;

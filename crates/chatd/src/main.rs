@@ -1,12 +1,11 @@
 //! The `chatd` executable: parses the command line, sets up logging and runs a subcommand.
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use chatd::cli::{Command, LogFormat};
+use chatd::cli::Command;
+use chatd::telemetry::Telemetry;
 use chatd::{DatabaseConfig, ServeConfig, ShutdownSignals};
 use tracing::error;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = match chatd::config::parse(std::env::args_os()) {
@@ -17,45 +16,42 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = match EnvFilter::try_new(&cli.log_filter) {
-        Ok(filter) => filter,
-        Err(err) => {
-            eprintln!("chatd: invalid --log-filter {:?}: {err}", cli.log_filter);
-            return ExitCode::from(2);
-        }
-    };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        // The event's fields at the top level, and every span it is in (a turn's `chat_id`).
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .init(),
-    }
-    harden();
-
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            error!(error = %err, "cannot start the async runtime");
+            eprintln!("chatd: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    // The trace exporter sends its batches from a task of the runtime.
+    let telemetry = {
+        let _context = runtime.enter();
+        match Telemetry::init(
+            &cli.log_filter,
+            cli.log_format,
+            cli.otlp_endpoint.as_deref(),
+        ) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("chatd: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    harden();
+
+    let code = match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(error = %chatd::error_chain(&err), "chatd failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 /// What the daemon does to its own process before anything else, because the workspaces it
