@@ -151,6 +151,21 @@ impl PrivatePostgres {
         )
     }
 
+    /// Kills the server the way a crash would (`pg_ctl stop -m immediate`: every connection is
+    /// cut, no checkpoint) and starts it again on the same port, returning once it accepts
+    /// connections.
+    pub fn crash_and_restart(&self) -> Result<(), String> {
+        self.pg_ctl(&["stop", "-m", "immediate", "-w"])?;
+        self.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            "30",
+            "-o",
+            &format!("-p {}", self.port),
+        ])
+    }
+
     /// The port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port

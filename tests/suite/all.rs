@@ -8,6 +8,7 @@ mod chat_api;
 mod chatctl;
 mod config;
 mod deploy;
+mod faults;
 mod metrics;
 mod migrate;
 mod python_client;

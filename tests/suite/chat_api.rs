@@ -43,6 +43,14 @@ impl Client {
         }
     }
 
+    /// A client over `channel`.
+    pub(super) fn over(channel: Channel, token: &str) -> Self {
+        Self {
+            inner: ChatServiceClient::new(channel),
+            token: token.to_owned(),
+        }
+    }
+
     /// A client of the daemon at `url` (e.g. one in another network namespace, or `https://`
     /// checked against `tls`).
     pub(super) async fn at(url: &str, token: &str, tls: Option<&chattls::ClientTls>) -> Self {

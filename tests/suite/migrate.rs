@@ -5,7 +5,7 @@ use chatstore::testing::TestDatabase;
 
 /// A fresh database with an empty schema: `TestDatabase` migrates through the library, and
 /// these tests check that the binary does it.
-async fn empty_database() -> TestDatabase {
+pub(super) async fn empty_database() -> TestDatabase {
     let db = TestDatabase::create()
         .await
         .expect("PostgreSQL must answer at TEST_DATABASE_URL");

@@ -47,8 +47,8 @@ pub(super) fn slow_reply(chunks: usize, pacing: Duration) -> (Turn, String) {
 pub(super) struct View {
     events: Vec<pb::ChatStreamEvent>,
     /// Committed messages, by id.
-    messages: std::collections::BTreeMap<i64, pb::ChatMessage>,
-    status: Option<pb::ChatStatus>,
+    pub(super) messages: std::collections::BTreeMap<i64, pb::ChatMessage>,
+    pub(super) status: Option<pb::ChatStatus>,
     /// Text of the live parts since the last `preview_reset`.
     pub(super) preview: String,
     /// Last `seq` seen in the current episode.
@@ -58,7 +58,7 @@ pub(super) struct View {
 }
 
 impl View {
-    fn apply(&mut self, event: pb::ChatStreamEvent) {
+    pub(super) fn apply(&mut self, event: pb::ChatStreamEvent) {
         match event.r#type() {
             pb::ChatStreamEventType::Message => {
                 let message = event.message.clone().unwrap();
@@ -103,7 +103,7 @@ impl View {
         }
     }
 
-    fn assistant_texts(&self) -> Vec<String> {
+    pub(super) fn assistant_texts(&self) -> Vec<String> {
         self.messages
             .values()
             .filter(|m| m.role() == pb::ChatMessageRole::Assistant)

@@ -1,5 +1,6 @@
 //! A TCP proxy on loopback that sits between a client and a real server (chatd and PostgreSQL,
-//! chatd and an agent) and adds latency to what the server sends back.
+//! chatd and an agent): it adds latency to what the server sends back, and makes partitions
+//! ([`Mode`]): a blackhole that accepts and never answers, or resets.
 //!
 //! A fixed reply delay makes orderings deterministic that are otherwise a matter of luck: with
 //! a store's pool behind the proxy and its `LISTEN` connection direct, every notification of a
@@ -25,11 +26,27 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+/// What the proxy does with connections, switched at any time with [`Proxy::set_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward bytes both ways (after the reply delay).
+    Pass,
+    /// A partition as the peers see it: new connections are accepted and never answered, and
+    /// open ones stop moving bytes in both directions, without a FIN or a reset. A connection
+    /// stalled this way stays stalled after [`Mode::Pass`] returns (its peers must time it out,
+    /// as after a real partition); new ones pass again.
+    Blackhole,
+    /// Every open connection is reset (RST) and new ones are reset at once: a refused or
+    /// crashed server.
+    Reset,
+}
+
 /// A running proxy; dropping it closes the listener and every proxied connection.
 #[derive(Debug)]
 pub struct Proxy {
     addr: SocketAddr,
     reply_delay: Arc<watch::Sender<Duration>>,
+    mode: Arc<watch::Sender<Mode>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -46,10 +63,17 @@ impl Proxy {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let reply_delay = Arc::new(watch::Sender::new(Duration::ZERO));
-        let task = tokio::spawn(accept(listener, upstream, reply_delay.clone()));
+        let mode = Arc::new(watch::Sender::new(Mode::Pass));
+        let task = tokio::spawn(accept(
+            listener,
+            upstream,
+            reply_delay.clone(),
+            mode.clone(),
+        ));
         Ok(Self {
             addr,
             reply_delay,
+            mode,
             task,
         })
     }
@@ -65,6 +89,11 @@ impl Proxy {
     pub fn set_reply_delay(&self, delay: Duration) {
         self.reply_delay.send_replace(delay);
     }
+
+    /// From now on, treats connections as `mode` says.
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
 }
 
 impl Drop for Proxy {
@@ -77,6 +106,7 @@ async fn accept(
     listener: TcpListener,
     upstream: SocketAddr,
     reply_delay: Arc<watch::Sender<Duration>>,
+    mode: Arc<watch::Sender<Mode>>,
 ) {
     // Connections live in the set, so aborting this task closes them all.
     let mut connections = JoinSet::new();
@@ -85,9 +115,27 @@ async fn accept(
             accepted = listener.accept() => {
                 let Ok((client, _)) = accepted else { continue };
                 let delay = reply_delay.subscribe();
+                let mut mode = mode.subscribe();
                 connections.spawn(async move {
-                    if let Ok(server) = TcpStream::connect(upstream).await {
-                        relay(client, server, delay).await;
+                    let mut client = client;
+                    let now = *mode.borrow_and_update();
+                    match now {
+                        Mode::Pass => {}
+                        Mode::Blackhole => return stall(client, None, mode).await,
+                        Mode::Reset => return reset(&client),
+                    }
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return reset(&client);
+                    };
+                    let changed = tokio::select! {
+                        () = relay(&mut client, &mut server, delay, mode.clone()) => return,
+                        changed = mode.wait_for(|m| *m != Mode::Pass) => changed.map(|m| *m),
+                    };
+                    if matches!(changed, Ok(Mode::Blackhole)) {
+                        stall(client, Some(server), mode).await;
+                    } else {
+                        reset(&client);
+                        reset(&server);
                     }
                 });
             }
@@ -96,15 +144,48 @@ async fn accept(
     }
 }
 
+/// Holds a blackholed connection open, moving no bytes, until the proxy resets or is dropped.
+async fn stall(client: TcpStream, server: Option<TcpStream>, mut mode: watch::Receiver<Mode>) {
+    let _ = mode.wait_for(|m| *m == Mode::Reset).await;
+    reset(&client);
+    if let Some(server) = &server {
+        reset(server);
+    }
+}
+
+/// Closes with a reset rather than a FIN (SO_LINGER 0 when the socket is dropped).
+fn reset(stream: &TcpStream) {
+    let _ = stream.set_zero_linger();
+}
+
 /// Copies client → server as it comes and server → client after the reply delay, until either
-/// side closes.
-async fn relay(client: TcpStream, server: TcpStream, delay: watch::Receiver<Duration>) {
+/// side closes. A chunk is forwarded only while the mode is [`Mode::Pass`] (read at the moment it
+/// is forwarded, so nothing written after [`Proxy::set_mode`] returns gets through); otherwise
+/// the copying stops and the caller's mode watch takes over.
+async fn relay(
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    delay: watch::Receiver<Duration>,
+    mode: watch::Receiver<Mode>,
+) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
+    let passing = || *mode.borrow() == Mode::Pass;
+    let (mut client_read, mut client_write) = client.split();
+    let (mut server_read, mut server_write) = server.split();
     let requests = async {
-        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) if !passing() => return std::future::pending().await,
+                Ok(n) => {
+                    if server_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
         let _ = server_write.shutdown().await;
     };
     let (chunks, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
@@ -125,6 +206,9 @@ async fn relay(client: TcpStream, server: TcpStream, delay: watch::Receiver<Dura
     let write_replies = async {
         while let Some((at, chunk)) = due.recv().await {
             tokio::time::sleep_until(at).await;
+            if !passing() {
+                return std::future::pending().await;
+            }
             if client_write.write_all(&chunk).await.is_err() {
                 break;
             }

@@ -1,2 +1,3 @@
 mod provider_binary;
+mod proxy;
 mod python_sdks;
