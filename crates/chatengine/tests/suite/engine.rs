@@ -1327,6 +1327,7 @@ async fn a_turn_its_steps_its_model_calls_and_its_tool_calls_have_spans_with_out
 #[tokio::test]
 async fn a_burst_of_chats_acquired_in_batches_by_two_replicas_runs_each_turn_once() {
     const CHATS: usize = 40;
+    let logs = chatd_e2e::logs::Capture::start();
     let run = Run::new(
         Harness::bare().await,
         (0..CHATS).map(|_| reply("once")).collect(),
@@ -1350,8 +1351,21 @@ async fn a_burst_of_chats_acquired_in_batches_by_two_replicas_runs_each_turn_onc
         let history = run.history(chat).await;
         assert_eq!(roles(&history), [Role::User, Role::Assistant], "{chat}");
     }
-    // One model call per chat: no chat was run by both replicas.
-    assert_eq!(run.emulator.requests().len(), CHATS);
+    // One model call per chat: no chat was run by both replicas. (On a mismatch, which chats
+    // were called more than once, and what the engines logged about them.)
+    let requests = run.emulator.requests();
+    if requests.len() != CHATS {
+        let mut calls = std::collections::BTreeMap::<Option<String>, usize>::new();
+        for request in &requests {
+            *calls.entry(request.last_user_text()).or_default() += 1;
+        }
+        calls.retain(|_, n| *n > 1);
+        panic!(
+            "{} model calls for {CHATS} chats; called more than once: {calls:?}\n{}",
+            requests.len(),
+            logs.text()
+        );
+    }
     a.shutdown().await;
     b.shutdown().await;
     run.finish().await;
