@@ -179,6 +179,23 @@ pub async fn connect(
     endpoint.connect().await.map_err(|e| chatd::error_chain(&e))
 }
 
+/// The status a gRPC health check of `service` reports at `url` (TLS as for [`connect`]); `Err`
+/// when the connection or the call fails.
+pub async fn health_status(
+    url: &str,
+    tls: Option<&chattls::ClientTls>,
+    service: &str,
+) -> Result<tonic_health::pb::health_check_response::ServingStatus, String> {
+    let channel = connect(url, tls).await?;
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .map(|response| response.into_inner().status())
+        .map_err(|status| format!("{status:?}"))
+}
+
 /// A running `chatd` child process. Killed (SIGKILL) on drop if still running.
 #[derive(Debug)]
 pub struct Daemon {

@@ -13,12 +13,12 @@ use chattest::emulator::{Emulator, Match, ScriptPart, Turn};
 use uuid::Uuid;
 
 /// A home for chatctl: its own config file and `HOME`, nothing from the environment.
-struct Ctl {
+pub(super) struct Ctl {
     dir: tempdir::Dir,
 }
 
 impl Ctl {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             dir: tempdir::Dir::create(),
         }
@@ -35,6 +35,7 @@ impl Ctl {
         cmd.args(args)
             .env_remove("CHATCTL_SERVER")
             .env_remove("CHATCTL_TOKEN")
+            .env_remove("CHATCTL_CA_CERT")
             .env("CHATCTL_CONFIG", self.config())
             .env("HOME", &self.dir.0)
             .env_remove("XDG_CONFIG_HOME")
@@ -45,7 +46,7 @@ impl Ctl {
         cmd.output().await.unwrap()
     }
 
-    async fn run(&self, args: &[&str]) -> Output {
+    pub(super) async fn run(&self, args: &[&str]) -> Output {
         self.run_with(args, &[]).await
     }
 

@@ -29,9 +29,7 @@ use chattest::certs::TestCerts;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// The rendered objects of an overlay.
 fn render(overlay: &str) -> Vec<Value> {
@@ -373,14 +371,8 @@ impl Probe {
     }
 
     async fn check(&self) -> Result<ServingStatus, String> {
-        let channel = chatd_e2e::connect(&format!("http://127.0.0.1:{}", self.port), None).await?;
-        HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: self.service.clone(),
-            })
-            .await
-            .map(|r| r.into_inner().status())
-            .map_err(|s| format!("{s:?}"))
+        let url = format!("http://127.0.0.1:{}", self.port);
+        chatd_e2e::health_status(&url, None, &self.service).await
     }
 }
 

@@ -6,16 +6,15 @@ use std::time::Duration;
 
 use chatd_e2e::test_db::{TestDb, skip_on_sqlite};
 use chatd_e2e::workspaces::tempdir;
-use chatd_e2e::{Daemon, workspace_binary};
+use chatd_e2e::{Daemon, health_status};
 use chatstore::testing::Fixtures as _;
 use chattest::certs::{CertPaths, TestCerts};
 use chattest::emulator::Emulator;
 use chattls::ClientTls;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use super::chat_api::{Client, daemon_with, model};
+use super::chatctl::Ctl;
 use super::streams::{FAST, View, owner, slow_reply};
 
 /// Certificates for `127.0.0.1`, written into a directory removed with it.
@@ -49,29 +48,6 @@ impl Certs {
     }
 }
 
-async fn health(url: &str, tls: Option<&ClientTls>) -> Result<HealthCheckResponse, String> {
-    let channel = chatd_e2e::connect(url, tls).await?;
-    HealthClient::new(channel)
-        .check(HealthCheckRequest::default())
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|status| format!("{status:?}"))
-}
-
-async fn chatctl(args: &[&str]) -> std::process::Output {
-    let home = tempdir::Dir::create();
-    tokio::process::Command::new(workspace_binary("chatctl").unwrap())
-        .args(args)
-        .env("HOME", &home.0)
-        .env("CHATCTL_CONFIG", home.0.join("config.toml"))
-        .env_remove("CHATCTL_SERVER")
-        .env_remove("CHATCTL_TOKEN")
-        .env_remove("CHATCTL_CA_CERT")
-        .output()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn replicas_serve_tls_to_clients_with_the_ca_and_relay_to_each_other_over_tls() {
     if skip_on_sqlite("two replicas share one database") {
@@ -100,14 +76,14 @@ async fn replicas_serve_tls_to_clients_with_the_ca_and_relay_to_each_other_over_
     let url_a = format!("https://{}", a.addr());
     // With the CA: served. Without it, or in plain HTTP/2: refused.
     assert_eq!(
-        health(&url_a, Some(&certs.trust())).await.unwrap().status(),
-        ServingStatus::Serving
+        health_status(&url_a, Some(&certs.trust()), "").await,
+        Ok(ServingStatus::Serving)
     );
-    let refused = health(&url_a, Some(&ClientTls::system_roots()))
+    let refused = health_status(&url_a, Some(&ClientTls::system_roots()), "")
         .await
         .unwrap_err();
     assert!(refused.contains("invalid peer certificate"), "{refused}");
-    health(&format!("http://{}", a.addr()), None)
+    health_status(&format!("http://{}", a.addr()), None, "")
         .await
         .unwrap_err();
     // The health listener answers probes in plain HTTP/2 (a kubelet speaks no TLS there).
@@ -115,11 +91,8 @@ async fn replicas_serve_tls_to_clients_with_the_ca_and_relay_to_each_other_over_
         .logged_addr("serving health checks")
         .expect("a health listener");
     assert_eq!(
-        health(&format!("http://{health_addr}"), None)
-            .await
-            .unwrap()
-            .status(),
-        ServingStatus::Serving
+        health_status(&format!("http://{health_addr}"), None, "").await,
+        Ok(ServingStatus::Serving)
     );
     // The relay has a listener of its own, advertised as https with its port.
     let relay_addr = a
@@ -135,21 +108,25 @@ async fn replicas_serve_tls_to_clients_with_the_ca_and_relay_to_each_other_over_
     );
 
     // chatctl: refused without the CA (exit 5, the reason shown), served with it.
-    let refused = chatctl(&["--server", &url_a, "--token", &key.token, "whoami"]).await;
+    let ctl = Ctl::new();
+    let refused = ctl
+        .run(&["--server", &url_a, "--token", &key.token, "whoami"])
+        .await;
     assert_eq!(refused.status.code(), Some(5));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("invalid peer certificate"), "{stderr}");
     let ca = certs.paths.ca.display().to_string();
-    let served = chatctl(&[
-        "--server",
-        &url_a,
-        "--token",
-        &key.token,
-        "--ca-cert",
-        &ca,
-        "whoami",
-    ])
-    .await;
+    let served = ctl
+        .run(&[
+            "--server",
+            &url_a,
+            "--token",
+            &key.token,
+            "--ca-cert",
+            &ca,
+            "whoami",
+        ])
+        .await;
     assert!(
         served.status.success(),
         "{}",

@@ -98,11 +98,6 @@ impl ServerTls {
         self.current.reload()
     }
 
-    /// The files this listener's pair comes from.
-    pub fn files(&self) -> &CertFiles {
-        &self.current.files
-    }
-
     /// The TLS connections `listener` accepts, each with TCP_NODELAY set; for `tonic`'s
     /// `serve_with_incoming`. Handshakes run concurrently (a slow client does not hold up the
     /// others) and each must finish within [`HANDSHAKE_TIMEOUT`]; failed ones are logged at
