@@ -134,18 +134,6 @@ pub struct TlsConfig {
     pub agent_name: Option<String>,
 }
 
-impl Default for TlsConfig {
-    fn default() -> Self {
-        Self {
-            serve: None,
-            reload_interval: Duration::from_secs(10),
-            ca: None,
-            peer_name: None,
-            agent_name: None,
-        }
-    }
-}
-
 impl TlsConfig {
     /// What this replica trusts when it dials other replicas, and when it dials agents.
     fn clients(&self) -> Result<(chattls::ClientTls, chattls::ClientTls), ChatdError> {
