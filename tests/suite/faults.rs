@@ -232,9 +232,17 @@ async fn postgresql_crashing_mid_stream_the_turn_completes_once_and_the_stream_r
         daemon.log()
     );
     assert_eq!(texts[0].trim_end(), text.trim_end());
-    eprintln!(
-        "model calls: {}, client reconnects: {reconnects}",
-        emulator.requests().len()
+    // The lease survived the crash: the turn kept streaming, nothing was asked twice.
+    let calls = emulator
+        .requests()
+        .iter()
+        .filter(|r| r.last_user_text().as_deref() == Some("stream through a crash"))
+        .count();
+    assert_eq!(
+        calls,
+        1,
+        "model calls (client reconnects: {reconnects})\n{}",
+        daemon.log()
     );
     drop(pg);
 }

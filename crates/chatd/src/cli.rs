@@ -825,6 +825,17 @@ pub struct EngineArgs {
     #[arg(long, env = "CHATD_PROVIDER_FIRST_BYTE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub provider_first_byte_timeout: Duration,
 
+    /// Keep provider rate limits per chat. By default, a rate limit with a Retry-After on one
+    /// chat holds back every chat using the same provider, base URL and API key reference (on
+    /// every replica sharing the database) until it ends; then one call probes before the
+    /// others go.
+    #[arg(long, env = "CHATD_NO_SHARED_RATE_LIMITS")]
+    pub no_shared_rate_limits: bool,
+
+    /// How often a replica reads the rate limits the other replicas recorded.
+    #[arg(long, env = "CHATD_SHARED_RATE_LIMIT_POLL", default_value = "1s", value_parser = parse_duration)]
+    pub shared_rate_limit_poll: Duration,
+
     /// How long dialling a workspace agent may take before the tool says so.
     #[arg(long, env = "CHATD_WORKSPACE_DIAL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub workspace_dial_timeout: Duration,
@@ -924,6 +935,7 @@ impl EngineArgs {
             ),
             ("--workspace-dial-timeout", self.workspace_dial_timeout),
             ("--execute-default-timeout", self.execute_default_timeout),
+            ("--shared-rate-limit-poll", self.shared_rate_limit_poll),
         ] {
             if value.is_zero() {
                 return Err(format!("{flag} must be longer than zero"));
@@ -968,6 +980,8 @@ impl EngineArgs {
                 first_byte: self.provider_first_byte_timeout,
                 ..chatmodel::client::Timeouts::default()
             },
+            shared_rate_limits: !self.no_shared_rate_limits,
+            shared_limit_poll: self.shared_rate_limit_poll,
             ..chatengine::EngineConfig::default()
         };
         config.retry.validate().map_err(|e| e.to_string())?;

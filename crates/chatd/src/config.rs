@@ -344,6 +344,14 @@ mod tests {
         assert_eq!(defaults.retry, engine.retry);
         assert_eq!(defaults.max_steps_per_turn, engine.max_steps_per_turn);
         assert_eq!(defaults.provider_timeouts, engine.provider_timeouts);
+        assert_eq!(defaults.shared_rate_limits, engine.shared_rate_limits);
+        assert_eq!(defaults.shared_limit_poll, engine.shared_limit_poll);
+        let off = serve(&["--no-shared-rate-limits"])
+            .unwrap()
+            .engine
+            .engine_config()
+            .unwrap();
+        assert!(!off.shared_rate_limits);
         assert_eq!(defaults.tools.chat_suffix, engine.tools.chat_suffix);
         assert_eq!(defaults.resolver.dial_timeout, engine.resolver.dial_timeout);
         assert_eq!(

@@ -83,6 +83,7 @@ pub(crate) async fn compact(
             return Ok(Outcome::Committed);
         }
     };
+    let mut permit = crate::limits::admit(t, 0, config).await?;
     let (attempt, key) = generation::start_step(t).await?;
     let _episode = generation::EpisodeGuard { t, key };
     let call_id = format!("{SUMMARIZED_TOOL}_{}", Uuid::new_v4().simple());
@@ -100,7 +101,12 @@ pub(crate) async fn compact(
     let (summary, usage) = loop {
         let request = summary_request(config, &summarised[summarised.len() - keep..]);
         match summarise(t, client.clone(), request, &config.provider).await? {
-            Ok(done) => break done,
+            Ok(done) => {
+                if let Some(permit) = &mut permit {
+                    permit.succeeded();
+                }
+                break done;
+            }
             Err(err) => {
                 let c = classify(
                     err.as_ref(),
@@ -108,7 +114,7 @@ pub(crate) async fn compact(
                 )
                 .with_provider(&config.provider);
                 if c.sub_reason != Some(SubReason::ContextWindowExceeded) {
-                    return generation::on_failure(t, err, attempt, &config.provider).await;
+                    return generation::on_failure(t, err, attempt, &config.provider, permit).await;
                 }
                 if shrinks == MAX_SHRINKS || keep <= 1 {
                     tracing::warn!(chat_id = %t.chat_id, shrinks, "the summary call still overflows the context");

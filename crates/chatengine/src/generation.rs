@@ -320,6 +320,7 @@ async fn generate(
     let owner = t.infra(|| t.shared.deps.store.user(chat.owner_id)).await?;
     let custom_prompt = owner.map(|u| u.custom_prompt).unwrap_or_default();
     let request = build_request(t, chat, history, config, &custom_prompt);
+    let mut permit = crate::limits::admit(t, chat.generation_attempt, config).await?;
     let (attempt, key) = start_step(t).await?;
     let _episode = EpisodeGuard { t, key };
     t.shared.parts.start_model_invocation(key);
@@ -341,6 +342,9 @@ async fn generate(
             Some(Err(err)) => break Some(err),
             Some(Ok(part)) => {
                 t.progress.kick();
+                if let Some(permit) = &mut permit {
+                    permit.succeeded();
+                }
                 match &part {
                     StreamPart::Usage(u) => usage = *u,
                     StreamPart::Finish(reason) => finish = Some(*reason),
@@ -356,7 +360,7 @@ async fn generate(
         if t.token.is_cancelled() {
             return Err(cancelled(&t.token));
         }
-        return on_failure(t, err, attempt, &config.provider).await;
+        return on_failure(t, err, attempt, &config.provider, permit).await;
     }
 
     if acc.is_empty() {
@@ -497,6 +501,7 @@ pub(crate) async fn on_failure(
     err: BoxError,
     attempt: i64,
     provider: &str,
+    permit: Option<chatretry::Permit>,
 ) -> Result<Outcome, TaskExit> {
     let ctx = ClassifyContext::new(SystemTime::now());
     let request_id = chatretry::provider_request_id(err.as_ref());
@@ -504,6 +509,10 @@ pub(crate) async fn on_failure(
     let (err, c) = normalize_attempt_error(err, c, &ctx);
     let c = c.with_provider(provider);
     crate::metrics::classified(provider, c.source.as_str());
+    // A rate limit with a hint holds back the credential's other chats too.
+    if let Some(permit) = permit {
+        permit.failed(&c, ctx.now);
+    }
     tracing::info!(
         chat_id = %t.chat_id,
         generation_attempt = attempt,

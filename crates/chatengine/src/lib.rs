@@ -12,6 +12,7 @@
 //! - [`compaction`]: summarising a long history into a boundary the next prompts start from;
 //! - [`step`]: the pure pieces (prompt rows, decision, accumulation of parts, result caps);
 //! - [`watchdog`]: the idle watchdog that restarts a task making no progress;
+//! - `limits`: rate limits shared by the chats (and replicas) of one provider credential;
 //! - [`payload`]: the stored error and retry JSON; [`models`]: provider clients;
 //! - [`resolver`]: a chat's workspace connection, with the recovery gate of spec/recovery.md;
 //! - [`parts`]: the live parts of running turns, which streams and the relay read;
@@ -30,6 +31,7 @@ mod cancel;
 pub mod compaction;
 pub mod generation;
 pub mod interrupt;
+mod limits;
 pub mod metrics;
 pub mod models;
 pub mod parts;
@@ -94,6 +96,12 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// `provider.connect_timeout` / `provider.first_byte_timeout`.
     pub provider_timeouts: Timeouts,
+    /// `provider.shared_rate_limits` (on): a rate limit with a Retry-After on one chat holds
+    /// back the other chats of this replica, and of the replicas sharing the store, that use the
+    /// same provider credential, until it ends (spec/chatretry.md §11.7).
+    pub shared_rate_limits: bool,
+    /// How often the holds other replicas recorded are read (1 s).
+    pub shared_limit_poll: Duration,
     /// Which API key references the provider clients read (`*_API_KEY` variables and files
     /// in `/run/secrets` by default).
     pub key_references: models::KeyReferences,
@@ -135,6 +143,8 @@ impl Default for EngineConfig {
             stream_silence_timeout: SilenceTimeout::default(),
             retry: RetryPolicy::default(),
             provider_timeouts: Timeouts::default(),
+            shared_rate_limits: true,
+            shared_limit_poll: Duration::from_secs(1),
             key_references: models::KeyReferences::default(),
             system_prompt: String::new(),
             relay_address: String::new(),
@@ -208,6 +218,8 @@ pub(crate) struct Shared {
     pub(crate) tool_settings: Arc<ToolSettings>,
     pub(crate) rng: Mutex<Box<dyn chatretry::RetryRng>>,
     pub(crate) runners: worker::Runners,
+    /// Rate limits shared per provider credential; `None` when turned off.
+    pub(crate) limits: Option<Arc<chatretry::SharedLimits>>,
 }
 
 /// What a task knows of the runner that spawned it.

@@ -5,6 +5,7 @@
 //! |---|---|---|---|
 //! | `chatd_turns_total` | counter | `outcome` = `completed`, `error`, `interrupted` | turns this replica finished |
 //! | `chatd_retries_total` | counter | `kind` (chaterror kind), `provider` | model calls retried after a classified failure |
+//! | `chatd_shared_limit_waits_total` | counter | `provider` | chats held back by another chat's rate limit on the same provider credential |
 //! | `chatd_error_classifications_total` | counter | `provider`, `source` (`explicit`, `structured`, `heuristic`, `default`) | failed model calls classified (spec/chaterror.md: heuristic results per provider show where structured mappings are missing) |
 //! | `chatd_tool_duration_seconds` | histogram | `tool`, `outcome` = `ok`, `error` | how long a tool call ran in this replica |
 //! | `chatd_acquisition_lag_seconds` | histogram | | from a chat's last change (a new message, a crashed owner's last write) to a replica taking it |
@@ -21,6 +22,8 @@ use std::time::Duration;
 pub const TURNS: &str = "chatd_turns_total";
 /// Model calls retried, by error kind and provider.
 pub const RETRIES: &str = "chatd_retries_total";
+/// Chats held back by a shared rate limit, by provider.
+pub const SHARED_LIMIT_WAITS: &str = "chatd_shared_limit_waits_total";
 /// Failed model calls classified, by provider and classification source.
 pub const CLASSIFICATIONS: &str = "chatd_error_classifications_total";
 /// Tool call durations, by tool and outcome.
@@ -53,6 +56,11 @@ impl TurnOutcome {
             Self::Interrupted => "interrupted",
         }
     }
+}
+
+/// A chat started waiting for its credential's shared rate limit.
+pub(crate) fn shared_limit_wait(provider: &str) {
+    metrics::counter!(SHARED_LIMIT_WAITS, "provider" => provider.to_owned()).increment(1);
 }
 
 /// A turn ended.

@@ -53,10 +53,10 @@ impl ModelClients {
         if let Some(client) = clients.get(&config.provider_id) {
             return Ok(client.clone());
         }
-        let (format, default_url) = match config.provider.as_str() {
-            "anthropic" => (WireFormat::Anthropic, "https://api.anthropic.com"),
-            "openai" => (WireFormat::OpenAi, "https://api.openai.com/v1"),
-            "openai-compat" => (WireFormat::OpenAiCompatible, ""),
+        let format = match config.provider.as_str() {
+            "anthropic" => WireFormat::Anthropic,
+            "openai" => WireFormat::OpenAi,
+            "openai-compat" => WireFormat::OpenAiCompatible,
             other => return Err(ModelSetupError::Unsupported(other.to_owned())),
         };
         let api_key = self
@@ -67,7 +67,9 @@ impl ModelClients {
                 reference: config.api_key_ref.clone(),
             })?;
         let base_url = if config.base_url.is_empty() {
-            default_url.to_owned()
+            default_base_url(&config.provider)
+                .unwrap_or_default()
+                .to_owned()
         } else {
             config.base_url.clone()
         };
@@ -84,6 +86,15 @@ impl ModelClients {
         );
         clients.insert(config.provider_id, client.clone());
         Ok(client)
+    }
+}
+
+/// Where a provider kind is called when its configuration names no base URL.
+pub(crate) fn default_base_url(provider: &str) -> Option<&'static str> {
+    match provider {
+        "anthropic" => Some("https://api.anthropic.com"),
+        "openai" => Some("https://api.openai.com/v1"),
+        _ => None,
     }
 }
 

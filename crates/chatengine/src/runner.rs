@@ -342,10 +342,10 @@ async fn requires_action_timeout(t: TaskCtx) -> Result<(), TaskExit> {
     Ok(())
 }
 
-/// Lets go of a chat that needs no owner (waiting, error, archived).
+/// Lets go of a chat that needs no owner (waiting, error, archived). Fenced on the history it
+/// saw: a message sent meanwhile makes the chat runnable again under the same owner, and an
+/// abandon landing after it would leave a `running` chat without one.
 async fn abandon(t: TaskCtx) -> Result<(), TaskExit> {
-    let mut fence = t.fence(None);
-    fence.history_version = None;
-    t.commit(Change::Abandon, fence, || {}).await?;
+    t.apply(Change::Abandon, None).await?;
     Ok(())
 }

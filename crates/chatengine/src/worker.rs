@@ -78,6 +78,7 @@ impl Engine {
             active_tools,
             rng: Mutex::new(Box::new(OsSeededRng::default())),
             runners: Runners::default(),
+            limits: crate::limits::build(&deps, &config),
             deps,
             config,
         });
@@ -90,14 +91,17 @@ impl Engine {
         {
             tracing::warn!(error = %err, "could not register the replica; the heartbeat loop will retry");
         }
+        // A replica that starts while a credential is held back holds its chats back too.
+        crate::limits::refresh(&shared).await;
         let wake = Arc::new(Notify::new());
         let loops = vec![
             tokio::spawn(acquisition_loop(shared.clone(), root.clone(), wake.clone())),
-            tokio::spawn(ownership_hints(shared.clone(), root.clone(), wake)),
-            tokio::spawn(heartbeat_loop(shared.clone(), root.clone())),
+            tokio::spawn(ownership_hints(shared.clone(), root.clone(), wake.clone())),
+            tokio::spawn(heartbeat_loop(shared.clone(), root.clone(), wake)),
             tokio::spawn(cleanup_loop(shared.clone(), root.clone())),
             tokio::spawn(sync_loop(shared.clone(), root.clone())),
             tokio::spawn(gc_loop(shared.clone(), root.clone())),
+            tokio::spawn(crate::limits::sync_loop(shared.clone(), root.clone())),
         ];
         tracing::info!(%worker_id, "chat worker started");
         Engine {
@@ -277,8 +281,10 @@ impl<'a> Ticker<'a> {
 }
 
 /// Renews the leases of live runners; runners whose lease was not renewed are stopped
-/// (spec/engine.md §9.3). A failed tick renews nothing and stops nothing.
-async fn heartbeat_loop(shared: Arc<Shared>, root: CancelToken) {
+/// (spec/engine.md §9.3), and an acquisition pass follows at once, so a chat whose lease lapsed
+/// (here or anywhere) is not left `running` until the next periodic pass. A failed tick renews
+/// nothing and stops nothing.
+async fn heartbeat_loop(shared: Arc<Shared>, root: CancelToken, wake: Arc<Notify>) {
     let mut ticker = Ticker::new(shared.config.heartbeat_interval, &root).await;
     while ticker.next().await {
         let pairs: Vec<(Uuid, Uuid)> = {
@@ -313,15 +319,21 @@ async fn heartbeat_loop(shared: Arc<Shared>, root: CancelToken) {
             .into_iter()
             .filter(|pair| !renewed.contains(pair))
             .collect();
-        let mut map = shared.runners.map.lock().unwrap_or_else(|p| p.into_inner());
-        for (chat_id, runner_id) in lost {
-            if map.get(&chat_id).is_some_and(|r| r.runner_id == runner_id)
-                && let Some(runner) = map.remove(&chat_id)
-            {
-                tracing::info!(%chat_id, %runner_id, "lease lost; stopping the runner");
-                runner.token.cancel(CancelCause::TurnSuperseded);
+        if lost.is_empty() {
+            continue;
+        }
+        {
+            let mut map = shared.runners.map.lock().unwrap_or_else(|p| p.into_inner());
+            for (chat_id, runner_id) in lost {
+                if map.get(&chat_id).is_some_and(|r| r.runner_id == runner_id)
+                    && let Some(runner) = map.remove(&chat_id)
+                {
+                    tracing::info!(%chat_id, %runner_id, "lease lost; stopping the runner");
+                    runner.token.cancel(CancelCause::TurnSuperseded);
+                }
             }
         }
+        wake.notify_one();
     }
 }
 

@@ -55,6 +55,7 @@ impl RetryEvent {
             DelaySource::Backoff => wire::RetryDelaySource::Backoff,
             DelaySource::RetryAfterHeader => wire::RetryDelaySource::RetryAfterHeader,
             DelaySource::RetryAfterBody => wire::RetryDelaySource::RetryAfterBody,
+            DelaySource::SharedLimit => wire::RetryDelaySource::SharedLimit,
         }
         .into();
         event.max_attempts = self.max_attempts;

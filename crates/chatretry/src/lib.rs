@@ -7,6 +7,8 @@
 //!   [`RetryPolicy::decide`] is the single decision both drivers use.
 //! - [`retry`] / [`Retrier`]: the in-process driver, with the exact order of checks, the
 //!   transport-reset normalisation and typed outcomes ([`RetryError`]).
+//! - [`SharedLimits`]: a rate limit heard by one caller holds back the other callers of the
+//!   same credential until it ends, then lets one probe through (a circuit breaker).
 //! - [`guard_silence`]: the stream silence guard, a stream adapter that fails a silent attempt
 //!   exactly once with a retryable `stream_silence_timeout`.
 //!
@@ -41,6 +43,7 @@
 //! ```
 
 mod driver;
+mod limits;
 mod policy;
 mod silence;
 mod token;
@@ -51,6 +54,7 @@ pub use chaterror::{BoxError, CancelCause, Cancelled};
 pub use driver::{
     Retrier, RetryError, RetryEvent, normalize_attempt_error, provider_request_id, retry,
 };
+pub use limits::{Admission, Hold, Permit, SharedLimits, Wait};
 pub use policy::{
     DelaySource, ExhaustedReason, FixedRng, Jitter, OsSeededRng, PolicyError, RetryDecision,
     RetryPolicy, RetryRng,

@@ -95,6 +95,9 @@ pub enum DelaySource {
     RetryAfterHeader,
     /// A hint in the error body.
     RetryAfterBody,
+    /// Another call with the same credential was rate limited: the shared hold
+    /// ([`SharedLimits`](crate::SharedLimits)).
+    SharedLimit,
 }
 
 impl DelaySource {
@@ -104,6 +107,7 @@ impl DelaySource {
             Self::Backoff => "backoff",
             Self::RetryAfterHeader => "retry_after_header",
             Self::RetryAfterBody => "retry_after_body",
+            Self::SharedLimit => "shared_limit",
         }
     }
 }

@@ -49,7 +49,7 @@ pub use identity::IdentityStore;
 pub use models::ModelStore;
 pub use names::UnknownName;
 pub use open::{DatabaseUrl, OpenDatabase, OpenOptions};
-pub use replicas::ReplicaStore;
+pub use replicas::{CredentialHold, ReplicaStore};
 pub use store::{
     Applied, Change, ChatCursor, ChatListQuery, ChatMetadata, ChatSnapshot, MessagePage, Store,
     StoreConfig, ToolResultInput,

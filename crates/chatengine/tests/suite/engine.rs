@@ -33,7 +33,7 @@ fn store_config() -> StoreConfig {
 }
 
 /// Short intervals so leases lapse in seconds and retries wait milliseconds.
-fn config() -> EngineConfig {
+pub(super) fn config() -> EngineConfig {
     let mut config = EngineConfig {
         acquire_interval: Duration::from_millis(500),
         heartbeat_interval: Duration::from_millis(300),
@@ -77,15 +77,15 @@ fn deps(store: Arc<dyn Database>, pubsub: Arc<dyn Pubsub>, call_deadline: Durati
 
 /// A database, the emulator playing `turns`, a default model pointing at it, and a store with
 /// short leases.
-struct Run {
-    h: Harness,
-    emulator: Emulator,
-    store: Arc<dyn Database>,
+pub(super) struct Run {
+    pub(super) h: Harness,
+    pub(super) emulator: Emulator,
+    pub(super) store: Arc<dyn Database>,
     model: Uuid,
 }
 
 impl Run {
-    async fn new(h: Harness, turns: Vec<Turn>) -> Self {
+    pub(super) async fn new(h: Harness, turns: Vec<Turn>) -> Self {
         let emulator = Emulator::start(turns).await.unwrap();
         let model = h
             .model("anthropic", &emulator.base_url(), "claude-test")
@@ -99,11 +99,11 @@ impl Run {
         }
     }
 
-    async fn engine(&self) -> Engine {
+    pub(super) async fn engine(&self) -> Engine {
         self.engine_with(config()).await
     }
 
-    async fn engine_with(&self, config: EngineConfig) -> Engine {
+    pub(super) async fn engine_with(&self, config: EngineConfig) -> Engine {
         self.engine_with_deadline(config, chattool::conn::DEFAULT_AGENT_CALL_DEADLINE)
             .await
     }
@@ -113,7 +113,7 @@ impl Run {
         Engine::start(deps, config).await
     }
 
-    async fn chat(&self, text: &str) -> Uuid {
+    pub(super) async fn chat(&self, text: &str) -> Uuid {
         self.store
             .create_chat(NewChat::new(
                 self.h.organization,
@@ -147,7 +147,7 @@ impl Run {
         self.store.chat(chat).await.unwrap()
     }
 
-    async fn wait(&self, chat: Uuid, what: &str, check: impl Fn(&Chat) -> bool) -> Chat {
+    pub(super) async fn wait(&self, chat: Uuid, what: &str, check: impl Fn(&Chat) -> bool) -> Chat {
         eventually(what, || async {
             let c = self.read(chat).await;
             check(&c).then_some(c)
@@ -156,24 +156,24 @@ impl Run {
     }
 
     /// Waits until the turn is over (waiting or error).
-    async fn settled(&self, chat: Uuid) -> Chat {
+    pub(super) async fn settled(&self, chat: Uuid) -> Chat {
         self.wait(chat, "the turn to end", |c| {
             matches!(c.status, ChatStatus::Waiting | ChatStatus::Error)
         })
         .await
     }
 
-    async fn history(&self, chat: Uuid) -> Vec<Message> {
+    pub(super) async fn history(&self, chat: Uuid) -> Vec<Message> {
         self.store.history(chat, false).await.unwrap()
     }
 
-    async fn finish(self) {
+    pub(super) async fn finish(self) {
         drop(self.emulator);
         self.h.finish().await;
     }
 }
 
-fn text_of(m: &Message) -> String {
+pub(super) fn text_of(m: &Message) -> String {
     m.content
         .iter()
         .filter_map(|p| match p {
@@ -202,7 +202,7 @@ fn roles(history: &[Message]) -> Vec<Role> {
     history.iter().map(|m| m.role).collect()
 }
 
-fn reply(text: &str) -> Turn {
+pub(super) fn reply(text: &str) -> Turn {
     Turn::with(vec![ScriptPart::text(text)])
 }
 

@@ -1,4 +1,5 @@
 mod chat_tools;
 mod engine;
 mod resolver;
+mod shared_limits;
 mod tool_waits;

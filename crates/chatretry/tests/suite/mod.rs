@@ -1,4 +1,5 @@
 mod driver;
+mod limits;
 mod policy;
 mod silence;
 mod token;

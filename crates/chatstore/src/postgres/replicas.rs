@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::StoreError;
-use crate::replicas::ReplicaStore;
+use crate::replicas::{CredentialHold, ReplicaStore};
 
 #[async_trait]
 impl ReplicaStore for PgStore {
@@ -67,5 +67,36 @@ impl ReplicaStore for PgStore {
                 .fetch_one(self.pool())
                 .await?,
         )
+    }
+
+    async fn hold_credential(
+        &self,
+        credential: &str,
+        hold_for: Duration,
+        reason: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO provider_rate_limits (credential, hold_until, reason)
+             VALUES ($1, now() + make_interval(secs => $2), $3)
+             ON CONFLICT (credential) DO UPDATE
+                SET hold_until = excluded.hold_until, reason = excluded.reason, updated_at = now()
+              WHERE provider_rate_limits.hold_until < excluded.hold_until",
+        )
+        .bind(credential)
+        .bind(hold_for.as_secs_f64())
+        .bind(reason)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn credential_holds(&self) -> Result<Vec<CredentialHold>, StoreError> {
+        let rows: Vec<(String, f64, serde_json::Value)> = sqlx::query_as(
+            "SELECT credential, EXTRACT(EPOCH FROM hold_until - now())::float8, reason
+               FROM provider_rate_limits WHERE hold_until > now()",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(crate::replicas::holds(rows))
     }
 }

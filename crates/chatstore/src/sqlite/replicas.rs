@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{SqliteStore, ago};
+use super::{SqliteStore, ago, later};
 use crate::StoreError;
-use crate::replicas::ReplicaStore;
+use crate::replicas::{CredentialHold, ReplicaStore};
 
 #[async_trait]
 impl ReplicaStore for SqliteStore {
@@ -67,5 +67,44 @@ impl ReplicaStore for SqliteStore {
                 .fetch_one(self.db.writer())
                 .await?,
         )
+    }
+
+    async fn hold_credential(
+        &self,
+        credential: &str,
+        hold_for: Duration,
+        reason: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO provider_rate_limits (credential, hold_until, reason) VALUES ($1, ",
+            now_shifted!("$2"),
+            ", $3) ON CONFLICT (credential) DO UPDATE
+                  SET hold_until = excluded.hold_until, reason = excluded.reason,
+                      updated_at = excluded.updated_at
+                WHERE provider_rate_limits.hold_until < excluded.hold_until"
+        ))
+        .bind(credential)
+        .bind(later(hold_for))
+        .bind(reason.to_string())
+        .execute(self.db.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn credential_holds(&self) -> Result<Vec<CredentialHold>, StoreError> {
+        let rows: Vec<(String, f64, String)> = sqlx::query_as(concat!(
+            "SELECT credential, (julianday(hold_until) - julianday('now')) * 86400.0, reason
+               FROM provider_rate_limits WHERE hold_until > ",
+            now!()
+        ))
+        .fetch_all(self.db.reader())
+        .await?;
+        Ok(crate::replicas::holds(
+            rows.into_iter()
+                .map(|(c, secs, reason)| {
+                    (c, secs, serde_json::from_str(&reason).unwrap_or_default())
+                })
+                .collect(),
+        ))
     }
 }

@@ -308,7 +308,7 @@ async fn t4_retry_state_changes_are_versioned_and_cleared_by_a_new_attempt() {
 }
 
 #[tokio::test]
-async fn heartbeats_are_unlogged() {
+async fn heartbeats_are_logged_so_leases_survive_a_database_crash() {
     let s = Seeded::new().await;
     let persistence: String = sqlx::query_scalar(
         "SELECT relpersistence::text FROM pg_class WHERE relname = 'chat_heartbeats'",
@@ -316,7 +316,7 @@ async fn heartbeats_are_unlogged() {
     .fetch_one(s.pool())
     .await
     .unwrap();
-    assert_eq!(persistence, "u");
+    assert_eq!(persistence, "p");
     s.pool().execute("SELECT 1").await.unwrap();
     s.finish().await;
 }
