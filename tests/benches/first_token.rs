@@ -27,12 +27,11 @@ use std::time::Duration;
 use chatd_e2e::Daemon;
 use chatd_e2e::test_db::{TestBackend, TestDb};
 use chatproto::chatd::v1 as pb;
-use chatstore::testing::Fixtures as _;
 use nix::sys::signal::Signal;
 use pb::chat_service_client::ChatServiceClient;
 use support::{
-    Clock, EmulatorProcess, EmulatorReport, Replies, cpu_seconds, cpu_seconds_of, markers,
-    percentile_ms, status_kib,
+    Clock, EmulatorProcess, EmulatorReport, Replies, authorized, cpu_seconds, cpu_seconds_of,
+    create_request, markers, member_tokens, percentile_ms, status_kib,
 };
 use tokio::sync::Barrier;
 use tonic::transport::Channel;
@@ -145,15 +144,6 @@ async fn direct(chats: usize) -> Vec<Seen> {
     seen
 }
 
-/// `message` with the bearer token.
-fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
 /// One client: creates chat `k` as the user whose token it holds and streams it to the end of
 /// the reply.
 async fn client(
@@ -171,17 +161,7 @@ async fn client(
     };
     let run = async {
         let chat = chats
-            .create_chat(authorized(
-                pb::CreateChatRequest {
-                    content: vec![pb::ChatInputPart {
-                        part: Some(pb::chat_input_part::Part::Text(pb::TextPart {
-                            text: format!("c{k}"),
-                        })),
-                    }],
-                    ..Default::default()
-                },
-                &token,
-            ))
+            .create_chat(authorized(create_request(format!("c{k}")), &token))
             .await?
             .into_inner();
         seen.chat_id.clone_from(&chat.id);
@@ -241,21 +221,7 @@ async fn through_chatd(chats: usize) -> Through {
     let mut h = TestDb::create().await;
     let emulator = EmulatorProcess::start(replies(WARM_UP + chats));
     emulator.default_model(&h).await;
-    let mut tokens = Vec::new();
-    for u in 0..=chats.div_ceil(CHATS_PER_USER) {
-        let user = h
-            .store
-            .fixture_user(&format!("bench{u}"), "member", h.organization)
-            .await
-            .unwrap();
-        tokens.push(
-            h.store
-                .fixture_token(user, "bench", None)
-                .await
-                .unwrap()
-                .token,
-        );
-    }
+    let tokens = member_tokens(&h, chats.div_ceil(CHATS_PER_USER) + 1).await;
     let log_filter = std::env::var("CHATD_BENCH_LOG").ok();
     let args = h.serve_args("127.0.0.1:0").await;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -296,6 +296,9 @@ struct Shared {
     frame_times: Mutex<Vec<std::time::Instant>>,
     /// Marked frames: when each frame holding a `⟦token⟧` marker was written, and the token.
     marks: Mutex<Vec<(std::time::Instant, String)>>,
+    /// A rate-limit storm: until this instant, every request is answered 429 with this
+    /// `retry-after` (whole seconds), and no turn is used.
+    storm: Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 /// Opens a marker in scripted text: a frame holding `⟦token⟧` is logged with its write time.
@@ -374,6 +377,15 @@ impl Emulator {
     /// Appends turns to the script.
     pub fn push(&self, turn: Turn) {
         lock(&self.shared.turns).push_back(turn);
+    }
+
+    /// Answers every request for the next `duration` with HTTP 429, a `retry-after` of
+    /// `retry_after` (whole seconds, at least 1) and an Anthropic `rate_limit_error` body, as a
+    /// provider does when a key's limit is hit; the script is left as it is. A `duration` of
+    /// zero ends a storm.
+    pub fn rate_limit_for(&self, duration: Duration, retry_after: Duration) {
+        let until = std::time::Instant::now() + duration;
+        *lock(&self.shared.storm) = Some((until, retry_after.as_secs().max(1)));
     }
 
     /// Every request received so far.
@@ -644,6 +656,17 @@ fn plan_reply(shared: &Shared, path: &str, body: &Value) -> Result<(Wire, Turn),
             json!({"error": {"message": "unknown path"}}).to_string(),
         ));
     };
+    if let Some((until, retry_after)) = *lock(&shared.storm)
+        && std::time::Instant::now() < until
+    {
+        return Err((
+            429,
+            vec![("retry-after".to_owned(), retry_after.to_string())],
+            json!({"type": "error", "error": {"type": "rate_limit_error",
+                   "message": "This request would exceed the rate limit for your organization."}})
+            .to_string(),
+        ));
+    }
     let turn = {
         let mut turns = lock(&shared.turns);
         turns

@@ -317,3 +317,44 @@ pub(crate) fn percentile_ms(samples: &mut [Duration], p: f64) -> f64 {
     samples.sort_unstable();
     chatd_e2e::workspaces::percentile(samples, p).as_secs_f64() * 1e3
 }
+
+/// `message` with the bearer token.
+pub(crate) fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// A chat's first message: one text part.
+pub(crate) fn create_request(text: String) -> chatproto::chatd::v1::CreateChatRequest {
+    use chatproto::chatd::v1 as pb;
+    pb::CreateChatRequest {
+        content: vec![pb::ChatInputPart {
+            part: Some(pb::chat_input_part::Part::Text(pb::TextPart { text })),
+        }],
+        ..Default::default()
+    }
+}
+
+/// API tokens of `users` new members, each allowed the per-user limit of running chats.
+pub(crate) async fn member_tokens(h: &chatd_e2e::test_db::TestDb, users: usize) -> Vec<String> {
+    use chatstore::testing::Fixtures as _;
+    let mut tokens = Vec::with_capacity(users);
+    for u in 0..users {
+        let user = h
+            .store
+            .fixture_user(&format!("bench{u}"), "member", h.organization)
+            .await
+            .unwrap();
+        tokens.push(
+            h.store
+                .fixture_token(user, "bench", None)
+                .await
+                .unwrap()
+                .token,
+        );
+    }
+    tokens
+}

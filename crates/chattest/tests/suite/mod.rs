@@ -1,3 +1,4 @@
+mod emulator;
 mod provider_binary;
 mod proxy;
 mod python_sdks;
