@@ -13,6 +13,7 @@ use chatstate::ChatStatus;
 use chatstore::models::ModelConfig;
 use chatstore::types::{Chat, Message, MessageUsage, NewMessage, Role};
 use chatstore::{Change, StoreError};
+use chattool::context::LEASE_LOST;
 use chattool::{ChatScope, ToolContext, ToolResult};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use tracing::Instrument as _;
@@ -631,6 +632,7 @@ async fn execute_tools(
 ) -> Result<(), TaskExit> {
     let (attempt, key) = start_step(t).await?;
     let _episode = EpisodeGuard { t, key };
+    lease_held(t)?;
     let base = tool_context(t, chat);
     let mut handles = Vec::with_capacity(calls.len());
     for call in &calls {
@@ -677,6 +679,14 @@ async fn execute_tools(
     };
     let context_limit = config.map_or(200_000, |c| c.context_limit);
     let budget = step::result_budget(context_limit, calls.len());
+    let joined: Vec<_> = joined.into_iter().collect();
+    // A call refused for a lapsed lease is not a result: the next owner runs the step.
+    if joined.iter().any(|r| {
+        r.as_ref()
+            .is_ok_and(|r| r.is_error && r.content == LEASE_LOST)
+    }) {
+        lease_held(t)?;
+    }
     let mut results = Vec::with_capacity(calls.len());
     for (call, joined) in calls.iter().zip(joined) {
         let result = joined.unwrap_or_else(|err| {
@@ -738,6 +748,18 @@ async fn cancel_if_edited_away(t: TaskCtx, calls: Vec<PendingCall>) {
 
 const INTERRUPTED: &str = step::INTERRUPTED_RESULT;
 
+/// Ends the task when the runner can no longer prove it holds the chat's lease: no tool call
+/// is dispatched for a chat another replica may have taken over (spec/engine.md §9.4).
+fn lease_held(t: &TaskCtx) -> Result<(), TaskExit> {
+    if t.runner.lease.holds() {
+        return Ok(());
+    }
+    tracing::warn!(chat_id = %t.chat_id, runner_id = %t.runner_id, "the lease could not be renewed in time; not dispatching tool calls");
+    Err(TaskExit::Fenced(
+        "the runner can no longer prove it holds the lease".into(),
+    ))
+}
+
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -768,6 +790,7 @@ fn tool_context(t: &TaskCtx, chat: &Chat) -> ToolContext {
         Arc::new(r.for_turn(t.token.clone())) as Arc<dyn chattool::context::WorkspaceResolver>
     });
     ctx.workspace_lock = t.runner.workspace_lock.clone();
+    ctx.lease = Some(t.runner.lease.clone());
     let progress = t.progress.clone();
     ctx.on_progress = Some(Arc::new(move || progress.kick()));
     ctx.settings = t.shared.tool_settings.clone();

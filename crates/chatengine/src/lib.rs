@@ -12,6 +12,7 @@
 //! - [`compaction`]: summarising a long history into a boundary the next prompts start from;
 //! - [`step`]: the pure pieces (prompt rows, decision, accumulation of parts, result caps);
 //! - [`watchdog`]: the idle watchdog that restarts a task making no progress;
+//! - `lease`: what a runner can prove of its lease between renewals (tools dispatch only then);
 //! - `limits`: rate limits shared by the chats (and replicas) of one provider credential;
 //! - [`payload`]: the stored error and retry JSON; [`models`]: provider clients;
 //! - [`resolver`]: a chat's workspace connection, with the recovery gate of spec/recovery.md;
@@ -31,6 +32,7 @@ mod cancel;
 pub mod compaction;
 pub mod generation;
 pub mod interrupt;
+mod lease;
 mod limits;
 pub mod metrics;
 pub mod models;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use crate::lease::LeaseProof;
 use crate::resolver::{AgentConnCache, WorkspaceConnResolver};
 use crate::watchdog::Progress;
 use crate::{Shared, TaskCtx, TaskExit, generation, interrupt};
@@ -25,11 +26,15 @@ pub(crate) struct RunnerState {
     pub(crate) resolver: Option<WorkspaceConnResolver>,
     pub(crate) cache: Arc<AgentConnCache>,
     pub(crate) workspace_lock: Arc<tokio::sync::Mutex<()>>,
+    /// What the runner can prove of its lease; tools are dispatched only while it holds.
+    pub(crate) lease: Arc<LeaseProof>,
 }
 
 /// The worker's handle on a runner.
 pub(crate) struct RunnerHandle {
     pub(crate) runner_id: Uuid,
+    /// The runner's lease proof, renewed by the heartbeat.
+    pub(crate) lease: Arc<LeaseProof>,
     pub(crate) events: mpsc::UnboundedSender<ChatUpdate>,
     pub(crate) token: CancelToken,
     pub(crate) task: JoinHandle<()>,
@@ -54,7 +59,9 @@ pub(crate) fn spawn(
     chat_id: Uuid,
     runner_id: Uuid,
     parent: &CancelToken,
+    acquired: tokio::time::Instant,
 ) -> RunnerHandle {
+    let lease = Arc::new(LeaseProof::new(acquired, shared.config.lease_stale_after));
     let (events, rx) = mpsc::unbounded_channel();
     let token = parent.child();
     let cache = Arc::new(AgentConnCache::default());
@@ -73,6 +80,7 @@ pub(crate) fn spawn(
         resolver,
         cache,
         workspace_lock: Arc::default(),
+        lease: lease.clone(),
     });
     let runner = Runner {
         shared,
@@ -92,6 +100,7 @@ pub(crate) fn spawn(
     });
     RunnerHandle {
         runner_id,
+        lease,
         events,
         token,
         task,

@@ -200,6 +200,7 @@ async fn acquisition_pass(shared: &Arc<Shared>, root: &CancelToken) {
         if root.is_cancelled() {
             return;
         }
+        let sent = tokio::time::Instant::now();
         let chats = match store
             .acquire_batch(shared.worker_id, shared.config.acquire_batch)
             .await
@@ -212,7 +213,7 @@ async fn acquisition_pass(shared: &Arc<Shared>, root: &CancelToken) {
         };
         let full = i64::try_from(chats.len()).unwrap_or(i64::MAX) >= shared.config.acquire_batch;
         for chat in chats {
-            start_runner(shared, root, &chat);
+            start_runner(shared, root, &chat, sent);
         }
         if !full {
             return;
@@ -220,8 +221,13 @@ async fn acquisition_pass(shared: &Arc<Shared>, root: &CancelToken) {
     }
 }
 
-/// Starts the runner of a chat this worker has just acquired.
-fn start_runner(shared: &Arc<Shared>, root: &CancelToken, chat: &chatstore::types::Chat) {
+/// Starts the runner of a chat this worker has just acquired by a statement sent at `sent`.
+fn start_runner(
+    shared: &Arc<Shared>,
+    root: &CancelToken,
+    chat: &chatstore::types::Chat,
+    sent: tokio::time::Instant,
+) {
     let (chat_id, Some(runner_id)) = (chat.id, chat.runner_id) else {
         return;
     };
@@ -230,7 +236,7 @@ fn start_runner(shared: &Arc<Shared>, root: &CancelToken, chat: &chatstore::type
         .unwrap_or_default();
     crate::metrics::acquired(lag);
     tracing::info!(%chat_id, %runner_id, status = %chat.status, "acquired chat");
-    let handle = runner::spawn(shared.clone(), chat_id, runner_id, root);
+    let handle = runner::spawn(shared.clone(), chat_id, runner_id, root, sent);
     let _ = handle.events.send(ChatUpdate::from_chat(chat));
     let old = {
         let mut map = shared.runners.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -301,6 +307,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, root: CancelToken, wake: Arc<Notify
         if pairs.is_empty() {
             continue;
         }
+        let sent = tokio::time::Instant::now();
         let renewed =
             match tokio::time::timeout(tick_timeout, store.heartbeat(shared.worker_id, &pairs))
                 .await
@@ -319,6 +326,14 @@ async fn heartbeat_loop(shared: Arc<Shared>, root: CancelToken, wake: Arc<Notify
             .into_iter()
             .filter(|pair| !renewed.contains(pair))
             .collect();
+        {
+            let map = shared.runners.map.lock().unwrap_or_else(|p| p.into_inner());
+            for (chat_id, runner_id) in &renewed {
+                if let Some(runner) = map.get(chat_id).filter(|r| r.runner_id == *runner_id) {
+                    runner.lease.renewed(sent);
+                }
+            }
+        }
         if lost.is_empty() {
             continue;
         }

@@ -51,8 +51,8 @@ pub use names::UnknownName;
 pub use open::{DatabaseUrl, OpenDatabase, OpenOptions};
 pub use replicas::{CredentialHold, ReplicaStore};
 pub use store::{
-    Applied, Change, ChatCursor, ChatListQuery, ChatMetadata, ChatSnapshot, MessagePage, Store,
-    StoreConfig, ToolResultInput,
+    Applied, Change, ChatCursor, ChatListQuery, ChatMetadata, ChatSnapshot, LEASE_NOT_HELD,
+    MessagePage, Store, StoreConfig, ToolResultInput,
 };
 pub use templates::TemplateStore;
 pub use transition::CLEARED_CONTEXT_TEXT;

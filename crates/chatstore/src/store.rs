@@ -195,6 +195,9 @@ impl Default for StoreConfig {
     }
 }
 
+/// Why a fenced ledger entry was refused: the runner does not hold the chat's live lease.
+pub const LEASE_NOT_HELD: &str = "the runner does not hold the chat's live lease";
+
 /// Every read and write of chat state. Implemented by both backends; the contract tests in
 /// `tests/` are written against this trait. `Debug` so that whatever holds a `dyn Store` (or a
 /// `dyn Database`) can derive its own.
@@ -293,7 +296,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Records that a side-effecting tool call is being dispatched (spec/chattool.md §10.2).
     /// `None` = this is the first dispatch (a `dispatched` row was inserted); `Some` = the call
-    /// was seen before, and its row is returned unchanged.
+    /// was seen before, and its row is returned unchanged. With a `runner_id`, fenced: unless
+    /// that runner owns the chat with a live lease, nothing is written and the answer is
+    /// [`StoreError::FenceMismatch`] ([`LEASE_NOT_HELD`]).
     async fn begin_tool_execution(
         &self,
         chat_id: Uuid,

@@ -47,6 +47,8 @@ pub struct Proxy {
     addr: SocketAddr,
     reply_delay: Arc<watch::Sender<Duration>>,
     mode: Arc<watch::Sender<Mode>>,
+    /// Bumped to reset every stalled connection.
+    resets: Arc<watch::Sender<u64>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -64,16 +66,19 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let reply_delay = Arc::new(watch::Sender::new(Duration::ZERO));
         let mode = Arc::new(watch::Sender::new(Mode::Pass));
+        let resets = Arc::new(watch::Sender::new(0));
         let task = tokio::spawn(accept(
             listener,
             upstream,
             reply_delay.clone(),
             mode.clone(),
+            resets.clone(),
         ));
         Ok(Self {
             addr,
             reply_delay,
             mode,
+            resets,
             task,
         })
     }
@@ -94,6 +99,13 @@ impl Proxy {
     pub fn set_mode(&self, mode: Mode) {
         self.mode.send_replace(mode);
     }
+
+    /// Ends a partition: every connection the blackhole stalled is reset (as a peer's restart
+    /// or a middlebox's idle timeout ends it in production), and new connections pass.
+    pub fn end_partition(&self) {
+        self.resets.send_modify(|n| *n += 1);
+        self.mode.send_replace(Mode::Pass);
+    }
 }
 
 impl Drop for Proxy {
@@ -107,6 +119,7 @@ async fn accept(
     upstream: SocketAddr,
     reply_delay: Arc<watch::Sender<Duration>>,
     mode: Arc<watch::Sender<Mode>>,
+    resets: Arc<watch::Sender<u64>>,
 ) {
     // Connections live in the set, so aborting this task closes them all.
     let mut connections = JoinSet::new();
@@ -116,12 +129,13 @@ async fn accept(
                 let Ok((client, _)) = accepted else { continue };
                 let delay = reply_delay.subscribe();
                 let mut mode = mode.subscribe();
+                let resets = resets.subscribe();
                 connections.spawn(async move {
                     let mut client = client;
                     let now = *mode.borrow_and_update();
                     match now {
                         Mode::Pass => {}
-                        Mode::Blackhole => return stall(client, None, mode).await,
+                        Mode::Blackhole => return stall(client, None, mode, resets).await,
                         Mode::Reset => return reset(&client),
                     }
                     let Ok(mut server) = TcpStream::connect(upstream).await else {
@@ -132,7 +146,7 @@ async fn accept(
                         changed = mode.wait_for(|m| *m != Mode::Pass) => changed.map(|m| *m),
                     };
                     if matches!(changed, Ok(Mode::Blackhole)) {
-                        stall(client, Some(server), mode).await;
+                        stall(client, Some(server), mode, resets).await;
                     } else {
                         reset(&client);
                         reset(&server);
@@ -144,9 +158,18 @@ async fn accept(
     }
 }
 
-/// Holds a blackholed connection open, moving no bytes, until the proxy resets or is dropped.
-async fn stall(client: TcpStream, server: Option<TcpStream>, mut mode: watch::Receiver<Mode>) {
-    let _ = mode.wait_for(|m| *m == Mode::Reset).await;
+/// Holds a blackholed connection open, moving no bytes, until the proxy resets, the partition
+/// ends, or the proxy is dropped.
+async fn stall(
+    client: TcpStream,
+    server: Option<TcpStream>,
+    mut mode: watch::Receiver<Mode>,
+    mut resets: watch::Receiver<u64>,
+) {
+    tokio::select! {
+        _ = mode.wait_for(|m| *m == Mode::Reset) => {}
+        _ = resets.changed() => {}
+    }
     reset(&client);
     if let Some(server) = &server {
         reset(server);

@@ -35,6 +35,18 @@ pub trait WorkspaceResolver: Send + Sync {
     async fn connect(&self, chat_id: Uuid) -> Result<Arc<dyn WorkspaceConn>, String>;
 }
 
+/// Whether the dispatching runner can still prove it owns the chat (its lease has not lapsed
+/// since the database last confirmed it). A tool asks before every dispatch that can touch a
+/// workspace: a replica cut off from the database must not act for a chat another replica may
+/// have taken over.
+pub trait LeaseCheck: Send + Sync {
+    /// `true` while the lease is provably held.
+    fn holds(&self) -> bool;
+}
+
+/// The tool result of a call not dispatched because the lease could not be proven.
+pub const LEASE_LOST: &str = "not run: this chatd replica can no longer prove it owns the chat (its lease could not be renewed in time); another replica takes the chat over";
+
 /// Told when a tool changed the chat's workspace binding (§2.6), and again after readiness; the
 /// engine publishes a `status_change` watch event on the owner's channel.
 pub trait BindingListener: Send + Sync {
@@ -151,6 +163,8 @@ pub struct ToolContext {
     /// and at each look of a build or readiness wait, so a long command or build does not trip
     /// the task's idle watchdog (spec/engine.md §11).
     pub on_progress: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The dispatching runner's lease; `None` = not checked (no engine).
+    pub lease: Option<Arc<dyn LeaseCheck>>,
 }
 
 impl std::fmt::Debug for ToolContext {
@@ -180,6 +194,7 @@ impl ToolContext {
             settings: Arc::default(),
             on_binding: None,
             on_progress: None,
+            lease: None,
         }
     }
 
@@ -198,6 +213,7 @@ impl ToolContext {
 
     /// The chat's workspace connection, or the text error to return.
     pub async fn connection(&self) -> Result<Arc<dyn WorkspaceConn>, crate::ToolResult> {
+        self.check_lease()?;
         let resolver = self
             .resolver
             .as_ref()
@@ -206,6 +222,15 @@ impl ToolContext {
             .connect(self.chat.id)
             .await
             .map_err(crate::ToolResult::error)
+    }
+
+    /// `Err` with [`LEASE_LOST`] when the dispatching runner can no longer prove it owns the
+    /// chat: asked before every dispatch (a workspace connection, a ledger entry, a build).
+    pub fn check_lease(&self) -> Result<(), crate::ToolResult> {
+        match &self.lease {
+            Some(lease) if !lease.holds() => Err(crate::ToolResult::error(LEASE_LOST)),
+            _ => Ok(()),
+        }
     }
 
     /// Build and readiness waits over the store and its notifications, when both are present.

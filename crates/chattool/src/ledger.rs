@@ -59,6 +59,7 @@ where
     F: FnOnce(Dispatch) -> Fut,
     Fut: Future<Output = Result<ToolResult, ToolResult>>,
 {
+    ctx.check_lease()?;
     let Some(store) = ctx.store.clone() else {
         return run(Dispatch::First).await;
     };

@@ -199,6 +199,7 @@ struct Services {
 impl Services {
     /// The services, or the tool's "not configured" texts.
     fn of(ctx: &ToolContext, not_configured: &str, improper: &str) -> Result<Self, ToolResult> {
+        ctx.check_lease()?;
         let builds = ctx
             .builds
             .clone()

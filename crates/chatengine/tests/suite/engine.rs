@@ -21,7 +21,7 @@ use chatstore::pubsub::Pubsub;
 use chatstore::types::{Chat, Message, MessagePart, NewChat, NewMessage, Role};
 use chatstore::{Change, StoreConfig};
 use chattest::emulator::{Emulator, FaultKind, FaultPoint, Match, ScriptPart, Turn};
-use chattest::proxy::Proxy;
+use chattest::proxy::{Mode, Proxy};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -1721,6 +1721,137 @@ async fn a_graceful_shutdown_hands_the_chat_off_and_the_next_owner_honours_a_pen
 /// A commit and what follows from it are one unit. The engine's pool reaches PostgreSQL through
 /// a proxy that delays every reply while its LISTEN connection is direct, so each commit's
 /// notification arrives before the reply to its `COMMIT`: the runner sees the turn finished and
+/// A pool on the test's PostgreSQL server through a proxy of its own, to delay or cut it.
+async fn behind_a_proxy(run: &Run) -> (Proxy, sqlx::PgPool) {
+    let direct =
+        sqlx::postgres::PgConnectOptions::from_str(&run.h.db.postgres().unwrap().url).unwrap();
+    let upstream = format!("{}:{}", direct.get_host(), direct.get_port())
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_with(direct.host("127.0.0.1").port(proxy.addr().port()))
+        .await
+        .unwrap();
+    (proxy, pool)
+}
+
+/// An engine whose database connections (pool and `LISTEN`) go through `proxy`'s upstream.
+async fn engine_behind(run: &Run) -> (Proxy, Engine) {
+    let (proxy, pool) = behind_a_proxy(run).await;
+    let store: Arc<dyn Database> = Arc::new(PgStore::new(pool.clone(), store_config()));
+    let (pubsub, listener) = PgPubsub::start(&pool).await.unwrap();
+    // The listener lives as long as the test's runtime.
+    std::mem::forget(listener);
+    let deadline = chattool::conn::DEFAULT_AGENT_CALL_DEADLINE;
+    let engine = Engine::start(deps(store, Arc::new(pubsub), deadline), config()).await;
+    (proxy, engine)
+}
+
+/// Owner A is cut off from the database (its pool and `LISTEN` connection; the provider and
+/// the agent stay reachable) in the middle of a command, for longer than its lease. With
+/// `everyone`, so is the other replica B, until the partition ends; otherwise B reaches the
+/// database directly and takes the chat over while A is cut off. Either way each command runs
+/// once, the turn completes, and A, once it reaches the database again, writes nothing and lets
+/// the chat go.
+async fn cut_off_from_the_database(everyone: bool) {
+    let second = serde_json::json!({"command": "echo second >> count2 && echo second-done"});
+    let run = long_command_run(
+        "echo run >> count && sleep 4 && echo finished-command",
+        vec![
+            after(call("c3", "execute", second), "finished-command"),
+            after(reply("all done"), "second-done"),
+        ],
+    )
+    .await;
+    let (proxy_a, a) = engine_behind(&run).await;
+    let chat = run.chat("count once").await;
+    dispatched(&run, chat, "c2").await;
+    assert_eq!(run.read(chat).await.worker_id, Some(a.worker_id()));
+    let workspace = run.read(chat).await.workspace_id.unwrap();
+    let home = run.h.home(workspace);
+    eventually("the command to start", || async {
+        home.join("count").exists().then_some(())
+    })
+    .await;
+
+    let (b, proxy_b) = if everyone {
+        let (proxy, b) = engine_behind(&run).await;
+        (b, Some(proxy))
+    } else {
+        (run.engine().await, None)
+    };
+    proxy_a.set_mode(Mode::Blackhole);
+    if let Some(proxy_b) = &proxy_b {
+        proxy_b.set_mode(Mode::Blackhole);
+        // Nobody reaches the database for longer than the lease (and the command).
+        tokio::time::sleep(config().lease_stale_after * 3).await;
+        proxy_b.end_partition();
+    }
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let history = run.history(chat).await;
+    let roles_now = roles(&history);
+    assert_eq!(
+        roles_now,
+        [
+            Role::User,
+            Role::Assistant,
+            Role::Tool,
+            Role::Assistant,
+            Role::Tool,
+            Role::Assistant,
+            Role::Tool,
+            Role::Assistant
+        ]
+    );
+    assert!(
+        results_of(&history[4])[0].1["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("finished-command")),
+        "{:?}",
+        results_of(&history[4])
+    );
+    assert_eq!(text_of(&history[7]), "all done");
+
+    // A's partition ends: its stalled statements fail, its late writes are fenced out and its
+    // runner stops, and nothing it held back runs.
+    proxy_a.end_partition();
+    eventually("A to let go of the chat", || async {
+        a.owned_chats().is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(
+        roles(&run.history(chat).await),
+        roles_now,
+        "A wrote nothing"
+    );
+    let read = |name: &str| std::fs::read_to_string(home.join(name)).unwrap();
+    assert_eq!(read("count"), "run\n", "the first command ran once");
+    assert_eq!(read("count2"), "second\n", "the second command ran once");
+    a.shutdown().await;
+    b.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_replica_cut_off_from_the_database_lets_the_next_owner_run_each_call_once() {
+    if skip_on_sqlite("a replica is cut off from a shared database server") {
+        return;
+    }
+    cut_off_from_the_database(false).await;
+}
+
+#[tokio::test]
+async fn every_replica_cut_off_from_the_database_for_longer_than_the_lease_runs_each_call_once() {
+    if skip_on_sqlite("replicas are cut off from a shared database server") {
+        return;
+    }
+    cut_off_from_the_database(true).await;
+}
+
 /// cancels the task still waiting for that reply. The turn must still be counted, the retry
 /// that came before it too, and the chat handed back.
 #[tokio::test]
@@ -1746,19 +1877,8 @@ async fn a_commit_whose_notification_outruns_its_reply_keeps_its_side_effects() 
         },
     );
     let run = Run::new(Harness::bare().await, vec![overloaded, reply("counted")]).await;
-    let direct =
-        sqlx::postgres::PgConnectOptions::from_str(&run.h.db.postgres().unwrap().url).unwrap();
-    let upstream = format!("{}:{}", direct.get_host(), direct.get_port())
-        .to_socket_addrs()
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = Proxy::start(upstream).await.unwrap();
+    let (proxy, delayed) = behind_a_proxy(&run).await;
     proxy.set_reply_delay(Duration::from_millis(50));
-    let delayed = sqlx::postgres::PgPoolOptions::new()
-        .connect_with(direct.host("127.0.0.1").port(proxy.addr().port()))
-        .await
-        .unwrap();
     // Every statement takes a round trip of 50 ms or more: leases of the default length.
     let store: Arc<dyn Database> = Arc::new(PgStore::new(delayed.clone(), StoreConfig::default()));
     let config = EngineConfig {

@@ -743,9 +743,16 @@ impl Store for PgStore {
         args_sha256: &[u8],
         runner_id: Option<Uuid>,
     ) -> Result<Option<ToolExecution>, StoreError> {
+        // Fenced: a runner records (and so dispatches) a call only while it holds the chat's
+        // live lease; a call without a runner is not fenced.
         let inserted = sqlx::query(
             "INSERT INTO chat_tool_executions (chat_id, tool_call_id, tool_name, args_sha256, state, runner_id)
-             VALUES ($1, $2, $3, $4, 'dispatched', $5)
+             SELECT $1, $2, $3, $4, 'dispatched', $5
+              WHERE $5::uuid IS NULL OR EXISTS (
+                    SELECT 1 FROM chats c JOIN chat_heartbeats h
+                        ON h.chat_id = c.id AND h.runner_id = c.runner_id
+                     WHERE c.id = $1 AND c.runner_id = $5
+                       AND h.heartbeat_at > now() - make_interval(secs => $6))
              ON CONFLICT (chat_id, tool_call_id) DO NOTHING",
         )
         .bind(chat_id)
@@ -753,6 +760,7 @@ impl Store for PgStore {
         .bind(tool_name)
         .bind(args_sha256)
         .bind(runner_id)
+        .bind(self.stale_secs())
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -765,6 +773,21 @@ impl Store for PgStore {
         .rows_affected();
         if inserted == 1 {
             return Ok(None);
+        }
+        if let Some(runner_id) = runner_id {
+            let owned: bool = sqlx::query_scalar(concat!(
+                "SELECT EXISTS (SELECT 1 FROM chats c WHERE c.id = $1 AND c.runner_id = $3 AND ",
+                live_lease!(),
+                ")"
+            ))
+            .bind(chat_id)
+            .bind(self.stale_secs())
+            .bind(runner_id)
+            .fetch_one(&self.pool)
+            .await?;
+            if !owned {
+                return Err(StoreError::FenceMismatch(crate::store::LEASE_NOT_HELD));
+            }
         }
         let row: ToolExecutionRow = sqlx::query_as(concat!(
             "SELECT ",

@@ -733,6 +733,26 @@ impl Store for SqliteStore {
         runner_id: Option<Uuid>,
     ) -> Result<Option<ToolExecution>, StoreError> {
         let mut conn = self.db.writer().acquire().await?;
+        // Fenced: a runner records (and so dispatches) a call only while it holds the chat's
+        // live lease. Writes are serialised on this connection, so nothing lands between the
+        // check and the insert.
+        if let Some(runner_id) = runner_id {
+            let owned: bool = sqlx::query_scalar(concat!(
+                "SELECT EXISTS (SELECT 1 FROM chats c JOIN chat_heartbeats h
+                                    ON h.chat_id = c.id AND h.runner_id = c.runner_id
+                                 WHERE c.id = $1 AND c.runner_id = $2 AND h.heartbeat_at > ",
+                now_shifted!("$3"),
+                ")"
+            ))
+            .bind(chat_id)
+            .bind(runner_id)
+            .bind(ago(self.config.lease_stale_after))
+            .fetch_one(&mut *conn)
+            .await?;
+            if !owned {
+                return Err(StoreError::FenceMismatch(crate::store::LEASE_NOT_HELD));
+            }
+        }
         let inserted = sqlx::query(concat!(
             "INSERT INTO chat_tool_executions (chat_id, tool_call_id, tool_name, args_sha256, state,
                                                runner_id, dispatched_at)

@@ -75,6 +75,7 @@ contract_tests! {
             the_generation_fence_rejects_an_older_attempt,
             a_heartbeat_renews_fresh_leases_and_never_revives_a_stale_one,
             abandon_needs_the_owner_and_leaves_the_chat_acquirable,
+            the_tool_ledger_records_a_runners_call_only_while_it_holds_the_live_lease,
             candidates_are_ordered_interrupting_then_requires_action_then_running,
         ],
         listing: [

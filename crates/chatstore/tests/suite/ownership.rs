@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chatstore::types::{Fence, MessagePart, NewMessage};
-use chatstore::{Change, Store, StoreError};
+use chatstore::{Change, LEASE_NOT_HELD, Store, StoreError};
 use uuid::Uuid;
 
 use super::support::*;
@@ -332,6 +332,44 @@ pub async fn abandon_needs_the_owner_and_leaves_the_chat_acquirable<B: Backend>(
         .chat;
     assert_eq!((chat_after.worker_id, chat_after.runner_id), (None, None));
     assert_eq!(store.acquisition_candidates(10).await.unwrap(), vec![chat]);
+    b.finish().await;
+}
+
+pub async fn the_tool_ledger_records_a_runners_call_only_while_it_holds_the_live_lease<
+    B: Backend,
+>(
+    b: B,
+) {
+    let s = b.fixture();
+    let store = b.store().clone();
+    let chat = created(&store, s.new_chat()).await;
+    let (worker, runner) = (Uuid::new_v4(), Uuid::new_v4());
+    store.acquire(chat, worker, runner).await.unwrap().unwrap();
+    let begin = |call: &'static str, runner| {
+        let store = store.clone();
+        async move {
+            store
+                .begin_tool_execution(chat, call, "execute", &[1; 32], runner)
+                .await
+        }
+    };
+    let refused = |result: Result<_, StoreError>| {
+        assert!(
+            matches!(result, Err(StoreError::FenceMismatch(why)) if why == LEASE_NOT_HELD),
+            "{result:?}"
+        );
+    };
+    // The owner records its call; a replay by the owner reads it back.
+    assert_eq!(begin("call-1", Some(runner)).await.unwrap(), None);
+    assert!(begin("call-1", Some(runner)).await.unwrap().is_some());
+    // Another runner records nothing, not even a replay of a recorded call.
+    refused(begin("call-2", Some(Uuid::new_v4())).await);
+    refused(begin("call-1", Some(Uuid::new_v4())).await);
+    // Once its lease lapses, neither does the owner.
+    b.expire_leases(chat).await;
+    refused(begin("call-2", Some(runner)).await);
+    // Nothing was written for call-2: a call without a runner (not fenced) is its first.
+    assert_eq!(begin("call-2", None).await.unwrap(), None);
     b.finish().await;
 }
 

@@ -967,6 +967,11 @@ async fn the_tool_ledger_records_a_call_once_and_returns_it_on_replay() {
     let store = PgStore::new(s.pool().clone(), StoreConfig::default());
     let chat = s.chat().await;
     let runner = Uuid::new_v4();
+    store
+        .acquire(chat, Uuid::new_v4(), runner)
+        .await
+        .unwrap()
+        .unwrap();
     let first = store
         .begin_tool_execution(chat, "call-1", "execute", &[7; 32], Some(runner))
         .await

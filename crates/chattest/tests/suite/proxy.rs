@@ -29,13 +29,12 @@ async fn round_trip(stream: &mut TcpStream, text: &[u8]) -> std::io::Result<Vec<
     Ok(buf)
 }
 
-#[tokio::test]
-async fn pass_forwards_blackhole_stalls_and_reset_resets() {
+/// A proxy to an echo server, blackholed with two connections stalled: one opened before the
+/// partition (which worked) and one during it. Neither gets an answer, nor a FIN.
+async fn partitioned() -> (Proxy, [TcpStream; 2]) {
     let proxy = Proxy::start(echo().await).await.unwrap();
     let mut open = TcpStream::connect(proxy.addr()).await.unwrap();
     assert_eq!(round_trip(&mut open, b"ping").await.unwrap(), b"ping");
-
-    // Blackholed: the open connection and a new one get no answer, and no FIN either.
     proxy.set_mode(Mode::Blackhole);
     let mut new = TcpStream::connect(proxy.addr()).await.unwrap();
     for stream in [&mut open, &mut new] {
@@ -46,10 +45,12 @@ async fn pass_forwards_blackhole_stalls_and_reset_resets() {
             "a blackholed connection answered: {stalled:?}"
         );
     }
+    (proxy, [open, new])
+}
 
-    // Reset: both see the reset; a connection made afterwards is reset at once.
-    proxy.set_mode(Mode::Reset);
-    for stream in [&mut open, &mut new] {
+/// Each stream sees a reset.
+async fn assert_reset(streams: &mut [TcpStream]) {
+    for stream in streams {
         let mut buf = [0; 1];
         let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
             .await
@@ -59,11 +60,31 @@ async fn pass_forwards_blackhole_stalls_and_reset_resets() {
             "{read:?}"
         );
     }
-    let mut refused = TcpStream::connect(proxy.addr()).await.unwrap();
-    assert!(round_trip(&mut refused, b"x").await.is_err());
+}
 
-    // Passing again, new connections work.
-    proxy.set_mode(Mode::Pass);
+/// A new connection through the proxy works.
+async fn assert_passes(proxy: &Proxy) {
     let mut healed = TcpStream::connect(proxy.addr()).await.unwrap();
     assert_eq!(round_trip(&mut healed, b"pong").await.unwrap(), b"pong");
+}
+
+#[tokio::test]
+async fn pass_forwards_blackhole_stalls_and_reset_resets() {
+    let (proxy, mut stalled) = partitioned().await;
+    // Reset: both see the reset; a connection made afterwards is reset at once.
+    proxy.set_mode(Mode::Reset);
+    assert_reset(&mut stalled).await;
+    let mut refused = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert!(round_trip(&mut refused, b"x").await.is_err());
+    // Passing again, new connections work.
+    proxy.set_mode(Mode::Pass);
+    assert_passes(&proxy).await;
+}
+
+#[tokio::test]
+async fn ending_a_partition_resets_the_stalled_connections_and_passes_new_ones() {
+    let (proxy, mut stalled) = partitioned().await;
+    proxy.end_partition();
+    assert_reset(&mut stalled).await;
+    assert_passes(&proxy).await;
 }

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use chatproto::wsagent::v1 as pb;
 use chattool::conn::{DEFAULT_AGENT_CALL_DEADLINE, Deadlined, WorkspaceConn};
 use chattool::context::{NO_RESOLVER, NO_WORKSPACE, WorkspaceResolver};
-use chattool::{ChatScope, Tool, ToolContext, ToolResult, ToolSettings, args, files, process};
+use chattool::{
+    ChatScope, Tool, ToolContext, ToolResult, ToolSettings, args, files, lifecycle, process,
+};
 use serde_json::Value;
 
 const SECRET: &str = "tool-tests";
@@ -722,4 +724,41 @@ No edits were applied."#
     )
     .await;
     assert_eq!(conn.conn.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// A lease that lapsed.
+struct Lapsed;
+
+impl chattool::context::LeaseCheck for Lapsed {
+    fn holds(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_runner_that_cannot_prove_its_lease_dispatches_nothing() {
+    let ws = workspace().await;
+    let mut c = ctx(&ws, "call-1");
+    c.lease = Some(Arc::new(Lapsed));
+    let calls: [(&dyn Tool, Value); 4] = [
+        (
+            &process::Execute,
+            serde_json::json!({"command": "echo ran >> count"}),
+        ),
+        (
+            &files::WriteFile,
+            serde_json::json!({"path": "written", "content": "x"}),
+        ),
+        (&files::ReadFile, serde_json::json!({"path": "count"})),
+        (&lifecycle::StopWorkspace, serde_json::json!({})),
+    ];
+    for (tool, args) in calls {
+        let refused = text(tool, &c, &args.to_string()).await;
+        assert_eq!(refused, chattool::context::LEASE_LOST, "{}", tool.name());
+    }
+    assert!(!ws.root.join("count").exists(), "the command never ran");
+    assert!(
+        !ws.root.join("written").exists(),
+        "the file was never written"
+    );
 }
