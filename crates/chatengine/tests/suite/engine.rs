@@ -22,6 +22,7 @@ use chatstore::types::{Chat, Message, MessagePart, NewChat, NewMessage, Role};
 use chatstore::{Change, StoreConfig};
 use chattest::emulator::{Emulator, FaultKind, FaultPoint, Match, ScriptPart, Turn};
 use chattest::proxy::{Mode, Proxy};
+use provisioner::backend::Backend as _;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -1136,42 +1137,100 @@ async fn a_stopped_agent_gets_the_recovery_text_within_the_call_deadline_and_the
     let chat = run.chat("make a workspace").await;
     let ready = run.settled(chat).await;
     assert_eq!(ready.status, ChatStatus::Waiting, "{:?}", ready.last_error);
-
-    // The agent stops (as a debugger or an overloaded host would stop it) with the chat's
-    // connection to it open.
     let agent = nix::unistd::Pid::from_raw(
         run.h
             .backend()
             .agent_pid(ready.workspace_id.unwrap())
             .unwrap(),
     );
-    nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    run.emulator.push(call(
-        "c3",
-        "read_file",
-        serde_json::json!({"path": "notes.txt"}),
-    ));
-    run.emulator
-        .push(after(reply("moving on"), "did not answer within 2 s"));
-    run.send(chat, "read the notes", BusyBehavior::Queue).await;
-    let done = run
-        .wait(chat, "the turn after the hung call", |c| {
-            c.status != ChatStatus::Running
-        })
+
+    // The agent stops (as a debugger or an overloaded host would stop it) with the chat's
+    // connection to it open, once during each kind of call.
+    let calls = [
+        ("c3", "read_file", serde_json::json!({"path": "notes.txt"})),
+        ("c4", "execute", serde_json::json!({"command": "echo hung"})),
+    ];
+    for (id, tool, args) in calls {
+        nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        run.emulator.push(call(id, tool, args));
+        let moving_on = format!("moving on after {tool}");
+        run.emulator
+            .push(after(reply(&moving_on), "did not answer within 2 s"));
+        run.send(chat, &format!("call {tool}"), BusyBehavior::Queue)
+            .await;
+        let done = run
+            .wait(chat, "the turn after the hung call", |c| {
+                c.status != ChatStatus::Running
+            })
+            .await;
+        nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGCONT).unwrap();
+        assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+        let history = run.history(chat).await;
+        let (called, result, _) = results_of(&history[history.len() - 2]).remove(0);
+        assert_eq!(called, id);
+        // A text error (`read_file`), or the `error` of a failed command's JSON (`execute`).
+        let text = result
+            .as_str()
+            .or_else(|| result["error"].as_str())
+            .unwrap_or_default()
+            .trim_start_matches("start process: ");
+        assert!(
+            text.starts_with("the workspace agent did not answer within 2 s")
+                && text.contains("call stop_workspace"),
+            "{tool}: {text}"
+        );
+        assert_eq!(text_of(history.last().unwrap()), moving_on);
+    }
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn an_agent_killed_and_restarted_by_its_workspace_serves_the_next_call() {
+    let run = workspace_run(
+        serde_json::json!({"command": "echo warm"}),
+        vec![after(reply("ready"), "warm")],
+    )
+    .await;
+    let engine = run
+        .engine_with_deadline(config(), Duration::from_secs(2))
         .await;
-    nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let chat = run.chat("make a workspace").await;
+    let ready = run.settled(chat).await;
+    assert_eq!(ready.status, ChatStatus::Waiting, "{:?}", ready.last_error);
+    let workspace = ready.workspace_id.unwrap();
+    let backend = run.h.backend();
+    let old = backend.agent_pid(workspace).unwrap();
+
+    // The agent dies with the chat's connection to it open, and its workspace starts it again.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let reconciled = backend.reconcile().await.unwrap();
+    assert_eq!(reconciled.restarted, 1, "{reconciled:?}");
+    assert_ne!(backend.agent_pid(workspace), Some(old));
+
+    // The first call may find the old connection dead and get the transient recovery text
+    // within the deadline; then the model tries again, as the text tells it to.
+    let again = serde_json::json!({"command": "echo after-restart"});
+    run.emulator.push(call("c3", "execute", again.clone()));
+    run.emulator.push(after(
+        call("c4", "execute", again),
+        "may still be reachable",
+    ));
+    run.emulator.push(after(reply("back"), "after-restart"));
+    run.send(chat, "run it again", BusyBehavior::Queue).await;
+    let done = run.settled(chat).await;
     assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
     let history = run.history(chat).await;
-    let (id, result, is_error) = results_of(&history[history.len() - 2]).remove(0);
-    assert_eq!(id, "c3");
-    assert!(is_error);
-    let text = result.as_str().unwrap();
+    let (_, result, is_error) = results_of(&history[history.len() - 2]).remove(0);
     assert!(
-        text.starts_with("the workspace agent did not answer within 2 s")
-            && text.contains("call stop_workspace"),
-        "{text}"
+        !is_error && result["output"] == "after-restart\n",
+        "{result}"
     );
-    assert_eq!(text_of(history.last().unwrap()), "moving on");
+    assert_eq!(text_of(history.last().unwrap()), "back");
     engine.shutdown().await;
     run.finish().await;
 }
