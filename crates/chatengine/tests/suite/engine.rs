@@ -1123,20 +1123,26 @@ async fn an_edit_that_removes_a_running_step_stops_its_command() {
     run.finish().await;
 }
 
-#[tokio::test]
-async fn a_stopped_agent_gets_the_recovery_text_within_the_call_deadline_and_the_turn_goes_on() {
+/// A chat whose workspace ran a command, on an engine whose agent calls fail after 2 s (far
+/// below the test's patience: with the 60 s default a chat would not settle in time).
+async fn warm_workspace() -> (Run, Engine, Uuid, Chat) {
     let run = workspace_run(
         serde_json::json!({"command": "echo warm"}),
         vec![after(reply("ready"), "warm")],
     )
     .await;
-    // Far below the test's patience: with the 60 s default the chat would not settle in time.
     let engine = run
         .engine_with_deadline(config(), Duration::from_secs(2))
         .await;
     let chat = run.chat("make a workspace").await;
     let ready = run.settled(chat).await;
     assert_eq!(ready.status, ChatStatus::Waiting, "{:?}", ready.last_error);
+    (run, engine, chat, ready)
+}
+
+#[tokio::test]
+async fn a_stopped_agent_gets_the_recovery_text_within_the_call_deadline_and_the_turn_goes_on() {
+    let (run, engine, chat, ready) = warm_workspace().await;
     let agent = nix::unistd::Pid::from_raw(
         run.h
             .backend()
@@ -1187,17 +1193,7 @@ async fn a_stopped_agent_gets_the_recovery_text_within_the_call_deadline_and_the
 
 #[tokio::test]
 async fn an_agent_killed_and_restarted_by_its_workspace_serves_the_next_call() {
-    let run = workspace_run(
-        serde_json::json!({"command": "echo warm"}),
-        vec![after(reply("ready"), "warm")],
-    )
-    .await;
-    let engine = run
-        .engine_with_deadline(config(), Duration::from_secs(2))
-        .await;
-    let chat = run.chat("make a workspace").await;
-    let ready = run.settled(chat).await;
-    assert_eq!(ready.status, ChatStatus::Waiting, "{:?}", ready.last_error);
+    let (run, engine, chat, ready) = warm_workspace().await;
     let workspace = ready.workspace_id.unwrap();
     let backend = run.h.backend();
     let old = backend.agent_pid(workspace).unwrap();
