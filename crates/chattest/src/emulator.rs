@@ -288,9 +288,15 @@ impl RecordedRequest {
     }
 }
 
-#[derive(Debug, Default)]
+/// Makes the reply to a request from its JSON body, for scripts too long to write out (see
+/// [`Emulator::start_with_responder`]).
+pub type Responder = Arc<dyn Fn(&Value) -> Turn + Send + Sync>;
+
+#[derive(Default)]
 struct Shared {
     turns: Mutex<VecDeque<Turn>>,
+    /// When set, answers every request instead of the script.
+    responder: Option<Responder>,
     requests: Mutex<Vec<RecordedRequest>>,
     /// When each stream frame was handed to the socket, for latency measurements.
     frame_times: Mutex<Vec<std::time::Instant>>,
@@ -299,6 +305,15 @@ struct Shared {
     /// A rate-limit storm: until this instant, every request is answered 429 with this
     /// `retry-after` (whole seconds), and no turn is used.
     storm: Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("turns", &lock(&self.turns).len())
+            .field("responder", &self.responder.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Opens a marker in scripted text: a frame holding `⟦token⟧` is logged with its write time.
@@ -340,6 +355,32 @@ impl Emulator {
     /// Like [`start`](Self::start), on a chosen loopback address (anything else is refused:
     /// the emulator is for tests on this machine).
     pub async fn start_on(addr: SocketAddr, turns: Vec<Turn>) -> std::io::Result<Self> {
+        Self::serve(
+            addr,
+            Shared {
+                turns: Mutex::new(turns.into()),
+                ..Shared::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts an emulator on a free loopback port that answers every request with the turn
+    /// `responder` makes from the request's JSON body (its `when` is ignored; its fault
+    /// applies), for long generated conversations: a soak's chats, each with its own steps and
+    /// faults.
+    pub async fn start_with_responder(responder: Responder) -> std::io::Result<Self> {
+        Self::serve(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Shared {
+                responder: Some(responder),
+                ..Shared::default()
+            },
+        )
+        .await
+    }
+
+    async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<Self> {
         if !addr.ip().is_loopback() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -348,10 +389,7 @@ impl Emulator {
         }
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            turns: Mutex::new(turns.into()),
-            ..Shared::default()
-        });
+        let shared = Arc::new(shared);
         let accept_shared = Arc::clone(&shared);
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -667,12 +705,15 @@ fn plan_reply(shared: &Shared, path: &str, body: &Value) -> Result<(Wire, Turn),
             .to_string(),
         ));
     }
-    let turn = {
-        let mut turns = lock(&shared.turns);
-        turns
-            .iter()
-            .position(|t| t.when.matches(body))
-            .and_then(|i| turns.remove(i))
+    let turn = match &shared.responder {
+        Some(respond) => Some(respond(body)),
+        None => {
+            let mut turns = lock(&shared.turns);
+            turns
+                .iter()
+                .position(|t| t.when.matches(body))
+                .and_then(|i| turns.remove(i))
+        }
     };
     let Some(turn) = turn else {
         return Err((
