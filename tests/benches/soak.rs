@@ -591,13 +591,13 @@ async fn soak(run_for: Duration, chat_count: usize) -> usize {
     println!("| takeovers | {} |", tally.takeovers);
     println!(
         "| turn time p50 / p99 (s) | {:.2} / {:.2} |",
-        support::percentile_ms(&mut turn_times, 0.5) / 1e3,
-        support::percentile_ms(&mut turn_times, 0.99) / 1e3
+        support::percentile_ms(&mut turn_times, 50.0) / 1e3,
+        support::percentile_ms(&mut turn_times, 99.0) / 1e3
     );
     println!(
         "| takeover time p50 / p99 (s) | {:.2} / {:.2} |",
-        support::percentile_ms(&mut takeover_times, 0.5) / 1e3,
-        support::percentile_ms(&mut takeover_times, 0.99) / 1e3
+        support::percentile_ms(&mut takeover_times, 50.0) / 1e3,
+        support::percentile_ms(&mut takeover_times, 99.0) / 1e3
     );
     println!("| chats ended in error | {errors} |");
     println!("| violations | {} |", tally.violations.len());

@@ -50,22 +50,36 @@ async fn daemon_args(db: &mut TestDb, listen: &str) -> (Vec<String>, String) {
 /// A daemon as a deployment runs it (provider key and database URL in its environment, the
 /// first admin bootstrapped on an empty database, the example template pushed), a scripted
 /// model, and the admin's token.
-struct Hostile {
-    db: TestDb,
-    daemon: Daemon,
-    emulator: Emulator,
-    token: String,
+pub(super) struct Hostile {
+    pub(super) db: TestDb,
+    pub(super) daemon: Daemon,
+    pub(super) emulator: Emulator,
+    pub(super) token: String,
     organization: Uuid,
-    template: Uuid,
+    pub(super) template: Uuid,
     _agents: KillUnder,
 }
 
 impl Hostile {
     async fn start() -> Self {
+        Self::start_with(None, |_| {}).await
+    }
+
+    /// [`Hostile::start`] on the database at `database_url` when given (an empty one), calling
+    /// `prepare` with the data dir before the daemon starts.
+    pub(super) async fn start_with(
+        database_url: Option<&str>,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
         let mut db = TestDb::empty().await;
+        prepare(&db.data_dir.0);
         let emulator = Emulator::start(Vec::new()).await.unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
-        let (mut args, database_url) = daemon_args(&mut db, &listen).await;
+        let (mut args, mut url) = daemon_args(&mut db, &listen).await;
+        if let Some(other) = database_url {
+            other.clone_into(&mut url);
+        }
+        let database_url = url;
         let base_url = emulator.base_url();
         args.extend(
             [
@@ -131,7 +145,7 @@ impl Hostile {
         format!("{messages:?}")
     }
 
-    async fn finish(self) {
+    pub(super) async fn finish(self) {
         self.daemon
             .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
             .await

@@ -31,8 +31,13 @@ use crate::{TaskCtx, TaskExit, cancelled};
 pub(crate) async fn run_or_fail(t: TaskCtx) -> Result<(), TaskExit> {
     match run(t.clone()).await {
         Err(TaskExit::Store(err)) if err.is_permanent() => {
+            let message = match &err {
+                // The store's own reason is ours to show (e.g. a reply over the size limit).
+                StoreError::InvalidInput(why) => format!("chatd could not store this turn: {why}"),
+                _ => "chatd could not store this turn: the database refused its data".into(),
+            };
             let c = Classification {
-                message: "chatd could not store this turn: the database refused its data".into(),
+                message,
                 detail: crate::error_chain(&err),
                 kind: Some(ErrorKind::Generic),
                 ..Classification::default()

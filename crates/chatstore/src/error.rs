@@ -87,11 +87,15 @@ impl StoreError {
         }
     }
 
-    /// Whether the database refused the data itself, so the same write fails again however
-    /// often it is retried: PostgreSQL's SQLSTATE classes 22 (data exception, e.g. a NUL
-    /// character in text) and 23 (integrity constraint violation); SQLite's constraint, type
-    /// mismatch, range and too-big errors. Such a failure is never an outage to wait out.
+    /// Whether the store or the database refused the data itself, so the same write fails
+    /// again however often it is retried: the store's own checks (`InvalidInput`, e.g. a
+    /// message over the size limit), PostgreSQL's SQLSTATE classes 22 (data exception, e.g. a
+    /// NUL character in text) and 23 (integrity constraint violation); SQLite's constraint,
+    /// type mismatch, range and too-big errors. Such a failure is never an outage to wait out.
     pub fn is_permanent(&self) -> bool {
+        if let Self::InvalidInput(_) = self {
+            return true;
+        }
         let Self::Query(sqlx::Error::Database(db)) = self else {
             return false;
         };

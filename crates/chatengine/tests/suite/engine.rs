@@ -2018,3 +2018,35 @@ async fn a_call_id_reused_in_a_later_turn_runs_anew() {
     engine.shutdown().await;
     run.finish().await;
 }
+
+#[tokio::test]
+async fn a_reply_over_the_message_limit_ends_the_turn_in_error_instead_of_wedging_the_chat() {
+    // A tool call whose arguments alone are over the store's 1 MiB message limit.
+    // Streamed in deltas of 16 KiB, as providers stream arguments.
+    let big = serde_json::json!({"path": "big.txt", "content": "x".repeat(1 << 20)});
+    let reply = Turn::with(vec![ScriptPart::ToolCall {
+        id: "c1".into(),
+        name: "write_file".into(),
+        args: big.to_string(),
+        chunk: 16 << 10,
+    }]);
+    let run = Run::new(Harness::bare().await, vec![reply]).await;
+    let engine = run.engine().await;
+    let chat = run.chat("write a big file").await;
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Error);
+    let error = done.last_error.unwrap();
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("chatd could not store this turn: message content is")
+            && message.contains("the limit is 1048576 bytes"),
+        "{error}"
+    );
+    assert_eq!(
+        roles(&run.history(chat).await),
+        [Role::User],
+        "nothing half-stored"
+    );
+    engine.shutdown().await;
+    run.finish().await;
+}
