@@ -684,7 +684,6 @@ async fn execute_tools(
     };
     let context_limit = config.map_or(200_000, |c| c.context_limit);
     let budget = step::result_budget(context_limit, calls.len());
-    let joined: Vec<_> = joined.into_iter().collect();
     // A call refused for a lapsed lease is not a result: the next owner runs the step.
     if joined.iter().any(|r| {
         r.as_ref()

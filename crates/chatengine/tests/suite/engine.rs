@@ -1797,9 +1797,8 @@ async fn behind_a_proxy(run: &Run) -> (Proxy, sqlx::PgPool) {
 async fn engine_behind(run: &Run) -> (Proxy, Engine) {
     let (proxy, pool) = behind_a_proxy(run).await;
     let store: Arc<dyn Database> = Arc::new(PgStore::new(pool.clone(), store_config()));
-    let (pubsub, listener) = PgPubsub::start(&pool).await.unwrap();
-    // The listener lives as long as the test's runtime.
-    std::mem::forget(listener);
+    // The listener task runs on after its handle is dropped (dropping detaches it).
+    let (pubsub, _) = PgPubsub::start(&pool).await.unwrap();
     let deadline = chattool::conn::DEFAULT_AGENT_CALL_DEADLINE;
     let engine = Engine::start(deps(store, Arc::new(pubsub), deadline), config()).await;
     (proxy, engine)
