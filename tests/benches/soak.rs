@@ -11,12 +11,16 @@
 //! the end, a chat still running after the drain. It prints a table and exits non-zero when any
 //! violation was found.
 //!
-//! The tool steps are `list_templates` (no workspace): a soak of 200 workspaces does not fit on
-//! two cores. Tool side effects under takeover are checked by the fault tests with counter files
-//! (the engine suite's `cut_off_from_the_database` and crashed-owner tests).
+//! Most chats' tool steps are `list_templates` (no workspace: 200 workspaces do not fit on two
+//! cores). The first 20 chats each have a workspace of their own, built by a provisioner in this
+//! process whose agents report to an agent API in this process too (an address no replica kill
+//! takes away); their tool steps are `execute`, each appending a line naming its turn and step to
+//! a ledger file in the workspace. A ledger line missing for a committed call, written twice, or
+//! written for a call never committed is a violation: a tool side effect lost or duplicated.
 //!
 //! Run: `cargo bench -p chatd-e2e --bench soak` (5 minutes). `CHATD_SOAK_SECS` sets the time
-//! (CI runs 60 s, `--profile dev`), `CHATD_SOAK_CHATS` the chats (200).
+//! (CI runs 60 s, `--profile dev`), `CHATD_SOAK_CHATS` the chats (200), `CHATD_SOAK_WORKSPACES`
+//! how many of them have a workspace (20).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a bench prints and panics
 
@@ -29,11 +33,13 @@ use std::time::{Duration, Instant};
 
 use chatd_e2e::Daemon;
 use chatd_e2e::private_pg::PrivatePostgres;
+use chatd_e2e::test_db::{TestDb, TestPool};
+use chatd_e2e::workspaces::Harness;
 use chatstate::{BusyBehavior, ChatStatus};
-use chatstore::postgres::{MIGRATOR, PgStore, PoolConfig};
+use chatstore::Change;
+use chatstore::agents::AgentLifecycle;
 use chatstore::testing::{Fixtures as _, ModelFixtures as _};
 use chatstore::types::{MessagePart, NewChat, NewMessage, Role};
-use chatstore::{Change, Database, StoreConfig};
 use chattest::emulator::{Emulator, FaultKind, FaultPoint, ScriptPart, Turn};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -53,6 +59,10 @@ const TAKEOVER_BOUND: Duration = Duration::from_secs(12);
 const DRAIN: Duration = Duration::from_secs(90);
 /// The most chats one user may have running.
 const CHATS_PER_USER: usize = 20;
+/// How the user messages of a chat with a workspace begin.
+const IN_WORKSPACE: &str = "soak ws ";
+/// The file in a workspace's home each `execute` step appends its line to.
+const LEDGER: &str = "ledger";
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name).map_or(default, |v| {
@@ -93,12 +103,35 @@ fn turn_of(body: &Value) -> (String, usize) {
     (String::new(), rounds)
 }
 
+/// The ledger line of step `round` of the turn asked by `text`.
+fn ledger_line(text: &str, round: usize) -> String {
+    format!("{text} step {round}")
+}
+
+/// The ledger line an `execute` call's arguments append (the responder's command read back).
+fn line_of_command(args: &str) -> String {
+    let args: Value = serde_json::from_str(args).unwrap_or_default();
+    let command = args["command"].as_str().unwrap_or_default();
+    command
+        .strip_prefix("echo '")
+        .and_then(|rest| rest.strip_suffix(&format!("' >> {LEDGER}")))
+        .unwrap_or(command)
+        .to_owned()
+}
+
 /// Answers each request with the next step of its turn, one in [`FAULT_ONE_IN`] with a fault.
 fn responder(faults: FaultCounts) -> chattest::emulator::Responder {
     let counter = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
     Arc::new(move |body: &Value| {
         let (text, rounds) = turn_of(body);
-        let mut turn = if rounds < STEPS {
+        let mut turn = if rounds < STEPS && text.starts_with(IN_WORKSPACE) {
+            let command = format!("echo '{}' >> {LEDGER}", ledger_line(&text, rounds));
+            Turn::with(vec![ScriptPart::tool_call(
+                format!("call_{rounds}"),
+                "execute",
+                serde_json::json!({ "command": command }).to_string(),
+            )])
+        } else if rounds < STEPS {
             Turn::with(vec![ScriptPart::tool_call(
                 format!("call_{rounds}"),
                 "list_templates",
@@ -242,27 +275,38 @@ fn main() {
     }
     let run_for = Duration::from_secs(setting("CHATD_SOAK_SECS", 300));
     let chats = usize::try_from(setting("CHATD_SOAK_CHATS", 200)).unwrap();
+    let workspaces = usize::try_from(setting("CHATD_SOAK_WORKSPACES", 20)).unwrap();
     support::block_on(async move {
-        let violations = soak(run_for, chats).await;
+        let violations = soak(run_for, chats, workspaces.min(chats)).await;
         if violations > 0 {
             std::process::exit(1);
         }
     });
 }
 
-async fn soak(run_for: Duration, chat_count: usize) -> usize {
+/// The template of the soak's workspaces: an agent and nothing else.
+const TEMPLATE: &str = "name = \"soak\"\n[agent]\nstartup_script = \"true\"\n";
+
+async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> usize {
     let pg = Arc::new(PrivatePostgres::start(None).expect("a private PostgreSQL server"));
-    let url = pg.url("");
-    let pool = chatstore::postgres::connect(&url, &PoolConfig::default())
-        .await
-        .unwrap();
-    MIGRATOR.run(&pool).await.unwrap();
-    let store: Arc<dyn Database> = Arc::new(PgStore::new(pool.clone(), StoreConfig::default()));
+    let mut db = TestDb::create_on(&pg.url("")).await;
+    // This process makes one test database: the uids of its process block are all its own.
+    db.workspace_users.count = db
+        .workspace_users
+        .count
+        .max(u32::try_from(workspace_count).unwrap());
+    let url = db.postgres().unwrap().url.clone();
+    let TestPool::Postgres(pool) = db.pool() else {
+        unreachable!("a database on a PostgreSQL server")
+    };
+    // The agent API and a provisioner, in this process: nothing the soak kills.
+    let h = Harness::start_on(db).await;
+    let store = h.store.clone();
     let faults = FaultCounts::default();
     let emulator = Emulator::start_with_responder(responder(faults.clone()))
         .await
         .unwrap();
-    let org = store.fixture_organization("soak").await.unwrap();
+    let org = h.organization;
     let model = store
         .fixture_model(
             org,
@@ -283,6 +327,26 @@ async fn soak(run_for: Duration, chat_count: usize) -> usize {
                 .unwrap(),
         );
     }
+    // The first chats' workspaces, built and ready before the run.
+    let template = h.template(TEMPLATE, Vec::new()).await;
+    let mut workspaces = Vec::new();
+    for k in 0..workspace_count {
+        let (workspace, _) = store
+            .create_workspace(
+                org,
+                users[k / CHATS_PER_USER],
+                template,
+                &format!("soak-{k}"),
+                serde_json::json!([]),
+                None,
+            )
+            .await
+            .unwrap();
+        workspaces.push(workspace.id);
+    }
+    for workspace in &workspaces {
+        h.lifecycle(*workspace, AgentLifecycle::Ready).await;
+    }
     let mut replicas = Vec::new();
     for _ in 0..REPLICAS {
         replicas.push(Some(start_replica(&url).await));
@@ -293,21 +357,29 @@ async fn soak(run_for: Duration, chat_count: usize) -> usize {
     let started = Instant::now();
     let mut owners: HashMap<Uuid, Uuid> = HashMap::new();
     let mut turn_of_chat: HashMap<Uuid, usize> = HashMap::new();
+    // Chat → its workspace, for the chats that have one.
+    let mut workspace_of: HashMap<Uuid, Uuid> = HashMap::new();
     for k in 0..chat_count {
         let owner = users[k / CHATS_PER_USER];
-        let chat = store
-            .create_chat(NewChat::new(
-                org,
-                owner,
-                model,
-                vec![MessagePart::text(format!("soak {k} turn 0"))],
-            ))
-            .await
-            .unwrap()
-            .chat
-            .id;
+        let workspace = workspaces.get(k).copied();
+        let prefix = if workspace.is_some() {
+            IN_WORKSPACE
+        } else {
+            "soak "
+        };
+        let mut new = NewChat::new(
+            org,
+            owner,
+            model,
+            vec![MessagePart::text(format!("{prefix}{k} turn 0"))],
+        );
+        new.workspace_id = workspace;
+        let chat = store.create_chat(new).await.unwrap().chat.id;
         owners.insert(chat, owner);
         turn_of_chat.insert(chat, 0);
+        if let Some(workspace) = workspace {
+            workspace_of.insert(chat, workspace);
+        }
     }
     let mut tally = Tally {
         turns_sent: chat_count,
@@ -405,7 +477,12 @@ async fn soak(run_for: Duration, chat_count: usize) -> usize {
                     if status == "error" {
                         errored.insert((*chat, *turn - 1));
                     }
-                    let text = format!("soak {} turn {turn}", chat.simple());
+                    let prefix = if workspace_of.contains_key(chat) {
+                        IN_WORKSPACE
+                    } else {
+                        "soak "
+                    };
+                    let text = format!("{prefix}{} turn {turn}", chat.simple());
                     let sent = store
                         .apply(
                             *chat,
@@ -466,6 +543,9 @@ async fn soak(run_for: Duration, chat_count: usize) -> usize {
     let mut errors = 0;
     let mut turn_times = Vec::new();
     let mut final_ids = HashSet::new();
+    let mut side_effects = 0;
+    // Per chat with a workspace, the ledger lines its committed `execute` calls append.
+    let mut committed_lines: HashMap<Uuid, Vec<String>> = HashMap::new();
     for chat in owners.keys() {
         let state = store.chat(*chat).await.unwrap();
         if runnable(state.status.as_str()) {
@@ -478,6 +558,7 @@ async fn soak(run_for: Duration, chat_count: usize) -> usize {
         final_ids.extend(history.iter().map(|m| m.id));
         let mut calls: HashMap<String, usize> = HashMap::new();
         let mut results: HashMap<String, usize> = HashMap::new();
+        let mut lines = Vec::new();
         // Each user message: its turn number, when it was sent, how many answers it got.
         let mut asked: Vec<(usize, chrono::DateTime<chrono::Utc>, usize)> = Vec::new();
         for message in &history {
@@ -502,9 +583,18 @@ async fn soak(run_for: Duration, chat_count: usize) -> usize {
                     steps += 1;
                     let mut called = false;
                     for part in &message.content {
-                        if let MessagePart::ToolCall { tool_call_id, .. } = part {
+                        if let MessagePart::ToolCall {
+                            tool_call_id,
+                            tool_name,
+                            args,
+                            ..
+                        } = part
+                        {
                             *calls.entry(tool_call_id.clone()).or_default() += 1;
                             called = true;
+                            if tool_name == "execute" {
+                                lines.push(line_of_command(args));
+                            }
                         }
                     }
                     if !called && let Some((_, at, answers)) = asked.last_mut() {
@@ -522,6 +612,7 @@ async fn soak(run_for: Duration, chat_count: usize) -> usize {
                 _ => {}
             }
         }
+        committed_lines.insert(*chat, lines);
         turns += asked.len();
         let ended_in_error = state.status == ChatStatus::Error
             && state
@@ -548,6 +639,31 @@ async fn soak(run_for: Duration, chat_count: usize) -> usize {
                     results.get(id)
                 ));
             }
+        }
+    }
+    // Tool side effects: each committed `execute` call appended its line once, and no line came
+    // from a call that was never committed.
+    for (chat, workspace) in &workspace_of {
+        let committed = committed_lines.remove(chat).unwrap_or_default();
+        let written = std::fs::read_to_string(h.home(*workspace).join(LEDGER)).unwrap_or_default();
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for line in written.lines() {
+            *counts.entry(line).or_default() += 1;
+            side_effects += 1;
+        }
+        for line in &committed {
+            match counts.remove(line.as_str()) {
+                Some(1) => {}
+                n => tally.violations.push(format!(
+                    "chat {chat}: the side effect of `{line}` happened {} times",
+                    n.unwrap_or(0)
+                )),
+            }
+        }
+        for (line, n) in counts {
+            tally.violations.push(format!(
+                "chat {chat}: `{line}` written {n} times by a call never committed"
+            ));
         }
     }
     let lost = seen_messages.difference(&final_ids).count();
@@ -577,6 +693,10 @@ async fn soak(run_for: Duration, chat_count: usize) -> usize {
         tally.turns_sent
     );
     println!("| steps (assistant messages) | {steps} |");
+    println!(
+        "| workspace commands run (ledger lines in {} workspaces) | {side_effects} |",
+        workspace_of.len()
+    );
     println!("| model calls | {requests} |");
     println!(
         "| faults injected | {} ({fault_text}) |",
@@ -605,6 +725,7 @@ async fn soak(run_for: Duration, chat_count: usize) -> usize {
         println!("  violation: {violation}");
     }
     drop(emulator);
-    pool.close().await;
+    drop(pool);
+    h.finish().await;
     tally.violations.len()
 }

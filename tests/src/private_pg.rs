@@ -1,5 +1,5 @@
-//! A PostgreSQL server of one test's own: `initdb` into a temporary directory, its own port on
-//! loopback, started and stopped with `pg_ctl`, so a test can configure it (TLS), stop it or
+//! A PostgreSQL server of one test's own: `initdb` into a fresh directory under the build's
+//! `target/tmp/`, its own port on loopback (no Unix socket), started and stopped with `pg_ctl`, so a test can configure it (TLS), stop it or
 //! break it without touching the shared server or other tests. Dropping it stops the server
 //! (immediately) and removes its files.
 //!
@@ -67,8 +67,9 @@ impl PrivatePostgres {
     /// (for a test to skip with).
     pub fn start(tls: Option<&TestCerts>) -> Result<Self, String> {
         let bin = server_bin_dir()?;
-        let dir = std::env::temp_dir().join(format!("chatd-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = target_tmp_dir().join(format!("chatd-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let mut server = Self { dir, bin, port: 0 };
         if is_root() {
             run(
@@ -86,9 +87,8 @@ impl PrivatePostgres {
             "initdb",
         )?;
         let mut hba = String::new();
-        let mut conf = format!(
-            "listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n",
-            server.dir.display()
+        let mut conf = String::from(
+            "listen_addresses = '127.0.0.1'\nunix_socket_directories = ''\nfsync = off\n",
         );
         if let Some(certs) = tls {
             for (name, pem) in [
@@ -114,7 +114,6 @@ impl PrivatePostgres {
         } else {
             hba.push_str("host all all 127.0.0.1/32 trust\n");
         }
-        hba.push_str("local all all trust\n");
         std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| format!("pg_hba.conf: {e}"))?;
         let mut file = std::fs::read_to_string(data.join("postgresql.conf")).unwrap_or_default();
         file.push_str(&conf);
@@ -190,6 +189,20 @@ impl PrivatePostgres {
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+}
+
+/// `target/tmp` of the build that made the running binary (the directory holding cargo's
+/// `CACHEDIR.TAG`), so a test's server lives with the build and `cargo clean` removes what a
+/// killed run left; the system's temporary directory when the binary is not under a target dir.
+fn target_tmp_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.ancestors()
+                .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+                .map(|target| target.join("tmp"))
+        })
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 fn free_port() -> Result<u16, String> {

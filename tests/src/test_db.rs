@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support panics where it fails
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -116,32 +115,41 @@ pub struct TestDb {
 impl TestDb {
     /// A fresh, seeded database on the backend of [`TestBackend::from_env`].
     pub async fn create() -> Self {
-        let mut db = Self::empty().await;
+        Self::seeded(Self::empty().await).await
+    }
+
+    async fn seeded(mut db: Self) -> Self {
         (db.organization, db.user) = acme_and_ada(db.store.as_ref()).await;
         db
     }
 
-    /// A fresh database with nothing in it, as a first start finds it.
-    pub async fn empty() -> Self {
-        let data_dir = tempdir::Dir::create();
-        let backend = TestBackend::from_env();
-        let (url, postgres, open) = match backend {
-            TestBackend::Postgres => {
-                let db = TestDatabase::create()
-                    .await
-                    .expect("PostgreSQL must answer at TEST_DATABASE_URL");
-                let open = OpenDatabase::Postgres(db.pool.clone());
-                (db.url.clone(), Some(db), open)
-            }
-            TestBackend::Sqlite => {
-                let path: PathBuf = data_dir.0.join("chatd.db");
-                let url = DatabaseUrl::Sqlite(path);
-                let open = OpenDatabase::open(&url, &Default::default())
-                    .await
-                    .expect("a fresh embedded database");
-                (url.to_string(), None, open)
-            }
-        };
+    /// A fresh, seeded database on the PostgreSQL server at `server_url` (a private server,
+    /// say), whatever the run's backend.
+    pub async fn create_on(server_url: &str) -> Self {
+        let db = TestDatabase::create_on(server_url)
+            .await
+            .unwrap_or_else(|e| panic!("a database on {server_url}: {e}"));
+        Self::seeded(Self::on_postgres(db)).await
+    }
+
+    fn on_postgres(db: TestDatabase) -> Self {
+        let open = OpenDatabase::Postgres(db.pool.clone());
+        Self::with(
+            TestBackend::Postgres,
+            db.url.clone(),
+            Some(db),
+            open,
+            tempdir::Dir::create(),
+        )
+    }
+
+    fn with(
+        backend: TestBackend,
+        url: String,
+        postgres: Option<TestDatabase>,
+        open: OpenDatabase,
+        data_dir: tempdir::Dir,
+    ) -> Self {
         Self {
             store: open.store(StoreConfig::default()),
             organization: Uuid::nil(),
@@ -152,6 +160,25 @@ impl TestDb {
             url,
             postgres,
             open: Some(open),
+        }
+    }
+
+    /// A fresh database with nothing in it, as a first start finds it.
+    pub async fn empty() -> Self {
+        match TestBackend::from_env() {
+            TestBackend::Postgres => Self::on_postgres(
+                TestDatabase::create()
+                    .await
+                    .expect("PostgreSQL must answer at TEST_DATABASE_URL"),
+            ),
+            TestBackend::Sqlite => {
+                let data_dir = tempdir::Dir::create();
+                let url = DatabaseUrl::Sqlite(data_dir.0.join("chatd.db"));
+                let open = OpenDatabase::open(&url, &Default::default())
+                    .await
+                    .expect("a fresh embedded database");
+                Self::with(TestBackend::Sqlite, url.to_string(), None, open, data_dir)
+            }
         }
     }
 

@@ -68,7 +68,12 @@ pub mod tempdir {
 impl Harness {
     /// The agent API in-process and a running provisioner.
     pub async fn start() -> Self {
-        let mut harness = Self::bare().await;
+        Self::start_on(TestDb::create().await).await
+    }
+
+    /// [`Harness::start`] over `db` (a database on a private server, say).
+    pub async fn start_on(db: TestDb) -> Self {
+        let mut harness = Self::bare_on(db).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         harness.url = format!("http://{}", listener.local_addr().unwrap());
         let (server_stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -90,7 +95,10 @@ impl Harness {
 
     /// A seeded database (organization `acme`, admin `ada`) and a data dir, nothing running.
     pub async fn bare() -> Self {
-        let db = TestDb::create().await;
+        Self::bare_on(TestDb::create().await).await
+    }
+
+    async fn bare_on(db: TestDb) -> Self {
         let (pubsub, listener) = db.pubsub().await;
         Self {
             store: db.store.clone(),

@@ -35,11 +35,17 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// Creates and migrates a new database.
+    /// Creates and migrates a new database on the server at `TEST_DATABASE_URL` (else
+    /// [`DEFAULT_TEST_SERVER`]).
     pub async fn create() -> Result<Self, StoreError> {
         let server_url =
             std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_SERVER.to_owned());
-        let server = PgConnectOptions::from_str(&server_url).map_err(StoreError::InvalidUrl)?;
+        Self::create_on(&server_url).await
+    }
+
+    /// Creates and migrates a new database on the server at `server_url` (any database of it).
+    pub async fn create_on(server_url: &str) -> Result<Self, StoreError> {
+        let server = PgConnectOptions::from_str(server_url).map_err(StoreError::InvalidUrl)?;
         let name = format!("chatd_test_{}", Uuid::new_v4().simple());
         let mut admin = server.connect().await.map_err(StoreError::Connect)?;
         admin
