@@ -202,6 +202,20 @@ impl Harness {
         pushed.template_id
     }
 
+    /// Pushes a template with this `template.toml` and creates workspace `name` of it without
+    /// waiting: the first build's id.
+    pub async fn template_build(&self, toml: &str, name: &str) -> Uuid {
+        let template = self.template(toml, Vec::new()).await;
+        self.start_workspace_build(template, name).await.1.id
+    }
+
+    /// Pushes a template with this `template.toml`, creates workspace `name` of it and waits
+    /// for its first build's job.
+    pub async fn template_workspace(&self, toml: &str, name: &str) -> (Uuid, Job) {
+        let template = self.template(toml, Vec::new()).await;
+        self.create_workspace(template, name).await
+    }
+
     /// Creates a workspace and waits for its first build's job.
     pub async fn create_workspace(&self, template: Uuid, name: &str) -> (Uuid, Job) {
         let (workspace, build) = self.start_workspace_build(template, name).await;

@@ -490,56 +490,34 @@ async fn model_configs_are_created_listed_updated_and_deleted() {
     assert_eq!(claude.provider(), pb::ProviderKind::Anthropic);
 
     // Bad input never reaches the store.
+    let bad = |edit: fn(&mut pb::CreateModelConfigRequest)| {
+        let mut request = model_request(h.organization, "x");
+        edit(&mut request);
+        request
+    };
     for (request, says) in [
         (
-            pb::CreateModelConfigRequest {
-                provider: pb::ProviderKind::Unspecified.into(),
-                ..model_request(h.organization, "x")
-            },
+            bad(|r| r.provider = pb::ProviderKind::Unspecified.into()),
             "provider",
         ),
-        (
-            pb::CreateModelConfigRequest {
-                api_key_ref: "sk-live-123".into(),
-                ..model_request(h.organization, "x")
-            },
-            "api_key_ref",
-        ),
+        (bad(|r| r.api_key_ref = "sk-live-123".into()), "api_key_ref"),
         // References the daemon must not read for an API admin: its database URL, a system
         // file; and a base URL that would carry credentials.
         (
-            pb::CreateModelConfigRequest {
-                api_key_ref: "env:CHATD_DATABASE_URL".into(),
-                ..model_request(h.organization, "x")
-            },
+            bad(|r| r.api_key_ref = "env:CHATD_DATABASE_URL".into()),
             "environment variable CHATD_DATABASE_URL is not allowed as an API key",
         ),
         (
-            pb::CreateModelConfigRequest {
-                api_key_ref: "file:/etc/shadow".into(),
-                ..model_request(h.organization, "x")
-            },
+            bad(|r| r.api_key_ref = "file:/etc/shadow".into()),
             "file /etc/shadow is not allowed as an API key",
         ),
         (
-            pb::CreateModelConfigRequest {
-                base_url: "https://user:pass@example.com/v1".into(),
-                ..model_request(h.organization, "x")
-            },
+            bad(|r| r.base_url = "https://user:pass@example.com/v1".into()),
             "base_url must not carry a user or password",
         ),
+        (bad(|r| r.context_limit = 0), "context_limit"),
         (
-            pb::CreateModelConfigRequest {
-                context_limit: 0,
-                ..model_request(h.organization, "x")
-            },
-            "context_limit",
-        ),
-        (
-            pb::CreateModelConfigRequest {
-                provider: pb::ProviderKind::OpenaiCompat.into(),
-                ..model_request(h.organization, "x")
-            },
+            bad(|r| r.provider = pb::ProviderKind::OpenaiCompat.into()),
             "base_url",
         ),
         (model_request(h.organization, "  "), "model"),

@@ -255,8 +255,7 @@ async fn background_processes_survive_neither_a_stop_nor_a_killed_agent() {
         return;
     }
     let h = Harness::start().await;
-    let template = h.template("name = \"plain\"", Vec::new()).await;
-    let (workspace, _) = h.create_workspace(template, "dev").await;
+    let (workspace, _) = h.template_workspace("name = \"plain\"", "dev").await;
     let agent = h.lifecycle(workspace, AgentLifecycle::Ready).await;
 
     // A daemon that left the agent's process group, and a plain background job.
@@ -510,8 +509,7 @@ async fn ada_and_bob_on_a_daemon(
 #[tokio::test]
 async fn a_fifo_and_a_huge_file_neither_hang_nor_exhaust_the_agent() {
     let h = Harness::start().await;
-    let template = h.template("name = \"plain\"", Vec::new()).await;
-    let (workspace, _) = h.create_workspace(template, "dev").await;
+    let (workspace, _) = h.template_workspace("name = \"plain\"", "dev").await;
     let agent = h.lifecycle(workspace, AgentLifecycle::Ready).await;
     let made = h
         .run_in(

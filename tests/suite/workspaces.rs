@@ -103,13 +103,12 @@ async fn a_workspace_builds_and_its_agent_connects_and_becomes_ready() {
 #[tokio::test]
 async fn a_failing_startup_script_leaves_the_agent_in_start_error() {
     let h = Harness::start().await;
-    let template = h
-        .template(
+    let (workspace, job) = h
+        .template_workspace(
             "name = \"broken\"\n[agent]\nstartup_script = \"echo about to fail; exit 7\"",
-            Vec::new(),
+            "dev",
         )
         .await;
-    let (workspace, job) = h.create_workspace(template, "dev").await;
     // The build itself succeeds: the agent started; its script is what failed.
     assert_eq!(job.status, JobStatus::Succeeded, "{}", job.error);
     let agent = h.lifecycle(workspace, AgentLifecycle::StartError).await;
@@ -124,13 +123,7 @@ async fn a_failing_startup_script_leaves_the_agent_in_start_error() {
 #[tokio::test]
 async fn a_startup_script_past_its_timeout_is_killed_as_start_timeout() {
     let h = Harness::start().await;
-    let template = h
-        .template(
-            "name = \"slow\"\n[agent]\nstartup_script = \"sleep 30\"\nstartup_script_timeout = \"1s\"",
-            Vec::new(),
-        )
-        .await;
-    let (workspace, _) = h.create_workspace(template, "dev").await;
+    let (workspace, _) = h.template_workspace("name = \"slow\"\n[agent]\nstartup_script = \"sleep 30\"\nstartup_script_timeout = \"1s\"", "dev").await;
     h.lifecycle(workspace, AgentLifecycle::StartTimeout).await;
     h.finish().await;
 }
@@ -140,13 +133,7 @@ async fn a_startup_script_past_its_timeout_is_killed_as_start_timeout() {
 #[tokio::test]
 async fn a_builds_log_is_capped_in_lines_and_line_length() {
     let h = Harness::start().await;
-    let template = h
-        .template(
-            "name = \"chatty\"\n[build]\nscript = \"head -c 10000 /dev/zero | tr '\\\\0' a; echo; seq 1 12000\"",
-            Vec::new(),
-        )
-        .await;
-    let (_, job) = h.create_workspace(template, "dev").await;
+    let (_, job) = h.template_workspace("name = \"chatty\"\n[build]\nscript = \"head -c 10000 /dev/zero | tr '\\\\0' a; echo; seq 1 12000\"", "dev").await;
     assert_eq!(job.status, JobStatus::Succeeded, "{}", job.error);
     let lines = h.store.job_logs(job.id, 0, 20_000).await.unwrap();
     let build: Vec<&str> = lines
@@ -172,13 +159,7 @@ async fn a_builds_log_is_capped_in_lines_and_line_length() {
 #[tokio::test]
 async fn a_build_script_that_exits_non_zero_fails_the_job_with_its_output() {
     let h = Harness::start().await;
-    let template = h
-        .template(
-            "name = \"nobuild\"\n[build]\nscript = \"echo compiling; echo 'missing dependency libfoo' >&2; exit 3\"",
-            Vec::new(),
-        )
-        .await;
-    let (workspace, job) = h.create_workspace(template, "dev").await;
+    let (workspace, job) = h.template_workspace("name = \"nobuild\"\n[build]\nscript = \"echo compiling; echo 'missing dependency libfoo' >&2; exit 3\"", "dev").await;
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.error_code, "BUILD_SCRIPT_FAILED");
     assert!(
@@ -202,8 +183,7 @@ async fn a_build_script_that_exits_non_zero_fails_the_job_with_its_output() {
 #[tokio::test]
 async fn stop_turns_the_agent_off_and_keeps_the_directory_and_delete_removes_it() {
     let h = Harness::start().await;
-    let template = h.template("name = \"plain\"", Vec::new()).await;
-    let (workspace, _) = h.create_workspace(template, "dev").await;
+    let (workspace, _) = h.template_workspace("name = \"plain\"", "dev").await;
     let agent = h.lifecycle(workspace, AgentLifecycle::Ready).await;
     let pid = h.backend().agent_pid(workspace).expect("the agent runs");
     std::fs::write(h.home(workspace).join("work.txt"), "keep me").unwrap();
@@ -246,8 +226,7 @@ async fn stop_turns_the_agent_off_and_keeps_the_directory_and_delete_removes_it(
 #[tokio::test]
 async fn a_killed_agent_turns_disconnected_after_the_inactive_timeout() {
     let h = Harness::start().await;
-    let template = h.template("name = \"plain\"", Vec::new()).await;
-    let (workspace, _) = h.create_workspace(template, "dev").await;
+    let (workspace, _) = h.template_workspace("name = \"plain\"", "dev").await;
     h.lifecycle(workspace, AgentLifecycle::Ready).await;
     let pid = h.backend().agent_pid(workspace).unwrap();
     nix::sys::signal::killpg(
@@ -584,8 +563,7 @@ async fn chatd_provisioner_runs_builds_apart_from_the_serving_daemon() {
         .spawn()
         .unwrap();
 
-    let template = h.template("name = \"apart\"", Vec::new()).await;
-    let (workspace, job) = h.create_workspace(template, "dev").await;
+    let (workspace, job) = h.template_workspace("name = \"apart\"", "dev").await;
     assert_eq!(job.status, JobStatus::Succeeded, "{}", job.error);
     h.lifecycle(workspace, AgentLifecycle::Ready).await;
 

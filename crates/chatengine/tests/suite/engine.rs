@@ -203,6 +203,19 @@ fn roles(history: &[Message]) -> Vec<Role> {
     history.iter().map(|m| m.role).collect()
 }
 
+/// The roles of a history of one turn: the user's message, `tool_steps` steps of a call and its
+/// result, and the answer when `answered`.
+fn turn(tool_steps: usize, answered: bool) -> Vec<Role> {
+    let mut roles = vec![Role::User];
+    for _ in 0..tool_steps {
+        roles.extend([Role::Assistant, Role::Tool]);
+    }
+    if answered {
+        roles.push(Role::Assistant);
+    }
+    roles
+}
+
 pub(super) fn reply(text: &str) -> Turn {
     Turn::with(vec![ScriptPart::text(text)])
 }
@@ -265,17 +278,7 @@ async fn a_full_turn_creates_a_workspace_runs_a_command_and_answers() {
     .await;
 
     let history = run.history(chat).await;
-    assert_eq!(
-        roles(&history),
-        [
-            Role::User,
-            Role::Assistant,
-            Role::Tool,
-            Role::Assistant,
-            Role::Tool,
-            Role::Assistant
-        ]
-    );
+    assert_eq!(roles(&history), turn(2, true));
     assert_eq!(text_of(&history[1]), "Creating a workspace.");
     let created = &results_of(&history[2])[0];
     assert_eq!(created.0, "c1");
@@ -1071,16 +1074,7 @@ async fn an_interrupt_mid_tool_stops_the_command_and_answers_the_call_with_the_i
     // sleep would have ended (the wait is bounded well below it).
     gone(&sleep).await;
     let history = run.history(chat).await;
-    assert_eq!(
-        roles(&history),
-        [
-            Role::User,
-            Role::Assistant,
-            Role::Tool,
-            Role::Assistant,
-            Role::Tool
-        ]
-    );
+    assert_eq!(roles(&history), turn(2, false));
     let results = results_of(&history[4]);
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].0, "c2");
@@ -1537,17 +1531,7 @@ async fn a_crashed_owner_is_taken_over_and_a_replayed_execute_does_not_run_twice
     let done = run.settled(chat).await;
     assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
     let history = run.history(chat).await;
-    assert_eq!(
-        roles(&history),
-        [
-            Role::User,
-            Role::Assistant,
-            Role::Tool,
-            Role::Assistant,
-            Role::Tool,
-            Role::Assistant
-        ]
-    );
+    assert_eq!(roles(&history), turn(2, true));
     let executed = &results_of(&history[4])[0];
     assert!(
         executed.1["output"]
@@ -1848,19 +1832,7 @@ async fn cut_off_from_the_database(everyone: bool) {
     assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
     let history = run.history(chat).await;
     let roles_now = roles(&history);
-    assert_eq!(
-        roles_now,
-        [
-            Role::User,
-            Role::Assistant,
-            Role::Tool,
-            Role::Assistant,
-            Role::Tool,
-            Role::Assistant,
-            Role::Tool,
-            Role::Assistant
-        ]
-    );
+    assert_eq!(roles_now, turn(3, true));
     assert!(
         results_of(&history[4])[0].1["output"]
             .as_str()

@@ -273,6 +273,14 @@ impl Fixture {
         (workspace.id, build, agent)
     }
 
+    /// The agent of a new workspace of a new template (`external`: its agent runs outside the
+    /// provisioner) with this connection timeout, as [`Fixture::workspace`] binds it.
+    async fn agent(&self, external: bool, timeout: i32) -> Uuid {
+        let name = if external { "outside" } else { "plain" };
+        let template = self.template(name, external).await;
+        self.workspace(template, timeout).await.2
+    }
+
     /// A new start build of the workspace with one agent, leaving the chat's binding alone.
     async fn rebuild(&self, workspace: Uuid, timeout: i32) -> (Build, Uuid) {
         let build = self
@@ -369,8 +377,7 @@ async fn gate_row(
     ago: &[(&str, Duration)],
 ) -> (WorkspaceConnError, Uuid, Vec<Uuid>) {
     let f = Fixture::new().await;
-    let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, connection_timeout).await;
+    let agent = f.agent(false, connection_timeout).await;
     f.set(agent, ago).await;
     let connector = Arc::new(FakeConnector::timing_out());
     let resolver = f.resolver(connector.clone(), short());
@@ -487,8 +494,7 @@ async fn case07_silent_for_120_seconds_without_a_disconnect_suggests_a_restart()
 #[tokio::test]
 async fn case08_the_latest_agent_cannot_be_loaded_is_a_dial_timeout_with_a_warning() {
     let f = Fixture::new().await;
-    let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, 60).await;
+    let agent = f.agent(false, 60).await;
     // Otherwise a never-connected sentinel: the gate would say so if it could read the row.
     f.set(agent, &[("created_at", mins(10))]).await;
     // The agent row reads fail from the moment the dial starts.
@@ -536,8 +542,7 @@ async fn case09_external_agent_that_never_connected() {
 #[tokio::test]
 async fn case10_external_agent_that_connected_before() {
     let f = Fixture::new().await;
-    let template = f.template("outside", true).await;
-    let (_, _, agent) = f.workspace(template, 0).await;
+    let agent = f.agent(true, 0).await;
     f.heard_from(agent, secs(5)).await;
     let resolver = f.resolver(Arc::new(FakeConnector::timing_out()), short());
     let error = sentinel(&resolver, f.chat).await;
@@ -554,8 +559,7 @@ async fn case10_external_agent_that_connected_before() {
 #[tokio::test]
 async fn case11_a_user_interrupt_during_the_dial_returns_its_cause() {
     let f = Fixture::new().await;
-    let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, 60).await;
+    let agent = f.agent(false, 60).await;
     // The gate would say "never connected" if it ran.
     f.set(agent, &[("created_at", mins(10))]).await;
     let connector = Arc::new(FakeConnector::timing_out());
@@ -604,8 +608,7 @@ async fn case11_a_user_interrupt_during_the_dial_returns_its_cause() {
 #[tokio::test]
 async fn case12_a_cache_hit_on_an_agent_silent_for_10_minutes_redials() {
     let f = Fixture::new().await;
-    let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, 0).await;
+    let agent = f.agent(false, 0).await;
     f.heard_from(agent, secs(1)).await;
     let connector = Arc::new(FakeConnector::default());
     let resolver = f.resolver(connector.clone(), short());
@@ -631,8 +634,7 @@ async fn case12_a_cache_hit_on_an_agent_silent_for_10_minutes_redials() {
 #[tokio::test]
 async fn case13_a_cache_hit_whose_agent_cannot_be_read_keeps_the_cached_connection() {
     let f = Fixture::new().await;
-    let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, 0).await;
+    let agent = f.agent(false, 0).await;
     f.heard_from(agent, secs(1)).await;
     let connector = Arc::new(FakeConnector::default());
     let resolver = f.resolver(connector.clone(), short());
@@ -654,8 +656,7 @@ async fn case13_a_cache_hit_whose_agent_cannot_be_read_keeps_the_cached_connecti
 #[tokio::test]
 async fn case14_disconnected_10_minutes_ago_but_the_dial_succeeds() {
     let f = Fixture::new().await;
-    let template = f.template("plain", false).await;
-    let (_, _, agent) = f.workspace(template, 0).await;
+    let agent = f.agent(false, 0).await;
     f.set(
         agent,
         &[
@@ -805,8 +806,7 @@ async fn no_workspace_no_agent_and_a_selection_error_are_told_to_the_model() {
 #[tokio::test]
 async fn an_external_agent_known_to_be_away_is_not_dialled() {
     let f = Fixture::new().await;
-    let template = f.template("outside", true).await;
-    let (_, _, agent) = f.workspace(template, 60).await;
+    let agent = f.agent(true, 60).await;
     f.set(agent, &[("created_at", mins(10))]).await;
     let connector = Arc::new(FakeConnector::timing_out());
     let resolver = f.resolver(connector.clone(), short());

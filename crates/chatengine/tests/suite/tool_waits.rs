@@ -30,19 +30,15 @@ impl AgentDialer for Refusing {
 async fn a_build_wait_reports_success_failure_cancellation_and_timeout() {
     let h = Harness::start().await;
     let w = waits(&h, WaitSettings::default());
-    let ok = h.template("name = \"ok\"", Vec::new()).await;
-    let (_, build) = h.start_workspace_build(ok, "ok").await;
-    let build = build.id;
+    let build = h.template_build("name = \"ok\"", "ok").await;
     assert_eq!(w.build(build).await, Ok(()));
 
-    let failing = h
-        .template(
+    let build = h
+        .template_build(
             "name = \"failing\"\n[build]\nscript = \"echo no >&2; exit 3\"",
-            Vec::new(),
+            "failing",
         )
         .await;
-    let (_, build) = h.start_workspace_build(failing, "failing").await;
-    let build = build.id;
     match w.build(build).await {
         Err(BuildWaitError::Failed { message, code }) => {
             assert!(
@@ -54,14 +50,9 @@ async fn a_build_wait_reports_success_failure_cancellation_and_timeout() {
         other => panic!("{other:?}"),
     }
 
-    let slow = h
-        .template(
-            "name = \"slow\"\n[build]\nscript = \"sleep 30\"",
-            Vec::new(),
-        )
+    let build = h
+        .template_build("name = \"slow\"\n[build]\nscript = \"sleep 30\"", "slow")
         .await;
-    let (_, build) = h.start_workspace_build(slow, "slow").await;
-    let build = build.id;
     let short = waits(
         &h,
         WaitSettings {
@@ -86,14 +77,12 @@ async fn a_build_wait_reports_success_failure_cancellation_and_timeout() {
 #[tokio::test]
 async fn waits_finish_on_the_safety_poll_when_no_notification_arrives() {
     let h = Harness::start().await;
-    let template = h
-        .template(
+    let build = h
+        .template_build(
             "name = \"quiet\"\n[agent]\nstartup_script = \"sleep 0.5\"",
-            Vec::new(),
+            "quiet",
         )
         .await;
-    let (_, build) = h.start_workspace_build(template, "quiet").await;
-    let build = build.id;
     // A hub nobody feeds: only the safety poll can see the changes.
     let deaf = Waits::new(
         h.store.clone(),
@@ -126,14 +115,12 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
     let w = waits(&h, WaitSettings::default());
     let suffix = Default::default();
 
-    let ready = h
-        .template(
+    let build = h
+        .template_build(
             "name = \"ready\"\n[agent]\nstartup_script = \"sleep 0.3\"",
-            Vec::new(),
+            "ready",
         )
         .await;
-    let (_, build) = h.start_workspace_build(ready, "ready").await;
-    let build = build.id;
     w.build(build).await.unwrap();
     let dialer = Dialer {
         store: h.store.clone(),
@@ -150,14 +137,12 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
         Readiness::default()
     );
 
-    let broken = h
-        .template(
+    let build = h
+        .template_build(
             "name = \"broken\"\n[agent]\nstartup_script = \"exit 1\"",
-            Vec::new(),
+            "broken",
         )
         .await;
-    let (_, build) = h.start_workspace_build(broken, "broken").await;
-    let build = build.id;
     w.build(build).await.unwrap();
     let dialer = Dialer {
         store: h.store.clone(),
@@ -181,14 +166,12 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
         serde_json::json!({"startup_scripts": "startup_scripts_failed", "lifecycle_state": "start_error"})
     );
 
-    let slow = h
-        .template(
+    let build = h
+        .template_build(
             "name = \"slowstart\"\n[agent]\nstartup_script = \"sleep 30\"",
-            Vec::new(),
+            "slowstart",
         )
         .await;
-    let (_, build) = h.start_workspace_build(slow, "slowstart").await;
-    let build = build.id;
     w.build(build).await.unwrap();
     let impatient = waits(
         &h,
@@ -216,14 +199,12 @@ async fn readiness_reports_ready_failed_scripts_and_script_timeouts() {
 #[tokio::test]
 async fn readiness_without_agents_or_reachability_says_why() {
     let h = Harness::start().await;
-    let failing = h
-        .template(
+    let build = h
+        .template_build(
             "name = \"noagent\"\n[build]\nscript = \"exit 1\"",
-            Vec::new(),
+            "noagent",
         )
         .await;
-    let (_, build) = h.start_workspace_build(failing, "noagent").await;
-    let build = build.id;
     let w = waits(
         &h,
         WaitSettings {
@@ -276,12 +257,11 @@ async fn readiness_without_agents_or_reachability_says_why() {
         readiness.agent_error.as_deref(),
         Some(EXTERNAL_AGENT_OFFLINE)
     );
-    let byo = h
-        .template("name = \"byo\"\nexternal_agent = true", Vec::new())
+    let build = h
+        .template_build("name = \"byo\"\nexternal_agent = true", "never-connected")
         .await;
-    let (_, build) = h.start_workspace_build(byo, "never-connected").await;
-    w.build(build.id).await.unwrap();
-    let readiness = unreachable(build.id, true).await;
+    w.build(build).await.unwrap();
+    let readiness = unreachable(build, true).await;
     assert_eq!(
         readiness.agent_error.as_deref(),
         Some(EXTERNAL_AGENT_NOT_CONNECTED)

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatproto::wsagent::v1 as pb;
+use chattest::proxy::{Mode, Proxy};
 use chattool::conn::{DEFAULT_AGENT_CALL_DEADLINE, Deadlined, WorkspaceConn};
 use chattool::context::{NO_RESOLVER, NO_WORKSPACE, WorkspaceResolver};
 use chattool::{
@@ -37,6 +38,21 @@ impl Drop for Workspace {
 }
 
 async fn workspace() -> Workspace {
+    workspace_via(
+        |agent| async move { (agent, None) },
+        DEFAULT_AGENT_CALL_DEADLINE,
+    )
+    .await
+    .0
+}
+
+/// A workspace whose agent chatd reaches at the address `route` makes of the agent's (a proxy,
+/// which it returns), with `deadline` on every agent call.
+async fn workspace_via<F, Fut>(route: F, deadline: Duration) -> (Workspace, Option<Proxy>)
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = (std::net::SocketAddr, Option<Proxy>)>,
+{
     let root = std::env::temp_dir().join(format!(
         "chattool-{}-{}",
         std::process::id(),
@@ -59,7 +75,7 @@ async fn workspace() -> Workspace {
         "agent".into(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (addr, proxy) = route(listener.local_addr().unwrap()).await;
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service.into_server(SECRET.into()))
@@ -73,10 +89,11 @@ async fn workspace() -> Workspace {
     )
     .await
     .unwrap();
-    Workspace {
+    let ws = Workspace {
         root,
-        conn: Arc::new(Deadlined::new(conn, DEFAULT_AGENT_CALL_DEADLINE)),
-    }
+        conn: Arc::new(Deadlined::new(conn, deadline)),
+    };
+    (ws, proxy)
 }
 
 fn scope() -> ChatScope {
@@ -289,6 +306,70 @@ async fn a_replayed_execute_with_the_same_call_id_does_not_run_twice() {
         std::fs::read_to_string(ws.root.join("counter")).unwrap(),
         "x\n"
     );
+}
+
+#[tokio::test]
+async fn an_agent_cut_off_by_the_network_mid_command_runs_it_once_and_its_output_is_recovered() {
+    let (ws, proxy) = workspace_via(
+        |agent| async move {
+            let proxy = Proxy::start(agent).await.unwrap();
+            (proxy.addr(), Some(proxy))
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    let proxy = proxy.unwrap();
+    // A partition that swallows every byte (the wait ends at the command's timeout, the snapshot
+    // at the call deadline), then one whose peer answers with resets (both fail at once).
+    let cases = [
+        (Mode::Blackhole, "did not answer within 1 s"),
+        (Mode::Reset, "use process_output with ID"),
+    ];
+    for (n, (mode, says)) in cases.into_iter().enumerate() {
+        let ledger = ws.root.join(format!("ran-{n}"));
+        let command = format!("echo run >> ran-{n}; sleep 2; echo finished-{n}");
+        let c = ctx(&ws, &format!("cut-{n}"));
+        let call = tokio::spawn(async move {
+            process::Execute
+                .call(
+                    &c,
+                    &serde_json::json!({ "command": command, "timeout": "3s" }).to_string(),
+                )
+                .await
+        });
+        while !ledger.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        proxy.set_mode(mode);
+        let cut = call.await.unwrap().as_json().unwrap();
+        let id = cut["background_process_id"].as_str().unwrap().to_owned();
+        assert_eq!(cut["exit_code"], -1, "{mode:?}: {cut}");
+        assert!(
+            !id.is_empty(),
+            "{mode:?}: the model gets the process id: {cut}"
+        );
+        assert!(
+            cut["error"].as_str().unwrap().contains(says),
+            "{mode:?}: {cut}"
+        );
+
+        // The network comes back: the stalled connections are reset, new ones pass.
+        proxy.set_mode(Mode::Pass);
+        proxy.end_partition();
+        let done = json(
+            &process::ProcessOutput,
+            &ctx(&ws, &format!("output-{n}")),
+            serde_json::json!({ "process_id": id, "wait_timeout": "10s" }),
+        )
+        .await;
+        assert_eq!(done["exit_code"], 0, "{mode:?}: {done}");
+        assert_eq!(done["output"], format!("finished-{n}\n"), "{mode:?}");
+        assert_eq!(
+            std::fs::read_to_string(&ledger).unwrap(),
+            "run\n",
+            "{mode:?}: the command ran once"
+        );
+    }
 }
 
 #[tokio::test]
