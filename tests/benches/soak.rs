@@ -544,8 +544,10 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
     let mut turn_times = Vec::new();
     let mut final_ids = HashSet::new();
     let mut side_effects = 0;
-    // Per chat with a workspace, the ledger lines its committed `execute` calls append.
-    let mut committed_lines: HashMap<Uuid, Vec<String>> = HashMap::new();
+    // Per chat with a workspace, the ledger line of each committed `execute` call and its
+    // committed result.
+    let mut committed_lines: HashMap<Uuid, Vec<(String, Option<Value>)>> = HashMap::new();
+    let mut failed_before_running: Vec<String> = Vec::new();
     for chat in owners.keys() {
         let state = store.chat(*chat).await.unwrap();
         if runnable(state.status.as_str()) {
@@ -593,7 +595,7 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
                             *calls.entry(tool_call_id.clone()).or_default() += 1;
                             called = true;
                             if tool_name == "execute" {
-                                lines.push(line_of_command(args));
+                                lines.push((tool_call_id.clone(), line_of_command(args), None));
                             }
                         }
                     }
@@ -604,15 +606,32 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
                 }
                 Role::Tool => {
                     for part in &message.content {
-                        if let MessagePart::ToolResult { tool_call_id, .. } = part {
+                        if let MessagePart::ToolResult {
+                            tool_call_id,
+                            result,
+                            ..
+                        } = part
+                        {
                             *results.entry(tool_call_id.clone()).or_default() += 1;
+                            // The latest call of this id is the one answered.
+                            if let Some((.., answer)) =
+                                lines.iter_mut().rev().find(|(id, ..)| id == tool_call_id)
+                            {
+                                *answer = Some(result.clone());
+                            }
                         }
                     }
                 }
                 _ => {}
             }
         }
-        committed_lines.insert(*chat, lines);
+        committed_lines.insert(
+            *chat,
+            lines
+                .into_iter()
+                .map(|(_, line, answer)| (line, answer))
+                .collect(),
+        );
         turns += asked.len();
         let ended_in_error = state.status == ChatStatus::Error
             && state
@@ -641,8 +660,10 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
             }
         }
     }
-    // Tool side effects: each committed `execute` call appended its line once, and no line came
-    // from a call that was never committed.
+    // Tool side effects: a committed `execute` call appended its line at most once, and exactly
+    // once when its result says it ran; no line came from a call that was never committed. (A
+    // call can fail before its command starts, e.g. the agent unreachable while the database
+    // restarts: its result says so and its line is missing.)
     for (chat, workspace) in &workspace_of {
         let committed = committed_lines.remove(chat).unwrap_or_default();
         let written = std::fs::read_to_string(h.home(*workspace).join(LEDGER)).unwrap_or_default();
@@ -651,12 +672,18 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
             *counts.entry(line).or_default() += 1;
             side_effects += 1;
         }
-        for line in &committed {
-            match counts.remove(line.as_str()) {
-                Some(1) => {}
+        for (line, answer) in &committed {
+            let ran = answer.as_ref().is_some_and(|a| a["exit_code"] == 0);
+            match counts.remove(line.as_str()).unwrap_or(0) {
+                1 => {}
+                0 if !ran => failed_before_running.push(
+                    answer
+                        .as_ref()
+                        .map_or("no result".to_owned(), Value::to_string),
+                ),
                 n => tally.violations.push(format!(
-                    "chat {chat}: the side effect of `{line}` happened {} times",
-                    n.unwrap_or(0)
+                    "chat {chat}: the side effect of `{line}` happened {n} times; its result: {}",
+                    answer.as_ref().map_or("none".to_owned(), Value::to_string)
                 )),
             }
         }
@@ -697,6 +724,10 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
         "| workspace commands run (ledger lines in {} workspaces) | {side_effects} |",
         workspace_of.len()
     );
+    println!(
+        "| workspace commands that failed before running | {} |",
+        failed_before_running.len()
+    );
     println!("| model calls | {requests} |");
     println!(
         "| faults injected | {} ({fault_text}) |",
@@ -723,6 +754,9 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
     println!("| violations | {} |", tally.violations.len());
     for violation in tally.violations.iter().take(20) {
         println!("  violation: {violation}");
+    }
+    for result in failed_before_running.iter().take(5) {
+        println!("  a command that failed before running got: {result}");
     }
     drop(emulator);
     drop(pool);

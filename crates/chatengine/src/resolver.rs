@@ -281,19 +281,28 @@ pub fn working_directory(agent: &Agent) -> Option<String> {
 impl AgentConnector for StoreConnector {
     /// Keeps trying while the agent is unreachable (a restarting or dead agent refuses
     /// connections at once): the resolver's dial timeout decides when to give up, so a dead
-    /// agent reaches the two-signal gate instead of failing with a connection error.
+    /// agent reaches the two-signal gate instead of failing with a connection error. Each
+    /// attempt dials the address the agent reports now: a restarted agent listens on a new port.
     async fn connect(&self, agent: &Agent) -> Result<Arc<dyn WorkspaceConn>, String> {
+        let mut agent = agent.clone();
         let conn = loop {
-            match self.client(agent).await {
+            match self.client(&agent).await {
                 Ok(conn) => break Deadlined::new(conn, self.call_deadline),
                 Err(DialFailure::Fatal(text)) => return Err(text),
                 Err(DialFailure::Unreachable(text)) => {
                     tracing::debug!(agent_id = %agent.id, error = %text, "agent unreachable; dialling again");
                     tokio::time::sleep(REDIAL_PAUSE).await;
+                    match self.store.agent(agent.id).await {
+                        Ok(now) => agent = now,
+                        Err(e) => {
+                            tracing::debug!(agent_id = %agent.id, error = %crate::error_chain(&e),
+                            "cannot re-read the agent; dialling the address it had")
+                        }
+                    }
                 }
             }
         };
-        Ok(match working_directory(agent) {
+        Ok(match working_directory(&agent) {
             Some(working_directory) => Arc::new(Rooted {
                 conn,
                 working_directory,
