@@ -346,6 +346,8 @@ impl std::fmt::Debug for AgentConnCache {
 
 struct CacheEntry {
     agent_id: Uuid,
+    /// The address the agent had reported when the dial began.
+    address: String,
     home_dir: Option<String>,
     state: Mutex<EntryState>,
 }
@@ -415,10 +417,16 @@ impl AgentConnCache {
             .and_then(CacheEntry::lend)
     }
 
-    /// Adopts a freshly dialled connection: when `agent_id`'s connection is already cached,
-    /// `conn` is closed and the cached one is borrowed; otherwise the old entry is dropped and
-    /// `conn` installed with one borrower (the handle returned).
-    pub fn adopt(&self, agent_id: Uuid, conn: Arc<dyn WorkspaceConn>) -> AgentConnHandle {
+    /// Adopts a freshly dialled connection to `agent_id` at `address` (what its row said when
+    /// the dial began): when `agent_id`'s connection is already cached, `conn` is closed and the
+    /// cached one is borrowed; otherwise the old entry is dropped and `conn` installed with one
+    /// borrower (the handle returned).
+    pub fn adopt(
+        &self,
+        agent_id: Uuid,
+        address: &str,
+        conn: Arc<dyn WorkspaceConn>,
+    ) -> AgentConnHandle {
         let mut current = lock(&self.current);
         if let Some(handle) = current
             .as_ref()
@@ -431,6 +439,7 @@ impl AgentConnCache {
         }
         let entry = Arc::new(CacheEntry {
             agent_id,
+            address: address.to_owned(),
             home_dir: conn.working_directory().map(str::to_owned),
             state: Mutex::new(EntryState {
                 conn: Some(conn.clone()),
@@ -506,6 +515,11 @@ impl AgentConnHandle {
     /// The agent this connection reaches.
     pub fn agent_id(&self) -> Uuid {
         self.entry.agent_id
+    }
+
+    /// The address the agent had reported when this connection was dialled.
+    pub fn address(&self) -> &str {
+        &self.entry.address
     }
 
     /// Scopes every request made through this handle to the chat (spec/recovery.md §2 step 8):
@@ -726,13 +740,19 @@ impl WorkspaceConnResolver {
             return Err(WorkspaceConnError::NoWorkspace.into());
         };
 
-        // Step 1: a cache hit, unless the database says the agent is disconnected.
+        // Step 1: a cache hit, unless the database says the agent is disconnected or listens
+        // elsewhere now (it was restarted on a new port).
         if let Some(agent_id) = chat.agent_id
             && let Some(handle) = self.cache.borrow(agent_id)
         {
             match self.fresh_status(agent_id).await {
-                Ok(ConnectionStatus::Disconnected { .. }) => {
+                Ok((ConnectionStatus::Disconnected { .. }, _)) => {
                     tracing::debug!(%chat_id, %agent_id, "cached agent is disconnected; redialling");
+                    drop(handle);
+                    self.cache.drop_entry();
+                }
+                Ok((_, address)) if address != handle.address() => {
+                    tracing::debug!(%chat_id, %agent_id, %address, "cached agent moved; redialling");
                     drop(handle);
                     self.cache.drop_entry();
                 }
@@ -760,21 +780,21 @@ impl WorkspaceConnResolver {
         self.external_preflight(&agent).await?;
 
         // Steps 4–7.
-        let (agent_id, conn) = self.dial(chat_id, workspace_id, agent).await?;
+        let (dialled, conn) = self.dial(chat_id, workspace_id, agent).await?;
 
         // Step 8.
-        Ok(self.cache.adopt(agent_id, conn).for_chat(chat_id))
+        Ok(self
+            .cache
+            .adopt(dialled.id, &dialled.address, conn)
+            .for_chat(chat_id))
     }
 
-    /// The agent's connection status now, by the database clock.
-    async fn fresh_status(&self, agent_id: Uuid) -> Result<ConnectionStatus, StoreError> {
+    /// The agent's connection status now, by the database clock, and the address it reports.
+    async fn fresh_status(&self, agent_id: Uuid) -> Result<(ConnectionStatus, String), StoreError> {
         let agent = self.store.agent(agent_id).await?;
         let now = self.store.database_now().await?;
-        Ok(connection_status(
-            &agent.times,
-            now,
-            self.settings.agent_inactive_timeout,
-        ))
+        let status = connection_status(&agent.times, now, self.settings.agent_inactive_timeout);
+        Ok((status, agent.address))
     }
 
     /// The latest build and its chat agent.
@@ -870,19 +890,19 @@ impl WorkspaceConnResolver {
         chat_id: Uuid,
         workspace_id: Uuid,
         agent: Agent,
-    ) -> Result<(Uuid, Arc<dyn WorkspaceConn>), ResolveError> {
+    ) -> Result<(Agent, Arc<dyn WorkspaceConn>), ResolveError> {
         let started = Instant::now();
         let deadline = started + self.settings.dial_timeout;
         let validate_at = started + self.settings.dial_validation_delay;
         let mut validation_due = validate_at < deadline;
-        let mut agent_id = agent.id;
-        let mut dialling = self.start_dial(agent);
+        let mut dialling = self.start_dial(agent.clone());
+        let mut agent = agent;
         loop {
             tokio::select! {
                 biased;
                 dialled = &mut dialling => {
                     return dialled
-                        .map(|conn| (agent_id, conn))
+                        .map(|conn| (agent, conn))
                         .map_err(|e| WorkspaceConnError::Dial(e).into());
                 }
                 () = tokio::time::sleep_until(deadline) => {
@@ -895,15 +915,15 @@ impl WorkspaceConnResolver {
                     validation_due = false;
                     let checked = tokio::time::timeout_at(
                         deadline,
-                        self.stale_binding(chat_id, workspace_id, agent_id),
+                        self.stale_binding(chat_id, workspace_id, agent.id),
                     )
                     .await;
                     match checked {
                         Ok(Ok(Some(latest))) => {
-                            tracing::info!(%chat_id, stale = %agent_id, agent_id = %latest.id,
+                            tracing::info!(%chat_id, stale = %agent.id, agent_id = %latest.id,
                                 "the chat's agent binding was stale; dialling the latest build's agent");
-                            agent_id = latest.id;
-                            dialling = self.start_dial(latest);
+                            dialling = self.start_dial(latest.clone());
+                            agent = latest;
                         }
                         Ok(Ok(None)) | Err(_) => {}
                         Ok(Err(changed)) => return Err(changed.into()),
@@ -1010,6 +1030,8 @@ mod tests {
 
     use super::*;
 
+    const ADDRESS: &str = "http://127.0.0.1:1";
+
     /// A connection that counts its closes and records the chat ids of its requests.
     struct FakeConn {
         closed: Arc<AtomicUsize>,
@@ -1103,7 +1125,7 @@ mod tests {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         assert!(cache.borrow(a).is_none());
         let c = Counter::default();
-        let _held = cache.adopt(a, c.conn());
+        let _held = cache.adopt(a, ADDRESS, c.conn());
         assert!(cache.borrow(b).is_none());
         assert_eq!(cache.cached_agent(), Some(a));
     }
@@ -1113,7 +1135,7 @@ mod tests {
         let cache = AgentConnCache::new();
         let a = Uuid::new_v4();
         let c = Counter::default();
-        let first = cache.adopt(a, c.conn());
+        let first = cache.adopt(a, ADDRESS, c.conn());
         assert_eq!((first.agent_id(), cache.borrowers()), (a, 1));
         let second = cache.borrow(a).unwrap();
         assert_eq!(cache.borrowers(), 2);
@@ -1130,8 +1152,8 @@ mod tests {
         let cache = AgentConnCache::new();
         let a = Uuid::new_v4();
         let (cached, fresh) = (Counter::default(), Counter::default());
-        let first = cache.adopt(a, cached.conn());
-        let second = cache.adopt(a, fresh.conn());
+        let first = cache.adopt(a, ADDRESS, cached.conn());
+        let second = cache.adopt(a, ADDRESS, fresh.conn());
         assert_eq!((fresh.closed(), cached.closed()), (1, 0));
         assert_eq!(cache.borrowers(), 2);
         drop((first, second));
@@ -1143,8 +1165,8 @@ mod tests {
         let cache = AgentConnCache::new();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let (old, new) = (Counter::default(), Counter::default());
-        let in_use = cache.adopt(a, old.conn());
-        let other = cache.adopt(b, new.conn());
+        let in_use = cache.adopt(a, ADDRESS, old.conn());
+        let other = cache.adopt(b, ADDRESS, new.conn());
         assert_eq!(cache.cached_agent(), Some(b));
         assert_eq!(cache.borrowers(), 1);
         assert!(cache.borrow(a).is_none(), "a dropped entry is not lent");
@@ -1160,7 +1182,7 @@ mod tests {
         let cache = AgentConnCache::new();
         let a = Uuid::new_v4();
         let c = Counter::default();
-        let one = cache.adopt(a, c.conn());
+        let one = cache.adopt(a, ADDRESS, c.conn());
         let two = cache.borrow(a).unwrap();
         cache.drop_entry();
         assert!(cache.borrow(a).is_none());
@@ -1176,7 +1198,7 @@ mod tests {
         let cache = AgentConnCache::new();
         let a = Uuid::new_v4();
         let c = Counter::default();
-        drop(cache.adopt(a, c.conn()));
+        drop(cache.adopt(a, ADDRESS, c.conn()));
         assert_eq!(c.closed(), 0);
         cache.drop_entry();
         assert_eq!(c.closed(), 1);
@@ -1189,7 +1211,7 @@ mod tests {
         let cache = AgentConnCache::new();
         let a = Uuid::new_v4();
         let c = Counter::default();
-        let shared: Arc<dyn WorkspaceConn> = Arc::new(cache.adopt(a, c.conn()));
+        let shared: Arc<dyn WorkspaceConn> = Arc::new(cache.adopt(a, ADDRESS, c.conn()));
         let clone = shared.clone();
         assert_eq!(cache.borrowers(), 1);
         drop(shared);
@@ -1203,7 +1225,7 @@ mod tests {
         let cache = AgentConnCache::new();
         let a = Uuid::new_v4();
         let c = Counter::default();
-        let handle = cache.adopt(a, c.conn());
+        let handle = cache.adopt(a, ADDRESS, c.conn());
         let answered = pb::ReadFileRequest {
             path: "fine".into(),
             ..Default::default()
@@ -1229,7 +1251,7 @@ mod tests {
         let cache = AgentConnCache::new();
         let (a, chat) = (Uuid::new_v4(), Uuid::new_v4());
         let c = Counter::default();
-        let handle = cache.adopt(a, c.conn()).for_chat(chat);
+        let handle = cache.adopt(a, ADDRESS, c.conn()).for_chat(chat);
         handle
             .start_process(pb::StartProcessRequest::default())
             .await

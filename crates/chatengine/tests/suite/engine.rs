@@ -1190,6 +1190,26 @@ async fn a_stopped_agent_gets_the_recovery_text_within_the_call_deadline_and_the
     run.finish().await;
 }
 
+/// Kills the workspace's agent (SIGKILL) and, once the process is gone, has the backend start it
+/// again as a restarted daemon's reconciliation does.
+async fn restart_agent(backend: &provisioner::LocalBackend, workspace: Uuid) {
+    let old = nix::unistd::Pid::from_raw(backend.agent_pid(workspace).unwrap());
+    nix::sys::signal::kill(old, nix::sys::signal::Signal::SIGKILL).unwrap();
+    // A signal is delivered asynchronously: until the process is dead (gone, or a zombie) it
+    // still counts as running.
+    eventually("the killed agent to die", || async {
+        let stat = std::fs::read_to_string(format!("/proc/{old}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        matches!(state, None | Some("Z")).then_some(())
+    })
+    .await;
+    let reconciled = backend.reconcile().await.unwrap();
+    assert_eq!(reconciled.restarted, 1, "{reconciled:?}");
+    assert_ne!(backend.agent_pid(workspace), Some(old.as_raw()));
+}
+
 #[tokio::test]
 async fn an_agent_killed_and_restarted_by_its_workspace_serves_the_next_call() {
     // A dial long enough for any restart: the dial follows the agent to its new address.
@@ -1197,18 +1217,8 @@ async fn an_agent_killed_and_restarted_by_its_workspace_serves_the_next_call() {
     config.resolver.dial_timeout = Duration::from_secs(20);
     let (run, engine, chat, ready) = warm_workspace_with(config).await;
     let workspace = ready.workspace_id.unwrap();
-    let backend = run.h.backend();
-    let old = backend.agent_pid(workspace).unwrap();
-
     // The agent dies with the chat's connection to it open, and its workspace starts it again.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let reconciled = backend.reconcile().await.unwrap();
-    assert_eq!(reconciled.restarted, 1, "{reconciled:?}");
-    assert_ne!(backend.agent_pid(workspace), Some(old));
+    restart_agent(&run.h.backend(), workspace).await;
 
     // The restarted agent listens on a new port, which it reports once it runs; the next
     // call's dial may start before that and follows the agent there: the call succeeds.
@@ -1225,6 +1235,60 @@ async fn an_agent_killed_and_restarted_by_its_workspace_serves_the_next_call() {
         "{result}"
     );
     assert_eq!(text_of(history.last().unwrap()), "back");
+    engine.shutdown().await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn an_agent_restarted_mid_turn_serves_the_turns_next_call() {
+    // The model's second step is held back 3 s (well within the silence timeout), long enough
+    // to restart the agent between the turn's two calls.
+    let mut config = config();
+    config.stream_silence_timeout = SilenceTimeout::new(Duration::from_secs(10)).unwrap();
+    let (run, engine, chat, ready) = warm_workspace_with(config).await;
+    let workspace = ready.workspace_id.unwrap();
+    let backend = run.h.backend();
+    let execute = |id: &str, word: &str| {
+        call(
+            id,
+            "execute",
+            serde_json::json!({ "command": format!("echo {word}") }),
+        )
+    };
+    run.emulator.push(execute("c3", "one"));
+    run.emulator.push(after(execute("c4", "two"), "one").fault(
+        FaultPoint::AfterEvents(0),
+        FaultKind::Stall(Duration::from_secs(3)),
+    ));
+    run.emulator.push(after(reply("both"), "two"));
+    let moved_from = run.h.agent(workspace).await.address;
+    run.send(chat, "one, then two", BusyBehavior::Queue).await;
+
+    // Once the first call is answered, the agent dies with the turn's cached connection to it
+    // open; its workspace starts it again and it reports its new port.
+    eventually("the first call's result", || async {
+        let history = run.history(chat).await;
+        history
+            .iter()
+            .flat_map(results_of)
+            .any(|(id, ..)| id == "c3")
+            .then_some(())
+    })
+    .await;
+    restart_agent(&backend, workspace).await;
+    eventually("the agent's new address", || async {
+        let agent = run.h.agent(workspace).await;
+        (agent.address != moved_from).then_some(())
+    })
+    .await;
+
+    // The second call sees the agent moved and dials it there.
+    let done = run.settled(chat).await;
+    assert_eq!(done.status, ChatStatus::Waiting, "{:?}", done.last_error);
+    let history = run.history(chat).await;
+    let (_, result, is_error) = results_of(&history[history.len() - 2]).remove(0);
+    assert!(!is_error && result["output"] == "two\n", "{result}");
+    assert_eq!(text_of(history.last().unwrap()), "both");
     engine.shutdown().await;
     run.finish().await;
 }
