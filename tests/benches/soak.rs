@@ -15,8 +15,10 @@
 //! cores). The first 20 chats each have a workspace of their own, built by a provisioner in this
 //! process whose agents report to an agent API in this process too (an address no replica kill
 //! takes away); their tool steps are `execute`, each appending a line naming its turn and step to
-//! a ledger file in the workspace. A ledger line missing for a committed call, written twice, or
-//! written for a call never committed is a violation: a tool side effect lost or duplicated.
+//! a ledger file in the workspace. A committed call whose line is written twice, or missing
+//! although its result says the command ran, or a line no committed call asked for, is a
+//! violation: a tool side effect repeated or lost. (A call may fail before its command starts,
+//! e.g. while the database restarts: its result says so and it has no line.)
 //!
 //! Run: `cargo bench -p chatd-e2e --bench soak` (5 minutes). `CHATD_SOAK_SECS` sets the time
 //! (CI runs 60 s, `--profile dev`), `CHATD_SOAK_CHATS` the chats (200), `CHATD_SOAK_WORKSPACES`
@@ -38,7 +40,7 @@ use chatd_e2e::workspaces::Harness;
 use chatstate::{BusyBehavior, ChatStatus};
 use chatstore::Change;
 use chatstore::agents::AgentLifecycle;
-use chatstore::testing::{Fixtures as _, ModelFixtures as _};
+use chatstore::testing::Fixtures as _;
 use chatstore::types::{MessagePart, NewChat, NewMessage, Role};
 use chattest::emulator::{Emulator, FaultKind, FaultPoint, ScriptPart, Turn};
 use nix::sys::signal::Signal;
@@ -101,6 +103,13 @@ fn turn_of(body: &Value) -> (String, usize) {
         }
     }
     (String::new(), rounds)
+}
+
+/// The user message of `turn` in the chat called `name`; chats with a workspace get
+/// [`IN_WORKSPACE`] messages.
+fn user_text(in_workspace: bool, name: impl std::fmt::Display, turn: usize) -> String {
+    let prefix = if in_workspace { IN_WORKSPACE } else { "soak " };
+    format!("{prefix}{name} turn {turn}")
 }
 
 /// The ledger line of step `round` of the turn asked by `text`.
@@ -307,17 +316,9 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
         .await
         .unwrap();
     let org = h.organization;
-    let model = store
-        .fixture_model(
-            org,
-            "anthropic",
-            &emulator.base_url(),
-            "claude-test",
-            200_000,
-            true,
-        )
-        .await
-        .unwrap();
+    let model = h
+        .model("anthropic", &emulator.base_url(), "claude-test")
+        .await;
     let mut users = Vec::new();
     for u in 0..chat_count.div_ceil(CHATS_PER_USER) {
         users.push(
@@ -362,16 +363,11 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
     for k in 0..chat_count {
         let owner = users[k / CHATS_PER_USER];
         let workspace = workspaces.get(k).copied();
-        let prefix = if workspace.is_some() {
-            IN_WORKSPACE
-        } else {
-            "soak "
-        };
         let mut new = NewChat::new(
             org,
             owner,
             model,
-            vec![MessagePart::text(format!("{prefix}{k} turn 0"))],
+            vec![MessagePart::text(user_text(workspace.is_some(), k, 0))],
         );
         new.workspace_id = workspace;
         let chat = store.create_chat(new).await.unwrap().chat.id;
@@ -477,12 +473,7 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
                     if status == "error" {
                         errored.insert((*chat, *turn - 1));
                     }
-                    let prefix = if workspace_of.contains_key(chat) {
-                        IN_WORKSPACE
-                    } else {
-                        "soak "
-                    };
-                    let text = format!("{prefix}{} turn {turn}", chat.simple());
+                    let text = user_text(workspace_of.contains_key(chat), chat.simple(), *turn);
                     let sent = store
                         .apply(
                             *chat,
@@ -544,9 +535,8 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
     let mut turn_times = Vec::new();
     let mut final_ids = HashSet::new();
     let mut side_effects = 0;
-    // Per chat with a workspace, the ledger line of each committed `execute` call and its
-    // committed result.
-    let mut committed_lines: HashMap<Uuid, Vec<(String, Option<Value>)>> = HashMap::new();
+    // Per chat, each committed `execute` call: its id, its ledger line and its committed result.
+    let mut committed_lines: HashMap<Uuid, Vec<(String, String, Option<Value>)>> = HashMap::new();
     let mut failed_before_running: Vec<String> = Vec::new();
     for chat in owners.keys() {
         let state = store.chat(*chat).await.unwrap();
@@ -625,13 +615,7 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
                 _ => {}
             }
         }
-        committed_lines.insert(
-            *chat,
-            lines
-                .into_iter()
-                .map(|(_, line, answer)| (line, answer))
-                .collect(),
-        );
+        committed_lines.insert(*chat, lines);
         turns += asked.len();
         let ended_in_error = state.status == ChatStatus::Error
             && state
@@ -672,7 +656,7 @@ async fn soak(run_for: Duration, chat_count: usize, workspace_count: usize) -> u
             *counts.entry(line).or_default() += 1;
             side_effects += 1;
         }
-        for (line, answer) in &committed {
+        for (_, line, answer) in &committed {
             let ran = answer.as_ref().is_some_and(|a| a["exit_code"] == 0);
             match counts.remove(line.as_str()).unwrap_or(0) {
                 1 => {}
